@@ -1,0 +1,207 @@
+"""The named presets. Every number of the Llama 3.1 recipe lives here and nowhere else.
+
+Sources: Llama 3 paper (arXiv:2407.21783) for shapes, optimizer, batch ramp, token budgets and the
+405B layouts (its Table 4); Meta's Llama 3.1 configs for RoPE scaling. Where the paper gives no
+number, the value is llamaops's choice and the comment says so.
+"""
+from collections.abc import Callable
+
+from .model import ModelConfig, RopeScaling
+from .parallel import ParallelLayout as Layout
+from .preset import Preset
+from .resources import Resources
+from .stages import (
+    AnnealConfig,
+    BatchRampStep,
+    DataConfig,
+    DPOConfig,
+    EvalGate,
+    LongContextConfig,
+    Optimizer,
+    PostTrainingConfig,
+    PretrainConfig,
+    SFTConfig,
+)
+
+LLAMA_3_1_8B = ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_hidden_dim=14336)
+LLAMA_3_1_70B = ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, ffn_hidden_dim=28672)
+LLAMA_3_1_405B = ModelConfig(dim=16384, n_layers=126, n_heads=128, n_kv_heads=8, ffn_hidden_dim=53248)
+
+
+def _h100_pool(nodes: int) -> Resources:
+    return Resources(
+        node_pool="h100",
+        accelerator="nvidia-h100-80gb",
+        accelerator_memory_gib=80.0,
+        peak_bf16_tflops=989.0,  # dense bf16, H100 SXM
+        gpus_per_node=8,
+        nodes=nodes,
+    )
+
+
+_PAPER_DATA = DataConfig(sources=["s3://llamaops-data/web", "s3://llamaops-data/code", "s3://llamaops-data/math"])
+_PAPER_GATE = EvalGate(
+    max_validation_perplexity=10.0,  # llamaops's choice: a sane 405B-scale ceiling
+    min_multiple_choice_accuracy=0.6,
+    max_violation_rate=0.05,
+    max_false_refusal_rate=0.1,
+)
+# Six context-extension stages up to 128K (the paper gives the count, not the lengths).
+_PAPER_CONTEXT_STAGES = [16_384, 32_768, 49_152, 65_536, 98_304, 131_072]
+
+
+def _paper_recipe(
+    name: str,
+    description: str,
+    model: ModelConfig,
+    resources: Resources,
+    peak_lr: float,
+    pretrain_layout: Layout,
+    long_context_layout: Layout,
+    post_training_layout: Layout,
+) -> Preset:
+    """Llama 3 paper's schedule: 15.6T tokens at 8K, ~800B tokens of context extension, 40M
+    annealing tokens, six post-training rounds."""
+    return Preset(
+        name=name,
+        description=description,
+        model=model,
+        resources=resources,
+        data=_PAPER_DATA,
+        pretrain=PretrainConfig(
+            layout=pretrain_layout,
+            total_tokens=15_600_000_000_000,
+            batch_ramp=[
+                BatchRampStep(after_tokens=0, seq_len=4096, global_batch_tokens=4 * 2**20),
+                BatchRampStep(after_tokens=252_000_000, seq_len=8192, global_batch_tokens=8 * 2**20),
+                BatchRampStep(after_tokens=2_870_000_000_000, seq_len=8192, global_batch_tokens=16 * 2**20),
+            ],
+            optimizer=Optimizer(peak_lr=peak_lr, min_lr=peak_lr / 100, warmup_steps=8000, decay_steps=1_200_000),
+        ),
+        long_context=LongContextConfig(
+            layout=long_context_layout,
+            seq_lens=_PAPER_CONTEXT_STAGES,
+            total_tokens=800_000_000_000,
+            global_batch_tokens=16 * 2**20,
+            lr=peak_lr / 10,  # llamaops's choice: the paper does not state it
+        ),
+        anneal=AnnealConfig(total_tokens=40_000_000, lr=peak_lr / 10, average_last_checkpoints=5),
+        post_training=PostTrainingConfig(
+            rounds=6,
+            sft=SFTConfig(layout=post_training_layout, seq_len=8192, steps=9000, batch_size=256, lr=1e-5),
+            dpo=DPOConfig(layout=post_training_layout, steps=1000, batch_size=256, lr=1e-5, beta=0.1, nll_coefficient=0.2),
+        ),
+        eval_gate=_PAPER_GATE,
+    )
+
+
+def tiny() -> Preset:
+    """A ~35M-parameter model with the real 128K vocabulary: the whole lifecycle on a laptop CPU."""
+    return Preset(
+        name="tiny",
+        description="Whole lifecycle on a laptop CPU: 2 local Ray workers, 256 -> 1024 context",
+        model=ModelConfig(
+            dim=128,
+            n_layers=4,
+            n_heads=4,
+            n_kv_heads=2,
+            ffn_hidden_dim=384,
+            max_seq_len=1024,
+            rope_scaling=RopeScaling(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=256),
+        ),
+        resources=Resources(
+            node_pool="local",
+            accelerator="cpu",
+            accelerator_memory_gib=4.0,
+            peak_bf16_tflops=0.4,  # measured 2-thread bf16 matmul peak of these machines
+            gpus_per_node=0,
+            nodes=2,
+        ),
+        data=DataConfig(sources=["cpython-stdlib", "fortunes", "chatterbot-corpus"], validation_fraction=0.05),
+        pretrain=PretrainConfig(
+            layout=Layout(dp=2),
+            total_tokens=400_000,
+            batch_ramp=[
+                BatchRampStep(after_tokens=0, seq_len=128, global_batch_tokens=4096),
+                BatchRampStep(after_tokens=100_000, seq_len=256, global_batch_tokens=8192),
+            ],
+            optimizer=Optimizer(peak_lr=3e-3, min_lr=3e-4, warmup_steps=10, decay_steps=60),
+            checkpoint_every_steps=10,
+        ),
+        long_context=LongContextConfig(
+            layout=Layout(dp=2), seq_lens=[512, 1024], total_tokens=65_536, global_batch_tokens=8192, lr=1e-3
+        ),
+        anneal=AnnealConfig(total_tokens=16_384, lr=1e-3, average_last_checkpoints=2),
+        post_training=PostTrainingConfig(
+            rounds=1,
+            sft=SFTConfig(layout=Layout(dp=2), seq_len=512, steps=30, batch_size=8, lr=1e-4),
+            dpo=DPOConfig(layout=Layout(dp=2), steps=20, batch_size=4, lr=5e-5),
+        ),
+        eval_gate=EvalGate(
+            max_validation_perplexity=5000.0,
+            min_multiple_choice_accuracy=0.0,
+            max_violation_rate=1.0,
+            max_false_refusal_rate=1.0,
+        ),
+    )
+
+
+def llama_8b() -> Preset:
+    return _paper_recipe(
+        "8b",
+        "Llama 3.1 8B on 512 H100s (64 nodes)",
+        LLAMA_3_1_8B,
+        _h100_pool(nodes=64),
+        peak_lr=3e-4,  # llamaops's choice, from the Llama 2 7B recipe; the paper gives 405B's only
+        pretrain_layout=Layout(dp=512),
+        long_context_layout=Layout(tp=8, cp=8, dp=8),
+        post_training_layout=Layout(dp=64),
+    )
+
+
+def llama_70b() -> Preset:
+    return _paper_recipe(
+        "70b",
+        "Llama 3.1 70B on 2,048 H100s (256 nodes)",
+        LLAMA_3_1_70B,
+        _h100_pool(nodes=256),
+        peak_lr=1.5e-4,  # llamaops's choice, from the Llama 2 70B recipe
+        pretrain_layout=Layout(tp=8, pp=4, dp=64),
+        long_context_layout=Layout(tp=8, cp=16, pp=4, dp=4),
+        post_training_layout=Layout(tp=8, dp=16),
+    )
+
+
+def llama_405b() -> Preset:
+    return _paper_recipe(
+        "405b",
+        "Llama 3.1 405B on 8,192 H100s: the paper's first 8K layout (Table 4, row 1)",
+        LLAMA_3_1_405B,
+        _h100_pool(nodes=1024),
+        peak_lr=8e-5,
+        pretrain_layout=Layout(tp=8, pp=16, dp=64),
+        long_context_layout=Layout(tp=8, cp=16, pp=16, dp=4),
+        post_training_layout=Layout(tp=8, pp=16, dp=8),
+    )
+
+
+def full_405b() -> Preset:
+    return _paper_recipe(
+        "full-405b",
+        "The paper's full run: Llama 3.1 405B on 16,384 H100s (Table 4, 8K and 128K rows)",
+        LLAMA_3_1_405B,
+        _h100_pool(nodes=2048),
+        peak_lr=8e-5,
+        pretrain_layout=Layout(tp=8, pp=16, dp=128),
+        long_context_layout=Layout(tp=8, cp=16, pp=16, dp=8),
+        post_training_layout=Layout(tp=8, pp=16, dp=8),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {
+    "tiny": tiny,
+    "8b": llama_8b,
+    "70b": llama_70b,
+    "405b": llama_405b,
+    "full-405b": full_405b,
+}

@@ -1,0 +1,123 @@
+"""Settings of each lifecycle stage. Defaults are the Llama 3 paper's (arXiv:2407.21783)."""
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+from .base import Config
+from .parallel import ParallelLayout
+
+
+class Optimizer(Config):
+    """AdamW with linear warmup then decay to a floor."""
+
+    peak_lr: PositiveFloat
+    min_lr: NonNegativeFloat
+    warmup_steps: NonNegativeInt
+    decay_steps: PositiveInt
+    decay: Literal["cosine", "linear"] = "cosine"
+    weight_decay: NonNegativeFloat = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip_norm: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check_floor(self) -> "Optimizer":
+        if self.min_lr > self.peak_lr:
+            raise ValueError(f"min_lr {self.min_lr} is above peak_lr {self.peak_lr}")
+        return self
+
+
+class BatchRampStep(Config):
+    """From `after_tokens` trained on, use this sequence length and global batch."""
+
+    after_tokens: NonNegativeInt
+    seq_len: PositiveInt
+    global_batch_tokens: PositiveInt
+
+
+class DataConfig(Config):
+    sources: list[str] = Field(min_length=1)  # corpus names or URIs (file://, s3://)
+    validation_fraction: float = Field(0.01, gt=0, lt=1)
+    seed: int = 0
+
+
+class PretrainConfig(Config):
+    layout: ParallelLayout
+    total_tokens: PositiveInt
+    batch_ramp: list[BatchRampStep] = Field(min_length=1)
+    optimizer: Optimizer
+    checkpoint_every_steps: PositiveInt = 500
+
+    @property
+    def seq_len(self) -> int:
+        return self.batch_ramp[-1].seq_len
+
+    @model_validator(mode="after")
+    def _check_ramp(self) -> "PretrainConfig":
+        starts = [step.after_tokens for step in self.batch_ramp]
+        if starts[0] != 0 or starts != sorted(starts):
+            raise ValueError("batch_ramp must start at after_tokens 0 and be in increasing order")
+        return self
+
+
+class LongContextConfig(Config):
+    """Staged context extension: train on each length in turn until the final one."""
+
+    layout: ParallelLayout
+    seq_lens: list[PositiveInt] = Field(min_length=1)
+    total_tokens: PositiveInt
+    global_batch_tokens: PositiveInt
+    lr: PositiveFloat
+
+
+class AnnealConfig(Config):
+    """Final tokens with the LR annealed linearly to 0, then checkpoint averaging."""
+
+    total_tokens: PositiveInt
+    lr: PositiveFloat
+    average_last_checkpoints: PositiveInt = 1
+
+
+class SFTConfig(Config):
+    layout: ParallelLayout
+    seq_len: PositiveInt
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat = 1e-5
+
+
+class RejectionSamplingConfig(Config):
+    samples_per_prompt: int = Field(10, ge=1)  # the paper samples 10 to 30
+    temperature: PositiveFloat = 0.8
+    max_new_tokens: PositiveInt = 512
+
+
+class DPOConfig(Config):
+    layout: ParallelLayout
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat = 1e-5
+    beta: PositiveFloat = 0.1
+    nll_coefficient: NonNegativeFloat = 0.2
+    mask_formatting_tokens: bool = True
+
+
+class SafetyConfig(Config):
+    safety_fraction: float = Field(0.1, gt=0, lt=1)  # share of safety examples in the tuning mix
+    steps: PositiveInt = 100
+
+
+class EvalGate(Config):
+    """A model is promoted only if it meets every threshold."""
+
+    max_validation_perplexity: PositiveFloat
+    min_multiple_choice_accuracy: float = Field(ge=0, le=1)
+    max_violation_rate: float = Field(ge=0, le=1)
+    max_false_refusal_rate: float = Field(ge=0, le=1)
+
+
+class PostTrainingConfig(Config):
+    rounds: PositiveInt = 6  # the paper runs six rounds of RM -> rejection sampling -> SFT -> DPO
+    sft: SFTConfig
+    rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
+    dpo: DPOConfig
+    safety: SafetyConfig = SafetyConfig()

@@ -1,0 +1,200 @@
+"""The Llama 3.1 decoder in plain torch. It knows nothing of parallelism: train/ shards it.
+
+Module names follow Meta's checkpoints (tok_embeddings, layers.N.attention.wq, ...); layers live
+in a ModuleDict keyed by index so a pipeline stage can drop layers and keep the others' names, and
+the embedding, final norm and output may be None on stages that do not own them.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llamaops.platform.config.model import ModelConfig
+
+from .kv_cache import KVCache
+from .rope import apply_rotary, rotary_table
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 as the reference does; bf16 variance loses too much.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention: n_heads query heads share n_kv_heads key/value heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        q = apply_rotary(self.wq(x).view(batch, seq, -1, self.head_dim), rotary)
+        k = apply_rotary(self.wk(x).view(batch, seq, -1, self.head_dim), rotary)
+        v = self.wv(x).view(batch, seq, -1, self.head_dim)
+        if cache is not None:
+            k, v = cache.update(layer, positions, k, v, length=mask.shape[-1])
+            k, v = k.type_as(q), v.type_as(q)
+        else:
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+        )
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def reset_parameters(self, out_std: float) -> None:
+        for linear in (self.wq, self.wk, self.wv):
+            nn.init.trunc_normal_(linear.weight, std=0.02)
+        nn.init.trunc_normal_(self.wo.weight, std=out_std)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    def reset_parameters(self, out_std: float) -> None:
+        nn.init.trunc_normal_(self.w1.weight, std=0.02)
+        nn.init.trunc_normal_(self.w3.weight, std=0.02)
+        nn.init.trunc_normal_(self.w2.weight, std=out_std)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg.dim, cfg.ffn_hidden_dim)
+        # Residual projections start smaller with depth so the residual stream's variance stays flat.
+        self.out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
+
+    def forward(self, x, rotary, mask, cache=None, positions=None):
+        x = x + self.attention(self.attention_norm(x), rotary, mask, cache, self.layer, positions)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+    def reset_parameters(self) -> None:
+        self.attention_norm.reset_parameters()
+        self.ffn_norm.reset_parameters()
+        self.attention.reset_parameters(self.out_std)
+        self.feed_forward.reset_parameters(self.out_std)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings: nn.Embedding | None = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleDict({str(i): TransformerBlock(cfg, i) for i in range(cfg.n_layers)})
+        self.norm: RMSNorm | None = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output: nn.Linear | None = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.register_buffer("rotary", self._rotary_table(), persistent=False)
+
+    def _rotary_table(self, device=None) -> torch.Tensor:
+        cfg = self.cfg
+        if device is None and any(p.is_meta for p in self.parameters()):
+            device = "meta"
+        if str(device) == "meta":
+            return torch.empty(cfg.max_seq_len, cfg.head_dim // 2, 2, device="meta")
+        return rotary_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling, device)
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None, buffer_device: torch.device | str | None = None) -> None:
+        """(Re)initialise every weight, e.g. after building on the meta device and `to_empty`."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        device = buffer_device or next(self.parameters()).device
+        self.rotary = self._rotary_table(device)
+        if self.tok_embeddings is not None:
+            nn.init.normal_(self.tok_embeddings.weight)
+        for block in self.layers.values():
+            block.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        if self.output is not None:
+            # Scaled so initial logits are O(1) whatever the width.
+            std = self.cfg.dim**-0.5
+            nn.init.trunc_normal_(self.output.weight, std=std, a=-3 * std, b=3 * std)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """tokens [B, T] (or hidden states [B, T, dim] on a pipeline stage without the embedding).
+
+        document_ids [B, T]: packed sequences; attention stays within a document and positions
+        restart at 0 for each document, so a packed row equals its documents run one by one.
+        cache: incremental decoding; positions [B, T] are then each row's absolute positions.
+        Returns logits [B, T, vocab] (hidden states on a stage without the output projection).
+        """
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
+        batch, seq = h.shape[:2]
+        positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
+        rotary = self.rotary[positions]
+        for block in self.layers.values():
+            h = block(h, rotary, mask, cache, positions)
+        if self.norm is not None:
+            h = self.norm(h)
+        return self.output(h) if self.output is not None else h
+
+    def _positions_and_mask(self, batch, seq, device, positions, document_ids, cache):
+        if cache is not None:
+            if positions is None:
+                raise ValueError("decoding with a KV cache needs explicit positions [B, T]")
+            key_slots = torch.arange(int(positions.max()) + 1, device=device)
+            return positions, key_slots.view(1, 1, 1, -1) <= positions.view(batch, 1, seq, 1)
+        if document_ids is not None:
+            same_doc = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
+            causal = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
+            if positions is None:
+                positions = _positions_within_documents(document_ids)
+            return positions, (same_doc & causal).unsqueeze(1)
+        if positions is None:
+            positions = torch.arange(seq, device=device).expand(batch, seq)
+        return positions, None  # plain causal: SDPA's fast is_causal path
+
+
+def _positions_within_documents(document_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] index of each token inside its own document (documents are contiguous runs)."""
+    seq = document_ids.shape[1]
+    index = torch.arange(seq, device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return index - start_index
