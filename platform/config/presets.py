@@ -56,6 +56,7 @@ def _paper_recipe(
     model: ModelConfig,
     resources: Resources,
     peak_lr: float,
+    min_lr: float,
     pretrain_layout: Layout,
     long_context_layout: Layout,
     post_training_layout: Layout,
@@ -76,7 +77,7 @@ def _paper_recipe(
                 BatchRampStep(after_tokens=252_000_000, seq_len=8192, global_batch_tokens=8 * 2**20),
                 BatchRampStep(after_tokens=2_870_000_000_000, seq_len=8192, global_batch_tokens=16 * 2**20),
             ],
-            optimizer=Optimizer(peak_lr=peak_lr, min_lr=peak_lr / 100, warmup_steps=8000, decay_steps=1_200_000),
+            optimizer=Optimizer(peak_lr=peak_lr, min_lr=min_lr, warmup_steps=8000, decay_steps=1_200_000),
         ),
         long_context=LongContextConfig(
             layout=long_context_layout,
@@ -153,6 +154,7 @@ def llama_8b() -> Preset:
         LLAMA_3_1_8B,
         _h100_pool(nodes=64),
         peak_lr=3e-4,  # llamaops's choice, from the Llama 2 7B recipe; the paper gives 405B's only
+        min_lr=3e-6,
         pretrain_layout=Layout(dp=512),
         long_context_layout=Layout(tp=8, cp=8, dp=8),
         post_training_layout=Layout(dp=64),
@@ -166,6 +168,7 @@ def llama_70b() -> Preset:
         LLAMA_3_1_70B,
         _h100_pool(nodes=256),
         peak_lr=1.5e-4,  # llamaops's choice, from the Llama 2 70B recipe
+        min_lr=1.5e-6,
         pretrain_layout=Layout(tp=8, pp=4, dp=64),
         long_context_layout=Layout(tp=8, cp=16, pp=4, dp=4),
         post_training_layout=Layout(tp=8, dp=16),
@@ -179,6 +182,7 @@ def llama_405b() -> Preset:
         LLAMA_3_1_405B,
         _h100_pool(nodes=1024),
         peak_lr=8e-5,
+        min_lr=8e-7,
         pretrain_layout=Layout(tp=8, pp=16, dp=64),
         long_context_layout=Layout(tp=8, cp=16, pp=16, dp=4),
         post_training_layout=Layout(tp=8, pp=16, dp=8),
@@ -192,6 +196,7 @@ def full_405b() -> Preset:
         LLAMA_3_1_405B,
         _h100_pool(nodes=2048),
         peak_lr=8e-5,
+        min_lr=8e-7,
         pretrain_layout=Layout(tp=8, pp=16, dp=128),
         long_context_layout=Layout(tp=8, cp=16, pp=16, dp=8),
         post_training_layout=Layout(tp=8, pp=16, dp=8),
