@@ -130,13 +130,16 @@ class Transformer(nn.Module):
             return torch.empty(cfg.max_seq_len, cfg.head_dim // 2, 2, device="meta")
         return rotary_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling, device)
 
+    def init_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute the non-persistent rotary table, e.g. after loading weights into a meta-built model."""
+        self.rotary = self._rotary_table(device or next(self.parameters()).device)
+
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, buffer_device: torch.device | str | None = None) -> None:
         """(Re)initialise every weight, e.g. after building on the meta device and `to_empty`."""
         if seed is not None:
             torch.manual_seed(seed)
-        device = buffer_device or next(self.parameters()).device
-        self.rotary = self._rotary_table(device)
+        self.init_buffers(buffer_device)
         if self.tok_embeddings is not None:
             nn.init.normal_(self.tok_embeddings.weight)
         for block in self.layers.values():

@@ -1,0 +1,278 @@
+"""Analytic sizing of a Llama 3.1-family model: parameters, training FLOPs, per-GPU memory, time.
+
+Pure arithmetic on the config: no tensors, so a 405B answer costs microseconds on a laptop.
+"""
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.config.preset import Preset
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    embedding: int
+    attention: int  # wq, wk, wv, wo of every layer
+    ffn: int  # w1, w2, w3 of every layer
+    norms: int  # two RMSNorms per layer and the final one
+    output: int  # untied from the embedding in Llama 3.1
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.attention + self.ffn + self.norms + self.output
+
+    @property
+    def matmul(self) -> int:
+        """Weights that take part in a matmul per token: the layers' projections and the output."""
+        return self.attention + self.ffn + self.output
+
+
+def _attention_parameters(cfg: ModelConfig) -> int:
+    kv_dim = cfg.n_kv_heads * cfg.head_dim
+    return 2 * cfg.dim * cfg.n_heads * cfg.head_dim + 2 * cfg.dim * kv_dim
+
+
+def _ffn_parameters(cfg: ModelConfig) -> int:
+    return 3 * cfg.dim * cfg.ffn_hidden_dim
+
+
+def parameter_breakdown(cfg: ModelConfig) -> ParameterCount:
+    return ParameterCount(
+        embedding=cfg.vocab_size * cfg.dim,
+        attention=cfg.n_layers * _attention_parameters(cfg),
+        ffn=cfg.n_layers * _ffn_parameters(cfg),
+        norms=(2 * cfg.n_layers + 1) * cfg.dim,
+        output=cfg.dim * cfg.vocab_size,
+    )
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    return parameter_breakdown(cfg).total
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs (forward + backward) per token: PaLM's model-FLOPs formula 6N + 12*L*H*Q*T.
+
+    N is the matmul parameters (`ParameterCount.matmul`): every layer's projections plus the output
+    projection; the embedding lookup and the norms do no matmul. 2N FLOPs forward, 4N backward.
+    12*L*H*Q*T is attention itself: per layer, scores q.k and the weighted sum of v each cost
+    2*H*Q*T FLOPs per token forward (H query heads of size Q against T keys; GQA shares keys, not
+    work), tripled for the backward. Like PaLM, the Llama 3 MFU numbers and torchtitan, it is not
+    halved for the causal mask, so it counts the work a dense kernel would do.
+    """
+    matmul = parameter_breakdown(cfg).matmul
+    return 6.0 * matmul + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def training_days(
+    cfg: ModelConfig,
+    total_tokens: int,
+    seq_len: int,
+    accelerators: int,
+    peak_flops_per_accelerator: float,
+    mfu: float,
+) -> float:
+    """Wall-clock days to train on `total_tokens` at a model-FLOPs utilisation `mfu` (0 to 1]."""
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu}")
+    seconds = flops_per_token(cfg, seq_len) * total_tokens / (accelerators * peak_flops_per_accelerator * mfu)
+    return seconds / SECONDS_PER_DAY
+
+
+def stage_layer_counts(n_layers: int, pp: int) -> list[int]:
+    """Layers per pipeline stage, the Llama 3 way: the first and last stages hold one layer fewer
+    because they also hold the embedding and the output projection."""
+    if pp == 1:
+        return [n_layers]
+    base, extra = divmod(n_layers + 2, pp)
+    if base < 2:  # too few layers to drop one from the ends: split evenly
+        base, extra = divmod(n_layers, pp)
+        return [base + (stage < extra) for stage in range(pp)]
+    counts = [base] * pp
+    for i in range(extra):  # leftovers go to the middle stages first
+        counts[1 + i % (pp - 1)] += 1
+    counts[0] -= 1
+    counts[-1] -= 1
+    return counts
+
+
+def activation_bytes_per_token(cfg: ModelConfig, compute_bytes: int = 2) -> int:
+    """Bytes one layer keeps for its backward per token, counted tensor by tensor in the style of
+    Korthikanti et al. 2022 ("Reducing Activation Recomputation"), adapted to Llama 3.1:
+
+    - the inputs of both RMSNorms and their outputs (the inputs of wq/wk/wv and of w1/w3): 4*d;
+    - flash attention (SDPA) keeps q, k, v and its output (the input of wo), never the T^2
+      scores: 2*d + 2*kv_dim, plus an fp32 log-sum-exp per head;
+    - SwiGLU with a fused silu-mul keeps the w1 and w3 outputs and their product: 3*ffn_hidden_dim;
+    - an fp32 rstd per RMSNorm.
+    Llama has no dropout, so no masks. Counted this way, a GPT layer (MHA, a 4*d GeLU MLP) keeps
+    32*d bytes per token: the paper's 34*s*b*h without its two dropout masks and T^2 terms. Eager
+    torch (unfused) also keeps fp32 copies of the norm inputs and the silu output: 4*d + 2*ffn more
+    bytes, a third more for the 405B shape; so this count assumes torch.compile or fused kernels.
+    """
+    kv_dim = cfg.n_kv_heads * cfg.head_dim
+    elements = 6 * cfg.dim + 2 * kv_dim + 3 * cfg.ffn_hidden_dim
+    return compute_bytes * elements + 4 * (cfg.n_heads + 2)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak bytes on one GPU of the busiest pipeline stage."""
+
+    parameters_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    stage: int  # index of the busiest pipeline stage
+    stage_layers: int
+    micro_batches_in_flight: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameters_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+
+    def fits(self, capacity_bytes: float) -> bool:
+        return self.total_bytes <= capacity_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+
+def memory_per_gpu(
+    cfg: ModelConfig,
+    layout: ParallelLayout,
+    seq_len: int,
+    micro_batch_size: int = 1,
+    *,
+    compute_bytes: int = 2,
+    master_bytes: int = 4,
+    gradient_bytes: int = 4,
+    optimizer_bytes_per_parameter: int = 8,
+    gathered_units: int = 2,
+) -> MemoryEstimate:
+    """Peak memory of one GPU training `cfg` with `layout`, for the busiest pipeline stage.
+
+    Parameters are split over TP (embedding and output too, vocab-parallel; the norms are
+    replicated) and over PP stages (`stage_layer_counts`). FSDP2 then shards them over DP:
+    - parameters: fp32 master shards (master_bytes / dp per parameter) plus the bf16 unsharded
+      copies of the `gathered_units` largest units FSDP holds at once (the current layer and the
+      prefetched next one);
+    - gradients: fp32 shards (reduced in fp32) plus one unit's unsharded gradient on its way to
+      the reduce-scatter;
+    - optimizer: AdamW's two fp32 moments, sharded over DP.
+    Activations: `activation_bytes_per_token` per layer for micro_batch_size * seq_len / cp tokens,
+    divided by TP (sequence parallel splits the rest of the layer; its all-gathered norm outputs
+    are re-gathered in backward, as in Megatron). Under 1F1B, stage i holds pp - i micro-batches
+    in flight. Full activation checkpointing keeps only each layer's input, plus one layer's working
+    set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
+    bf16 and fp32 for the loss. Context parallelism is counted as a pure sequence split (ring
+    attention); CUDA context, communication buffers and fragmentation are not counted.
+    """
+    tokens = micro_batch_size * seq_len / layout.cp
+    layer_activations = activation_bytes_per_token(cfg, compute_bytes) * tokens / layout.tp
+    layer_parameters = (_attention_parameters(cfg) + _ffn_parameters(cfg)) / layout.tp + 2 * cfg.dim
+    counts = stage_layer_counts(cfg.n_layers, layout.pp)
+
+    def stage_memory(stage: int) -> MemoryEstimate:
+        layers = counts[stage]
+        units = [layer_parameters] * layers
+        if stage == 0:
+            units.append(cfg.vocab_size * cfg.dim / layout.tp)
+        if stage == layout.pp - 1:
+            units.append(cfg.vocab_size * cfg.dim / layout.tp + cfg.dim)
+        parameters = sum(units)
+        in_flight = layout.pp - stage
+        if layout.activation_checkpointing:
+            layer_inputs = compute_bytes * cfg.dim * tokens / layout.tp
+            activations = layers * in_flight * layer_inputs + layer_activations
+        else:
+            activations = layers * in_flight * layer_activations
+        if stage == layout.pp - 1:
+            activations += tokens * (compute_bytes * cfg.dim + (compute_bytes + 4) * cfg.vocab_size) / layout.tp
+        return MemoryEstimate(
+            parameters_bytes=round(
+                master_bytes * parameters / layout.dp + compute_bytes * sum(sorted(units)[-gathered_units:])
+            ),
+            gradients_bytes=round(gradient_bytes * (parameters / layout.dp + max(units))),
+            optimizer_bytes=round(optimizer_bytes_per_parameter * parameters / layout.dp),
+            activations_bytes=round(activations),
+            stage=stage,
+            stage_layers=layers,
+            micro_batches_in_flight=in_flight,
+        )
+
+    return max((stage_memory(stage) for stage in range(layout.pp)), key=lambda m: m.total_bytes)
+
+
+@dataclass(frozen=True)
+class SizingReport:
+    """Everything `llamaops model info` shows about one preset's training stage."""
+
+    preset: str
+    stage: str
+    seq_len: int
+    layout: ParallelLayout
+    parameters: ParameterCount
+    flops_per_token: float
+    memory: MemoryEstimate
+    accelerator_memory_bytes: int
+    total_tokens: int
+    mfu: float
+    training_days: float
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "stage": self.stage,
+            "seq_len": self.seq_len,
+            "parameters": self.parameters.total,
+            "parameters_breakdown": asdict(self.parameters),
+            "flops_per_token": self.flops_per_token,
+            "layout": {**self.layout.model_dump(), "world_size": self.layout.world_size},
+            "memory_per_gpu_bytes": self.memory.total_bytes,
+            "memory_breakdown": self.memory.to_dict(),
+            "accelerator_memory_bytes": self.accelerator_memory_bytes,
+            "fits": self.memory.fits(self.accelerator_memory_bytes),
+            "total_tokens": self.total_tokens,
+            "mfu": self.mfu,
+            "training_days": self.training_days,
+        }
+
+
+def size_preset(
+    preset: Preset,
+    stage: Literal["pretrain", "long_context"] = "pretrain",
+    seq_len: int | None = None,
+    mfu: float = 0.4,
+) -> SizingReport:
+    """Size a preset's pretraining (8K) or long-context stage at its final sequence length, or at
+    `seq_len`, on that stage's layout and token budget."""
+    if stage == "pretrain":
+        layout, default_seq_len, tokens = preset.pretrain.layout, preset.pretrain.seq_len, preset.pretrain.total_tokens
+    elif stage == "long_context":
+        lc = preset.long_context
+        layout, default_seq_len, tokens = lc.layout, lc.seq_lens[-1], lc.total_tokens
+    else:
+        raise ValueError(f"unknown stage '{stage}'; choose pretrain or long_context")
+    seq_len = seq_len or default_seq_len
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    resources = preset.resources
+    return SizingReport(
+        preset=preset.name,
+        stage=stage,
+        seq_len=seq_len,
+        layout=layout,
+        parameters=parameter_breakdown(preset.model),
+        flops_per_token=flops_per_token(preset.model, seq_len),
+        memory=memory_per_gpu(preset.model, layout, seq_len),
+        accelerator_memory_bytes=round(resources.accelerator_memory_gib * 2**30),
+        total_tokens=tokens,
+        mfu=mfu,
+        training_days=training_days(
+            preset.model, tokens, seq_len, layout.world_size, resources.peak_bf16_tflops * 1e12, mfu
+        ),
+    )
