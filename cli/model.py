@@ -1,0 +1,101 @@
+"""`llamaops model`: sizing of a preset, and conversion to and from Hugging Face checkpoints."""
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .presets import AsJson, ConfigFile, Overrides, PresetName
+
+app = typer.Typer(help="Model sizing and Hugging Face interop.", no_args_is_help=True)
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace DST if it already holds files.")]
+
+
+class Stage(str, Enum):
+    pretrain = "pretrain"
+    long_context = "long_context"
+
+
+@app.command("info")
+def info(
+    name: PresetName,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    stage: Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to size.")] = Stage.pretrain,
+    seq_len: Annotated[
+        int | None, typer.Option(min=1, help="Sequence length (default: the stage's final one).", show_default=False)
+    ] = None,
+    mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Model FLOPs utilisation.")] = 0.4,
+    as_json: AsJson = False,
+) -> None:
+    """Parameters, FLOPs per token, per-GPU memory and training time of a preset."""
+    from llamaops.platform.config import load_preset
+
+    preset = load_preset(name, config, overrides or [])  # before sizing pulls in torch: bad input fails fast
+    from llamaops.platform.model.sizing import size_preset
+
+    report = size_preset(preset, stage.value, seq_len, mfu).to_dict()
+    typer.echo(json.dumps(report, indent=2) if as_json else _format_report(report))
+
+
+@app.command("import-hf")
+def import_hf(
+    src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json + safetensors).")],
+    dst: Annotated[Path, typer.Argument(help="New llamaops checkpoint directory.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Convert a Hugging Face Llama checkpoint into a llamaops checkpoint."""
+    from llamaops.platform.model.hf import import_hf as convert
+
+    typer.echo(convert(src, dst, overwrite=overwrite))
+
+
+@app.command("export-hf")
+def export_hf(
+    src: Annotated[Path, typer.Argument(help="llamaops checkpoint directory.")],
+    dst: Annotated[Path, typer.Argument(help="New Hugging Face model directory.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Convert a llamaops checkpoint into a Hugging Face Llama checkpoint (bf16 weights)."""
+    from llamaops.platform.model.hf import export_hf as convert
+
+    typer.echo(convert(src, dst, overwrite=overwrite))
+
+
+def _format_report(r: dict) -> str:
+    gib = 2**30
+    parts, memory, layout = r["parameters_breakdown"], r["memory_breakdown"], r["layout"]
+    checkpointing = "on" if layout["activation_checkpointing"] else "off"
+    lines = [
+        f"preset            {r['preset']} ({r['stage']}, seq_len {r['seq_len']:,})",
+        f"parameters        {r['parameters']:>19,}  ({r['parameters'] / 1e9:.2f}B)",
+        *(f"  {part:<16}{count:>19,}" for part, count in parts.items()),
+        f"flops/token       {r['flops_per_token']:>19.4g}  (training: 6N + attention)",
+        f"layout            TP {layout['tp']} x CP {layout['cp']} x PP {layout['pp']} x DP {layout['dp']}"
+        f" = {layout['world_size']:,} GPUs, activation checkpointing {checkpointing}",
+        f"memory per GPU    {r['memory_per_gpu_bytes'] / gib:>15.1f} GiB  of {r['accelerator_memory_bytes'] / gib:.1f} GiB:"
+        f" {'fits' if r['fits'] else 'DOES NOT FIT'}",
+        *(
+            f"  {kind.removesuffix('_bytes'):<16}{memory[kind] / gib:>15.1f} GiB"
+            for kind in ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes")
+        ),
+        f"  busiest stage   {memory['stage']:>19}  ({memory['stage_layers']} layers,"
+        f" micro-batches in flight: {memory['micro_batches_in_flight']})",
+        f"training time     {_duration(r['training_days']):>19}  ({_amount(r['total_tokens'])} tokens at {r['mfu']:.0%} MFU)",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(days: float) -> str:
+    if days >= 1:
+        return f"{days:.1f} days"
+    return f"{days * 24:.1f} hours" if days * 24 >= 1 else f"{days * 24 * 60:.1f} minutes"
+
+
+def _amount(count: int) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return str(count)
