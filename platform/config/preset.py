@@ -2,6 +2,7 @@
 from pydantic import model_validator
 
 from .base import Config
+from .eval import EvalConfig
 from .model import ModelConfig
 from .parallel import ParallelLayout
 from .resources import Resources
@@ -19,6 +20,7 @@ class Preset(Config):
     anneal: AnnealConfig
     post_training: PostTrainingConfig
     eval_gate: EvalGate
+    eval: EvalConfig = EvalConfig()
 
     def layouts(self) -> dict[str, ParallelLayout]:
         return {

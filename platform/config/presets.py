@@ -118,7 +118,12 @@ def tiny() -> Preset:
             gpus_per_node=0,
             nodes=2,
         ),
-        data=DataConfig(sources=["cpython-stdlib", "fortunes", "chatterbot-corpus"], validation_fraction=0.05),
+        data=DataConfig(
+            sources=["cpython-stdlib", "chatterbot-corpus"],
+            validation_fraction=0.05,
+            max_documents_per_source=400,
+            max_duplicate_line_fraction=0.5,  # keeps most chatterbot dialogs, whose questions recur by design
+        ),
         pretrain=PretrainConfig(
             layout=Layout(dp=2),
             total_tokens=400_000,

@@ -38,6 +38,17 @@ class DataConfig(Config):
     sources: list[str] = Field(min_length=1)  # corpus names or URIs (file://, s3://)
     validation_fraction: float = Field(0.01, gt=0, lt=1)
     seed: int = 0
+    # Size caps (None = no cap): documents sampled per source, tokens kept in all.
+    max_documents_per_source: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    # Quality filters and near-duplicate removal.
+    min_chars: int = Field(64, ge=0)
+    max_chars: PositiveInt = 1_000_000
+    min_alphanumeric_fraction: float = Field(0.5, ge=0, le=1)  # letters, marks, digits among non-space chars
+    max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1)  # non-blank lines repeating an earlier line
+    near_duplicate_jaccard: float = Field(0.8, gt=0, le=1)  # MinHash-estimated word 5-gram Jaccard
+    minhash_bands: PositiveInt = 16
+    minhash_rows: PositiveInt = 8
 
 
 class PretrainConfig(Config):
@@ -77,12 +88,20 @@ class AnnealConfig(Config):
     average_last_checkpoints: PositiveInt = 1
 
 
+# Llama 3.1's eight supported languages, as chatterbot-corpus names its folders.
+LLAMA_3_1_LANGUAGES = ["english", "german", "french", "italian", "portuguese", "spanish", "hindi", "thai"]
+
+
 class SFTConfig(Config):
     layout: ParallelLayout
     seq_len: PositiveInt
     steps: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat = 1e-5
+    languages: list[str] = Field(default_factory=lambda: list(LLAMA_3_1_LANGUAGES), min_length=1)
+    held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
+    max_eval_examples: PositiveInt = 128
+    seed: int = 0
 
 
 class RejectionSamplingConfig(Config):
@@ -99,11 +118,18 @@ class DPOConfig(Config):
     beta: PositiveFloat = 0.1
     nll_coefficient: NonNegativeFloat = 0.2
     mask_formatting_tokens: bool = True
+    max_eval_pairs: PositiveInt = 128
+    seed: int = 0
 
 
 class SafetyConfig(Config):
     safety_fraction: float = Field(0.1, gt=0, lt=1)  # share of safety examples in the tuning mix
     steps: PositiveInt = 100
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-5
+    seq_len: PositiveInt = 2048
+    max_eval_examples: PositiveInt = 128
+    seed: int = 0
 
 
 class EvalGate(Config):

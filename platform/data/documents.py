@@ -1,0 +1,15 @@
+"""The unit every data-prep step passes along, and the error a user's bad data input raises."""
+from dataclasses import dataclass, field
+
+
+class DataError(ValueError):
+    """Bad data input (unknown source, missing path, empty corpus): the message says what to fix."""
+
+
+@dataclass
+class Document:
+    id: str  # unique within its source, e.g. the file path it came from
+    text: str
+    source: str  # the name or URI from DataConfig.sources
+    language: str | None = None  # ISO 639-1 code, "python" for code, None when unknown
+    tokens: list[int] = field(default_factory=list)  # filled by the tokenize step

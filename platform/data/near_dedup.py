@@ -1,0 +1,88 @@
+"""Near-duplicate removal: MinHash signatures of word 5-gram sets, LSH banding, first copy wins.
+
+Two documents whose signatures agree in all rows of at least one band become candidates; a
+candidate is a duplicate when the share of equal signature entries (the MinHash estimate of the
+Jaccard similarity of their 5-gram sets) reaches the threshold. With b bands of r rows, pairs
+at similarity s become candidates with probability 1 - (1 - s^r)^b.
+"""
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .documents import Document
+from .report import Removed
+
+SHINGLE_WORDS = 5
+_BLOCK = 4096  # shingles hashed at once, bounding memory to _BLOCK x permutations x 8 bytes
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def shingle_hashes(text: str) -> np.ndarray:
+    """Distinct 64-bit hashes of the document's lowercased word 5-grams (one shingle if it is shorter)."""
+    words = np.fromiter((_word_hash(w) for w in text.lower().split()), dtype=np.uint64)
+    if len(words) == 0:
+        return words
+    width = min(SHINGLE_WORDS, len(words))
+    count = len(words) - width + 1
+    shingles = np.zeros(count, dtype=np.uint64)
+    for offset in range(width):  # position-dependent mix, so word order matters
+        shingles = shingles * np.uint64(0x9E3779B97F4A7C15) + words[offset : offset + count]
+    return np.unique(shingles)
+
+
+@dataclass(frozen=True)
+class MinHasher:
+    bands: int
+    rows: int
+    seed: int = 0
+
+    @functools.cached_property
+    def _coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        size = self.bands * self.rows
+        multipliers = rng.integers(0, np.iinfo(np.uint64).max, size, dtype=np.uint64, endpoint=True) | np.uint64(1)
+        offsets = rng.integers(0, np.iinfo(np.uint64).max, size, dtype=np.uint64, endpoint=True)
+        return multipliers, offsets
+
+    def signature(self, shingles: np.ndarray) -> np.ndarray:
+        """Per permutation, the minimum of a*x+b (mod 2^64, then bit-mixed) over the shingles."""
+        multipliers, offsets = self._coefficients
+        signature = np.full(len(multipliers), np.iinfo(np.uint64).max, dtype=np.uint64)
+        for start in range(0, len(shingles), _BLOCK):
+            values = shingles[start : start + _BLOCK, None] * multipliers + offsets
+            values ^= values >> np.uint64(29)  # multiply-add alone leaves weak low bits
+            values *= np.uint64(0xBF58476D1CE4E5B9)
+            values ^= values >> np.uint64(32)
+            signature = np.minimum(signature, values.min(axis=0))
+        return signature
+
+
+def drop_near_duplicates(
+    documents: list[Document], threshold: float, bands: int, rows: int, seed: int = 0
+) -> tuple[list[Document], Removed]:
+    hasher = MinHasher(bands, rows, seed)
+    buckets: dict[tuple[int, bytes], list[int]] = {}
+    kept_signatures: list[np.ndarray] = []
+    kept, removed = [], []
+    for doc in documents:
+        shingles = shingle_hashes(doc.text)
+        if len(shingles) == 0:
+            kept.append(doc)
+            continue
+        signature = hasher.signature(shingles)
+        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
+        candidates = {index for key in keys for index in buckets.get(key, ())}
+        if any(np.mean(kept_signatures[i] == signature) >= threshold for i in candidates):
+            removed.append((doc, "near_duplicate"))
+            continue
+        for key in keys:
+            buckets.setdefault(key, []).append(len(kept_signatures))
+        kept_signatures.append(signature)
+        kept.append(doc)
+    return kept, removed

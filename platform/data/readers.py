@@ -1,0 +1,115 @@
+"""Readers that turn one corpus into Documents; each reads plain files and knows its language."""
+import importlib.util
+import json
+import sysconfig
+from pathlib import Path
+
+import yaml
+
+from .documents import DataError, Document
+
+_STDLIB_SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+_CHATTERBOT_LANGUAGES = {
+    "bengali": "bn", "chinese": "zh", "dutch": "nl", "english": "en", "french": "fr", "german": "de",
+    "hebrew": "he", "hindi": "hi", "hinglish": "hi-latn", "indonesian": "id", "italian": "it",
+    "japanese": "ja", "korean": "ko", "marathi": "mr", "oriya": "or", "persian": "fa",
+    "portuguese": "pt", "russian": "ru", "spanish": "es", "swedish": "sv", "tamil": "ta",
+    "telugu": "te", "thai": "th", "traditionalchinese": "zh-hant", "turkish": "tr",
+    "ukrainian": "uk", "urdu": "ur", "yoruba": "yo",
+}  # fmt: skip
+_FORTUNE_LANGUAGE_DIRS = {"de": "de", "it": "it", "es": "es", "brasil": "pt", "pt": "pt"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader is ~10x faster when present
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+USER_SUFFIXES = (".txt", ".md", ".jsonl")
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def read_cpython_stdlib(source: str = "cpython-stdlib") -> list[Document]:
+    """The running interpreter's standard library sources, without tests and installed packages."""
+    root = stdlib_dir()
+    paths = [p for p in sorted(root.rglob("*.py")) if _STDLIB_SKIPPED_DIRS.isdisjoint(p.relative_to(root).parts[:-1])]
+    return [
+        Document(str(path.relative_to(root)), path.read_text(encoding="utf-8", errors="replace"), source, "python")
+        for path in paths
+    ]
+
+
+def chatterbot_data_dir() -> Path:
+    """The YAML folder of the installed chatterbot-corpus package (found without importing it)."""
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0]) / "data" if locations else None
+    if folder is None or not folder.is_dir():
+        raise DataError("source 'chatterbot-corpus' needs its package: pip install chatterbot-corpus==1.3.3")
+    return folder
+
+
+def fortunes_dir(root: Path = FORTUNES_DIR) -> Path:
+    if not root.is_dir():
+        raise DataError(f"source 'fortunes' needs Debian's fortunes package ({root} is missing): apt install fortunes")
+    return root
+
+
+def read_chatterbot_corpus(source: str = "chatterbot-corpus") -> list[Document]:
+    """One document per conversation file: its conversations, one turn a line, a blank line between."""
+    root = chatterbot_data_dir()
+    documents = []
+    for path in sorted(root.rglob("*.yml")):
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}
+        conversations = [
+            "\n".join(str(turn) for turn in conversation)
+            for conversation in content.get("conversations") or []
+            if isinstance(conversation, list)
+        ]
+        language = _CHATTERBOT_LANGUAGES.get(path.relative_to(root).parts[0])
+        documents.append(Document(str(path.relative_to(root)), "\n\n".join(conversations), source, language))
+    return documents
+
+
+def read_fortunes(source: str = "fortunes", root: Path = FORTUNES_DIR) -> list[Document]:
+    """One document per Debian fortune file (English at the top, other languages in subfolders)."""
+    documents = []
+    for path in sorted(fortunes_dir(root).rglob("*")):
+        relative = path.relative_to(root)
+        if not path.is_file() or path.is_symlink() or path.suffix in {".dat", ".u8"} or "off" in relative.parts:
+            continue
+        language = "en" if len(relative.parts) == 1 else _FORTUNE_LANGUAGE_DIRS.get(relative.parts[0])
+        entries = [entry.strip("\n") for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n")]
+        text = "\n\n".join(entry for entry in entries if entry.strip())
+        documents.append(Document(str(relative), text, source, language))
+    return documents
+
+
+def read_folder(root: Path, source: str) -> list[Document]:
+    """A user's folder (or single file) of .txt/.md (one document each) and .jsonl (one per line, "text" field)."""
+    if root.is_file():
+        paths = [root]
+    else:
+        paths = sorted(path for path in root.rglob("*") if path.suffix in USER_SUFFIXES and path.is_file())
+    documents = []
+    for path in paths:
+        name = str(path.relative_to(root)) if path != root else path.name
+        if path.suffix == ".jsonl":
+            documents.extend(_read_jsonl(path, name, source))
+        else:
+            documents.append(Document(id=name, text=path.read_text(encoding="utf-8", errors="replace"), source=source))
+    return documents
+
+
+def _read_jsonl(path: Path, name: str, source: str) -> list[Document]:
+    documents = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f'{path}:{number}: each JSONL line must be an object with a string "text" field')
+        language = record.get("language") if isinstance(record.get("language"), str) else None
+        documents.append(Document(id=f"{name}:{number}", text=record["text"], source=source, language=language))
+    return documents

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from llamaops.platform.data.documents import DataError
+from llamaops.platform.data.readers import read_chatterbot_corpus, read_cpython_stdlib, read_folder, read_fortunes
+
+
+def test_folder_reader_takes_txt_md_and_jsonl_lines(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("plain text")
+    (tmp_path / "sub" / "b.md").write_text("# markdown")
+    (tmp_path / "ignored.csv").write_text("x,y")
+    records = [{"text": "first", "language": "de"}, {"text": "second"}]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    docs = read_folder(tmp_path, "file://x")
+    assert [(d.id, d.text, d.language) for d in docs] == [
+        ("a.txt", "plain text", None),
+        ("c.jsonl:1", "first", "de"),
+        ("c.jsonl:2", "second", None),
+        ("sub/b.md", "# markdown", None),
+    ]
+    assert {d.source for d in docs} == {"file://x"}
+
+
+@pytest.mark.parametrize("line", ['{"content": "no text field"}', "not json", '["a list"]'])
+def test_bad_jsonl_lines_name_file_and_line(tmp_path, line):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "ok"}\n' + line + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        read_folder(tmp_path, "file://x")
+
+
+def test_fortune_files_become_one_document_each_with_language(tmp_path):
+    (tmp_path / "de").mkdir()
+    (tmp_path / "off").mkdir()
+    (tmp_path / "wisdom").write_text("First saying.\n%\nSecond saying.\n%\n")
+    (tmp_path / "wisdom.dat").write_bytes(b"\x00\x01")
+    (tmp_path / "de" / "weisheit").write_text("Ein Spruch.\n%\n")
+    (tmp_path / "off" / "rude").write_text("skipped\n%\n")
+    docs = read_fortunes(root=tmp_path)
+    assert [(d.id, d.text, d.language) for d in docs] == [
+        ("de/weisheit", "Ein Spruch.", "de"),
+        ("wisdom", "First saying.\n\nSecond saying.", "en"),
+    ]
+
+
+def test_fortunes_without_the_debian_package_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="apt install fortunes"):
+        read_fortunes(root=tmp_path / "missing")
+
+
+def test_chatterbot_conversations_are_flattened_per_file_with_languages():
+    docs = read_chatterbot_corpus()
+    languages = {d.language for d in docs}
+    assert {"en", "de", "fr", "hi", "th"} <= languages and None not in languages
+    english_ai = next(d for d in docs if d.id == "english/ai.yml")
+    assert "What is AI?\nArtificial Intelligence is" in english_ai.text
+    assert "\n\n" in english_ai.text  # conversations are separated
+
+
+def test_stdlib_reader_skips_tests_and_site_packages():
+    docs = read_cpython_stdlib()
+    ids = {d.id for d in docs}
+    assert "json/encoder.py" in ids and len(docs) > 300
+    assert not any(part in {"test", "tests", "site-packages"} for i in ids for part in i.split("/")[:-1])
+    assert {d.language for d in docs} == {"python"}
