@@ -22,6 +22,16 @@ def _local_path(uri: str) -> Path:
     raise ArtifactError(f"unsupported artifact URI '{uri}'; use file:///absolute/path or s3://bucket/prefix")
 
 
+def check_access(uri: str) -> None:
+    """Preflight before any compute: a malformed URI, or an unusable S3 endpoint, credentials or bucket."""
+    if uri.startswith("s3://"):
+        from . import s3
+
+        s3.check_s3_access(uri)
+        return
+    _local_path(uri)
+
+
 def is_complete(uri: str) -> bool:
     if uri.startswith("s3://"):
         from . import s3
