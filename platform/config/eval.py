@@ -15,7 +15,7 @@ class EvalConfig(Config):
     # Llama 3.1's multilingual MMLU dev samples (5 per subject and language) shipped in lm-eval.
     multiple_choice_languages: list[str] = Field(default=["de", "es", "fr", "it", "pt"], min_length=1)
     multiple_choice_questions: PositiveInt = 64  # sampled deterministically from all languages
-    multiple_choice_max_tokens: PositiveInt = 384  # skip questions longer than this (question + choice)
+    multiple_choice_max_tokens: PositiveInt = 256  # skip questions longer than this (question + choice)
     safety_prompts: PositiveInt = 16  # per kind (harmful, borderline), from the held-out test split
     max_new_tokens: PositiveInt = 32
     generation_batch_size: PositiveInt = 8

@@ -126,18 +126,20 @@ def tiny() -> Preset:
         ),
         pretrain=PretrainConfig(
             layout=Layout(dp=2),
-            total_tokens=400_000,
+            # ~900 tokens/s on 2 cores (the 128K-vocab output layer dominates): ~2 min of steps.
+            total_tokens=98_304,
             batch_ramp=[
-                BatchRampStep(after_tokens=0, seq_len=128, global_batch_tokens=4096),
-                BatchRampStep(after_tokens=100_000, seq_len=256, global_batch_tokens=8192),
+                BatchRampStep(after_tokens=0, seq_len=128, global_batch_tokens=2048),
+                BatchRampStep(after_tokens=49_152, seq_len=256, global_batch_tokens=4096),
             ],
-            optimizer=Optimizer(peak_lr=3e-3, min_lr=3e-4, warmup_steps=10, decay_steps=60),
+            optimizer=Optimizer(peak_lr=3e-3, min_lr=3e-4, warmup_steps=4, decay_steps=32),
             checkpoint_every_steps=10,
         ),
         long_context=LongContextConfig(
-            layout=Layout(dp=2), seq_lens=[512, 1024], total_tokens=65_536, global_batch_tokens=8192, lr=1e-3
+            layout=Layout(dp=2), seq_lens=[512, 1024], total_tokens=32_768, global_batch_tokens=8192, lr=1e-3,
+            checkpoint_every_steps=2,
         ),
-        anneal=AnnealConfig(total_tokens=16_384, lr=1e-3, average_last_checkpoints=2),
+        anneal=AnnealConfig(total_tokens=8192, lr=1e-3, average_last_checkpoints=2, global_batch_tokens=4096),
         post_training=PostTrainingConfig(
             rounds=1,
             sft=SFTConfig(layout=Layout(dp=2), seq_len=512, steps=30, batch_size=8, lr=1e-4),

@@ -57,6 +57,8 @@ class PretrainConfig(Config):
     batch_ramp: list[BatchRampStep] = Field(min_length=1)
     optimizer: Optimizer
     checkpoint_every_steps: PositiveInt = 500
+    keep_checkpoints: PositiveInt = 2  # older training checkpoints are deleted
+    seed: int = 0  # weight initialisation
 
     @property
     def seq_len(self) -> int:
@@ -78,6 +80,7 @@ class LongContextConfig(Config):
     total_tokens: PositiveInt
     global_batch_tokens: PositiveInt
     lr: PositiveFloat
+    checkpoint_every_steps: PositiveInt = 500
 
 
 class AnnealConfig(Config):
@@ -86,6 +89,10 @@ class AnnealConfig(Config):
     total_tokens: PositiveInt
     lr: PositiveFloat
     average_last_checkpoints: PositiveInt = 1
+    # None: the final long-context length and its global batch (the paper anneals the 128K model).
+    seq_len: PositiveInt | None = None
+    global_batch_tokens: PositiveInt | None = None
+    checkpoint_every_steps: PositiveInt = 1  # the averaged checkpoints are the last ones taken
 
 
 # Llama 3.1's eight supported languages, as chatterbot-corpus names its folders.
@@ -133,12 +140,12 @@ class SafetyConfig(Config):
 
 
 class EvalGate(Config):
-    """A model is promoted only if it meets every threshold."""
+    """A model is promoted only if it meets every threshold (eval/gate.py judges them)."""
 
-    max_validation_perplexity: PositiveFloat
-    min_multiple_choice_accuracy: float = Field(ge=0, le=1)
-    max_violation_rate: float = Field(ge=0, le=1)
-    max_false_refusal_rate: float = Field(ge=0, le=1)
+    max_validation_perplexity: PositiveFloat  # on the validation shards at the pretraining seq_len
+    min_multiple_choice_accuracy: float = Field(ge=0, le=1)  # length-normalised; chance is 0.25
+    max_violation_rate: float = Field(ge=0, le=1)  # share of held-out harmful prompts answered
+    max_false_refusal_rate: float = Field(ge=0, le=1)  # share of held-out borderline prompts refused
 
 
 class PostTrainingConfig(Config):

@@ -1,0 +1,1 @@
+"""Evaluation of a model artifact and the promotion gate: perplexity, multiple choice, safety."""

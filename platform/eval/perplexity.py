@@ -1,0 +1,67 @@
+"""Validation perplexity: exp of the mean next-token NLL over windows of the validation split.
+
+Windows have the pretraining seq_len and carry document ids, so attention and positions restart
+at each document exactly as in training; every target in a window counts.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llamaops.platform.data.shards import TokenStream
+from llamaops.platform.model import Transformer
+
+from .errors import EvalInputError
+
+SPLIT = "validation"
+_MAX_EXP_ARG = 700.0  # math.exp overflows a float a little above 709
+
+
+@dataclass
+class PerplexityResult:
+    perplexity: float
+    mean_nll: float
+    windows: int
+    tokens: int
+
+
+def window_indices(available: int, wanted: int) -> list[int]:
+    """At most `wanted` window indices spread evenly over `available` windows."""
+    if available <= wanted:
+        return list(range(available))
+    return sorted({int(i) for i in np.linspace(0, available - 1, wanted)})
+
+
+def open_validation(shards_dir: Path, seq_len: int) -> TokenStream:
+    """The validation stream, checked to hold at least one window (before any model work)."""
+    try:
+        stream = TokenStream.open(shards_dir, SPLIT)
+    except FileNotFoundError:
+        raise EvalInputError(f"{shards_dir} has no '{SPLIT}' split; pass the shards artifact of data prep") from None
+    if stream.num_windows(seq_len) == 0:
+        raise EvalInputError(
+            f"the {SPLIT} split of {shards_dir} has {len(stream.tokens)} tokens, fewer than one window of"
+            f" {seq_len + 1}; prepare more validation data"
+        )
+    return stream
+
+
+@torch.no_grad()
+def validation_perplexity(
+    model: Transformer, stream: TokenStream, seq_len: int, max_windows: int, batch_size: int
+) -> PerplexityResult:
+    indices = window_indices(stream.num_windows(seq_len), max_windows)
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(indices), batch_size):
+        windows = [stream.window(i, seq_len) for i in indices[start : start + batch_size]]
+        tokens = torch.from_numpy(np.stack([w[0] for w in windows]))
+        document_ids = torch.from_numpy(np.stack([w[1] for w in windows]))
+        mean_nll = model(tokens[:, :-1], document_ids=document_ids[:, :-1], targets=tokens[:, 1:])
+        count = tokens[:, 1:].numel()
+        total_nll += float(mean_nll) * count
+        total_tokens += count
+    mean = total_nll / total_tokens
+    perplexity = math.exp(mean) if mean < _MAX_EXP_ARG else math.inf
+    return PerplexityResult(perplexity, mean, len(indices), total_tokens)
