@@ -13,6 +13,7 @@ from torch import nn
 from llamaops.platform.config.model import ModelConfig
 
 from .kv_cache import KVCache
+from .loss import IGNORE_INDEX, linear_cross_entropy
 from .rope import apply_rotary, rotary_table
 
 
@@ -158,12 +159,18 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        loss_chunk_size: int | None = None,
     ) -> torch.Tensor:
         """tokens [B, T] (or hidden states [B, T, dim] on a pipeline stage without the embedding).
 
         document_ids [B, T]: packed sequences; attention stays within a document and positions
         restart at 0 for each document, so a packed row equals its documents run one by one.
         cache: incremental decoding; positions [B, T] are then each row's absolute positions.
+        targets [B, T]: training; returns the mean cross-entropy of the logits against them
+        (IGNORE_INDEX = -100 where a position has no target) instead of the logits, with the
+        output projection fused into the loss (loss.linear_cross_entropy), `loss_chunk_size`
+        tokens at a time (default: its own), so [B, T, vocab] logits are never held.
         Returns logits [B, T, vocab] (hidden states on a stage without the output projection).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
@@ -174,7 +181,13 @@ class Transformer(nn.Module):
             h = block(h, rotary, mask, cache, positions)
         if self.norm is not None:
             h = self.norm(h)
-        return self.output(h) if self.output is not None else h
+        if self.output is None:
+            return h
+        if targets is not None:
+            return linear_cross_entropy(
+                h, self.output.weight, targets, ignore_index=IGNORE_INDEX, chunk_size=loss_chunk_size
+            )
+        return self.output(h)
 
     def _positions_and_mask(self, batch, seq, device, positions, document_ids, cache):
         if cache is not None:

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -24,13 +22,10 @@ def model() -> Transformer:
 def test_paper_presets_have_exact_llama_3_1_parameter_counts_and_build_on_meta_without_weights(preset, parameters):
     cfg = load_preset(preset).model
     with torch.device("meta"):
-        Transformer(cfg)  # the first meta build pays torch's one-time set-up
-        start = time.perf_counter()
         model = Transformer(cfg)
-        elapsed = time.perf_counter() - start
     assert sum(p.numel() for p in model.parameters()) == parameters
     assert all(p.is_meta for p in model.parameters())
-    assert elapsed < 0.5
+    assert all(b.is_meta for b in model.buffers())
     assert (cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.rope_theta) == (8, 128, 128_256, 500_000.0)
 
 
