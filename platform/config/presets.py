@@ -20,6 +20,7 @@ from .stages import (
     Optimizer,
     PostTrainingConfig,
     PretrainConfig,
+    SafetyConfig,
     SFTConfig,
 )
 
@@ -142,8 +143,9 @@ def tiny() -> Preset:
         anneal=AnnealConfig(total_tokens=8192, lr=1e-3, average_last_checkpoints=2, global_batch_tokens=4096),
         post_training=PostTrainingConfig(
             rounds=1,
-            sft=SFTConfig(layout=Layout(dp=2), seq_len=512, steps=30, batch_size=8, lr=1e-4),
-            dpo=DPOConfig(layout=Layout(dp=2), steps=20, batch_size=4, lr=5e-5),
+            sft=SFTConfig(layout=Layout(dp=2), seq_len=512, steps=30, batch_size=8, lr=1e-3, max_eval_examples=64),
+            dpo=DPOConfig(layout=Layout(dp=2), steps=20, batch_size=4, lr=5e-4, beta=0.5, max_eval_pairs=64),
+            safety=SafetyConfig(safety_fraction=0.5, steps=20, batch_size=8, lr=1e-3, seq_len=256, max_eval_examples=64),
         ),
         eval_gate=EvalGate(
             max_validation_perplexity=5000.0,

@@ -1,0 +1,79 @@
+"""Safety tuning: refuse harmful requests (AdvBench), keep answering borderline benign ones.
+
+Every batch holds `safety_fraction` harmful prompts with refusals and, for the rest, borderline
+prompts with helpful answers; the loss is on assistant tokens only. The objective is measured on
+the test split of data.safety_prompts, which the evaluation stage also uses and training never sees.
+"""
+import time
+
+from llamaops.platform.config import Preset
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.tokenizer import load_tokenizer
+
+from .errors import AlignmentError
+from .examples import Example, batch_indices, encode_dialog, fitting
+from .losses import masked_loss_sum
+from .safety_data import borderline_dialogs, refusal_dialogs
+from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+
+
+def _held_out(model, refusals: list[Example], helpful: list[Example]) -> dict[str, float]:
+    refusal_loss, helpful_loss = mean_loss(model, refusals), mean_loss(model, helpful)
+    return {
+        "refusal_loss": refusal_loss,
+        "borderline_helpful_loss": helpful_loss,
+        "safety_objective": (refusal_loss + helpful_loss) / 2,
+    }
+
+
+def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
+    cfg = preset.post_training.safety
+    refusals_per_batch = round(cfg.batch_size * cfg.safety_fraction)
+    if not 0 < refusals_per_batch < cfg.batch_size:
+        raise AlignmentError(
+            f"post_training.safety.batch_size={cfg.batch_size} with safety_fraction={cfg.safety_fraction}"
+            " leaves no room for both refusals and helpful answers; raise batch_size"
+        )
+    check_output_free(output_uri)
+    flush_denormals()
+    started = time.perf_counter()
+    tokenizer = load_tokenizer()
+
+    def encoded(dialogs) -> list[Example]:
+        return fitting([encode_dialog(d, tokenizer) for d in dialogs], cfg.seq_len)
+
+    train_refusals, train_helpful = encoded(refusal_dialogs("train")), encoded(borderline_dialogs("train"))
+    test_refusals = encoded(refusal_dialogs("test"))[: cfg.max_eval_examples]
+    test_helpful = encoded(borderline_dialogs("test"))[: cfg.max_eval_examples]
+    if not (train_refusals and train_helpful and test_refusals and test_helpful):
+        raise AlignmentError(f"no safety dialogs fit post_training.safety.seq_len={cfg.seq_len}; raise it")
+    model = load_input_model(model_uri)
+
+    before = _held_out(model, test_refusals, test_helpful)
+    optimizer = make_optimizer(model, cfg.lr)
+    model.train()
+    refusal_batches = batch_indices(len(train_refusals), refusals_per_batch, cfg.steps, cfg.seed)
+    helpful_batches = batch_indices(len(train_helpful), cfg.batch_size - refusals_per_batch, cfg.steps, cfg.seed + 1)
+    for step, (refusal_ids, helpful_ids) in enumerate(zip(refusal_batches, helpful_batches), start=1):
+        batch = [train_refusals[i] for i in refusal_ids] + [train_helpful[i] for i in helpful_ids]
+        loss_sum, count = masked_loss_sum(model, batch)
+        grad_norm = optimizer_step(model, optimizer, loss_sum / count)
+        metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
+    after = _held_out(model, test_refusals, test_helpful)
+
+    publish_model(model, output_uri)
+    result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
+    result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
+    metrics.log_metrics(result_metrics)
+    result_metrics |= {
+        "train_refusals": float(len(train_refusals)),
+        "train_borderline": float(len(train_helpful)),
+        "seconds": time.perf_counter() - started,
+    }
+    report = {
+        "harmful_prompts": "AdvBench (pyrit==1.1.0 wheel), train split",
+        "borderline_prompts": "llamaops's borderline set (data/safety_prompts.py), train split",
+        "refusals_per_batch": refusals_per_batch,
+        "held_out": "test split of data.safety_prompts (the one evaluation uses)",
+    }
+    return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)

@@ -1,0 +1,52 @@
+"""Supervised fine-tuning on chatterbot dialogs in the Llama 3.1 format, loss on assistant tokens only."""
+import time
+
+from llamaops.platform.config import Preset
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.tokenizer import load_tokenizer
+
+from .conversations import check_languages, load_conversations, split_conversations
+from .errors import AlignmentError
+from .examples import batch_indices, encode_dialog, fitting
+from .losses import masked_loss_sum
+from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+
+
+def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
+    cfg = preset.post_training.sft
+    check_languages(cfg.languages)
+    check_output_free(output_uri)
+    flush_denormals()
+    started = time.perf_counter()
+    model = load_input_model(init_model_uri)
+
+    tokenizer = load_tokenizer()
+    train_dialogs, held_out_dialogs = split_conversations(
+        load_conversations(cfg.languages), cfg.held_out_fraction, cfg.seed
+    )
+    train = fitting([encode_dialog(c.messages, tokenizer) for c in train_dialogs], cfg.seq_len)
+    held_out = fitting([encode_dialog(c.messages, tokenizer) for c in held_out_dialogs], cfg.seq_len)
+    held_out = held_out[: cfg.max_eval_examples]
+    if not train or not held_out:
+        raise AlignmentError(f"no SFT dialogs fit post_training.sft.seq_len={cfg.seq_len}; raise it")
+
+    loss_before = mean_loss(model, held_out)
+    optimizer = make_optimizer(model, cfg.lr)
+    model.train()
+    for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
+        loss_sum, count = masked_loss_sum(model, [train[i] for i in indices])
+        grad_norm = optimizer_step(model, optimizer, loss_sum / count)
+        metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
+    loss_after = mean_loss(model, held_out)
+
+    publish_model(model, output_uri)
+    result_metrics = {
+        "held_out_loss_before": loss_before,
+        "held_out_loss_after": loss_after,
+        "train_dialogs": float(len(train)),
+        "held_out_dialogs": float(len(held_out)),
+        "seconds": time.perf_counter() - started,
+    }
+    metrics.log_metrics({k: result_metrics[k] for k in ("held_out_loss_before", "held_out_loss_after")})
+    report = {"languages": list(cfg.languages), "loss": "assistant tokens only (incl. <|eot_id|>)"}
+    return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)

@@ -1,0 +1,90 @@
+"""Each stage end to end on a randomly initialised tiny model: it publishes a loadable model and
+its objective improves on held-out data."""
+import pytest
+
+from llamaops.platform.align.dpo import run_dpo
+from llamaops.platform.align.errors import AlignmentError
+from llamaops.platform.align.safety import run_safety
+from llamaops.platform.align.sft import run_sft
+from llamaops.platform.config import load_preset
+from llamaops.platform.model import Transformer
+from llamaops.platform.model.checkpoint import load_model, save_model
+from llamaops.platform.store import fetched, staged_output
+
+pytestmark = pytest.mark.slow
+
+FAST = [
+    "post_training.sft.steps=12",
+    "post_training.sft.batch_size=4",
+    "post_training.sft.max_eval_examples=24",
+    "post_training.dpo.steps=12",
+    "post_training.dpo.max_eval_pairs=24",
+    "post_training.safety.steps=12",
+    "post_training.safety.max_eval_examples=24",
+]
+
+
+class RecordedMetrics:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if step is not None:
+            self.steps.append(step)
+
+
+@pytest.fixture(scope="module")
+def preset():
+    return load_preset("tiny", overrides=FAST)
+
+
+@pytest.fixture(scope="module")
+def init_uri(tmp_path_factory, preset) -> str:
+    model = Transformer(preset.model)
+    model.init_weights(0)
+    uri = (tmp_path_factory.mktemp("align") / "init").as_uri()
+    with staged_output(uri) as directory:
+        save_model(model, directory)
+    return uri
+
+
+def _published(uri: str) -> None:
+    with fetched(uri) as directory:
+        assert load_model(directory).cfg.dim == 128
+
+
+def test_sft_lowers_held_out_assistant_loss(preset, init_uri, tmp_path):
+    sink = RecordedMetrics()
+    result = run_sft(preset, init_uri, (tmp_path / "sft").as_uri(), sink)
+    assert result.metrics["held_out_loss_after"] < result.metrics["held_out_loss_before"] - 0.1
+    assert sink.steps == list(range(1, 13))
+    _published(result.outputs["model"])
+
+
+def test_dpo_raises_held_out_reward_margin_and_accuracy(preset, init_uri, tmp_path):
+    result = run_dpo(preset, init_uri, (tmp_path / "dpo").as_uri())
+    m = result.metrics
+    assert m["held_out_dpo_loss_before"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference
+    assert m["held_out_dpo_loss_after"] < m["held_out_dpo_loss_before"]
+    assert m["held_out_reward_margin_after"] > m["held_out_reward_margin_before"] == 0.0
+    assert m["held_out_preference_accuracy_after"] > 0.5
+    _published(result.outputs["model"])
+
+
+def test_safety_lowers_held_out_refusal_and_helpful_losses(preset, init_uri, tmp_path):
+    result = run_safety(preset, init_uri, (tmp_path / "safety").as_uri())
+    m = result.metrics
+    assert m["held_out_refusal_loss_after"] < m["held_out_refusal_loss_before"] - 0.1
+    assert m["held_out_borderline_helpful_loss_after"] < m["held_out_borderline_helpful_loss_before"]
+    _published(result.outputs["model"])
+
+
+def test_existing_output_is_refused_before_training(preset, init_uri):
+    with pytest.raises(AlignmentError, match="already exists"):
+        run_sft(preset, init_uri, init_uri)
+
+
+def test_bad_language_is_refused_before_training(init_uri, tmp_path):
+    preset = load_preset("tiny", overrides=["post_training.sft.languages=[english, elvish]"])
+    with pytest.raises(AlignmentError, match="elvish"):
+        run_dpo(preset, init_uri, (tmp_path / "dpo").as_uri())
