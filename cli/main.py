@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import model, presets, tokenizer
+from . import model, pipeline, presets, tokenizer
 from .errors import UserErrorGroup
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 app.add_typer(tokenizer.app, name="tokenizer")
+app.add_typer(pipeline.app, name="pipeline")
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,101 @@
+"""KFP v2 lightweight components: thin wrappers that run one platform stage per step.
+
+Bodies import inside the function (KFP runs each body from its source in a fresh process) and
+pass only small strings: large artifacts travel as URIs. `run_step` resolves the output URI,
+skips finished artifacts on resume, and binds the stage to its MLflow child run.
+"""
+from kfp import dsl
+
+from .image import llamaops_image
+
+IMAGE = llamaops_image()
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def data_prep(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("data", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def pretrain(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, data_uri: str
+) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("pretrain", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [data_uri])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def long_context(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, data_uri: str,
+    init_model_uri: str,
+) -> str:
+    from llamaops.pipelines.step import run_step
+
+    inputs = [data_uri, init_model_uri]
+    return run_step("long_context", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def anneal(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, data_uri: str,
+    init_model_uri: str,
+) -> str:
+    from llamaops.pipelines.step import run_step
+
+    inputs = [data_uri, init_model_uri]
+    return run_step("anneal", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def sft(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, init_model_uri: str) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("sft", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [init_model_uri])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def dpo(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, sft_model_uri: str) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("dpo", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [sft_model_uri])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def safety(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, model_uri: str) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("safety", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [model_uri])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, model_uri: str,
+    data_uri: str,
+) -> str:
+    from llamaops.pipelines.step import run_step
+
+    return run_step("eval", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [model_uri, data_uri])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register(
+    preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, model_uri: str, report_uri: str,
+    model_name: str,
+) -> str:
+    from llamaops.pipelines.step import register_step
+
+    return register_step(preset_json, run_id, tracking_uri, parent_run_id, model_uri, report_uri, model_name)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_on_rayjob(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list,
+) -> str:
+    """A multi-node training step: create a KubeRay RayJob that runs `step` on the GPU pool, wait for it."""
+    from llamaops.pipelines.rayjob_launch import run_step_on_rayjob
+
+    return run_step_on_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)

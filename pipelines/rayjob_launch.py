@@ -1,0 +1,68 @@
+"""Create a training step's RayJob in the cluster the pipeline runs in and wait for its end."""
+import json
+import os
+import time
+
+from llamaops.platform.config import Preset
+from llamaops.platform.store import is_complete, run_uri
+
+from .image import llamaops_image
+from .rayjob import STEP_ENV, build_rayjob
+from .resources import training_layout
+
+POLL_SECONDS = 30
+_FINAL_FAILURES = {"FAILED", "STOPPED"}
+_PASSED_THROUGH_ENV = ("MLFLOW_TRACKING_URI", "LLAMAOPS_S3_ENDPOINT", "AWS_REGION", "LLAMAOPS_IMAGE")
+S3_SECRET = "llamaops-s3"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, created by the chart
+
+
+class RayJobFailed(RuntimeError):
+    pass
+
+
+def _namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    return open(path).read().strip() if os.path.exists(path) else "default"
+
+
+def run_step_on_rayjob(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list[str],
+) -> str:
+    output_uri = run_uri(run_id, step, artifact_root or None)
+    if is_complete(output_uri):
+        return output_uri
+    preset = Preset.model_validate_json(preset_json)
+    arguments = {"step": step, "preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
+                 "tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "inputs": list(inputs)}
+    env = {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
+    env[STEP_ENV] = json.dumps(arguments)
+    manifest = build_rayjob(
+        preset, training_layout(preset, step), step, run_id, llamaops_image(), env, _namespace(), env_secret=S3_SECRET
+    )
+    _create_and_wait(manifest)
+    if not is_complete(output_uri):
+        raise RayJobFailed(f"RayJob {manifest['metadata']['name']} succeeded but {output_uri} is not complete")
+    return output_uri
+
+
+def _create_and_wait(manifest: dict) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    config.load_incluster_config()
+    api = client.CustomObjectsApi()
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    try:
+        api.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", manifest)
+    except ApiException as error:
+        if error.status != 409:  # 409: a retried step finds its RayJob already there and waits on it
+            raise
+    while True:
+        status = api.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name).get("status", {})
+        job_status = status.get("jobStatus", "")
+        if job_status == "SUCCEEDED":
+            return
+        if job_status in _FINAL_FAILURES or status.get("jobDeploymentStatus") == "Failed":
+            raise RayJobFailed(f"RayJob {namespace}/{name} ended {job_status or 'Failed'}: {status.get('message', '')}")
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,82 @@
+"""What every pipeline step does around its stage function, in the step's own process.
+
+Resolve the output URI from (artifact root, run id, step), skip if that artifact is already
+complete (a resumed run), otherwise run the stage inside its MLflow child run and report events.
+"""
+import time
+
+from llamaops.platform.config import Preset
+from llamaops.platform.deploy import load_eval_report, run_register
+from llamaops.platform.store import is_complete, run_uri
+from llamaops.platform.tracking import PipelineTracker
+
+from .calls import call_stage
+from .errors import PipelineError
+from .events import StepEvent, emit
+from .stages import REGISTER_STEP, STAGES_BY_NAME
+
+
+def _check_run_parameters(run_id: str, parent_run_id: str) -> None:
+    if not run_id or not parent_run_id:
+        raise PipelineError(
+            "pipeline parameters run_id and parent_run_id are empty; start runs with `llamaops pipeline submit`"
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def run_step(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list[str],
+) -> str:
+    """Run one lifecycle stage of pipeline run `run_id`; return the URI of its published output."""
+    _check_run_parameters(run_id, parent_run_id)
+    spec = STAGES_BY_NAME[step]
+    preset = Preset.model_validate_json(preset_json)
+    output_uri = run_uri(run_id, step, artifact_root or None)
+    started = time.monotonic()
+    emit(StepEvent(step, "started"))
+    if is_complete(output_uri):
+        emit(StepEvent(step, "skipped", time.monotonic() - started, {"output": output_uri}))
+        return output_uri
+    tracker = PipelineTracker.attach(tracking_uri or None, parent_run_id)
+    try:
+        params = {"output_uri": output_uri, **{f"input.{name}": uri for name, uri in zip(spec.inputs, inputs)}}
+        with tracker.stage(step, params) as child:
+            result = call_stage(step, preset, inputs, output_uri, child)
+            child.log_result(result)
+            if result.outputs.get(spec.output) != output_uri:
+                raise PipelineError(f"step {step} stopped without publishing {output_uri}; resume the run")
+    except BaseException as error:
+        emit(StepEvent(step, "failed", time.monotonic() - started, {"error": _one_line(error)}))
+        raise
+    emit(StepEvent(step, "finished", time.monotonic() - started, {"output": output_uri, "metrics": result.metrics}))
+    return output_uri
+
+
+def register_step(
+    preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, model_uri: str, report_uri: str,
+    model_name: str,
+) -> str:
+    """Register the evaluated model; promote it when the gate passed. Returns the version."""
+    _check_run_parameters(run_id, parent_run_id)
+    preset = Preset.model_validate_json(preset_json)
+    started = time.monotonic()
+    emit(StepEvent(REGISTER_STEP, "started"))
+    tracker = PipelineTracker.attach(tracking_uri or None, parent_run_id)
+    try:
+        with tracker.stage(REGISTER_STEP, {"model_uri": model_uri, "report_uri": report_uri}) as child:
+            registration = run_register(
+                preset, model_uri, load_eval_report(report_uri), model_name,
+                run_id=parent_run_id, tracking_uri=tracking_uri or None,
+            )
+            child.log_report("registration", registration.as_dict())
+            child.log_metrics({"model_version": float(registration.version)})
+    except BaseException as error:
+        emit(StepEvent(REGISTER_STEP, "failed", time.monotonic() - started, {"error": _one_line(error)}))
+        raise
+    emit(StepEvent(REGISTER_STEP, "finished", time.monotonic() - started, registration.as_dict()))
+    return registration.version

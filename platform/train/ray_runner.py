@@ -1,0 +1,72 @@
+"""Runs a TrainingJob on Ray Train: one TorchTrainer worker per data-parallel rank.
+
+Locally (no RAY_ADDRESS, no running Ray) it starts a small embedded Ray; on a cluster (KubeRay)
+it joins the one it is given. CPU presets use gloo, GPU presets NCCL with one GPU per worker.
+"""
+import os
+import uuid
+from pathlib import Path
+
+import torch
+
+from llamaops.platform.store import home
+
+from .loop import TrainingJob, train_worker
+
+# AF_UNIX socket paths must stay under 108 bytes: Ray's session dir has to be short.
+LOCAL_RAY_TEMP_DIR = "/tmp/ray-llo"
+LOCAL_RAY_CPUS = 2
+
+
+class TrainingRunError(RuntimeError):
+    """A training worker failed; the message carries the worker's own error."""
+
+
+def ensure_ray(workers: int) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        return
+    ray.init(
+        num_cpus=max(LOCAL_RAY_CPUS, workers),
+        include_dashboard=False,
+        _temp_dir=LOCAL_RAY_TEMP_DIR,
+        log_to_driver=False,
+    )
+
+
+def _worker_entry(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    job: TrainingJob = config["job"]
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
+    train_worker(job, context.get_world_rank(), context.get_world_size(), device)
+
+
+def run_on_ray(job: TrainingJob, workers: int, use_gpu: bool, name: str) -> None:
+    """Train `job` with `workers` data-parallel ranks; returns once the last checkpoint is written."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    ensure_ray(workers)
+    trainer = TorchTrainer(
+        _worker_entry,
+        train_loop_config={"job": job, "use_gpu": use_gpu},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": job.threads_per_worker}
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=f"{name}-{uuid.uuid4().hex[:8]}", storage_path=str(Path(home()) / "ray_results")
+        ),
+    )
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise TrainingRunError(f"{name} training failed on a Ray worker: {error}") from None

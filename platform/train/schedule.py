@@ -1,0 +1,91 @@
+"""What every optimizer step does, decided before training: sequence length, batch and LR.
+
+A plan is a pure function of the config, so every worker and every resumed run agrees on it, and
+a checkpoint only needs the step number to know where the schedule stands.
+"""
+import math
+from dataclasses import dataclass
+
+from llamaops.platform.config.stages import (
+    AnnealConfig,
+    BatchRampStep,
+    LongContextConfig,
+    Optimizer,
+    PretrainConfig,
+)
+
+from .errors import TrainingConfigError
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    seq_len: int
+    sequences: int  # global batch, in sequences of seq_len tokens, across all data-parallel ranks
+    lr: float
+
+    @property
+    def tokens(self) -> int:
+        return self.seq_len * self.sequences
+
+
+def learning_rate(optimizer: Optimizer, step: int) -> float:
+    """LR of 0-based `step`: linear warmup to the peak, then cosine or linear decay to the floor."""
+    if step < optimizer.warmup_steps:
+        return optimizer.peak_lr * (step + 1) / optimizer.warmup_steps
+    progress = min((step - optimizer.warmup_steps) / optimizer.decay_steps, 1.0)
+    if optimizer.decay == "cosine":
+        fraction = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        fraction = 1.0 - progress
+    return optimizer.min_lr + (optimizer.peak_lr - optimizer.min_lr) * fraction
+
+
+def ramp_step(ramp: list[BatchRampStep], tokens_seen: int) -> BatchRampStep:
+    """The batch-ramp entry in force once `tokens_seen` tokens have been trained on."""
+    return [entry for entry in ramp if entry.after_tokens <= tokens_seen][-1]
+
+
+def sequences_per_step(global_batch_tokens: int, seq_len: int, dp: int, where: str) -> int:
+    """Sequences in a global batch; it must split evenly over the data-parallel ranks."""
+    sequences = global_batch_tokens // seq_len
+    if global_batch_tokens % seq_len or sequences % dp:
+        raise TrainingConfigError(
+            f"{where}: global_batch_tokens {global_batch_tokens} must be a multiple of seq_len {seq_len}"
+            f" x dp {dp} = {seq_len * dp}"
+        )
+    return sequences
+
+
+def pretrain_plan(cfg: PretrainConfig) -> list[StepPlan]:
+    plan: list[StepPlan] = []
+    tokens = 0
+    while tokens < cfg.total_tokens:
+        entry = ramp_step(cfg.batch_ramp, tokens)
+        sequences = sequences_per_step(entry.global_batch_tokens, entry.seq_len, cfg.layout.dp, "pretrain.batch_ramp")
+        step = StepPlan(entry.seq_len, sequences, learning_rate(cfg.optimizer, len(plan)))
+        plan.append(step)
+        tokens += step.tokens
+    return plan
+
+
+def long_context_plan(cfg: LongContextConfig) -> list[StepPlan]:
+    """An equal share of the tokens at each length in turn, at a constant LR."""
+    plan: list[StepPlan] = []
+    share = cfg.total_tokens / len(cfg.seq_lens)
+    for seq_len in cfg.seq_lens:
+        sequences = sequences_per_step(cfg.global_batch_tokens, seq_len, cfg.layout.dp, "long_context")
+        steps = max(1, math.ceil(share / cfg.global_batch_tokens))
+        plan += [StepPlan(seq_len, sequences, cfg.lr)] * steps
+    return plan
+
+
+def anneal_plan(cfg: AnnealConfig, seq_len: int, global_batch_tokens: int, dp: int) -> list[StepPlan]:
+    """LR falling linearly from cfg.lr so that it reaches 0 as the last token is trained on."""
+    sequences = sequences_per_step(global_batch_tokens, seq_len, dp, "anneal")
+    steps = max(1, math.ceil(cfg.total_tokens / global_batch_tokens))
+    return [StepPlan(seq_len, sequences, cfg.lr * (steps - step) / steps) for step in range(steps)]
+
+
+def checkpoint_steps(total_steps: int, every: int) -> list[int]:
+    """Completed-step counts after which a checkpoint is written; always the last step."""
+    return sorted({*range(every, total_steps + 1, every), total_steps})

@@ -1,0 +1,90 @@
+"""What the three training stages share: preflight checks, the Ray run, publishing the model."""
+from typing import Any
+
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.config.preset import Preset
+from llamaops.platform.data.shards import TokenStream
+from llamaops.platform.model.checkpoint import read_model_config, save_model
+from llamaops.platform.model.sizing import flops_per_token
+from llamaops.platform.stage import MetricsSink, StageResult
+from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
+
+from .batches import check_stream_fits
+from .checkpointing import average_models, latest_checkpoint, load_checkpoint_model, load_progress
+from .errors import TrainingConfigError
+from .loop import TrainingJob
+from .ray_runner import run_on_ray
+
+
+def check_inputs(preset: Preset, layout: ParallelLayout, job: TrainingJob, output_uri: str, where: str) -> None:
+    """Every check a user's input can fail, before Ray starts or any step runs."""
+    if (layout.tp, layout.cp, layout.pp) != (1, 1, 1):
+        raise TrainingConfigError(
+            f"{where}.layout is {layout.describe()}; this trainer runs data parallel only (tp = cp = pp = 1)"
+        )
+    for uri in (job.data_uri, output_uri, job.checkpoint_root, job.init_model_uri):
+        if uri is not None:
+            check_access(uri)
+    if is_complete(output_uri):
+        raise ArtifactError(f"artifact {output_uri} already exists; write to a new URI")
+    with fetched(job.data_uri) as data_dir:
+        if not (data_dir / "train.tokens.npy").is_file():
+            raise TrainingConfigError(f"{job.data_uri} has no training split; pass the data prep stage's shards")
+        check_stream_fits(TokenStream.open(data_dir, "train"), {step.seq_len for step in job.plan})
+    if job.init_model_uri is not None:
+        with fetched(job.init_model_uri) as model_dir:
+            if read_model_config(model_dir) != preset.model:
+                raise TrainingConfigError(
+                    f"the model at {job.init_model_uri} does not have preset '{preset.name}''s model shape;"
+                    " pass a model trained with this preset"
+                )
+
+
+def train_and_publish(
+    preset: Preset,
+    layout: ParallelLayout,
+    job: TrainingJob,
+    output_uri: str,
+    metrics: MetricsSink,
+    stage: str,
+    average_last: int = 1,
+) -> StageResult:
+    check_inputs(preset, layout, job, output_uri, stage)
+    resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+    if resumed_from != len(job.plan):
+        run_on_ray(job, workers=layout.dp, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
+    final_step = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+    if final_step != len(job.plan):
+        # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
+        return StageResult(outputs={}, report={"stopped_at_step": final_step, "resumed_from_step": resumed_from})
+    averaged = job.checkpoint_steps[-average_last:]
+    model = average_models([load_checkpoint_model(job.checkpoint_root, step) for step in averaged])
+    with staged_output(output_uri) as out:
+        save_model(model, out)
+    history = load_progress(job.checkpoint_root, final_step).history
+    for entry in history:
+        metrics.log_metrics(
+            {"loss": entry["loss"], "lr": entry["lr"], "grad_norm": entry["grad_norm"]}, step=int(entry["step"])
+        )
+    final = _throughput(preset, history, layout.dp)
+    final["final_loss"] = history[-1]["loss"]
+    metrics.log_metrics(final, step=final_step)
+    report: dict[str, Any] = {
+        "loss_history": [entry["loss"] for entry in history],
+        "history": history,
+        "steps": final_step,
+        "tokens": sum(int(entry["tokens"]) for entry in history),
+        "resumed_from_step": resumed_from,
+        "averaged_checkpoint_steps": averaged,
+        "checkpoints_uri": job.checkpoint_root,
+    }
+    return StageResult(outputs={"model": output_uri}, metrics=final, report=report)
+
+
+def _throughput(preset: Preset, history: list[dict[str, float]], workers: int) -> dict[str, float]:
+    """Tokens/s of the whole data-parallel group and its model-FLOPs utilisation (MFU)."""
+    seconds = sum(entry["seconds"] for entry in history)
+    tokens = sum(entry["tokens"] for entry in history)
+    flops = sum(entry["tokens"] * flops_per_token(preset.model, int(entry["seq_len"])) for entry in history)
+    peak = preset.resources.peak_bf16_tflops * 1e12 * workers
+    return {"tokens_per_second": tokens / seconds, "mfu": flops / seconds / peak}

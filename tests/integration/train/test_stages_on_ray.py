@@ -1,0 +1,90 @@
+"""The three training stages on two Ray Train workers (gloo DDP), on a micro model and random shards."""
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamaops.platform.config import Preset
+from llamaops.platform.config.stages import BatchRampStep, Optimizer
+from llamaops.platform.model.checkpoint import load_model
+from llamaops.platform.stage import NoMetrics
+from llamaops.platform.store import is_complete
+from llamaops.platform.train.anneal import run_anneal
+from llamaops.platform.train.checkpointing import load_checkpoint_model, step_uri
+from llamaops.platform.train.long_context import run_long_context
+from llamaops.platform.train.pretrain import pretrain_job, run_pretrain
+from llamaops.platform.train.stage_runner import train_and_publish
+
+from ...unit.train.micro import micro_preset, write_shards
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.logged: list[tuple[int | None, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.append((step, metrics))
+
+
+def ray_preset() -> Preset:
+    preset = micro_preset()
+    pretrain = preset.pretrain.model_copy(update={
+        "total_tokens": 512 * 8,
+        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=64, global_batch_tokens=512)],
+        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=8),
+        "checkpoint_every_steps": 3,
+    })
+    long_context = preset.long_context.model_copy(update={"total_tokens": 4096, "global_batch_tokens": 2048})
+    anneal = preset.anneal.model_copy(update={"total_tokens": 4096, "global_batch_tokens": 2048})
+    return preset.model_copy(update={"pretrain": pretrain, "long_context": long_context, "anneal": anneal})
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_shards((tmp_path_factory.mktemp("data") / "shards").as_uri(), train_tokens=30_000)
+
+
+@pytest.mark.slow
+def test_pretrain_stopped_then_resumed_matches_an_uninterrupted_run(local_ray, shards: str, tmp_path: Path):
+    preset = ray_preset()
+    straight = run_pretrain(preset, shards, (tmp_path / "straight").as_uri())
+
+    output = (tmp_path / "resumed").as_uri()
+    stopped_job = replace(pretrain_job(preset, shards, output), stop_after_step=3)
+    stopped = train_and_publish(preset, preset.pretrain.layout, stopped_job, output, NoMetrics(), "pretrain")
+    assert stopped.outputs == {} and stopped.report["stopped_at_step"] == 3
+    assert not is_complete(output)
+    recorder = Recorder()
+    resumed = run_pretrain(preset, shards, output, recorder)
+
+    assert resumed.report["resumed_from_step"] == 3
+    assert resumed.report["loss_history"] == pytest.approx(straight.report["loss_history"], abs=1e-6)
+    assert straight.report["loss_history"][-1] < straight.report["loss_history"][0] - 0.5
+    a, b = load_model(tmp_path / "straight"), load_model(tmp_path / "resumed")
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(wa, wb, atol=1e-6), name
+    assert [step for step, _ in recorder.logged[:-1]] == list(range(1, len(straight.report["loss_history"]) + 1))
+    assert {"final_loss", "tokens_per_second", "mfu"} <= resumed.metrics.keys()
+    assert 0 < resumed.metrics["mfu"] < 1
+
+
+@pytest.mark.slow
+def test_long_context_then_anneal_continue_the_model(local_ray, shards: str, tmp_path: Path):
+    preset = ray_preset()
+    pretrained = run_pretrain(preset, shards, (tmp_path / "pretrain").as_uri())
+    long_context = run_long_context(preset, shards, pretrained.outputs["model"], (tmp_path / "lc").as_uri())
+    seq_lens = [entry["seq_len"] for entry in long_context.report["history"]]
+    assert seq_lens == sorted(seq_lens) and set(seq_lens) == set(preset.long_context.seq_lens)
+    # Continued, not restarted: the first long-context loss is near the end of pretraining, far below ln(vocab).
+    assert long_context.report["loss_history"][0] < pretrained.report["loss_history"][0] - 0.5
+
+    annealed = run_anneal(preset, shards, long_context.outputs["model"], (tmp_path / "anneal").as_uri())
+    lrs = [entry["lr"] for entry in annealed.report["history"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
+    averaged = annealed.report["averaged_checkpoint_steps"]
+    assert len(averaged) == min(preset.anneal.average_last_checkpoints, len(lrs))
+    root = annealed.report["checkpoints_uri"]
+    parts = [load_checkpoint_model(root, step).output.weight for step in averaged]
+    assert all(is_complete(step_uri(root, step)) for step in averaged)
+    assert torch.allclose(load_model(tmp_path / "anneal").output.weight, torch.stack(parts).mean(0))

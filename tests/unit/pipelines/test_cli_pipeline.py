@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from llamaops.cli.main import app
+from llamaops.pipelines.runs import RunRecord, save_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMAOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def _error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_list_names_every_preset_with_its_steps_in_order():
+    result = runner.invoke(app, ["pipeline", "list"])
+    assert result.exit_code == 0
+    rows = result.stdout.strip().splitlines()
+    assert [row.split()[0] for row in rows] == ["tiny", "8b", "70b", "405b", "full-405b"]
+    assert "data -> pretrain -> long_context -> anneal -> sft -> dpo -> safety -> eval -> register" in rows[0]
+
+
+def test_submit_without_local_says_host_submission_is_another_feature():
+    assert "not supported yet" in _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--host", "http://kfp:80"]))
+
+
+def test_submit_rejects_bad_input_before_any_compute(tmp_path):
+    assert "unknown preset 'huge'" in _error(runner.invoke(app, ["pipeline", "submit", "huge", "--local"]))
+    assert "unknown config field 'pretrain.nope'" in _error(
+        runner.invoke(app, ["pipeline", "submit", "tiny", "--local", "--set", "pretrain.nope=1"]))
+    assert "CPU presets only" in _error(runner.invoke(app, ["pipeline", "submit", "70b", "--local"]))
+    assert "does not exist" in _error(runner.invoke(app, [
+        "pipeline", "submit", "tiny", "--local", "--tracking-uri", f"sqlite:///{tmp_path}/missing/mlflow.db"]))
+    assert "no local run 'nope'" in _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--local", "--resume", "nope"]))
+    assert "unknown data source" in _error(runner.invoke(app, [
+        "pipeline", "submit", "tiny", "--local", "--set", "data.sources=[wikipedia]"]))
+
+
+def test_resume_refuses_other_settings_than_the_runs():
+    from llamaops.platform.config import load_preset
+
+    save_run(RunRecord("r1", "tiny", load_preset("tiny").model_dump_json(), "sqlite:///x.db", "file:///a", "m1"))
+    assert "other settings" in _error(runner.invoke(app, [
+        "pipeline", "submit", "tiny", "--local", "--resume", "r1", "--set", "pretrain.seed=7"]))
+
+
+def test_compile_writes_ir_yaml(tmp_path):
+    target = tmp_path / "out" / "tiny.yaml"
+    result = runner.invoke(app, ["pipeline", "compile", "tiny", "-o", str(target), "--set", "pretrain.seed=3"])
+    assert result.exit_code == 0, result.output
+    ir = yaml.safe_load(target.read_text())
+    preset = json.loads(ir["root"]["inputDefinitions"]["parameters"]["preset_json"]["defaultValue"])
+    assert preset["pretrain"]["seed"] == 3
+
+
+def test_runs_lists_records_with_status_and_finished_steps():
+    assert runner.invoke(app, ["pipeline", "runs"]).stdout.strip() == "no local runs"
+    save_run(RunRecord("done-run", "tiny", "{}", "t", "a", "m", status="succeeded", started_at=1.0,
+                       stages_done=["data", "pretrain"], model_version="3"))
+    save_run(RunRecord("dead-run", "tiny", "{}", "t", "a", "m", status="running", started_at=2.0, pid=2**22 + 12345))
+    rows = runner.invoke(app, ["pipeline", "runs"]).stdout.strip().splitlines()
+    assert rows[0].split()[:2] == ["done-run", "succeeded"] and "done: data,pretrain" in rows[0] and "v3" in rows[0]
+    assert rows[1].split()[:2] == ["dead-run", "interrupted"]

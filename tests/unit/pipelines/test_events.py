@@ -1,0 +1,34 @@
+from llamaops.pipelines.events import EVENTS_ENV, EventFollower, StepEvent, emit
+
+
+def test_follower_returns_each_complete_event_once(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv(EVENTS_ENV, str(path))
+    follower = EventFollower(path)
+    assert follower.new_events() == []
+    emit(StepEvent("data", "started"))
+    emit(StepEvent("data", "finished", 1.5, {"output": "file:///x"}))
+    with path.open("a") as file:
+        file.write('{"step": "pretrain", "sta')  # a line still being written
+    events = follower.new_events()
+    assert [(e.step, e.status) for e in events] == [("data", "started"), ("data", "finished")]
+    assert events[1].seconds == 1.5 and events[1].detail == {"output": "file:///x"}
+    with path.open("a") as file:
+        file.write('tus": "started", "seconds": 0, "detail": {}, "at": 1.0}\n')
+    assert [(e.step, e.status) for e in follower.new_events()] == [("pretrain", "started")]
+
+
+def test_without_the_variable_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.delenv(EVENTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    emit(StepEvent("data", "started"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_follower_skips_events_of_an_earlier_attempt(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv(EVENTS_ENV, str(path))
+    emit(StepEvent("data", "finished", 2.0))
+    follower = EventFollower(path)
+    emit(StepEvent("data", "skipped"))
+    assert [(e.step, e.status) for e in follower.new_events()] == [("data", "skipped")]

@@ -1,0 +1,43 @@
+from llamaops.pipelines.rayjob import ENTRYPOINT, STEP_ENV, build_rayjob, rayjob_name
+from llamaops.pipelines.resources import nodes_for, training_layout
+from llamaops.platform.config import load_preset
+
+
+def _manifest(preset_name: str, step: str) -> dict:
+    preset = load_preset(preset_name)
+    return build_rayjob(preset, training_layout(preset, step), step, "70b-20250101-000000-ab12",
+                        "registry.example/llamaops:1", {STEP_ENV: "{}"}, namespace="ml", env_secret="llamaops-s3")
+
+
+def test_pretraining_rayjob_spans_the_layouts_nodes_with_gpus_on_the_pool():
+    manifest = _manifest("70b", "pretrain")
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    assert manifest["metadata"]["namespace"] == "ml"
+    spec = manifest["spec"]
+    assert spec["entrypoint"] == ENTRYPOINT and spec["shutdownAfterJobFinishes"] is True
+    (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2048 // 8  # tp8 pp4 dp64
+    pod = workers["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert container["image"] == "registry.example/llamaops:1"
+    assert {"name": STEP_ENV, "value": "{}"} in container["env"]
+    assert container["envFrom"] == [{"secretRef": {"name": "llamaops-s3", "optional": True}}]
+    assert pod["nodeSelector"] == {"llamaops.io/node-pool": "h100"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    head = spec["rayClusterSpec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_each_training_step_gets_its_own_layouts_node_count():
+    preset = load_preset("8b")
+    assert nodes_for(preset, training_layout(preset, "pretrain")) == 64  # dp 512
+    assert nodes_for(preset, training_layout(preset, "long_context")) == 64  # tp8 cp8 dp8
+    sft = _manifest("8b", "sft")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert sft["replicas"] == 8  # dp 64
+
+
+def test_rayjob_names_are_dns_labels():
+    name = rayjob_name("Full-405B_run.2025", "long_context")
+    assert len(name) <= 40 and name == name.lower() and "_" not in name and "." not in name

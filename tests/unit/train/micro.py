@@ -1,0 +1,30 @@
+"""A micro preset (tiny's recipe on a 512-token vocabulary) and random shard artifacts, for fast tests."""
+import numpy as np
+
+from llamaops.platform.config import Preset, load_preset
+from llamaops.platform.data.shards import write_meta, write_split
+from llamaops.platform.store import staged_output
+
+MICRO_VOCAB = 512
+
+
+def micro_preset() -> Preset:
+    tiny = load_preset("tiny")
+    model = tiny.model.model_copy(update={"vocab_size": MICRO_VOCAB, "dim": 32, "n_layers": 2, "ffn_hidden_dim": 64})
+    return tiny.model_copy(update={"model": model})
+
+
+def write_shards(uri: str, train_tokens: int, seed: int = 0) -> str:
+    """Random documents of 20-200 tokens, repeating short motifs so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    motifs = rng.integers(0, MICRO_VOCAB, size=(16, 8))
+    docs, total = [], 0
+    while total < train_tokens:
+        length = int(rng.integers(20, 200))
+        doc = np.concatenate([motifs[i] for i in rng.integers(0, 16, size=length // 8 + 1)])[:length]
+        docs.append(doc.tolist())
+        total += length
+    with staged_output(uri) as out:
+        counts = {"train": write_split(out, "train", docs), "validation": write_split(out, "validation", docs[:3])}
+        write_meta(out, "random", counts)
+    return uri
