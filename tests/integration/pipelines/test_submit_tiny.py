@@ -1,4 +1,5 @@
-"""`llamaops pipeline submit tiny --local`: the whole lifecycle on this machine, then a kill and --resume."""
+"""`llamaops pipeline submit tiny --local`, SIGKILLed during pretraining, then `--resume`d to a registered model:
+the whole lifecycle on this machine in one ~11-minute test."""
 import json
 import os
 import signal
@@ -36,14 +37,37 @@ def _child_runs(client, parent_run_id: str) -> dict:
     return {run.data.tags["llamaops.stage"]: run for run in runs}
 
 
-def test_submit_tiny_runs_every_stage_and_registers_the_model(tmp_path):
+def _killed_after_first_pretraining_checkpoint(home: Path) -> str:
+    """Start `submit tiny --local`, SIGKILL its whole process group once pretraining has checkpointed."""
+    process = subprocess.Popen([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local"], env=_env(home),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 900
+    try:
+        while not list((home / "artifacts").glob("*/pretrain-checkpoints/step_*/_COMPLETE")):
+            assert process.poll() is None, "the run ended before pretraining checkpointed"
+            assert time.monotonic() < deadline, "no pretraining checkpoint within 15 minutes"
+            time.sleep(2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    time.sleep(3)  # Ray's own processes notice their raylet is gone
+    (record,) = _records(home)
+    return record["run_id"]
+
+
+def test_killed_submit_resumes_to_a_registered_model(tmp_path):
     home = tmp_path / "home"
-    result = subprocess.run([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local"], env=_env(home),
-                            capture_output=True, text=True, timeout=1500)
+    run_id = _killed_after_first_pretraining_checkpoint(home)
+    interrupted = subprocess.run([str(LLAMAOPS), "pipeline", "runs"], env=_env(home), capture_output=True, text=True)
+    assert f"{run_id}  interrupted" in interrupted.stdout
+
+    result = subprocess.run([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local", "--resume", run_id],
+                            env=_env(home), capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "data skipped" in result.stdout
     assert "model llamaops-tiny version 1 aliases candidate" in result.stdout
     (record,) = _records(home)
-    assert record["status"] == "succeeded"
+    assert record["run_id"] == run_id and record["status"] == "succeeded"
     assert record["stages_done"] == ["data", "pretrain", "long_context", "anneal", "sft", "dpo", "safety", "eval",
                                      "register"]
 
@@ -52,13 +76,16 @@ def test_submit_tiny_runs_every_stage_and_registers_the_model(tmp_path):
     tracking = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking, registry_uri=tracking)
     assert client.get_run(record["mlflow_run_id"]).info.status == "FINISHED"
-    children = _child_runs(client, record["mlflow_run_id"])
+    children = _child_runs(client, record["mlflow_run_id"])  # one per step, across both attempts
+    assert sorted(children) == sorted(record["stages_done"])
     assert all(run.info.status == "FINISHED" for run in children.values())
-    losses = [m.value for m in sorted(client.get_metric_history(children["pretrain"].info.run_id, "loss"),
-                                      key=lambda m: m.step)]
+    pretrain = children["pretrain"].info.run_id
+    report = json.loads(Path(client.download_artifacts(pretrain, "report.json", str(tmp_path))).read_text())
+    assert report["resumed_from_step"] > 0
+    losses = [m.value for m in sorted(client.get_metric_history(pretrain, "loss"), key=lambda m: m.step)]
     assert len(losses) > 5 and losses[-1] < losses[0] * 0.8
     assert "gate_passed" in children["eval"].data.metrics
     assert "report.json" in [f.path for f in client.list_artifacts(children["eval"].info.run_id)]
     version = client.get_model_version_by_alias("llamaops-tiny", "candidate")
-    assert version.source == (home / "artifacts" / record["run_id"] / "safety").as_uri()
+    assert version.source == (home / "artifacts" / run_id / "safety").as_uri()
     assert version.run_id == record["mlflow_run_id"]
