@@ -13,7 +13,8 @@ class ArtifactError(ValueError):
     """An artifact URI is malformed, unreachable, or its artifact is missing or unfinished."""
 
 
-def _local_path(uri: str) -> Path:
+def local_path(uri: str) -> Path:
+    """The filesystem path of a file:// (or bare absolute) artifact URI."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
@@ -29,7 +30,7 @@ def check_access(uri: str) -> None:
 
         s3.check_s3_access(uri)
         return
-    _local_path(uri)
+    local_path(uri)
 
 
 def is_complete(uri: str) -> bool:
@@ -37,7 +38,7 @@ def is_complete(uri: str) -> bool:
         from . import s3
 
         return s3.is_complete(uri)
-    return (_local_path(uri) / COMPLETE_MARKER).is_file()
+    return (local_path(uri) / COMPLETE_MARKER).is_file()
 
 
 @contextmanager
@@ -49,7 +50,7 @@ def fetched(uri: str) -> Iterator[Path]:
         with s3.fetched(uri) as path:
             yield path
         return
-    path = _local_path(uri)
+    path = local_path(uri)
     if not (path / COMPLETE_MARKER).is_file():
         what = "does not exist" if not path.exists() else "is unfinished (no completion marker)"
         raise ArtifactError(f"artifact {uri} {what}; run the stage that produces it first")
@@ -68,7 +69,7 @@ def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
         with s3.staged_output(uri, overwrite) as path:
             yield path
         return
-    final = _local_path(uri)
+    final = local_path(uri)
     if (final / COMPLETE_MARKER).is_file() and not overwrite:
         raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import torch
 from llamaops.platform.model.checkpoint import load_model, save_model
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched, is_complete, staged_output
-from llamaops.platform.store.uri import _local_path
+from llamaops.platform.store.uri import local_path
 
 MODEL_DIR = "model"
 TRAINER_FILE = "trainer.pt"
@@ -80,7 +80,7 @@ def remove_checkpoint(root_uri: str, step: int) -> None:
     if uri.startswith("s3://"):
         _remove_s3_prefix(uri)
     else:
-        shutil.rmtree(_local_path(uri), ignore_errors=True)
+        shutil.rmtree(local_path(uri), ignore_errors=True)
 
 
 def _remove_s3_prefix(uri: str) -> None:
