@@ -19,6 +19,10 @@ from llamaops.platform.model import KVCache, Transformer
 from .sampling import SamplingParams, sample
 
 
+class RequestError(ValueError):
+    """A request the engine cannot serve as given (HTTP 400)."""
+
+
 class EngineFull(RuntimeError):
     """The waiting queue is at its bound; the caller should retry later (HTTP 429)."""
 
@@ -67,13 +71,13 @@ class Engine:
     # -- submitting -------------------------------------------------------------------------
     def check(self, prompt: Sequence[int], params: SamplingParams) -> None:
         if not prompt:
-            raise ValueError("the prompt is empty")
+            raise RequestError("the prompt is empty")
         if len(prompt) + params.max_tokens > self.max_seq_len:
-            raise ValueError(
+            raise RequestError(
                 f"prompt of {len(prompt)} tokens + max_tokens {params.max_tokens} exceeds the context length {self.max_seq_len}"
             )
         if params.stop and self.decode is None:
-            raise ValueError("stop sequences need a tokenizer")
+            raise RequestError("stop sequences need a tokenizer")
 
     def submit(self, prompt: Sequence[int], params: SamplingParams) -> Request:
         self.check(prompt, params)

@@ -10,11 +10,11 @@ from llamaops.platform.model import Transformer
 
 
 def _load_directory(path: Path, dtype: torch.dtype | None) -> Transformer:
-    from llamaops.platform.model.checkpoint import load_model
+    from llamaops.platform.model.checkpoint import ModelDirectoryError, load_model
     from llamaops.platform.model.hf import load_hf
 
     if not path.is_dir():
-        raise ValueError(f"model directory {path} does not exist; pass a checkpoint directory, s3:// or models:/ URI")
+        raise ModelDirectoryError(f"model directory {path} does not exist; pass a checkpoint directory, s3:// or models:/ URI")
     return load_hf(path, dtype=dtype) if (path / "config.json").exists() else load_model(path, dtype=dtype)
 
 
