@@ -174,7 +174,7 @@ class Transformer(nn.Module):
         Returns logits [B, T, vocab] (hidden states on a stage without the output projection).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        batch, seq = h.shape[:2]
+        batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
         positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
         rotary = self.rotary[positions]
         for block in self.layers.values():
