@@ -18,16 +18,21 @@ class Stage(str, Enum):
     long_context = "long_context"
 
 
+StageOption = Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to use.")]
+SeqLenOption = Annotated[
+    int | None, typer.Option(min=1, help="Sequence length (default: the stage's final one).", show_default=False)
+]
+MfuOption = Annotated[float, typer.Option(min=0.01, max=1.0, help="Model FLOPs utilisation.")]
+
+
 @app.command("info")
 def info(
     name: PresetName,
     config: ConfigFile = None,
     overrides: Overrides = None,
-    stage: Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to size.")] = Stage.pretrain,
-    seq_len: Annotated[
-        int | None, typer.Option(min=1, help="Sequence length (default: the stage's final one).", show_default=False)
-    ] = None,
-    mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Model FLOPs utilisation.")] = 0.4,
+    stage: StageOption = Stage.pretrain,
+    seq_len: SeqLenOption = None,
+    mfu: MfuOption = 0.4,
     as_json: AsJson = False,
 ) -> None:
     """Parameters, FLOPs per token, per-GPU memory and training time of a preset."""

@@ -87,17 +87,15 @@ def check_layout(model: Transformer, layout: ParallelLayout) -> None:
 
 
 def apply_tensor_parallel(model: Transformer, tp_mesh: DeviceMesh) -> None:
-    parallelize_module(
-        model,
-        tp_mesh,
-        {
-            # Vocab-split embedding; its output leaves reduce-scattered along the sequence.
-            "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
-            "norm": SequenceParallel(),
-            # Only used for logits (no targets): the loss reads the weight itself.
-            "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()),
-        },
-    )
+    outer = {
+        # Vocab-split embedding; its output leaves reduce-scattered along the sequence.
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+        "norm": SequenceParallel(),
+        # Only used for logits (no targets): the loss reads the weight itself.
+        "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()),
+    }
+    # A pipeline stage may lack the embedding, or the norm and output.
+    parallelize_module(model, tp_mesh, {name: plan for name, plan in outer.items() if getattr(model, name) is not None})
     for block in model.layers.values():
         parallelize_module(block, tp_mesh, _block_plan())
 
