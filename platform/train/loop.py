@@ -1,4 +1,5 @@
-"""The per-worker training loop: DDP over the data-parallel ranks, AdamW, clipping, checkpoints.
+"""The per-worker training loop: FSDP2 over the data-parallel ranks (train/parallelize.py),
+AdamW, clipping, distributed checkpoints (train/checkpointing.py).
 
 Runs the same in a Ray Train worker (world > 1, process group already up) and in-process
 (world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.tensor import DTensor
 
 from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.model.transformer import Transformer
@@ -19,6 +21,8 @@ from llamaops.platform.store import fetched
 
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointing import Progress, latest_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
+from .mesh import build_mesh
+from .parallelize import parallelize
 from .schedule import StepPlan
 
 
@@ -38,6 +42,7 @@ class TrainingJob:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip_norm: float = 1.0
     threads_per_worker: int = 1
+    max_restarts: int = 2  # Ray Train restarts of the worker group after a failure, each from the last checkpoint
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
 
 
@@ -67,18 +72,22 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     torch.set_num_threads(job.threads_per_worker)
     torch.manual_seed(job.seed)
     model = initial_model(job, device)
+    if world > 1:
+        # Shard before the optimizer sees the parameters (FSDP replaces them) and before a restore
+        # (which loads each rank's shards, whatever layout wrote them).
+        layout = ParallelLayout(dp=world)
+        parallelize(model, build_mesh(layout, device.type), layout, param_dtype=torch.float32)
     optimizer = build_optimizer(model, job)
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     progress = Progress(step=0, cursor=0)
     if latest is not None:
         progress = restore_checkpoint(job.checkpoint_root, latest, model, optimizer)
-    trained = DistributedDataParallel(model) if world > 1 else model
     with fetched(job.data_uri) as data_dir:
         stream = TokenStream.open(data_dir, "train")
         check_stream_fits(stream, {step.seq_len for step in job.plan})
         while progress.step < len(job.plan):
             spec = job.plan[progress.step]
-            record = _train_step(trained, model, optimizer, stream, spec, progress.cursor, rank, world, job, device)
+            record = _train_step(model, optimizer, stream, spec, progress.cursor, rank, world, job, device)
             progress.step += 1
             progress.cursor = next_cursor(progress.cursor, spec.seq_len, spec.sequences)
             progress.history.append({"step": progress.step, **record})
@@ -89,16 +98,18 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     return progress
 
 
-def _train_step(trained, model, optimizer, stream, spec: StepPlan, cursor, rank, world, job, device) -> dict[str, float]:
+def _train_step(model, optimizer, stream, spec: StepPlan, cursor, rank, world, job, device) -> dict[str, float]:
     start = time.perf_counter()
     for group in optimizer.param_groups:
         group["lr"] = spec.lr
     batch = rank_batch(stream, cursor, spec.seq_len, spec.sequences, rank, world, job.seed)
-    loss = trained(
+    loss = model(
         batch.inputs.to(device), document_ids=batch.document_ids.to(device), targets=batch.targets.to(device)
     )
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip_norm)
+    if isinstance(grad_norm, DTensor):  # sharded gradients: the norm is over all shards
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     mean_loss = loss.detach().clone()
@@ -116,8 +127,8 @@ def _train_step(trained, model, optimizer, stream, spec: StepPlan, cursor, rank,
 
 
 def _checkpoint(job: TrainingJob, model, optimizer, progress: Progress, rank: int, world: int) -> None:
+    save_checkpoint(job.checkpoint_root, model, optimizer, progress)  # every rank writes its shards
     if rank == 0:
-        save_checkpoint(job.checkpoint_root, model, optimizer, progress)
         written = [step for step in job.checkpoint_steps if step <= progress.step]
         for old in written[: -job.keep_checkpoints]:
             remove_checkpoint(job.checkpoint_root, old)

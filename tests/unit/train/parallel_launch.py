@@ -7,12 +7,13 @@ from pathlib import Path
 WORKER = Path(__file__).with_name("parallel_worker.py")
 
 
-def launch(world: int, scenarios: list[str], tmp_path: Path, timeout: float = 240) -> None:
-    store = tmp_path / "store"
+def launch(world: int, args: list[str], tmp_path: Path, timeout: float = 240, worker: Path = WORKER) -> None:
+    """Run `worker STORE *args` on `world` ranks; fail with the failing ranks' output."""
+    store = tmp_path / f"store-{world}"
     env = {**os.environ, "WORLD_SIZE": str(world), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(store), *scenarios],
+            [sys.executable, str(worker), str(store), *args],
             env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for rank in range(world)
