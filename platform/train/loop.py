@@ -5,6 +5,7 @@ Runs the same in a Ray Train worker (world > 1, process group already up) and in
 (world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
 in the checkpoints and the driver reports it from the last one.
 """
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,12 +17,14 @@ from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import load_model
+from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
 
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointing import Progress, latest_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
 from .mesh import build_mesh
+from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .parallelize import parallelize
 from .schedule import StepPlan
 
@@ -42,7 +45,9 @@ class TrainingJob:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip_norm: float = 1.0
     threads_per_worker: int = 1
+    peak_flops: float | None = None  # per accelerator, for MFU; None: measure the CPU's matmul peak
     max_restarts: int = 2  # Ray Train restarts of the worker group after a failure, each from the last checkpoint
+    fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
 
 
@@ -95,6 +100,8 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                 _checkpoint(job, model, optimizer, progress, rank, world)
                 if progress.step == job.stop_after_step:
                     break
+                if progress.step == job.fail_after_step and rank == 1 and latest != progress.step:
+                    os._exit(1)  # as a killed worker would: no cleanup, no Python exception
     return progress
 
 
@@ -116,13 +123,19 @@ def _train_step(model, optimizer, stream, spec: StepPlan, cursor, rank, world, j
     if world > 1:
         dist.all_reduce(mean_loss)
         mean_loss /= world
+    seconds = time.perf_counter() - start
+    peak = job.peak_flops or measured_matmul_peak(torch.float32, job.threads_per_worker)
     return {
         "loss": float(mean_loss),
         "lr": spec.lr,
         "grad_norm": float(grad_norm),
         "seq_len": spec.seq_len,
         "tokens": spec.tokens,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
+        "tokens_per_second": spec.tokens / seconds,
+        "mfu": model_flops_utilisation(spec.tokens, seconds, flops_per_token(job.model, spec.seq_len), peak, world),
+        "peak_flops": peak,
+        "memory_bytes": peak_memory_bytes(device),
     }
 
 
