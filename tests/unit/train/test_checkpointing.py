@@ -1,4 +1,5 @@
-"""Distributed checkpoints: resharding across world sizes and layouts, damaged ones skipped."""
+"""Distributed checkpoints in one process: damaged ones skipped, full restore. Resharding across
+world sizes: tests/integration/train/test_distributed_equivalence.py."""
 from pathlib import Path
 
 import pytest
@@ -16,18 +17,7 @@ from llamaops.platform.train.checkpointing import (
 from llamaops.platform.store.uri import local_path
 from llamaops.platform.model.transformer import Transformer
 
-from .parallel_launch import launch
 from .parallel_worker import MICRO
-
-RESHARD_WORKER = Path(__file__).with_name("reshard_worker.py")
-
-
-@pytest.mark.slow
-def test_written_by_2_fsdp_ranks_it_resumes_on_4_fsdp_x_tp_ranks(tmp_path: Path):
-    root, expected = (tmp_path / "ckpt").as_uri(), str(tmp_path / "expected.pt")
-    launch(2, ["write", root, expected], tmp_path, worker=RESHARD_WORKER)
-    launch(4, ["resume", root, expected], tmp_path, worker=RESHARD_WORKER)
-
 
 def _saved(root: str, steps: list[int]) -> Transformer:
     model = Transformer(MICRO)

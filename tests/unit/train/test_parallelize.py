@@ -1,7 +1,5 @@
-"""Parallelized micro models match the unsharded model: loss, logits and every gradient, on 2 and
-4 local gloo processes (real torch.distributed, CPU). Scenario names: parallel_worker.parse."""
-from pathlib import Path
-
+"""The parallelize step's single-process parts; the multi-process equivalence checks are in
+tests/integration/train/test_distributed_equivalence.py."""
 import pytest
 import torch
 
@@ -10,17 +8,7 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.mesh import mesh_shape
 from llamaops.platform.train.parallelize import UnsupportedLayout, apply_checkpointing, check_layout
 
-from .parallel_launch import launch
 from .parallel_worker import MICRO, parse
-
-
-def test_two_processes_fsdp_and_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
-    launch(2, ["dp2", "tp2", "tp2-full", "dp2-selective", "dp2-bf16", "tp2-selective-bf16"], tmp_path)
-
-
-@pytest.mark.slow
-def test_four_processes_2d_fsdp_x_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
-    launch(4, ["dp2tp2", "dp2tp2-selective-bf16", "dp4-full"], tmp_path)
 
 
 def test_scenario_names_parse_into_layouts():
