@@ -13,3 +13,7 @@ class Document:
     source: str  # the name or URI from DataConfig.sources
     language: str | None = None  # ISO 639-1 code, "python" for code, None when unknown
     tokens: list[int] = field(default_factory=list)  # filled by the tokenize step
+    url: str | None = None  # where the text was found, when known (URL de-duplication)
+
+
+CODE_LANGUAGES = frozenset({"python"})  # languages that are programming languages, not natural ones
