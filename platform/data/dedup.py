@@ -31,7 +31,8 @@ def drop_duplicate_urls(documents: list[Document]) -> tuple[list[Document], Remo
         if doc.url is not None and doc.url in seen:
             removed.append((doc, "duplicate_url"))
         else:
-            seen.add(doc.url) if doc.url is not None else None
+            if doc.url is not None:
+                seen.add(doc.url)
             kept.append(doc)
     return kept, removed
 

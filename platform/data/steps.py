@@ -57,7 +57,8 @@ def map_items(fn: Callable[[Item], Result], items: list[Item], workers: int) -> 
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     dataset = ray.data.from_items([{"chunk": chunk} for chunk in chunks], override_num_blocks=len(chunks))
-    mapped = dataset.map(lambda row: {"chunk": _apply_chunk(row["chunk"], fn)}, concurrency=workers)
+    compute = ray.data.TaskPoolStrategy(size=workers)
+    mapped = dataset.map(lambda row: {"chunk": _apply_chunk(row["chunk"], fn)}, compute=compute)
     return [result for row in mapped.iter_rows() for result in pickle.loads(row["chunk"])]
 
 
