@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .documents import CODE_LANGUAGES, Document
-from .report import Removed
 
 _WORD = re.compile(r"\w+")
 # A short English list of explicit words, in the spirit of the C4 "bad words" list; extend per language.
@@ -85,14 +84,3 @@ def first_failed_rule(doc: Document, rules: QualityRules) -> str | None:
     if rules.max_symbol_word_ratio is not None:
         checks.append(("many_symbols", lambda t: symbol_word_ratio(t) > rules.max_symbol_word_ratio))
     return next((reason for reason, fails in checks if fails(doc.text)), None)
-
-
-def apply_quality_filters(documents: list[Document], rules: QualityRules) -> tuple[list[Document], Removed]:
-    kept, removed = [], []
-    for doc in documents:
-        reason = first_failed_rule(doc, rules)
-        if reason is None:
-            kept.append(doc)
-        else:
-            removed.append((doc, reason))
-    return kept, removed
