@@ -26,7 +26,7 @@ def token_kl(documents: list[Document]) -> np.ndarray:
 
 
 def drop_token_outliers(documents: list[Document], max_zscore: float | None, min_documents: int) -> tuple[list[Document], Removed]:
-    with_tokens = [doc for doc in documents if doc.tokens]
+    with_tokens = [doc for doc in documents if len(doc.tokens)]
     if max_zscore is None or len(with_tokens) < min_documents:
         return documents, []
     kl = token_kl(with_tokens)

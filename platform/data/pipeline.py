@@ -7,6 +7,8 @@ expensive part of near-dedup, the MinHash signatures, is computed on the workers
 """
 import functools
 
+import numpy as np
+
 from ..config.stages import DataConfig
 from ..tokenizer import Tokenizer
 from .clean import remove_boilerplate_lines, repair_mojibake
@@ -84,7 +86,8 @@ def quality_check(model: QualityClassifier, threshold: float, doc: Document) -> 
 
 
 def tokenize_check(tokenizer: Tokenizer, doc: Document) -> None:
-    doc.tokens = tokenizer.encode(doc.text, bos=True, eos=True)
+    # A uint32 array, not a list: Ray moves and pickles it as one buffer instead of a million ints.
+    doc.tokens = np.asarray(tokenizer.encode(doc.text, bos=True, eos=True), dtype=np.uint32)
 
 
 def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers: int = 1) -> tuple[int, list[Document]]:
@@ -121,7 +124,8 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     report.by_source_in = by_source_and_language(documents)
 
     hasher = MinHasher(data.minhash_bands, data.minhash_rows, data.seed)
-    signatures = map_items(functools.partial(_signature, hasher, data.minhash_ngram), documents, workers)
+    texts = [doc.text for doc in documents]  # only the text travels to the workers
+    signatures = map_items(functools.partial(hasher.signature_of, ngram=data.minhash_ngram), texts, workers)
     near = functools.partial(
         drop_near_duplicates,
         threshold=data.near_duplicate_jaccard,
@@ -144,6 +148,3 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     documents = report.run("shuffle_and_cap", cap, documents)
     return tokenized, documents
 
-
-def _signature(hasher: MinHasher, ngram: int, doc: Document):
-    return hasher.signature_of(doc.text, ngram)
