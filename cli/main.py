@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import model, pipeline, presets, tokenizer, train
+from . import data, model, pipeline, presets, tokenizer, train
 from .errors import UserErrorGroup
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(train.app, name="train")
+app.add_typer(data.app, name="data")
 
 
 def _print_version(value: bool) -> None:

@@ -46,9 +46,45 @@ class DataConfig(Config):
     max_chars: PositiveInt = 1_000_000
     min_alphanumeric_fraction: float = Field(0.5, ge=0, le=1)  # letters, marks, digits among non-space chars
     max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1)  # non-blank lines repeating an earlier line
-    near_duplicate_jaccard: float = Field(0.8, gt=0, le=1)  # MinHash-estimated word 5-gram Jaccard
-    minhash_bands: PositiveInt = 16
+    near_duplicate_jaccard: float = Field(0.8, gt=0, le=1)  # MinHash-estimated word n-gram Jaccard
+    minhash_bands: PositiveInt = 16  # permutations = bands x rows
     minhash_rows: PositiveInt = 8
+    minhash_ngram: PositiveInt = 5  # words per shingle
+    # Bad input: a document with a line longer than this is skipped (minified or binary data).
+    max_line_chars: PositiveInt = 100_000
+    # Cleaning and PII scrubbing (emails, phone numbers, IP addresses -> placeholders).
+    repair_mojibake: bool = True
+    remove_boilerplate_lines: bool = True
+    scrub_pii: bool = True
+    # De-duplication: URL, exact document, and lines seen in more than `max_line_repeats` documents
+    # of a bucket of `line_dedup_bucket_documents` (the paper: 6 within buckets of 30M documents).
+    dedup_urls: bool = True
+    max_line_repeats: PositiveInt | None = 6
+    line_dedup_bucket_documents: PositiveInt = 30_000_000
+    # Heuristic filters (Gopher/RefinedWeb-style ratios; None switches a rule off).
+    duplicate_ngram_words: PositiveInt = 5
+    max_duplicate_ngram_fraction: float | None = Field(0.5, ge=0, le=1)  # words inside repeated n-grams
+    max_dirty_word_fraction: float | None = Field(0.05, ge=0, le=1)
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0)  # '#' and '...' per word
+    max_token_kl_zscore: float | None = Field(4.0, gt=0)  # KL(document || corpus) unigram outliers
+    token_kl_min_documents: PositiveInt = 100  # fewer documents: the corpus statistic is not trusted
+    # Language identification (langid.py, offline); None keeps every language.
+    identify_languages: bool = True
+    languages: list[str] | None = None
+    # Model-based quality: a linear classifier of reference-quality vs random text; off without references.
+    quality_reference_sources: list[str] = Field(default_factory=list)
+    min_quality_score: float = Field(0.5, ge=0, le=1)
+    # Data mix by category; "none" keeps every document. Categories default from the language
+    # (code, multilingual, general); `source_categories` names a source's category instead.
+    mix: Literal["none", "pretrain", "anneal"] = "none"
+    pretrain_mix: dict[str, float] = Field(
+        default_factory=lambda: {"general": 0.50, "math_reasoning": 0.25, "code": 0.17, "multilingual": 0.08}
+    )
+    # Annealing upsamples math and code (the paper gives no numbers: llamaops's choice).
+    anneal_mix: dict[str, float] = Field(
+        default_factory=lambda: {"general": 0.40, "math_reasoning": 0.30, "code": 0.30}
+    )
+    source_categories: dict[str, str] = Field(default_factory=dict)
 
 
 class PretrainConfig(Config):
