@@ -6,6 +6,7 @@ import typer
 
 from llamaops import __version__
 
+from . import eval as eval_commands
 from . import model, pipeline, presets, tokenizer
 from .errors import UserErrorGroup
 
@@ -19,6 +20,7 @@ app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(eval_commands.app, name="eval")
 
 
 def _print_version(value: bool) -> None:
