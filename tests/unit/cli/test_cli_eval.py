@@ -16,7 +16,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden_dim=32,
-                      vocab_size=load_tokenizer().vocab_size, max_seq_len=64, rope_scaling=None)
+                      vocab_size=load_tokenizer().vocab_size, max_seq_len=512, rope_scaling=None)
     model = Transformer(cfg)
     model.init_weights(seed=0)
     return save_model(model, tmp_path_factory.mktemp("model") / "m")
@@ -76,3 +76,22 @@ def test_missing_model_fails_in_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "run", str(tmp_path / "gone"), "--tasks", "mmlu_dev_de"])
     assert result.exit_code == 2
     assert result.stderr == f"error: model {tmp_path / 'gone'} is not found; pass a llamaops checkpoint or Hugging Face model directory\n"
+
+
+def test_code_and_needle_run_on_a_model(model_dir):
+    code = runner.invoke(app, ["eval", "code", str(model_dir), "--problems", "1", "--samples", "2", "--k", "1,2",
+                               "--max-new-tokens", "4", "--json"])
+    assert code.exit_code == 0, code.output
+    report = json.loads(code.stdout)
+    assert report["problems"] == 1 and sum(report["outcomes"].values()) == 2 and 0 <= report["metrics"]["pass@2"] <= 1
+
+    needle = runner.invoke(app, ["eval", "needle", str(model_dir), "--lengths", "128", "--depths", "0.5", "--json"])
+    assert needle.exit_code == 0, needle.output
+    assert set(json.loads(needle.stdout)["metrics"]) == {"needle_accuracy", "needle_accuracy@128"}
+
+
+def test_code_and_needle_bad_input(model_dir):
+    bad_k = runner.invoke(app, ["eval", "code", str(model_dir), "--samples", "1", "--k", "5"])
+    assert bad_k.exit_code == 2 and bad_k.stderr == "error: pass@k needs 1 <= k <= --samples (1); got k=[5]\n"
+    too_long = runner.invoke(app, ["eval", "needle", str(model_dir), "--lengths", "4096"])
+    assert too_long.exit_code == 2 and "exceeds the model's max_seq_len 512" in too_long.stderr
