@@ -117,6 +117,16 @@ class RejectionSamplingConfig(Config):
     max_new_tokens: PositiveInt = 512
 
 
+class RewardModelConfig(Config):
+    """Bradley-Terry reward model on preference pairs, initialised from the SFT model."""
+
+    steps: PositiveInt = 100
+    batch_size: PositiveInt = 16  # pairs per step
+    lr: PositiveFloat = 1e-5
+    max_eval_pairs: PositiveInt = 128
+    seed: int = 0
+
+
 class DPOConfig(Config):
     layout: ParallelLayout
     steps: PositiveInt
@@ -151,6 +161,7 @@ class EvalGate(Config):
 class PostTrainingConfig(Config):
     rounds: PositiveInt = 6  # the paper runs six rounds of RM -> rejection sampling -> SFT -> DPO
     sft: SFTConfig
+    reward_model: RewardModelConfig = RewardModelConfig()
     rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
     dpo: DPOConfig
     safety: SafetyConfig = SafetyConfig()
