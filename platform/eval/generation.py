@@ -39,6 +39,8 @@ def _next_tokens(logits: torch.Tensor, sampling: Sampling | None, generator: tor
     if sampling is None:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p == 1.0:  # no nucleus: skip sorting the 128K vocabulary
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     # Keep the most likely tokens until their mass reaches top_p (the first one always).
     outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p
@@ -114,11 +116,38 @@ def sample_completions(
     sampling: Sampling,
     batch_size: int,
 ) -> list[list[str]]:
-    """`samples_per_prompt` sampled raw-text continuations of each prompt (no chat format), batched
-    across prompts and samples; batch i draws with seed sampling.seed + i, so reruns are identical."""
-    rows = [(p, s) for p in range(len(prompts)) for s in range(samples_per_prompt)]
+    """`samples_per_prompt` sampled raw-text continuations of each prompt (no chat format)."""
     encoded = [tokenizer.encode(text, bos=True) for text in prompts]
-    texts: list[list[str]] = [[] for _ in prompts]
+    return _sample_texts(model, tokenizer, encoded, samples_per_prompt, max_new_tokens, sampling, batch_size)
+
+
+def sample_chat_replies(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    dialogs: Sequence[Sequence[Message]],
+    samples_per_prompt: int,
+    max_new_tokens: int,
+    sampling: Sampling,
+    batch_size: int,
+) -> list[list[str]]:
+    """`samples_per_prompt` sampled assistant replies to each dialog (Llama 3.1 dialog format)."""
+    encoded = [encode_dialog_for_generation(list(dialog), tokenizer) for dialog in dialogs]
+    return _sample_texts(model, tokenizer, encoded, samples_per_prompt, max_new_tokens, sampling, batch_size)
+
+
+def _sample_texts(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    encoded: Sequence[Sequence[int]],
+    samples_per_prompt: int,
+    max_new_tokens: int,
+    sampling: Sampling,
+    batch_size: int,
+) -> list[list[str]]:
+    """Rows (prompt, sample) batched across prompts and samples; batch i draws with seed
+    sampling.seed + i, so reruns are identical."""
+    rows = [(p, s) for p in range(len(encoded)) for s in range(samples_per_prompt)]
+    texts: list[list[str]] = [[] for _ in encoded]
     for number, start in enumerate(range(0, len(rows), batch_size)):
         chunk = rows[start : start + batch_size]
         draw = Sampling(sampling.temperature, sampling.top_p, sampling.seed + number)
