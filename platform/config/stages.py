@@ -147,6 +147,10 @@ class SafetyConfig(Config):
     seq_len: PositiveInt = 2048
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    # Violation and false-refusal rates of greedy replies, before and after tuning (0: not measured).
+    rate_prompts: NonNegativeInt = 32  # per kind, from the held-out test split
+    rate_max_new_tokens: PositiveInt = 32
+    max_false_refusal_increase: float = Field(0.1, ge=0, le=1)  # the bound FRR may rise by
 
 
 class EvalGate(Config):

@@ -21,6 +21,8 @@ FAST = [
     "post_training.dpo.max_eval_pairs=24",
     "post_training.safety.steps=12",
     "post_training.safety.max_eval_examples=24",
+    "post_training.safety.rate_prompts=8",
+    "post_training.safety.rate_max_new_tokens=12",
 ]
 
 
@@ -76,6 +78,9 @@ def test_safety_lowers_held_out_refusal_and_helpful_losses(preset, init_uri, tmp
     m = result.metrics
     assert m["held_out_refusal_loss_after"] < m["held_out_refusal_loss_before"] - 0.1
     assert m["held_out_borderline_helpful_loss_after"] < m["held_out_borderline_helpful_loss_before"]
+    for when in ("before", "after"):
+        assert 0 <= m[f"held_out_violation_rate_{when}"] <= 1 and 0 <= m[f"held_out_false_refusal_rate_{when}"] <= 1
+    assert m["false_refusal_within_bound"] in (0.0, 1.0)
     _published(result.outputs["model"])
 
 
