@@ -15,7 +15,7 @@ from .errors import AlignmentError
 from .examples import batch_indices
 from .losses import DPOTerms, dpo_terms, response_logprobs
 from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
-from .training import EVAL_BATCH, check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step, publish_model
+from .training import EVAL_BATCH, adapt, check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step, publish_model
 
 
 @torch.no_grad()
@@ -81,6 +81,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     ref_held_chosen, ref_held_rejected = _logprobs(model, held_out)
     before = _held_out_metrics(model, held_out, ref_held_chosen, ref_held_rejected, cfg.beta, cfg.nll_coefficient)
 
+    adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):

@@ -9,7 +9,7 @@ from .conversations import check_languages, load_conversations, split_conversati
 from .errors import AlignmentError
 from .examples import batch_indices, encode_dialog, fitting
 from .losses import masked_loss_sum
-from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+from .training import adapt, check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
 
 
 def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
@@ -31,6 +31,7 @@ def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: Metri
         raise AlignmentError(f"no SFT dialogs fit post_training.sft.seq_len={cfg.seq_len}; raise it")
 
     loss_before = mean_loss(model, held_out)
+    adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):

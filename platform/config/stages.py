@@ -109,6 +109,8 @@ class SFTConfig(Config):
     held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class RejectionSamplingConfig(Config):
@@ -137,6 +139,8 @@ class DPOConfig(Config):
     mask_formatting_tokens: bool = True
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class SafetyConfig(Config):

@@ -93,3 +93,11 @@ def test_bad_language_is_refused_before_training(init_uri, tmp_path):
     preset = load_preset("tiny", overrides=["post_training.sft.languages=[english, elvish]"])
     with pytest.raises(AlignmentError, match="elvish"):
         run_dpo(preset, init_uri, (tmp_path / "dpo").as_uri())
+
+
+def test_lora_sft_improves_held_out_loss_and_publishes_a_plain_model(init_uri, tmp_path):
+    preset = load_preset("tiny", overrides=[*FAST, "post_training.sft.lora_rank=8", "post_training.sft.lora_alpha=16",
+                                            "post_training.sft.lr=3e-3"])
+    result = run_sft(preset, init_uri, (tmp_path / "sft-lora").as_uri())
+    assert result.metrics["held_out_loss_after"] < result.metrics["held_out_loss_before"]
+    _published(result.outputs["model"])
