@@ -3,20 +3,27 @@ reward model, the best kept as new SFT data; throughput reported in samples per 
 
 Sampling goes through eval.generation's batched, seeded sampler (the serving engine can stand in).
 """
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from llamaops.platform.config import Preset
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import Sampling, sample_chat_replies
 from llamaops.platform.model import Transformer
-from llamaops.platform.tokenizer import Message, Tokenizer
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.store import fetched, staged_output
+from llamaops.platform.tokenizer import Message, Tokenizer, load_tokenizer
 
+from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
 from .examples import encode_dialog
-from .reward import RewardModel
+from .preferences import seeded_order
+from .reward import RewardModel, load_reward_model
+from .training import check_output_free, flush_denormals, load_input_model
 
 SCORE_BATCH = 16
 
@@ -77,3 +84,44 @@ def rejection_sample(
         selections.append(Selection(tuple(prompt), options[best], scores[best], sum(scores) / k))
     seconds = time.perf_counter() - started
     return RejectionSamplingResult(selections, len(prompts) * k, len(prompts) * k / seconds)
+
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+def run_rejection_sampling(
+    preset: Preset, model_uri: str, reward_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
+) -> StageResult:
+    """Best-of-K replies to training prompts (dialogs minus their last answer), written as dialogs
+    to samples.jsonl for the next SFT."""
+    sft_cfg, cfg = preset.post_training.sft, preset.post_training.rejection_sampling
+    check_languages(sft_cfg.languages)
+    check_output_free(output_uri)
+    flush_denormals()
+    train_dialogs, _ = split_conversations(load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed)
+    prompts = [c.messages[:-1] for c in seeded_order(train_dialogs, sft_cfg.seed)][: cfg.prompts]
+    policy = load_input_model(model_uri)
+    with fetched(reward_model_uri) as directory:
+        reward_model = load_reward_model(directory)
+    result = rejection_sample(policy, reward_model, load_tokenizer(), prompts, cfg, sft_cfg.seed, cfg.batch_size)
+    with staged_output(output_uri) as directory:
+        with open(directory / SAMPLES_FILE, "w", encoding="utf-8") as out:
+            for s in result.selections:
+                turns = [*({"role": m.role, "content": m.content} for m in s.prompt), {"role": "assistant", "content": s.reply}]
+                out.write(json.dumps({"messages": turns, "reward": s.reward}, ensure_ascii=False) + "\n")
+    result_metrics = {
+        "samples": float(result.samples),
+        "samples_per_second": result.samples_per_second,
+        "mean_best_reward": result.mean_best_reward,
+        "mean_sample_reward": result.mean_sample_reward,
+    }
+    metrics.log_metrics(result_metrics)
+    return StageResult(outputs={"samples": output_uri}, metrics=result_metrics,
+                       report={"samples_per_prompt": cfg.samples_per_prompt, "prompts": len(prompts)})
+
+
+def load_samples(uri: str) -> list[tuple[Message, ...]]:
+    """The dialogs a rejection-sampling artifact holds."""
+    with fetched(uri) as directory:
+        lines = (directory / SAMPLES_FILE).read_text(encoding="utf-8").splitlines()
+    return [tuple(Message(t["role"], t["content"]) for t in json.loads(line)["messages"]) for line in lines if line]

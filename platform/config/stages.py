@@ -117,6 +117,8 @@ class RejectionSamplingConfig(Config):
     samples_per_prompt: int = Field(10, ge=1)  # the paper samples 10 to 30
     temperature: PositiveFloat = 0.8
     max_new_tokens: PositiveInt = 512
+    prompts: PositiveInt = 1024  # training prompts sampled per round; their best replies join SFT
+    batch_size: PositiveInt = 16  # rows generated together
 
 
 class RewardModelConfig(Config):
