@@ -88,7 +88,7 @@ def load_task(name_or_path: str) -> TaskSpec:
 
 def task_items(spec: TaskSpec) -> list[Item]:
     """The items to evaluate, each with the task's few-shot examples in its context."""
-    records = _records(spec)
+    records = task_records(spec)
     if len(records) <= spec.num_fewshot:
         raise EvalInputError(f"task {spec.name} has {len(records)} items, not more than num_fewshot={spec.num_fewshot}")
     shots, rest = records[: spec.num_fewshot], records[spec.num_fewshot :]
@@ -103,7 +103,8 @@ def task_items(spec: TaskSpec) -> list[Item]:
     return items
 
 
-def _records(spec: TaskSpec) -> list[dict]:
+def task_records(spec: TaskSpec) -> list[dict]:
+    """The raw records of a task's source, in file (or package) order."""
     if spec.mmlu_dev is not None:
         from .mmlu import load_mmlu_dev
 

@@ -19,7 +19,7 @@ pytest.importorskip("accelerate", reason="lm-eval's HF backend needs accelerate:
 
 from llamaops.platform.config.model import ModelConfig  # noqa: E402
 from llamaops.platform.eval.harness import evaluate_task, load_eval_model  # noqa: E402
-from llamaops.platform.eval.tasks import _records, load_task  # noqa: E402
+from llamaops.platform.eval.tasks import task_records, load_task  # noqa: E402
 from llamaops.platform.model import Transformer  # noqa: E402
 from llamaops.platform.model.checkpoint import save_model  # noqa: E402
 from llamaops.platform.model.hf import export_hf  # noqa: E402
@@ -73,7 +73,7 @@ def _short_choice_records(count: int) -> list[dict]:
     carries a rounding error proportional to its magnitude (about 1e-7 relative): two correct
     implementations of a 100-token choice's log-likelihood (~ -1000) already differ by ~1e-4."""
     tokenizer = load_tokenizer()
-    records = [r for r in _records(load_task("mmlu_dev_de"))
+    records = [r for r in task_records(load_task("mmlu_dev_de"))
                if max(len(tokenizer.encode(f" {c}")) for c in r["choices"]) <= MAX_CHOICE_TOKENS]
     assert len(records) >= count
     return records[:count]
