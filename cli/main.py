@@ -7,6 +7,7 @@ import typer
 from llamaops import __version__
 
 from . import data, model, pipeline, presets, tokenizer, train
+from . import eval as eval_commands
 from .errors import UserErrorGroup
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(train.app, name="train")
 app.add_typer(data.app, name="data")
+app.add_typer(eval_commands.app, name="eval")
 
 
 def _print_version(value: bool) -> None:

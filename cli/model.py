@@ -69,6 +69,25 @@ def export_hf(
     typer.echo(convert(src, dst, overwrite=overwrite))
 
 
+@app.command("average")
+def average(
+    models: Annotated[list[str], typer.Argument(help="Two or more model artifacts (paths or file:// / s3:// URIs).")],
+    output: Annotated[str, typer.Option("--output", help="New artifact path or URI for the averaged model.")],
+    weights: Annotated[str | None, typer.Option(help="Comma-separated positive weights, one per model.")] = None,
+) -> None:
+    """Average the weights of models of one config (Llama 3 averages RM, SFT and DPO runs)."""
+    from llamaops.platform.align.averaging import average_models
+
+    def uri(text: str) -> str:
+        return text if "://" in text else Path(text).resolve().as_uri()
+
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise typer.BadParameter(f"'{weights}' is not a comma-separated list of numbers", param_hint="--weights") from None
+    typer.echo(average_models([uri(m) for m in models], uri(output), parsed))
+
+
 def _format_report(r: dict) -> str:
     gib = 2**30
     parts, memory, layout = r["parameters_breakdown"], r["memory_breakdown"], r["layout"]

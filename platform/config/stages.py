@@ -145,12 +145,26 @@ class SFTConfig(Config):
     held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class RejectionSamplingConfig(Config):
     samples_per_prompt: int = Field(10, ge=1)  # the paper samples 10 to 30
     temperature: PositiveFloat = 0.8
     max_new_tokens: PositiveInt = 512
+    prompts: PositiveInt = 1024  # training prompts sampled per round; their best replies join SFT
+    batch_size: PositiveInt = 16  # rows generated together
+
+
+class RewardModelConfig(Config):
+    """Bradley-Terry reward model on preference pairs, initialised from the SFT model."""
+
+    steps: PositiveInt = 100
+    batch_size: PositiveInt = 16  # pairs per step
+    lr: PositiveFloat = 1e-5
+    max_eval_pairs: PositiveInt = 128
+    seed: int = 0
 
 
 class DPOConfig(Config):
@@ -163,6 +177,8 @@ class DPOConfig(Config):
     mask_formatting_tokens: bool = True
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class SafetyConfig(Config):
@@ -173,6 +189,10 @@ class SafetyConfig(Config):
     seq_len: PositiveInt = 2048
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    # Violation and false-refusal rates of greedy replies, before and after tuning (0: not measured).
+    rate_prompts: NonNegativeInt = 32  # per kind, from the held-out test split
+    rate_max_new_tokens: PositiveInt = 32
+    max_false_refusal_increase: float = Field(0.1, ge=0, le=1)  # the bound FRR may rise by
 
 
 class EvalGate(Config):
@@ -187,6 +207,7 @@ class EvalGate(Config):
 class PostTrainingConfig(Config):
     rounds: PositiveInt = 6  # the paper runs six rounds of RM -> rejection sampling -> SFT -> DPO
     sft: SFTConfig
+    reward_model: RewardModelConfig = RewardModelConfig()
     rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
     dpo: DPOConfig
     safety: SafetyConfig = SafetyConfig()
