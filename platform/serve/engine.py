@@ -196,7 +196,7 @@ class Engine:
             chunk = list(request.prompt[request.cursor : request.cursor + budget])
             slot = len(self.decoding)
             positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
-            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1)
+            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
             request.cursor += len(chunk)
             budget -= len(chunk)
             self.metrics.prompt_tokens += len(chunk)
@@ -213,9 +213,9 @@ class Engine:
         for row, request in enumerate(list(rows)):
             self._accept(request, logits[row, -1])
 
-    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, first: int, end: int) -> torch.Tensor:
+    def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
         view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
-        return self.model(tokens, positions=positions, cache=view)
+        return self.model(tokens, positions=positions, cache=view, last_only=last_only)
 
     def _accept(self, request: Request, logits: torch.Tensor) -> None:
         """Choose the next token of a request and tell its client."""
