@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import data, model, pipeline, presets, tokenizer, train
+from . import data, model, pipeline, presets, serve, tokenizer, train
 from . import eval as eval_commands
 from .errors import UserErrorGroup
 
@@ -23,6 +23,7 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(train.app, name="train")
 app.add_typer(data.app, name="data")
 app.add_typer(eval_commands.app, name="eval")
+app.command("serve")(serve.serve)
 
 
 def _print_version(value: bool) -> None:

@@ -1,7 +1,36 @@
-"""How to serve a registered model locally (the server itself is `llamaops serve`)."""
+"""How a model is served: the `llamaops serve` command line locally, and the container argv of each
+engine on a cluster (the operator's LlamaDeployment uses these; clients see one OpenAI API either way)."""
+from typing import Literal
 
 PRODUCTION_ALIAS = "production"
+SERVING_PORT = 8000
+Engine = Literal["llamaops", "vllm"]
 
 
-def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = 8000) -> str:
+def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = SERVING_PORT) -> str:
     return f"llamaops serve models:/{model_name}@{alias} --host {host} --port {port}"
+
+
+def container_command(
+    engine: Engine, model: str, served_name: str, *, port: int = SERVING_PORT, tensor_parallel: int = 1,
+    hf_dir: str = "/models/hf",
+) -> list[str]:
+    """The serving container's argv. `model` is what `llamaops serve` accepts (models:/NAME@ALIAS,
+    s3://, file://). vLLM reads the Hugging Face export of the same weights at `hf_dir`, which
+    `export_command` writes first (an init container)."""
+    if engine == "llamaops":
+        if tensor_parallel != 1:
+            raise ValueError("the llamaops engine serves on one device; use engine vllm for tensor parallelism")
+        return ["llamaops", "serve", model, "--host", "0.0.0.0", "--port", str(port), "--name", served_name]
+    if engine == "vllm":
+        return [
+            "python", "-m", "vllm.entrypoints.openai.api_server", "--model", hf_dir, "--served-model-name", served_name,
+            "--tensor-parallel-size", str(tensor_parallel), "--host", "0.0.0.0", "--port", str(port),
+        ]
+    raise ValueError(f"unknown engine '{engine}'; use llamaops or vllm")
+
+
+def export_command(model: str, hf_dir: str = "/models/hf") -> list[str]:
+    """Writes the Hugging Face export (weights, config, tokenizer, chat template) vLLM serves;
+    `model` is a checkpoint directory mounted in the pod (export-hf reads local directories)."""
+    return ["llamaops", "model", "export-hf", model, hf_dir, "--overwrite"]

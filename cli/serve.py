@@ -1,0 +1,38 @@
+"""`llamaops serve MODEL`: the OpenAI-compatible server."""
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+API_KEY_ENV = "LLAMAOPS_API_KEY"
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, a registered NAME, s3:// or file:// checkpoint, or a model directory (native or Hugging Face).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=1, max=65535)] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model name clients send (default: from MODEL).")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help=f"File holding the API key (or set {API_KEY_ENV}); no key: no auth.")] = None,
+    max_batch: Annotated[int, typer.Option(help="Requests decoded together.", min=1)] = 32,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.", min=1)] = 256,
+    prefill_chunk: Annotated[int, typer.Option(help="Prompt tokens prefilled per step.", min=1)] = 256,
+    max_seq_len: Annotated[int | None, typer.Option(help="Context served (default: the model's).", min=2)] = None,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: auto (as stored), float32 or bfloat16.")] = "auto",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ references.")] = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API."""
+    import torch
+
+    from llamaops.platform.serve import load_for_serving
+    from llamaops.platform.serve.server import ServerSettings, run_server
+
+    dtypes = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"'{dtype}' is not one of auto, float32, bfloat16", param_hint="--dtype")
+    key = api_key_file.read_text().strip() if api_key_file else os.environ.get(API_KEY_ENV) or None
+    settings = ServerSettings(max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
+                              max_seq_len=max_seq_len, api_key=key)
+    torch.set_grad_enabled(False)
+    run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name),
+               settings, host, port)

@@ -1,0 +1,275 @@
+"""Continuous batching over one preallocated KV cache.
+
+Slots of the cache hold requests. The decoding requests always occupy the prefix [0, n_decoding)
+of the slots, so a decode step runs the model once over a plain slice of the cache (a view, no
+gather). At most one request is being prefilled, in the slot right after that prefix, a chunk of
+at most `prefill_chunk` tokens per step: a long prompt is spread over several steps and never
+stalls the requests already decoding. A finished request leaves at a token boundary; the last
+decoding request (and the one being prefilled) move down into its slot so the prefix stays dense.
+
+The engine is single-threaded by design: `step()` does one round; `start()` runs steps on a
+background thread and callers only `submit()` (thread-safe) and receive `Output`s through their
+request's callback.
+"""
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from llamaops.platform.model import KVCache, Transformer
+from llamaops.platform.tokenizer import Tokenizer
+
+from .metrics import EngineMetrics
+from .sampling import SamplingParams, make_generator, sample
+from .text import IncrementalText
+
+
+class QueueFull(RuntimeError):
+    """The waiting queue is at its bound: shed load instead of growing memory."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine is shutting down and accepts no new requests."""
+
+
+@dataclass
+class Output:
+    text: str  # newly final text
+    token_id: int | None  # the token just generated (None on the closing output of a stop sequence)
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error: ..."
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Request:
+    prompt: Sequence[int]
+    params: SamplingParams
+    on_output: Callable[[Output], None] = lambda output: None
+    id: int = field(default_factory=lambda: next(_ids))
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    cursor: int = 0  # prompt tokens already in the cache
+    arrived: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    cancelled: bool = False
+    _text: IncrementalText | None = None
+    _generator: torch.Generator | None = None
+
+    @property
+    def text(self) -> str:
+        return self._text.text if self._text else ""
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        *,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        prefill_chunk: int = 256,
+        max_seq_len: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
+        dtype = next(model.parameters()).dtype
+        device = next(model.parameters()).device
+        self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype, device=device)
+        self.device = device
+        self.decoding: list[Request] = []  # slot i holds decoding[i]
+        self.prefilling: Request | None = None  # slot len(decoding)
+        self.waiting: deque[Request] = deque()
+        self.metrics = EngineMetrics()
+        self._lock = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- intake (any thread) -------------------------------------------------------------------
+    def check(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Raise ValueError when a request can never fit the context."""
+        if prompt_tokens < 1:
+            raise ValueError("the prompt is empty")
+        if prompt_tokens + max_tokens > self.max_seq_len:
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than "
+                f"the context of {self.max_seq_len} tokens; shorten the prompt or lower max_tokens"
+            )
+
+    def submit(self, request: Request) -> Request:
+        self.check(len(request.prompt), request.params.max_tokens)
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                self.metrics.rejected += 1
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting; retry later")
+            request._text = IncrementalText(self.tokenizer, request.params.stop)
+            request._generator = make_generator(request.params.seed)
+            self.waiting.append(request)
+            self.metrics.requests += 1
+            self._lock.notify()
+        return request
+
+    def cancel(self, request: Request) -> None:
+        request.cancelled = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.decoding or self.prefilling)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llamaops-engine", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, let the admitted ones finish, stop the loop."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self.busy and not self._closed:
+                    self._lock.wait()
+                if not self.busy and self._closed:
+                    return
+            try:
+                self.step()
+            except Exception as exc:  # a bug must not hang every client: fail what is in flight
+                self._fail_all(f"error: {type(exc).__name__}: {exc}")
+
+    def run_until_idle(self) -> None:
+        while self.busy:
+            self.step()
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Request]:
+        """Synchronous batched generation (no background thread)."""
+        requests = [self.submit(Request(list(p), params)) for p in prompts]
+        self.run_until_idle()
+        return requests
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One round: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens, then
+        one decode step for every decoding request."""
+        for request in [r for r in self.decoding if r.cancelled]:
+            self._finish(request, "cancelled")
+        if self.prefilling is not None and self.prefilling.cancelled:
+            self._finish(self.prefilling, "cancelled")
+        self._prefill(self.prefill_chunk)
+        if self.decoding:
+            self._decode()
+        self.metrics.batch_size = len(self.decoding)
+        self.metrics.queue_depth = len(self.waiting)
+
+    def _prefill(self, budget: int) -> None:
+        while budget > 0:
+            if self.prefilling is None:
+                if len(self.decoding) >= self.max_batch:
+                    return
+                with self._lock:
+                    if not self.waiting:
+                        return
+                    request = self.waiting.popleft()
+                if request.cancelled:
+                    self._emit(request, Output("", None, "cancelled"))
+                    continue
+                self.prefilling = request
+            request = self.prefilling
+            chunk = list(request.prompt[request.cursor : request.cursor + budget])
+            slot = len(self.decoding)
+            positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
+            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
+            request.cursor += len(chunk)
+            budget -= len(chunk)
+            self.metrics.prompt_tokens += len(chunk)
+            if request.cursor == len(request.prompt):
+                self.prefilling = None
+                self.decoding.append(request)
+                self._accept(request, logits[0, -1])
+
+    def _decode(self) -> None:
+        rows = self.decoding
+        tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
+        positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
+        logits = self._forward(tokens, positions, 0, len(rows))
+        for row, request in enumerate(list(rows)):
+            self._accept(request, logits[row, -1])
+
+    def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
+        view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
+        return self.model(tokens, positions=positions, cache=view, last_only=last_only)
+
+    def _accept(self, request: Request, logits: torch.Tensor) -> None:
+        """Choose the next token of a request and tell its client."""
+        token = sample(logits, request.params, request._generator)
+        if request.first_token_at is None:
+            request.first_token_at = time.perf_counter()
+            self.metrics.observe_ttft(request.first_token_at - request.arrived)
+        self.metrics.generated_tokens += 1
+        if token in request.params.stop_ids:
+            self._finish(request, "stop", text=request._text.finish())
+            return
+        request.generated.append(token)
+        text = request._text.add(token)
+        if request._text.stopped:
+            self._finish(request, "stop", text=text, token=token)
+        elif len(request.generated) >= request.params.max_tokens or request.length >= self.max_seq_len:
+            self._finish(request, "length", text=text + request._text.finish(), token=token)
+        else:
+            self._emit(request, Output(text, token))
+
+    def _finish(self, request: Request, reason: str, text: str = "", token: int | None = None) -> None:
+        request.finish_reason = reason
+        if request is self.prefilling:
+            self.prefilling = None
+        elif request in self.decoding:
+            self._release(self.decoding.index(request))
+        self.metrics.finished(reason)
+        self._emit(request, Output(text, token, reason))
+
+    def _release(self, slot: int) -> None:
+        """Free a decoding slot, keeping decoding requests dense in [0, n) and the prefill right after."""
+        last = len(self.decoding) - 1
+        if slot != last:
+            self._move(last, slot, self.decoding[last].length)
+            self.decoding[slot] = self.decoding[last]
+        self.decoding.pop()
+        if self.prefilling is not None and self.prefilling.cursor:
+            self._move(last + 1, last, self.prefilling.cursor)
+
+    def _move(self, src: int, dst: int, length: int) -> None:
+        self.cache.keys[:, dst, :, :length] = self.cache.keys[:, src, :, :length]
+        self.cache.values[:, dst, :, :length] = self.cache.values[:, src, :, :length]
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            pending = list(self.waiting)
+            self.waiting.clear()
+        for request in [*self.decoding, *([self.prefilling] if self.prefilling else []), *pending]:
+            request.finish_reason = reason
+            self._emit(request, Output("", None, reason))
+        self.decoding, self.prefilling = [], None
+
+    def _emit(self, request: Request, output: Output) -> None:
+        try:
+            request.on_output(output)
+        except Exception:  # a vanished client must not take the engine down
+            request.cancelled = True
