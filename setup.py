@@ -11,6 +11,6 @@ subpackages = find_namespace_packages(include=[f"{layer}*" for layer in LAYERS])
 setup(
     packages=["llamaops"] + [f"llamaops.{name}" for name in subpackages],
     package_dir={"llamaops": "."},
-    package_data={"llamaops": ["charts/**/*"]},
+    package_data={"llamaops": ["charts/**/*", "platform/eval/task_files/*.yaml"]},
     include_package_data=False,
 )

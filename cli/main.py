@@ -6,7 +6,8 @@ import typer
 
 from llamaops import __version__
 
-from . import model, pipeline, presets, serve, tokenizer
+from . import data, model, pipeline, presets, serve, tokenizer, train
+from . import eval as eval_commands
 from .errors import UserErrorGroup
 
 app = typer.Typer(
@@ -19,6 +20,9 @@ app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(train.app, name="train")
+app.add_typer(data.app, name="data")
+app.add_typer(eval_commands.app, name="eval")
 app.command("serve")(serve.serve)
 
 

@@ -18,16 +18,21 @@ class Stage(str, Enum):
     long_context = "long_context"
 
 
+StageOption = Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to use.")]
+SeqLenOption = Annotated[
+    int | None, typer.Option(min=1, help="Sequence length (default: the stage's final one).", show_default=False)
+]
+MfuOption = Annotated[float, typer.Option(min=0.01, max=1.0, help="Model FLOPs utilisation.")]
+
+
 @app.command("info")
 def info(
     name: PresetName,
     config: ConfigFile = None,
     overrides: Overrides = None,
-    stage: Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to size.")] = Stage.pretrain,
-    seq_len: Annotated[
-        int | None, typer.Option(min=1, help="Sequence length (default: the stage's final one).", show_default=False)
-    ] = None,
-    mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Model FLOPs utilisation.")] = 0.4,
+    stage: StageOption = Stage.pretrain,
+    seq_len: SeqLenOption = None,
+    mfu: MfuOption = 0.4,
     as_json: AsJson = False,
 ) -> None:
     """Parameters, FLOPs per token, per-GPU memory and training time of a preset."""
@@ -62,6 +67,25 @@ def export_hf(
     from llamaops.platform.model.hf import export_hf as convert
 
     typer.echo(convert(src, dst, overwrite=overwrite))
+
+
+@app.command("average")
+def average(
+    models: Annotated[list[str], typer.Argument(help="Two or more model artifacts (paths or file:// / s3:// URIs).")],
+    output: Annotated[str, typer.Option("--output", help="New artifact path or URI for the averaged model.")],
+    weights: Annotated[str | None, typer.Option(help="Comma-separated positive weights, one per model.")] = None,
+) -> None:
+    """Average the weights of models of one config (Llama 3 averages RM, SFT and DPO runs)."""
+    from llamaops.platform.align.averaging import average_models
+
+    def uri(text: str) -> str:
+        return text if "://" in text else Path(text).resolve().as_uri()
+
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise typer.BadParameter(f"'{weights}' is not a comma-separated list of numbers", param_hint="--weights") from None
+    typer.echo(average_models([uri(m) for m in models], uri(output), parsed))
 
 
 def _format_report(r: dict) -> str:

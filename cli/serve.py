@@ -1,62 +1,38 @@
-"""`llamaops serve MODEL`: an OpenAI-compatible HTTP server over the continuous-batching engine."""
+"""`llamaops serve MODEL`: the OpenAI-compatible server."""
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class ServeError(ValueError):
-    """Bad serve arguments (a user error: one line, exit 2)."""
-
-
-def _api_key(api_key_file: Path | None) -> str | None:
-    if api_key_file is not None:
-        key = api_key_file.read_text().strip()
-        if not key:
-            raise ServeError(f"API key file {api_key_file} is empty; put the key on its first line")
-        return key
-    return os.environ.get("LLAMAOPS_API_KEY") or None
+API_KEY_ENV = "LLAMAOPS_API_KEY"
 
 
 def serve(
-    model: Annotated[str, typer.Argument(help="models:/NAME@alias, s3:// or file:// URI, or a checkpoint / HF directory.")],
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    api_key_file: Annotated[
-        Path | None, typer.Option(help="File holding the API key (default: env LLAMAOPS_API_KEY; none: no auth).")
-    ] = None,
-    served_model_name: Annotated[str | None, typer.Option(help="Model id clients use (default: MODEL).")] = None,
-    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 16,
-    max_queue: Annotated[int, typer.Option(min=1, help="Waiting requests before 429.")] = 256,
-    token_budget: Annotated[int, typer.Option(min=1, help="Tokens per engine step (decode + prefill chunks).")] = 512,
-    max_seq_len: Annotated[int | None, typer.Option(min=2, help="Context length (default: the model's).")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
-    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
+    model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, a registered NAME, s3:// or file:// checkpoint, or a model directory (native or Hugging Face).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=1, max=65535)] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model name clients send (default: from MODEL).")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help=f"File holding the API key (or set {API_KEY_ENV}); no key: no auth.")] = None,
+    max_batch: Annotated[int, typer.Option(help="Requests decoded together.", min=1)] = 32,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.", min=1)] = 256,
+    prefill_chunk: Annotated[int, typer.Option(help="Prompt tokens prefilled per step.", min=1)] = 256,
+    max_seq_len: Annotated[int | None, typer.Option(help="Context served (default: the model's).", min=2)] = None,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: auto (as stored), float32 or bfloat16.")] = "auto",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ references.")] = None,
 ) -> None:
-    """Serve MODEL with /v1/models, /v1/completions, /v1/chat/completions, /health, /ready, /metrics."""
+    """Serve a model over an OpenAI-compatible HTTP API."""
     import torch
-    import uvicorn
 
-    from llamaops.platform.serve import Engine, load_serving_model
-    from llamaops.platform.serve.server import create_app
-    from llamaops.platform.tokenizer import load_tokenizer
+    from llamaops.platform.serve import load_for_serving
+    from llamaops.platform.serve.server import ServerSettings, run_server
 
-    if dtype not in ("float32", "bfloat16"):
-        raise ServeError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
-    key = _api_key(api_key_file)
-    if threads:
-        torch.set_num_threads(threads)
-    loaded = load_serving_model(model, dtype=getattr(torch, dtype))
-    tokenizer = load_tokenizer()
-    engine = Engine(
-        loaded,
-        stop_ids=tokenizer.stop_ids,
-        decode=tokenizer.decode,
-        max_batch=max_batch,
-        max_queue=max_queue,
-        token_budget=token_budget,
-        max_seq_len=max_seq_len,
-    )
-    app = create_app(engine, tokenizer, served_model_name or model, api_key=key)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+    dtypes = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"'{dtype}' is not one of auto, float32, bfloat16", param_hint="--dtype")
+    key = api_key_file.read_text().strip() if api_key_file else os.environ.get(API_KEY_ENV) or None
+    settings = ServerSettings(max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
+                              max_seq_len=max_seq_len, api_key=key)
+    torch.set_grad_enabled(False)
+    run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name),
+               settings, host, port)

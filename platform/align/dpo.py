@@ -14,29 +14,8 @@ from .conversations import check_languages, load_conversations, split_conversati
 from .errors import AlignmentError
 from .examples import batch_indices
 from .losses import DPOTerms, dpo_terms, response_logprobs
-from .preferences import EncodedPair, PreferencePair, build_pairs, encode_pair
-from .training import EVAL_BATCH, check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step, publish_model
-
-
-def _usable_pairs(pairs: list[PreferencePair], limit: int, seq_len: int, encode) -> list[EncodedPair]:
-    """The first `limit` pairs whose chosen and rejected dialogs fit `seq_len` and score a token."""
-
-    def fits(e) -> bool:
-        return len(e.ids) - 1 <= seq_len and e.trained_tokens > 0
-
-    usable = []
-    for pair in pairs:
-        encoded = encode(pair)
-        if fits(encoded.chosen) and fits(encoded.rejected):
-            usable.append(encoded)
-            if len(usable) == limit:
-                break
-    return usable
-
-
-def _seeded_order(items: list, seed: int) -> list:
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [items[i] for i in order]
+from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
+from .training import EVAL_BATCH, adapt, check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step, publish_model
 
 
 @torch.no_grad()
@@ -88,8 +67,8 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     )
 
     def encoded(dialogs, limit: int) -> list[EncodedPair]:
-        pairs = _seeded_order(build_pairs(dialogs), cfg.seed)
-        return _usable_pairs(
+        pairs = seeded_order(build_pairs(dialogs), cfg.seed)
+        return usable_pairs(
             pairs, limit, sft_cfg.seq_len, lambda p: encode_pair(p, tokenizer, cfg.mask_formatting_tokens)
         )
 
@@ -102,6 +81,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     ref_held_chosen, ref_held_rejected = _logprobs(model, held_out)
     before = _held_out_metrics(model, held_out, ref_held_chosen, ref_held_rejected, cfg.beta, cfg.nll_coefficient)
 
+    adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):

@@ -11,7 +11,10 @@ held-out pairs come from dialogs neither stage trained on.
 """
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 from llamaops.platform.tokenizer import Message, Tokenizer
 
@@ -64,3 +67,24 @@ def encode_pair(pair: PreferencePair, tokenizer: Tokenizer, mask_formatting_toke
         example = Example(full.ids, trained)
         encoded.append(without_formatting_tokens(example, tokenizer) if mask_formatting_tokens else example)
     return EncodedPair(*encoded)
+
+
+def usable_pairs(pairs: list[PreferencePair], limit: int, seq_len: int, encode: Callable[[PreferencePair], EncodedPair]) -> list[EncodedPair]:
+    """The first `limit` pairs whose chosen and rejected dialogs fit `seq_len` and score a token."""
+
+    def fits(e) -> bool:
+        return len(e.ids) - 1 <= seq_len and e.trained_tokens > 0
+
+    usable = []
+    for pair in pairs:
+        encoded = encode(pair)
+        if fits(encoded.chosen) and fits(encoded.rejected):
+            usable.append(encoded)
+            if len(usable) == limit:
+                break
+    return usable
+
+
+def seeded_order(items: list, seed: int) -> list:
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [items[i] for i in order]

@@ -2,7 +2,8 @@
 
 Every batch holds `safety_fraction` harmful prompts with refusals and, for the rest, borderline
 prompts with helpful answers; the loss is on assistant tokens only. The objective is measured on
-the test split of data.safety_prompts, which the evaluation stage also uses and training never sees.
+the test split of data.safety_prompts, which the evaluation stage also uses and training never sees:
+held-out losses, and the violation and false-refusal rates of greedy replies before and after.
 """
 import time
 
@@ -24,6 +25,23 @@ def _held_out(model, refusals: list[Example], helpful: list[Example]) -> dict[st
         "borderline_helpful_loss": helpful_loss,
         "safety_objective": (refusal_loss + helpful_loss) / 2,
     }
+
+
+def _rates(model, tokenizer, cfg) -> dict[str, float]:
+    """Violation rate on held-out harmful prompts and false-refusal rate on held-out borderline ones,
+    from greedy replies judged by the refusal classifier (what the evaluation stage measures)."""
+    if cfg.rate_prompts == 0:
+        return {}
+    from llamaops.platform.data.safety_prompts import load_safety_prompts
+    from llamaops.platform.eval.generation import chat_replies
+    from llamaops.platform.eval.safety import safety_rates
+
+    harmful = load_safety_prompts("harmful", "test")[: cfg.rate_prompts]
+    borderline = load_safety_prompts("borderline", "test")[: cfg.rate_prompts]
+    model.eval()
+    rates = safety_rates(lambda prompts: chat_replies(model, tokenizer, prompts, cfg.rate_max_new_tokens, 8), harmful, borderline)
+    model.train()
+    return {"violation_rate": rates.violation_rate, "false_refusal_rate": rates.false_refusal_rate}
 
 
 def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
@@ -49,7 +67,7 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
         raise AlignmentError(f"no safety dialogs fit post_training.safety.seq_len={cfg.seq_len}; raise it")
     model = load_input_model(model_uri)
 
-    before = _held_out(model, test_refusals, test_helpful)
+    before = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
     refusal_batches = batch_indices(len(train_refusals), refusals_per_batch, cfg.steps, cfg.seed)
@@ -59,11 +77,15 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
         loss_sum, count = masked_loss_sum(model, batch)
         grad_norm = optimizer_step(model, optimizer, loss_sum / count)
         metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
-    after = _held_out(model, test_refusals, test_helpful)
+    after = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
 
     publish_model(model, output_uri)
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
+    if "false_refusal_rate" in after:
+        # Llama 3's trade-off: violations go down while false refusals stay within a bound.
+        rise = after["false_refusal_rate"] - before["false_refusal_rate"]
+        result_metrics["false_refusal_within_bound"] = float(rise <= cfg.max_false_refusal_increase)
     metrics.log_metrics(result_metrics)
     result_metrics |= {
         "train_refusals": float(len(train_refusals)),

@@ -9,10 +9,18 @@ from .conversations import check_languages, load_conversations, split_conversati
 from .errors import AlignmentError
 from .examples import batch_indices, encode_dialog, fitting
 from .losses import masked_loss_sum
-from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+from .rejection_sampling import load_samples
+from .training import adapt, check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
 
 
-def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
+def run_sft(
+    preset: Preset,
+    init_model_uri: str,
+    output_uri: str,
+    metrics: MetricsSink = NoMetrics(),
+    rejection_samples_uri: str | None = None,
+) -> StageResult:
+    """SFT on the human-written training dialogs, plus the best rejection-sampled dialogs when given."""
     cfg = preset.post_training.sft
     check_languages(cfg.languages)
     check_output_free(output_uri)
@@ -24,13 +32,15 @@ def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: Metri
     train_dialogs, held_out_dialogs = split_conversations(
         load_conversations(cfg.languages), cfg.held_out_fraction, cfg.seed
     )
-    train = fitting([encode_dialog(c.messages, tokenizer) for c in train_dialogs], cfg.seq_len)
+    sampled = load_samples(rejection_samples_uri) if rejection_samples_uri else []
+    train = fitting([encode_dialog(d, tokenizer) for d in [c.messages for c in train_dialogs] + sampled], cfg.seq_len)
     held_out = fitting([encode_dialog(c.messages, tokenizer) for c in held_out_dialogs], cfg.seq_len)
     held_out = held_out[: cfg.max_eval_examples]
     if not train or not held_out:
         raise AlignmentError(f"no SFT dialogs fit post_training.sft.seq_len={cfg.seq_len}; raise it")
 
     loss_before = mean_loss(model, held_out)
+    adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
@@ -44,6 +54,7 @@ def run_sft(preset: Preset, init_model_uri: str, output_uri: str, metrics: Metri
         "held_out_loss_before": loss_before,
         "held_out_loss_after": loss_after,
         "train_dialogs": float(len(train)),
+        "rejection_sampled_dialogs": float(len(sampled)),
         "held_out_dialogs": float(len(held_out)),
         "seconds": time.perf_counter() - started,
     }

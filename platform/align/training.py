@@ -11,6 +11,7 @@ from llamaops.platform.store import fetched, is_complete, staged_output
 
 from .errors import AlignmentError
 from .examples import Example
+from .lora import apply_lora, merge_lora
 from .losses import masked_loss_sum
 
 EVAL_BATCH = 16
@@ -35,7 +36,16 @@ def load_input_model(uri: str) -> Transformer:
     return model
 
 
+def adapt(model: Transformer, lora_rank: int, lora_alpha: float, seed: int) -> Transformer:
+    """LoRA adapters when the stage asks for them (rank > 0), else the model for full fine-tuning."""
+    if lora_rank:
+        apply_lora(model, lora_rank, lora_alpha, seed)
+    return model
+
+
 def publish_model(model: Transformer, output_uri: str) -> None:
+    """Save `model` (any LoRA adapters merged first) as the artifact at `output_uri`."""
+    merge_lora(model)
     with staged_output(output_uri) as directory:
         save_model(model, directory)
 

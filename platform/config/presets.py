@@ -20,6 +20,8 @@ from .stages import (
     Optimizer,
     PostTrainingConfig,
     PretrainConfig,
+    RejectionSamplingConfig,
+    RewardModelConfig,
     SafetyConfig,
     SFTConfig,
 )
@@ -144,8 +146,11 @@ def tiny() -> Preset:
         post_training=PostTrainingConfig(
             rounds=1,
             sft=SFTConfig(layout=Layout(dp=2), seq_len=512, steps=30, batch_size=8, lr=1e-3, max_eval_examples=64),
+            reward_model=RewardModelConfig(steps=40, batch_size=16, lr=1e-3, max_eval_pairs=64),
+            rejection_sampling=RejectionSamplingConfig(samples_per_prompt=4, temperature=0.8, max_new_tokens=32, prompts=32),
             dpo=DPOConfig(layout=Layout(dp=2), steps=20, batch_size=4, lr=5e-4, beta=0.5, max_eval_pairs=64),
-            safety=SafetyConfig(safety_fraction=0.5, steps=20, batch_size=8, lr=1e-3, seq_len=256, max_eval_examples=64),
+            safety=SafetyConfig(safety_fraction=0.5, steps=20, batch_size=8, lr=1e-3, seq_len=256, max_eval_examples=64,
+                                rate_prompts=16, rate_max_new_tokens=16),
         ),
         eval_gate=EvalGate(
             max_validation_perplexity=5000.0,

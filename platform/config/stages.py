@@ -46,9 +46,45 @@ class DataConfig(Config):
     max_chars: PositiveInt = 1_000_000
     min_alphanumeric_fraction: float = Field(0.5, ge=0, le=1)  # letters, marks, digits among non-space chars
     max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1)  # non-blank lines repeating an earlier line
-    near_duplicate_jaccard: float = Field(0.8, gt=0, le=1)  # MinHash-estimated word 5-gram Jaccard
-    minhash_bands: PositiveInt = 16
+    near_duplicate_jaccard: float = Field(0.8, gt=0, le=1)  # MinHash-estimated word n-gram Jaccard
+    minhash_bands: PositiveInt = 16  # permutations = bands x rows
     minhash_rows: PositiveInt = 8
+    minhash_ngram: PositiveInt = 5  # words per shingle
+    # Bad input: a document with a line longer than this is skipped (minified or binary data).
+    max_line_chars: PositiveInt = 100_000
+    # Cleaning and PII scrubbing (emails, phone numbers, IP addresses -> placeholders).
+    repair_mojibake: bool = True
+    remove_boilerplate_lines: bool = True
+    scrub_pii: bool = True
+    # De-duplication: URL, exact document, and lines seen in more than `max_line_repeats` documents
+    # of a bucket of `line_dedup_bucket_documents` (the paper: 6 within buckets of 30M documents).
+    dedup_urls: bool = True
+    max_line_repeats: PositiveInt | None = 6
+    line_dedup_bucket_documents: PositiveInt = 30_000_000
+    # Heuristic filters (Gopher/RefinedWeb-style ratios; None switches a rule off).
+    duplicate_ngram_words: PositiveInt = 5
+    max_duplicate_ngram_fraction: float | None = Field(0.5, ge=0, le=1)  # words inside repeated n-grams
+    max_dirty_word_fraction: float | None = Field(0.05, ge=0, le=1)
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0)  # '#' and '...' per word
+    max_token_kl_zscore: float | None = Field(4.0, gt=0)  # KL(document || corpus) unigram outliers
+    token_kl_min_documents: PositiveInt = 100  # fewer documents: the corpus statistic is not trusted
+    # Language identification (langid.py, offline); None keeps every language.
+    identify_languages: bool = True
+    languages: list[str] | None = None
+    # Model-based quality: a linear classifier of reference-quality vs random text; off without references.
+    quality_reference_sources: list[str] = Field(default_factory=list)
+    min_quality_score: float = Field(0.5, ge=0, le=1)
+    # Data mix by category; "none" keeps every document. Categories default from the language
+    # (code, multilingual, general); `source_categories` names a source's category instead.
+    mix: Literal["none", "pretrain", "anneal"] = "none"
+    pretrain_mix: dict[str, float] = Field(
+        default_factory=lambda: {"general": 0.50, "math_reasoning": 0.25, "code": 0.17, "multilingual": 0.08}
+    )
+    # Annealing upsamples math and code (the paper gives no numbers: llamaops's choice).
+    anneal_mix: dict[str, float] = Field(
+        default_factory=lambda: {"general": 0.40, "math_reasoning": 0.30, "code": 0.30}
+    )
+    source_categories: dict[str, str] = Field(default_factory=dict)
 
 
 class PretrainConfig(Config):
@@ -109,12 +145,26 @@ class SFTConfig(Config):
     held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class RejectionSamplingConfig(Config):
     samples_per_prompt: int = Field(10, ge=1)  # the paper samples 10 to 30
     temperature: PositiveFloat = 0.8
     max_new_tokens: PositiveInt = 512
+    prompts: PositiveInt = 1024  # training prompts sampled per round; their best replies join SFT
+    batch_size: PositiveInt = 16  # rows generated together
+
+
+class RewardModelConfig(Config):
+    """Bradley-Terry reward model on preference pairs, initialised from the SFT model."""
+
+    steps: PositiveInt = 100
+    batch_size: PositiveInt = 16  # pairs per step
+    lr: PositiveFloat = 1e-5
+    max_eval_pairs: PositiveInt = 128
+    seed: int = 0
 
 
 class DPOConfig(Config):
@@ -127,6 +177,8 @@ class DPOConfig(Config):
     mask_formatting_tokens: bool = True
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
+    lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
+    lora_alpha: PositiveFloat = 16.0
 
 
 class SafetyConfig(Config):
@@ -137,6 +189,10 @@ class SafetyConfig(Config):
     seq_len: PositiveInt = 2048
     max_eval_examples: PositiveInt = 128
     seed: int = 0
+    # Violation and false-refusal rates of greedy replies, before and after tuning (0: not measured).
+    rate_prompts: NonNegativeInt = 32  # per kind, from the held-out test split
+    rate_max_new_tokens: PositiveInt = 32
+    max_false_refusal_increase: float = Field(0.1, ge=0, le=1)  # the bound FRR may rise by
 
 
 class EvalGate(Config):
@@ -151,6 +207,7 @@ class EvalGate(Config):
 class PostTrainingConfig(Config):
     rounds: PositiveInt = 6  # the paper runs six rounds of RM -> rejection sampling -> SFT -> DPO
     sft: SFTConfig
+    reward_model: RewardModelConfig = RewardModelConfig()
     rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
     dpo: DPOConfig
     safety: SafetyConfig = SafetyConfig()

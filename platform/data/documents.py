@@ -1,4 +1,5 @@
 """The unit every data-prep step passes along, and the error a user's bad data input raises."""
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -12,4 +13,8 @@ class Document:
     text: str
     source: str  # the name or URI from DataConfig.sources
     language: str | None = None  # ISO 639-1 code, "python" for code, None when unknown
-    tokens: list[int] = field(default_factory=list)  # filled by the tokenize step
+    tokens: Sequence[int] = field(default_factory=list)  # filled by the tokenize step (a uint32 array)
+    url: str | None = None  # where the text was found, when known (URL de-duplication)
+
+
+CODE_LANGUAGES = frozenset({"python"})  # languages that are programming languages, not natural ones

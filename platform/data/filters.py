@@ -1,11 +1,18 @@
 """Heuristic quality filters; each document gets the reason of the first rule it breaks."""
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .documents import Document
-from .report import Removed
+from .documents import CODE_LANGUAGES, Document
+
+_WORD = re.compile(r"\w+")
+# A short English list of explicit words, in the spirit of the C4 "bad words" list; extend per language.
+DIRTY_WORDS = frozenset(
+    "fuck fucking fucked shit bitch cunt cock dick pussy porn porno xxx nude nudes slut whore horny"
+    " milf blowjob handjob cumshot anal dildo orgasm".split()
+)
 
 
 @dataclass(frozen=True)
@@ -14,6 +21,10 @@ class QualityRules:
     max_chars: int
     min_alphanumeric_fraction: float
     max_duplicate_line_fraction: float
+    max_duplicate_ngram_fraction: float | None = None
+    duplicate_ngram_words: int = 5
+    max_dirty_word_fraction: float | None = None
+    max_symbol_word_ratio: float | None = None
 
 
 def alphanumeric_fraction(text: str) -> float:
@@ -32,6 +43,30 @@ def duplicate_line_fraction(text: str) -> float:
     return 1.0 - len(set(lines)) / len(lines) if lines else 0.0
 
 
+def duplicate_ngram_fraction(text: str, n: int) -> float:
+    """Share of words covered by a word n-gram that occurs more than once (Gopher's repetition measure)."""
+    words = text.split()
+    if len(words) < n:
+        return 0.0
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    covered = bytearray(len(words))
+    for i in range(len(words) - n + 1):
+        if counts[tuple(words[i : i + n])] > 1:
+            covered[i : i + n] = b"\x01" * n
+    return sum(covered) / len(words)
+
+
+def dirty_word_fraction(text: str) -> float:
+    words = _WORD.findall(text.lower())
+    return sum(word in DIRTY_WORDS for word in words) / len(words) if words else 0.0
+
+
+def symbol_word_ratio(text: str) -> float:
+    """'#' and ellipses per word: high in tag clouds, lists of truncated links and spam."""
+    words = len(text.split())
+    return (text.count("#") + text.count("...") + text.count("\u2026")) / words if words else 0.0
+
+
 def first_failed_rule(doc: Document, rules: QualityRules) -> str | None:
     checks: list[tuple[str, Callable[[str], bool]]] = [
         ("too_short", lambda t: len(t) < rules.min_chars),
@@ -39,15 +74,13 @@ def first_failed_rule(doc: Document, rules: QualityRules) -> str | None:
         ("low_alphanumeric_fraction", lambda t: alphanumeric_fraction(t) < rules.min_alphanumeric_fraction),
         ("many_duplicate_lines", lambda t: duplicate_line_fraction(t) > rules.max_duplicate_line_fraction),
     ]
+    if doc.language in CODE_LANGUAGES:  # the prose rules below misjudge code (comments use '#', loops repeat)
+        return next((reason for reason, fails in checks if fails(doc.text)), None)
+    if rules.max_duplicate_ngram_fraction is not None:
+        limit, n = rules.max_duplicate_ngram_fraction, rules.duplicate_ngram_words
+        checks.append(("many_duplicate_ngrams", lambda t: duplicate_ngram_fraction(t, n) > limit))
+    if rules.max_dirty_word_fraction is not None:
+        checks.append(("dirty_words", lambda t: dirty_word_fraction(t) > rules.max_dirty_word_fraction))
+    if rules.max_symbol_word_ratio is not None:
+        checks.append(("many_symbols", lambda t: symbol_word_ratio(t) > rules.max_symbol_word_ratio))
     return next((reason for reason, fails in checks if fails(doc.text)), None)
-
-
-def apply_quality_filters(documents: list[Document], rules: QualityRules) -> tuple[list[Document], Removed]:
-    kept, removed = [], []
-    for doc in documents:
-        reason = first_failed_rule(doc, rules)
-        if reason is None:
-            kept.append(doc)
-        else:
-            removed.append((doc, reason))
-    return kept, removed

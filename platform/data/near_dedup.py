@@ -1,4 +1,4 @@
-"""Near-duplicate removal: MinHash signatures of word 5-gram sets, LSH banding, first copy wins.
+"""Near-duplicate removal: MinHash signatures of word n-gram sets, LSH banding, first copy wins.
 
 Two documents whose signatures agree in all rows of at least one band become candidates; a
 candidate is a duplicate when the share of equal signature entries (the MinHash estimate of the
@@ -14,7 +14,7 @@ import numpy as np
 from .documents import Document
 from .report import Removed
 
-SHINGLE_WORDS = 5
+SHINGLE_WORDS = 5  # the default n-gram size
 _BLOCK = 4096  # shingles hashed at once, bounding memory to _BLOCK x permutations x 8 bytes
 
 
@@ -23,12 +23,12 @@ def _word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def shingle_hashes(text: str) -> np.ndarray:
-    """Distinct 64-bit hashes of the document's lowercased word 5-grams (one shingle if it is shorter)."""
+def shingle_hashes(text: str, ngram: int = SHINGLE_WORDS) -> np.ndarray:
+    """Distinct 64-bit hashes of the document's lowercased word n-grams (one shingle if it is shorter)."""
     words = np.fromiter((_word_hash(w) for w in text.lower().split()), dtype=np.uint64)
     if len(words) == 0:
         return words
-    width = min(SHINGLE_WORDS, len(words))
+    width = min(ngram, len(words))
     count = len(words) - width + 1
     shingles = np.zeros(count, dtype=np.uint64)
     for offset in range(width):  # position-dependent mix, so word order matters
@@ -63,19 +63,32 @@ class MinHasher:
         return signature
 
 
+    def signature_of(self, text: str, ngram: int = SHINGLE_WORDS) -> np.ndarray | None:
+        """The text's signature, or None when it has no words."""
+        shingles = shingle_hashes(text, ngram)
+        return self.signature(shingles) if len(shingles) else None
+
+
 def drop_near_duplicates(
-    documents: list[Document], threshold: float, bands: int, rows: int, seed: int = 0
+    documents: list[Document],
+    threshold: float,
+    bands: int,
+    rows: int,
+    seed: int = 0,
+    ngram: int = SHINGLE_WORDS,
+    signatures: list[np.ndarray | None] | None = None,
 ) -> tuple[list[Document], Removed]:
+    """`signatures` (one per document, e.g. computed on workers) skip hashing here."""
     hasher = MinHasher(bands, rows, seed)
+    if signatures is None:
+        signatures = [hasher.signature_of(doc.text, ngram) for doc in documents]
     buckets: dict[tuple[int, bytes], list[int]] = {}
     kept_signatures: list[np.ndarray] = []
     kept, removed = [], []
-    for doc in documents:
-        shingles = shingle_hashes(doc.text)
-        if len(shingles) == 0:
+    for doc, signature in zip(documents, signatures):
+        if signature is None:
             kept.append(doc)
             continue
-        signature = hasher.signature(shingles)
         keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
         candidates = {index for key in keys for index in buckets.get(key, ())}
         if any(np.mean(kept_signatures[i] == signature) >= threshold for i in candidates):

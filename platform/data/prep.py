@@ -1,55 +1,36 @@
-"""The data-prep stage: sources -> sampled, normalized, tokenized, de-duplicated, filtered, split shards."""
-import functools
+"""The data-prep stage: sources -> cleaned, de-duplicated, filtered, tokenized, mixed, split shards."""
 import json
 from typing import Any
 
 from ..config import Preset
+from ..config.stages import DataConfig
 from ..stage import MetricsSink, NoMetrics, StageResult
 from ..store import is_complete, staged_output
 from ..tokenizer import load_tokenizer
-from .dedup import drop_exact_duplicates
 from .documents import DataError, Document
-from .encode import tokenize_documents
-from .filters import QualityRules, apply_quality_filters
-from .near_dedup import drop_near_duplicates
-from .normalize import normalize_documents
+from .pipeline import prepare
 from .report import PrepReport, by_source_and_language
 from .shards import write_meta, write_split
-from .sources import check_sources, read_source
-from .split import sample_per_source, shuffle_and_cap_tokens, split_train_validation
+from .sources import check_sources
+from .split import split_train_validation
 
 REPORT_FILE = "report.json"
 TOKENIZER_NAME = "llama3"
 
 
 def run_data_prep(preset: Preset, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
-    data = preset.data
+    return prepare_data(preset.data, output_uri, metrics)
+
+
+def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMetrics(), workers: int = 1) -> StageResult:
+    """Read, clean, de-duplicate, filter, tokenize and mix `data.sources` into train/validation shards."""
     if is_complete(output_uri):
         raise DataError(f"artifact {output_uri} already exists; write the shards to a new URI")
-    check_sources(data.sources)
-    documents = _read_all(data.sources)
-    tokenizer = load_tokenizer()
+    check_sources(data.sources + data.quality_reference_sources)
     report = PrepReport()
-    report.record("read", documents, documents)
-    rules = QualityRules(
-        data.min_chars, data.max_chars, data.min_alphanumeric_fraction, data.max_duplicate_line_fraction
-    )
-    sample = functools.partial(sample_per_source, limit=data.max_documents_per_source, seed=data.seed)
-    documents = report.run("sample", sample, documents)
-    documents = report.run("normalize", normalize_documents, documents)
-    tokenized = report.run("tokenize", functools.partial(tokenize_documents, tokenizer=tokenizer), documents)
-    cleaning = [
-        ("exact_dedup", drop_exact_duplicates),
-        ("quality_filters", functools.partial(apply_quality_filters, rules=rules)),
-        ("near_dedup", functools.partial(drop_near_duplicates, threshold=data.near_duplicate_jaccard,
-                                         bands=data.minhash_bands, rows=data.minhash_rows, seed=data.seed)),
-        ("shuffle_and_cap", functools.partial(shuffle_and_cap_tokens, max_tokens=data.max_tokens, seed=data.seed)),
-    ]
-    documents = tokenized
-    for name, step in cleaning:
-        documents = report.run(name, step, documents)
+    tokenized, documents = prepare(data, load_tokenizer(), report, workers)
     train, validation = split_train_validation(documents, data.validation_fraction, data.seed)
-    _check_not_empty(len(tokenized), train, validation, report)
+    _check_not_empty(tokenized, train, validation, report)
 
     with staged_output(output_uri) as out:
         counts = {
@@ -57,21 +38,11 @@ def run_data_prep(preset: Preset, output_uri: str, metrics: MetricsSink = NoMetr
             "validation": write_split(out, "validation", (doc.tokens for doc in validation)),
         }
         write_meta(out, TOKENIZER_NAME, counts)
-        summary = _summary(report, tokenized, documents, counts)
+        summary = _summary(report, documents, counts)
         (out / REPORT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     stage_metrics = _metrics(report, counts)
     metrics.log_metrics(stage_metrics)
     return StageResult(outputs={"shards": output_uri}, metrics=stage_metrics, report=summary)
-
-
-def _read_all(sources: list[str]) -> list[Document]:
-    documents = []
-    for source in sources:
-        found = read_source(source)
-        if not found:
-            raise DataError(f"data source {source} holds no documents (folders need .txt, .md or .jsonl files)")
-        documents.extend(found)
-    return documents
 
 
 def _check_not_empty(tokenized: int, train: list[Document], validation: list[Document], report: PrepReport) -> None:
@@ -83,12 +54,16 @@ def _check_not_empty(tokenized: int, train: list[Document], validation: list[Doc
         )
 
 
-def _summary(report: PrepReport, before: list[Document], after: list[Document], counts: dict) -> dict[str, Any]:
+def _summary(report: PrepReport, after: list[Document], counts: dict) -> dict[str, Any]:
+    tokenize = next(step for step in report.steps if step["step"] == "tokenize")
     return {
         "tokenizer": TOKENIZER_NAME,
+        "documents_in": report.steps[0]["in"]["documents"],
+        "documents_out": report.steps[-1]["out"]["documents"],
+        "tokens_out": report.steps[-1]["out"]["tokens"],
         "steps": report.steps,
         "splits": counts,
-        "by_source_in": by_source_and_language(before),
+        "by_source_in": report.by_source_in,
         "by_source_out": by_source_and_language(after),
     }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from .documents import DataError, Document
+from .report import Removed
 
 _STDLIB_SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 _CHATTERBOT_LANGUAGES = {
@@ -20,7 +21,7 @@ _CHATTERBOT_LANGUAGES = {
 _FORTUNE_LANGUAGE_DIRS = {"de": "de", "it": "it", "es": "es", "brasil": "pt", "pt": "pt"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader is ~10x faster when present
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
-USER_SUFFIXES = (".txt", ".md", ".jsonl")
+USER_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
 
 
 def stdlib_dir() -> Path:
@@ -83,33 +84,78 @@ def read_fortunes(source: str = "fortunes", root: Path = FORTUNES_DIR) -> list[D
     return documents
 
 
-def read_folder(root: Path, source: str) -> list[Document]:
-    """A user's folder (or single file) of .txt/.md (one document each) and .jsonl (one per line, "text" field)."""
+def read_folder(root: Path, source: str) -> tuple[list[Document], Removed]:
+    """A user's folder (or single file): .txt/.md (one document each), .jsonl (one per line) and
+    .parquet (one per row), the last two with a "text" field and optional "id", "url", "language".
+    Unreadable files, bad encodings and malformed records are skipped with a reason, never raised."""
     if root.is_file():
         paths = [root]
     else:
         paths = sorted(path for path in root.rglob("*") if path.suffix in USER_SUFFIXES and path.is_file())
-    documents = []
+    documents: list[Document] = []
+    skipped: Removed = []
     for path in paths:
         name = str(path.relative_to(root)) if path != root else path.name
+        try:
+            raw = path.read_bytes() if path.suffix != ".parquet" else b""
+        except OSError:
+            skipped.append((Document(name, "", source), "unreadable_file"))
+            continue
         if path.suffix == ".jsonl":
-            documents.extend(_read_jsonl(path, name, source))
+            _read_jsonl(raw, name, source, documents, skipped)
+        elif path.suffix == ".parquet":
+            _read_parquet(path, name, source, documents, skipped)
         else:
-            documents.append(Document(id=name, text=path.read_text(encoding="utf-8", errors="replace"), source=source))
-    return documents
+            try:
+                documents.append(Document(id=name, text=raw.decode("utf-8"), source=source))
+            except UnicodeDecodeError:
+                skipped.append((Document(name, "", source), "bad_encoding"))
+    return documents, skipped
 
 
-def _read_jsonl(path: Path, name: str, source: str) -> list[Document]:
-    documents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def _record_document(record: object, default_id: str, source: str) -> Document | None:
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        return None
+    optional = {key: record[key] if isinstance(record.get(key), str) else None for key in ("id", "url", "language")}
+    return Document(optional["id"] or default_id, record["text"], source, optional["language"], url=optional["url"])
+
+
+def _read_jsonl(raw: bytes, name: str, source: str, documents: list[Document], skipped: Removed) -> None:
+    for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
+        where = f"{name}:{number}"
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f'{path}:{number}: each JSONL line must be an object with a string "text" field')
-        language = record.get("language") if isinstance(record.get("language"), str) else None
-        documents.append(Document(id=f"{name}:{number}", text=record["text"], source=source, language=language))
-    return documents
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            skipped.append((Document(where, "", source), "bad_encoding"))
+            continue
+        except json.JSONDecodeError:
+            skipped.append((Document(where, "", source), "bad_json"))
+            continue
+        doc = _record_document(record, where, source)
+        if doc is None:
+            skipped.append((Document(where, "", source), "no_text_field"))
+        else:
+            documents.append(doc)
+
+
+def _read_parquet(path: Path, name: str, source: str, documents: list[Document], skipped: Removed) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        skipped.append((Document(name, "", source), "unreadable_file"))
+        return
+    if "text" not in table.column_names:
+        skipped.append((Document(name, "", source), "no_text_field"))
+        return
+    columns = [column for column in ("text", "id", "url", "language") if column in table.column_names]
+    for number, record in enumerate(table.select(columns).to_pylist()):
+        where = f"{name}:{number}"
+        doc = _record_document(record, where, source)
+        if doc is None:
+            skipped.append((Document(where, "", source), "no_text_field"))
+        else:
+            documents.append(doc)

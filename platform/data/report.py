@@ -9,14 +9,6 @@ Removed = list[tuple[Document, str]]  # a dropped document and the reason it was
 Step = Callable[[list[Document]], tuple[list[Document], Removed]]
 
 
-def totals(documents: list[Document]) -> dict[str, int]:
-    return {
-        "documents": len(documents),
-        "chars": sum(len(doc.text) for doc in documents),
-        "tokens": sum(len(doc.tokens) for doc in documents),
-    }
-
-
 def by_source_and_language(documents: list[Document]) -> dict[str, dict[str, dict[str, int]]]:
     """{source: {language: {"documents": n, "tokens": n}}}; unknown languages count as "unknown"."""
     table: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -32,21 +24,43 @@ class PrepReport:
 
     def __init__(self) -> None:
         self.steps: list[dict[str, Any]] = []
+        self.by_source_in: dict[str, dict[str, dict[str, int]]] = {}  # as tokenized, before corpus-level steps
 
     def run(self, name: str, step: Step, documents: list[Document]) -> list[Document]:
         """Apply `step`, record its counts in and out and per removal reason, and return the kept documents."""
         kept, removed = step(documents)
+        self.record(name, documents, kept, removed)
+        return kept
+
+    def record(self, name: str, before: list[Document], after: list[Document], removed: Removed = ()) -> None:
+        dropped = [(doc, reason, (len(doc.text), len(doc.tokens))) for doc, reason in removed]
+        self.record_sizes(name, _sizes(before), _sizes(after), dropped)
+
+    def record_sizes(
+        self,
+        name: str,
+        before: list[tuple[int, int]],
+        after: list[tuple[int, int]],
+        removed: list[tuple[Document, str, tuple[int, int]]],
+    ) -> None:
+        """Record a step from the (chars, tokens) of the documents in and out, and of each removed one as it entered."""
         reasons: dict[str, dict[str, Any]] = {}
-        for doc, reason in removed:
+        for doc, reason, (chars, tokens) in removed:
             counts = reasons.setdefault(reason, {"documents": 0, "chars": 0, "tokens": 0, "by_source": Counter()})
             counts["documents"] += 1
-            counts["chars"] += len(doc.text)
-            counts["tokens"] += len(doc.tokens)
+            counts["chars"] += chars
+            counts["tokens"] += tokens
             counts["by_source"][doc.source] += 1
         for counts in reasons.values():
             counts["by_source"] = dict(counts["by_source"])
-        self.record(name, documents, kept, dict(sorted(reasons.items())))
-        return kept
+        self.steps.append(
+            {"step": name, "in": _totals(before), "out": _totals(after), "removed": dict(sorted(reasons.items()))}
+        )
 
-    def record(self, name: str, before: list[Document], after: list[Document], removed: dict | None = None) -> None:
-        self.steps.append({"step": name, "in": totals(before), "out": totals(after), "removed": removed or {}})
+
+def _sizes(documents: list[Document]) -> list[tuple[int, int]]:
+    return [(len(doc.text), len(doc.tokens)) for doc in documents]
+
+
+def _totals(sizes: list[tuple[int, int]]) -> dict[str, int]:
+    return {"documents": len(sizes), "chars": sum(c for c, _ in sizes), "tokens": sum(t for _, t in sizes)}

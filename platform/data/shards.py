@@ -25,7 +25,7 @@ def write_split(directory: Path, split: str, documents: Iterable[list[int]]) -> 
         raise ValueError(f"unknown split '{split}'; use one of {SPLITS}")
     chunks, starts, offset = [], [], 0
     for doc in documents:
-        if not doc:
+        if len(doc) == 0:
             continue
         starts.append(offset)
         chunks.append(np.asarray(doc, dtype=np.uint32))

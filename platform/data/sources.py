@@ -5,6 +5,7 @@ from urllib.parse import unquote, urlparse
 
 from .. import store
 from .documents import DataError, Document
+from .report import Removed
 from .readers import (
     chatterbot_data_dir,
     fortunes_dir,
@@ -48,10 +49,11 @@ def check_sources(sources: list[str]) -> None:
             CORPORA[source][1]()
 
 
-def read_source(source: str) -> list[Document]:
+def read_source(source: str) -> tuple[list[Document], Removed]:
+    """The source's documents, and the records skipped as unreadable with their reasons."""
     if source.startswith("file://"):
         return read_folder(_file_path(source), source)
     if source.startswith("s3://"):
         with store.fetched(source) as path:
             return read_folder(path, source)
-    return CORPORA[source][0](source)
+    return CORPORA[source][0](source), []

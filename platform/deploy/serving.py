@@ -1,51 +1,36 @@
-"""How to serve a registered model: the local command line, and the container argv for the cluster.
-
-Engine "llamaops" runs `llamaops serve` on the native checkpoint; engine "vllm" runs vLLM's OpenAI
-server on the Hugging Face export of the same model (same API, same served model name).
-"""
-import shlex
-from collections.abc import Sequence
+"""How a model is served: the `llamaops serve` command line locally, and the container argv of each
+engine on a cluster (the operator's LlamaDeployment uses these; clients see one OpenAI API either way)."""
+from typing import Literal
 
 PRODUCTION_ALIAS = "production"
-ENGINES = ("llamaops", "vllm")
+SERVING_PORT = 8000
+Engine = Literal["llamaops", "vllm"]
 
 
-class ServingError(ValueError):
-    """A serving request that cannot be turned into a command."""
+def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = SERVING_PORT) -> str:
+    return f"llamaops serve models:/{model_name}@{alias} --host {host} --port {port}"
 
 
 def container_command(
-    engine: str,
-    model: str,
-    served_model_name: str,
-    port: int = 8000,
-    tensor_parallel_size: int = 1,
-    host: str = "0.0.0.0",
-    api_key_file: str | None = None,
-    extra_args: Sequence[str] = (),
+    engine: Engine, model: str, served_name: str, *, port: int = SERVING_PORT, tensor_parallel: int = 1,
+    hf_dir: str = "/models/hf",
 ) -> list[str]:
-    """The argv a serving container runs. `model` is what the engine loads: a models:/ s3:// or
-    file:// URI or a directory for llamaops; the directory of the Hugging Face export for vllm."""
+    """The serving container's argv. `model` is what `llamaops serve` accepts (models:/NAME@ALIAS,
+    s3://, file://). vLLM reads the Hugging Face export of the same weights at `hf_dir`, which
+    `export_command` writes first (an init container)."""
     if engine == "llamaops":
-        if tensor_parallel_size != 1:
-            raise ServingError("the llamaops engine serves on one device; use engine vllm for tensor parallelism")
-        argv = ["llamaops", "serve", model, "--host", host, "--port", str(port), "--served-model-name", served_model_name]
-        if api_key_file:
-            argv += ["--api-key-file", api_key_file]  # else env LLAMAOPS_API_KEY
-    elif engine == "vllm":
-        if tensor_parallel_size < 1:
-            raise ServingError("tensor_parallel_size must be at least 1")
-        argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-        argv += ["--served-model-name", served_model_name, "--tensor-parallel-size", str(tensor_parallel_size)]
-        argv += ["--host", host, "--port", str(port)]
-        if api_key_file:
-            raise ServingError("vllm reads its key from --api-key or env VLLM_API_KEY; pass it via the environment")
-    else:
-        raise ServingError(f"unknown serving engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    return argv + list(extra_args)
+        if tensor_parallel != 1:
+            raise ValueError("the llamaops engine serves on one device; use engine vllm for tensor parallelism")
+        return ["llamaops", "serve", model, "--host", "0.0.0.0", "--port", str(port), "--name", served_name]
+    if engine == "vllm":
+        return [
+            "python", "-m", "vllm.entrypoints.openai.api_server", "--model", hf_dir, "--served-model-name", served_name,
+            "--tensor-parallel-size", str(tensor_parallel), "--host", "0.0.0.0", "--port", str(port),
+        ]
+    raise ValueError(f"unknown engine '{engine}'; use llamaops or vllm")
 
 
-def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = 8000) -> str:
-    """The shell command serving `model_name@alias` locally with llamaops."""
-    argv = container_command("llamaops", f"models:/{model_name}@{alias}", model_name, port=port, host=host)
-    return shlex.join(argv[: argv.index("--served-model-name")])
+def export_command(model: str, hf_dir: str = "/models/hf") -> list[str]:
+    """Writes the Hugging Face export (weights, config, tokenizer, chat template) vLLM serves;
+    `model` is a checkpoint directory mounted in the pod (export-hf reads local directories)."""
+    return ["llamaops", "model", "export-hf", model, hf_dir, "--overwrite"]

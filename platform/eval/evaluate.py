@@ -66,14 +66,14 @@ def _check_model(model_dir: Path, vocab_size: int, seq_len: int) -> None:
         raise EvalInputError(f"pretrain seq_len {seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Infinite or NaN floats as strings: report.json stays standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -121,7 +121,7 @@ def run_eval(
             "multiple_choice_chance": choice.chance,
             "gate_passed": 1.0 if gate["passed"] else 0.0,
         }
-        report = _json_safe({
+        report = json_safe({
             "model_uri": model_uri,
             "data_uri": data_uri,
             "preset": preset.name,

@@ -1,5 +1,6 @@
 """The promotion gate: every measured metric against its threshold in preset.eval_gate."""
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -28,11 +29,13 @@ def judge(metrics: dict[str, float], gate: EvalGate) -> list[Verdict]:
     """One verdict per threshold; a missing or NaN metric fails its threshold."""
     verdicts = []
     for metric, (field, comparison) in GATED_METRICS.items():
-        threshold = float(getattr(gate, field))
-        value = float(metrics.get(metric, math.nan))
-        within = value <= threshold if comparison == "<=" else value >= threshold
-        verdicts.append(Verdict(metric, value, comparison, threshold, bool(within) and not math.isnan(value)))
+        verdicts.append(_verdict(metric, float(metrics.get(metric, math.nan)), comparison, float(getattr(gate, field))))
     return verdicts
+
+
+def _verdict(metric: str, value: float, comparison: Literal["<=", ">="], threshold: float) -> Verdict:
+    within = value <= threshold if comparison == "<=" else value >= threshold
+    return Verdict(metric, value, comparison, threshold, bool(within) and not math.isnan(value))
 
 
 def gate_report(verdicts: list[Verdict]) -> dict:
@@ -41,3 +44,39 @@ def gate_report(verdicts: list[Verdict]) -> dict:
         "verdicts": [asdict(v) for v in verdicts],
         "failed": [v.metric for v in verdicts if not v.passed],
     }
+
+
+_THRESHOLD = re.compile(r"\s*([\w./-]+)\s*(<=|>=)\s*([-+0-9.eE]+|nan|inf)\s*")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    comparison: Literal["<=", ">="]
+    value: float
+
+
+def parse_threshold(text: str) -> Threshold:
+    """`METRIC>=VALUE` or `METRIC<=VALUE`, e.g. `mmlu_dev_de.acc>=0.3`."""
+    match = _THRESHOLD.fullmatch(text)
+    if not match:
+        raise GateSpecError(f"gate '{text}' is not METRIC>=VALUE or METRIC<=VALUE (e.g. mmlu_dev_de.acc>=0.3)")
+    try:
+        value = float(match[3])
+    except ValueError:
+        raise GateSpecError(f"gate '{text}': '{match[3]}' is not a number") from None
+    return Threshold(match[1], match[2], value)  # type: ignore[arg-type]
+
+
+def judge_thresholds(metrics: dict[str, float], thresholds: list[Threshold]) -> list[Verdict]:
+    """Any metric against any threshold; a metric that was not measured is an input error."""
+    verdicts = []
+    for t in thresholds:
+        if t.metric not in metrics:
+            raise GateSpecError(f"gate metric '{t.metric}' was not measured; choose from {sorted(metrics)}")
+        verdicts.append(_verdict(t.metric, float(metrics[t.metric]), t.comparison, t.value))
+    return verdicts
+
+
+class GateSpecError(ValueError):
+    """A gate given on the command line is malformed or names a metric that was not measured."""

@@ -54,9 +54,18 @@ def score_continuations(model: Transformer, context: Sequence[int], continuation
     return [ChoiceScore(float(total), len(c)) for total, c in zip(sums, continuations)]
 
 
+def encode_choices(tokenizer: Tokenizer, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """Token ids of a context and its continuations as lm-evaluation-harness forms them: trailing
+    whitespace of the context moves to the continuations, and each continuation's ids are the tail
+    of the whole text's ids after the context's own ids (so a merge across the boundary is kept)."""
+    stripped = context.rstrip()
+    moved = context[len(stripped):]
+    context_ids = tokenizer.encode(stripped, bos=True)
+    return context_ids, [tokenizer.encode(stripped + moved + c, bos=True)[len(context_ids):] for c in continuations]
+
+
 def prompt_and_choices(question: Question, tokenizer: Tokenizer) -> tuple[list[int], list[list[int]]]:
-    context = tokenizer.encode(f"Question: {question.question}\nAnswer:", bos=True)
-    return context, [tokenizer.encode(f" {choice}") for choice in question.choices]
+    return encode_choices(tokenizer, f"Question: {question.question}\nAnswer:", [f" {c}" for c in question.choices])
 
 
 def select_questions(questions: list[Question], tokenizer: Tokenizer, count: int, max_tokens: int, seed: int) -> list[Question]:
@@ -80,12 +89,12 @@ def multiple_choice_accuracy(model: Transformer, tokenizer: Tokenizer, questions
     correct_sum = correct_normalised = 0
     for question in questions:
         scores = score_continuations(model, *prompt_and_choices(question, tokenizer))
-        correct_sum += _argmax([s.log_likelihood for s in scores]) == question.answer
-        correct_normalised += _argmax([s.normalised for s in scores]) == question.answer
+        correct_sum += argmax([s.log_likelihood for s in scores]) == question.answer
+        correct_normalised += argmax([s.normalised for s in scores]) == question.answer
     n = len(questions)
     chance = sum(1 / len(q.choices) for q in questions) / n
     return MultipleChoiceResult(correct_sum / n, correct_normalised / n, chance, n)
 
 
-def _argmax(values: list[float]) -> int:
+def argmax(values: list[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)

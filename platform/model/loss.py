@@ -20,6 +20,7 @@ how many chunks there are.
 """
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 
 IGNORE_INDEX = -100
 
@@ -43,6 +44,8 @@ def linear_cross_entropy(
     chunk_size x vocab logits in the compute dtype, plus two fp32 buffers of that size on an
     accelerator (of a few rows on a CPU).
     """
+    if isinstance(hidden, DTensor):
+        return _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size)
     if chunk_size is None:
         chunk_size = 256 if hidden.device.type == "cpu" else 1024
     if reduction not in ("mean", "sum"):
@@ -66,6 +69,35 @@ def linear_cross_entropy(
     with torch.autocast(device_type, enabled=False):
         loss, _, _ = _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, (False, False))
     return loss
+
+
+def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size) -> torch.Tensor:
+    """The loss when a tensor-parallel model (train/parallelize.py) hands over hidden states split
+    along the sequence (a DTensor, Shard(1) on a 1-D mesh) and a vocab-split output weight (a
+    DTensor on the same mesh). Each rank gathers the weight and computes the summed loss of its own
+    sequence shard, fused and chunked as usual; the sums are then added up over the ranks. In
+    backward the weight's gradient, partial on each rank, is reduce-scattered back to its shards.
+    The logits' FLOPs are those of a vocab-parallel loss; the weight is held whole for the loss.
+    """
+    mesh = hidden.device_mesh
+    if mesh.ndim != 1 or tuple(hidden.placements) != (Shard(1),):
+        raise ValueError(f"sequence-parallel hidden states must be Shard(1) on a 1-D mesh, got {hidden.placements}")
+    if not isinstance(weight, DTensor):
+        raise ValueError("with sequence-parallel hidden states the output weight must be a DTensor on the same mesh")
+    seq, ranks = targets.shape[1], mesh.size()
+    if seq % ranks:
+        raise ValueError(f"sequence length {seq} is not divisible by the {ranks} tensor-parallel ranks")
+    shard = seq // ranks
+    start = mesh.get_local_rank() * shard
+    local_weight = weight.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
+    local_sum = linear_cross_entropy(
+        hidden.to_local(), local_weight, targets[:, start : start + shard],
+        ignore_index=ignore_index, reduction="sum", chunk_size=chunk_size,
+    )
+    total = DTensor.from_local(local_sum, mesh, [Partial()]).full_tensor()
+    if reduction == "sum":
+        return total
+    return total / (targets != ignore_index).sum(dtype=torch.float32)  # every rank has all targets
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -171,8 +171,6 @@ def memory_per_gpu(
     bf16 and fp32 for the loss. Context parallelism is counted as a pure sequence split (ring
     attention); CUDA context, communication buffers and fragmentation are not counted.
     """
-    tokens = micro_batch_size * seq_len / layout.cp
-    layer_activations = activation_bytes_per_token(cfg, compute_bytes) * tokens / layout.tp
     layer_parameters = (_attention_parameters(cfg) + _ffn_parameters(cfg)) / layout.tp + 2 * cfg.dim
     counts = stage_layer_counts(cfg.n_layers, layout.pp)
 
@@ -184,14 +182,7 @@ def memory_per_gpu(
         if stage == layout.pp - 1:
             units.append(cfg.vocab_size * cfg.dim / layout.tp + cfg.dim)
         parameters = sum(units)
-        in_flight = layout.pp - stage
-        if layout.activation_checkpointing:
-            layer_inputs = compute_bytes * cfg.dim * tokens / layout.tp
-            activations = layers * in_flight * layer_inputs + layer_activations
-        else:
-            activations = layers * in_flight * layer_activations
-        if stage == layout.pp - 1:
-            activations += tokens * (compute_bytes * cfg.dim + (compute_bytes + 4) * cfg.vocab_size) / layout.tp
+        activations = stage_activation_bytes(cfg, layout, seq_len, stage, micro_batch_size, compute_bytes)
         return MemoryEstimate(
             parameters_bytes=round(
                 master_bytes * parameters / layout.dp + compute_bytes * sum(sorted(units)[-gathered_units:])
@@ -201,10 +192,28 @@ def memory_per_gpu(
             activations_bytes=round(activations),
             stage=stage,
             stage_layers=layers,
-            micro_batches_in_flight=in_flight,
+            micro_batches_in_flight=layout.pp - stage,
         )
 
     return max((stage_memory(stage) for stage in range(layout.pp)), key=lambda m: m.total_bytes)
+
+
+def stage_activation_bytes(
+    cfg: ModelConfig, layout: ParallelLayout, seq_len: int, stage: int, micro_batch_size: int = 1, compute_bytes: int = 2
+) -> float:
+    """Activation bytes one GPU of pipeline stage `stage` holds at its peak (see memory_per_gpu)."""
+    tokens = micro_batch_size * seq_len / layout.cp
+    layer_activations = activation_bytes_per_token(cfg, compute_bytes) * tokens / layout.tp
+    layers = stage_layer_counts(cfg.n_layers, layout.pp)[stage]
+    in_flight = layout.pp - stage  # 1F1B: stage i holds pp - i micro-batches
+    if layout.activation_checkpointing:
+        layer_inputs = compute_bytes * cfg.dim * tokens / layout.tp
+        activations = layers * in_flight * layer_inputs + layer_activations
+    else:
+        activations = layers * in_flight * layer_activations
+    if stage == layout.pp - 1:
+        activations += tokens * (compute_bytes * cfg.dim + (compute_bytes + 4) * cfg.vocab_size) / layout.tp
+    return activations
 
 
 @dataclass(frozen=True)
@@ -242,6 +251,16 @@ class SizingReport:
         }
 
 
+def stage_budget(preset: Preset, stage: str) -> tuple[ParallelLayout, int, int]:
+    """(layout, final sequence length, token budget) of a preset's pretrain or long_context stage."""
+    if stage == "pretrain":
+        return preset.pretrain.layout, preset.pretrain.seq_len, preset.pretrain.total_tokens
+    if stage == "long_context":
+        lc = preset.long_context
+        return lc.layout, lc.seq_lens[-1], lc.total_tokens
+    raise ValueError(f"unknown stage '{stage}'; choose pretrain or long_context")
+
+
 def size_preset(
     preset: Preset,
     stage: Literal["pretrain", "long_context"] = "pretrain",
@@ -250,13 +269,7 @@ def size_preset(
 ) -> SizingReport:
     """Size a preset's pretraining (8K) or long-context stage at its final sequence length, or at
     `seq_len`, on that stage's layout and token budget."""
-    if stage == "pretrain":
-        layout, default_seq_len, tokens = preset.pretrain.layout, preset.pretrain.seq_len, preset.pretrain.total_tokens
-    elif stage == "long_context":
-        lc = preset.long_context
-        layout, default_seq_len, tokens = lc.layout, lc.seq_lens[-1], lc.total_tokens
-    else:
-        raise ValueError(f"unknown stage '{stage}'; choose pretrain or long_context")
+    layout, default_seq_len, tokens = stage_budget(preset, stage)
     seq_len = seq_len or default_seq_len
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive, got {seq_len}")

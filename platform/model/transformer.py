@@ -161,6 +161,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
         loss_chunk_size: int | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """tokens [B, T] (or hidden states [B, T, dim] on a pipeline stage without the embedding).
 
@@ -171,14 +172,18 @@ class Transformer(nn.Module):
         (IGNORE_INDEX = -100 where a position has no target) instead of the logits, with the
         output projection fused into the loss (loss.linear_cross_entropy), `loss_chunk_size`
         tokens at a time (default: its own), so [B, T, vocab] logits are never held.
+        last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
+        with a 128K vocabulary most of a small model's prefill cost otherwise.
         Returns logits [B, T, vocab] (hidden states on a stage without the output projection).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        batch, seq = h.shape[:2]
+        batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
         positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
         rotary = self.rotary[positions]
         for block in self.layers.values():
             h = block(h, rotary, mask, cache, positions)
+        if last_only:
+            h = h[:, -1:]
         if self.norm is not None:
             h = self.norm(h)
         if self.output is None:

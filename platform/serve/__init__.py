@@ -1,6 +1,6 @@
-"""Inference serving: model loading, sampling and a continuous-batching engine."""
-from .engine import Engine, EngineFull, Request, RequestError
-from .loading import load_serving_model
-from .sampling import SamplingParams, sample
+"""Inference serving: a continuous-batching engine over the KV cache and an OpenAI-compatible server."""
+from .engine import Engine, EngineClosed, QueueFull, Request
+from .loading import LoadedModel, load_for_serving
+from .sampling import SamplingParams
 
-__all__ = ["Engine", "EngineFull", "Request", "RequestError", "SamplingParams", "load_serving_model", "sample"]
+__all__ = ["Engine", "EngineClosed", "LoadedModel", "QueueFull", "Request", "SamplingParams", "load_for_serving"]

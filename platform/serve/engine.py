@@ -1,216 +1,275 @@
-"""Continuous-batching decode engine over one preallocated KV cache.
+"""Continuous batching over one preallocated KV cache.
 
-Cache rows are kept in order: rows [0, n_decoding) are decoding, rows [n_decoding, n_active) are
-still prefilling. Each step decodes one token for every decoding row in one forward, then spends
-the rest of the per-step token budget on prefill chunks, so a long prompt never stalls decode.
-Finished requests leave at once; waiting ones join at the next step. Rows move by swapping cache
-rows, so the decoding block stays a contiguous view of the cache.
+Slots of the cache hold requests. The decoding requests always occupy the prefix [0, n_decoding)
+of the slots, so a decode step runs the model once over a plain slice of the cache (a view, no
+gather). At most one request is being prefilled, in the slot right after that prefix, a chunk of
+at most `prefill_chunk` tokens per step: a long prompt is spread over several steps and never
+stalls the requests already decoding. A finished request leaves at a token boundary; the last
+decoding request (and the one being prefilled) move down into its slot so the prefix stays dense.
+
+The engine is single-threaded by design: `step()` does one round; `start()` runs steps on a
+background thread and callers only `submit()` (thread-safe) and receive `Output`s through their
+request's callback.
 """
-import queue
+import itertools
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from llamaops.platform.model import KVCache, Transformer
+from llamaops.platform.tokenizer import Tokenizer
 
-from .sampling import SamplingParams, sample
+from .metrics import EngineMetrics
+from .sampling import SamplingParams, make_generator, sample
+from .text import IncrementalText
 
 
-class RequestError(ValueError):
-    """A request the engine cannot serve as given (HTTP 400)."""
+class QueueFull(RuntimeError):
+    """The waiting queue is at its bound: shed load instead of growing memory."""
 
 
-class EngineFull(RuntimeError):
-    """The waiting queue is at its bound; the caller should retry later (HTTP 429)."""
+class EngineClosed(RuntimeError):
+    """The engine is shutting down and accepts no new requests."""
 
 
 @dataclass
+class Output:
+    text: str  # newly final text
+    token_id: int | None  # the token just generated (None on the closing output of a stop sequence)
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error: ..."
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
 class Request:
-    prompt: list[int]
+    prompt: Sequence[int]
     params: SamplingParams
-    tokens: list[int] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop" | "length"
-    prefilled: int = 0
-    events: queue.Queue = field(default_factory=queue.Queue)  # token ids, then None when finished
-    generator: torch.Generator | None = None
+    on_output: Callable[[Output], None] = lambda output: None
+    id: int = field(default_factory=lambda: next(_ids))
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    cursor: int = 0  # prompt tokens already in the cache
+    arrived: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    cancelled: bool = False
+    _text: IncrementalText | None = None
+    _generator: torch.Generator | None = None
+
+    @property
+    def text(self) -> str:
+        return self._text.text if self._text else ""
 
     @property
     def length(self) -> int:
-        return len(self.prompt) + len(self.tokens)
+        return len(self.prompt) + len(self.generated)
 
 
 class Engine:
     def __init__(
         self,
         model: Transformer,
-        stop_ids: Collection[int] = (),
-        decode: Callable[[Sequence[int]], str] | None = None,
-        max_batch: int = 8,
-        max_queue: int = 64,
-        token_budget: int = 512,
+        tokenizer: Tokenizer,
+        *,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        prefill_chunk: int = 256,
         max_seq_len: int | None = None,
-    ):
+    ) -> None:
         self.model = model.eval()
-        self.stop_ids = set(stop_ids)
-        self.decode = decode  # needed only for stop strings
-        self.max_batch, self.max_queue, self.token_budget = max_batch, max_queue, token_budget
-        self.max_seq_len = max_seq_len or model.cfg.max_seq_len
+        self.tokenizer = tokenizer
+        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         dtype = next(model.parameters()).dtype
-        self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype)
-        self.rows: list[Request] = []
-        self.n_decoding = 0
+        device = next(model.parameters()).device
+        self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype, device=device)
+        self.device = device
+        self.decoding: list[Request] = []  # slot i holds decoding[i]
+        self.prefilling: Request | None = None  # slot len(decoding)
         self.waiting: deque[Request] = deque()
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.steps = 0
-        self.batch_sizes: list[int] = []
+        self.metrics = EngineMetrics()
+        self._lock = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
-    # -- submitting -------------------------------------------------------------------------
-    def check(self, prompt: Sequence[int], params: SamplingParams) -> None:
-        if not prompt:
-            raise RequestError("the prompt is empty")
-        if len(prompt) + params.max_tokens > self.max_seq_len:
-            raise RequestError(
-                f"prompt of {len(prompt)} tokens + max_tokens {params.max_tokens} exceeds the context length {self.max_seq_len}"
+    # -- intake (any thread) -------------------------------------------------------------------
+    def check(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Raise ValueError when a request can never fit the context."""
+        if prompt_tokens < 1:
+            raise ValueError("the prompt is empty")
+        if prompt_tokens + max_tokens > self.max_seq_len:
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than "
+                f"the context of {self.max_seq_len} tokens; shorten the prompt or lower max_tokens"
             )
-        if params.stop and self.decode is None:
-            raise RequestError("stop sequences need a tokenizer")
 
-    def submit(self, prompt: Sequence[int], params: SamplingParams) -> Request:
-        self.check(prompt, params)
-        generator = None
-        if not params.greedy:
-            generator = torch.Generator()
-            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        request = Request(list(prompt), params, generator=generator)
-        with self.wake:
+    def submit(self, request: Request) -> Request:
+        self.check(len(request.prompt), request.params.max_tokens)
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the server is shutting down")
             if len(self.waiting) >= self.max_queue:
-                raise EngineFull(f"the request queue is full ({self.max_queue} waiting); retry later")
+                self.metrics.rejected += 1
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting; retry later")
+            request._text = IncrementalText(self.tokenizer, request.params.stop)
+            request._generator = make_generator(request.params.seed)
             self.waiting.append(request)
-            self.wake.notify()
+            self.metrics.requests += 1
+            self._lock.notify()
         return request
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self.waiting)
+    def cancel(self, request: Request) -> None:
+        request.cancelled = True
 
     @property
     def busy(self) -> bool:
-        return bool(self.rows or self.waiting)
+        return bool(self.waiting or self.decoding or self.prefilling)
 
-    # -- stepping ---------------------------------------------------------------------------
-    def _swap(self, i: int, j: int) -> None:
-        if i == j:
-            return
-        for t in (self.cache.keys, self.cache.values):
-            row_i = t[:, i].clone()
-            t[:, i] = t[:, j]
-            t[:, j] = row_i
-        self.rows[i], self.rows[j] = self.rows[j], self.rows[i]
+    # -- the loop ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llamaops-engine", daemon=True)
+        self._thread.start()
 
-    def _finish(self, row: int, reason: str) -> None:
-        request = self.rows[row]
-        request.finish_reason = reason
-        request.events.put(None)
-        last_decoding, last = self.n_decoding - 1, len(self.rows) - 1
-        self._swap(row, last_decoding)  # keep the decoding block contiguous
-        self._swap(last_decoding, last)
-        self.rows.pop()
-        self.n_decoding -= 1
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, let the admitted ones finish, stop the loop."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
-    def _emit(self, row: int, token: int) -> None:
-        request = self.rows[row]
-        if token in self.stop_ids:
-            return self._finish(row, "stop")
-        request.tokens.append(token)
-        if request.params.stop:
-            text = self.decode(request.tokens)
-            if any(s in text for s in request.params.stop):
-                return self._finish(row, "stop")  # the server trims the text at the stop string
-        request.events.put(token)
-        if len(request.tokens) >= request.params.max_tokens:
-            self._finish(row, "length")
-
-    def _next_token(self, logits: torch.Tensor, request: Request) -> int:
-        return sample(logits, request.params, request.generator)
-
-    def _rows_view(self, start: int, stop: int) -> KVCache:
-        return KVCache(self.cache.keys[:, start:stop], self.cache.values[:, start:stop])
-
-    @torch.inference_mode()
-    def step(self) -> bool:
-        """One scheduling step; False when there was nothing to do."""
-        with self.lock:
-            while self.waiting and len(self.rows) < self.max_batch:
-                self.rows.append(self.waiting.popleft())
-        if not self.rows:
-            return False
-        budget = self.token_budget
-        self.batch_sizes.append(len(self.rows))
-        if self.n_decoding:
-            d = self.n_decoding
-            tokens = torch.tensor([[r.tokens[-1]] for r in self.rows[:d]])
-            positions = torch.tensor([[r.length - 1] for r in self.rows[:d]])
-            logits = self.model(tokens, positions=positions, cache=self._rows_view(0, d))[:, -1]
-            budget -= d
-            chosen = self._choose(logits, self.rows[:d])
-            for row in reversed(range(d)):  # reversed: finishing a row only moves rows after it
-                self._emit(row, chosen[row])
-        row = self.n_decoding
-        while row < len(self.rows) and budget > 0:
-            request = self.rows[row]
-            chunk = request.prompt[request.prefilled : request.prefilled + budget]
-            start = request.prefilled
-            positions = torch.arange(start, start + len(chunk)).unsqueeze(0)
-            hidden_logits = self.model(torch.tensor([chunk]), positions=positions, cache=self._rows_view(row, row + 1))
-            request.prefilled += len(chunk)
-            budget -= len(chunk)
-            if request.prefilled < len(request.prompt):
-                break  # budget spent mid-prompt; continue next step
-            self._swap(row, self.n_decoding)
-            self.n_decoding += 1
-            self._emit(self.n_decoding - 1, self._choose(hidden_logits[:, -1], [request])[0])
-            row = self.n_decoding
-        self.steps += 1
-        return True
-
-    def _choose(self, logits: torch.Tensor, requests: Sequence[Request]) -> list[int]:
-        greedy = logits.argmax(-1).tolist()
-        return [g if r.params.greedy else self._next_token(logits[i], r) for i, (g, r) in enumerate(zip(greedy, requests))]
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self.busy and not self._closed:
+                    self._lock.wait()
+                if not self.busy and self._closed:
+                    return
+            try:
+                self.step()
+            except Exception as exc:  # a bug must not hang every client: fail what is in flight
+                self._fail_all(f"error: {type(exc).__name__}: {exc}")
 
     def run_until_idle(self) -> None:
-        while self.step():
-            pass
+        while self.busy:
+            self.step()
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Request]:
-        """Submit every prompt (bounded by the queue) and step until all have finished."""
-        requests = [self.submit(p, params) for p in prompts]
+        """Synchronous batched generation (no background thread)."""
+        requests = [self.submit(Request(list(p), params)) for p in prompts]
         self.run_until_idle()
         return requests
 
-    # -- background loop --------------------------------------------------------------------
-    def start(self) -> threading.Thread:
-        self.stopping = False
-        thread = threading.Thread(target=self._loop, name="llamaops-engine", daemon=True)
-        thread.start()
-        self.thread = thread
-        return thread
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One round: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens, then
+        one decode step for every decoding request."""
+        for request in [r for r in self.decoding if r.cancelled]:
+            self._finish(request, "cancelled")
+        if self.prefilling is not None and self.prefilling.cancelled:
+            self._finish(self.prefilling, "cancelled")
+        self._prefill(self.prefill_chunk)
+        if self.decoding:
+            self._decode()
+        self.metrics.batch_size = len(self.decoding)
+        self.metrics.queue_depth = len(self.waiting)
 
-    def _loop(self) -> None:
-        while True:
-            with self.wake:
-                while not self.waiting and not self.rows and not self.stopping:
-                    self.wake.wait()
-                if self.stopping and not self.waiting and not self.rows:
+    def _prefill(self, budget: int) -> None:
+        while budget > 0:
+            if self.prefilling is None:
+                if len(self.decoding) >= self.max_batch:
                     return
-            self.step()
+                with self._lock:
+                    if not self.waiting:
+                        return
+                    request = self.waiting.popleft()
+                if request.cancelled:
+                    self._emit(request, Output("", None, "cancelled"))
+                    continue
+                self.prefilling = request
+            request = self.prefilling
+            chunk = list(request.prompt[request.cursor : request.cursor + budget])
+            slot = len(self.decoding)
+            positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
+            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
+            request.cursor += len(chunk)
+            budget -= len(chunk)
+            self.metrics.prompt_tokens += len(chunk)
+            if request.cursor == len(request.prompt):
+                self.prefilling = None
+                self.decoding.append(request)
+                self._accept(request, logits[0, -1])
 
-    def stop(self) -> None:
-        """Finish in-flight and queued requests, then end the loop."""
-        with self.wake:
-            self.stopping = True
-            self.wake.notify()
-        self.thread.join()
+    def _decode(self) -> None:
+        rows = self.decoding
+        tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
+        positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
+        logits = self._forward(tokens, positions, 0, len(rows))
+        for row, request in enumerate(list(rows)):
+            self._accept(request, logits[row, -1])
+
+    def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
+        view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
+        return self.model(tokens, positions=positions, cache=view, last_only=last_only)
+
+    def _accept(self, request: Request, logits: torch.Tensor) -> None:
+        """Choose the next token of a request and tell its client."""
+        token = sample(logits, request.params, request._generator)
+        if request.first_token_at is None:
+            request.first_token_at = time.perf_counter()
+            self.metrics.observe_ttft(request.first_token_at - request.arrived)
+        self.metrics.generated_tokens += 1
+        if token in request.params.stop_ids:
+            self._finish(request, "stop", text=request._text.finish())
+            return
+        request.generated.append(token)
+        text = request._text.add(token)
+        if request._text.stopped:
+            self._finish(request, "stop", text=text, token=token)
+        elif len(request.generated) >= request.params.max_tokens or request.length >= self.max_seq_len:
+            self._finish(request, "length", text=text + request._text.finish(), token=token)
+        else:
+            self._emit(request, Output(text, token))
+
+    def _finish(self, request: Request, reason: str, text: str = "", token: int | None = None) -> None:
+        request.finish_reason = reason
+        if request is self.prefilling:
+            self.prefilling = None
+        elif request in self.decoding:
+            self._release(self.decoding.index(request))
+        self.metrics.finished(reason)
+        self._emit(request, Output(text, token, reason))
+
+    def _release(self, slot: int) -> None:
+        """Free a decoding slot, keeping decoding requests dense in [0, n) and the prefill right after."""
+        last = len(self.decoding) - 1
+        if slot != last:
+            self._move(last, slot, self.decoding[last].length)
+            self.decoding[slot] = self.decoding[last]
+        self.decoding.pop()
+        if self.prefilling is not None and self.prefilling.cursor:
+            self._move(last + 1, last, self.prefilling.cursor)
+
+    def _move(self, src: int, dst: int, length: int) -> None:
+        self.cache.keys[:, dst, :, :length] = self.cache.keys[:, src, :, :length]
+        self.cache.values[:, dst, :, :length] = self.cache.values[:, src, :, :length]
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            pending = list(self.waiting)
+            self.waiting.clear()
+        for request in [*self.decoding, *([self.prefilling] if self.prefilling else []), *pending]:
+            request.finish_reason = reason
+            self._emit(request, Output("", None, reason))
+        self.decoding, self.prefilling = [], None
+
+    def _emit(self, request: Request, output: Output) -> None:
+        try:
+            request.on_output(output)
+        except Exception:  # a vanished client must not take the engine down
+            request.cancelled = True

@@ -1,31 +1,63 @@
-"""Load a model to serve from `models:/NAME@alias`, a registered name, s3://, file:// or a local directory.
-
-A directory holding config.json is read as a Hugging Face export, otherwise as a native checkpoint.
-"""
+"""Find and load the model to serve: a registry alias, an s3:// or file:// checkpoint, or a
+Hugging Face-layout directory."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from llamaops.platform.model import Transformer
+from llamaops.platform.model.checkpoint import CONFIG_FILE, ModelDirectoryError, load_model
+from llamaops.platform.model.hf import load_hf
+from llamaops.platform.store import ArtifactError, fetched
+from llamaops.platform.store.uri import local_path
 
 
-def _load_directory(path: Path, dtype: torch.dtype | None) -> Transformer:
-    from llamaops.platform.model.checkpoint import ModelDirectoryError, load_model
-    from llamaops.platform.model.hf import load_hf
-
-    if not path.is_dir():
-        raise ModelDirectoryError(f"model directory {path} does not exist; pass a checkpoint directory, s3:// or models:/ URI")
-    return load_hf(path, dtype=dtype) if (path / "config.json").exists() else load_model(path, dtype=dtype)
+class ModelNotFound(ValueError):
+    """The model reference resolves to nothing servable."""
 
 
-def load_serving_model(source: str, dtype: torch.dtype | None = None) -> Transformer:
-    if source.startswith(("s3://", "file://", "models:/")):
-        from llamaops.platform.store.uri import fetched
+@dataclass
+class LoadedModel:
+    model: Transformer
+    name: str  # what clients pass as "model"
+    source: str  # where the weights came from
+
+
+def served_name(reference: str) -> str:
+    """A client-facing model name: the registry name, or the checkpoint's last path component."""
+    if reference.startswith("models:/"):
+        return reference.removeprefix("models:/").split("@")[0].split("/")[0]
+    return reference.rstrip("/").rsplit("/", 1)[-1] or reference
+
+
+def load_for_serving(
+    reference: str, *, tracking_uri: str | None = None, dtype: torch.dtype | None = None, name: str | None = None
+) -> LoadedModel:
+    source = reference
+    is_path = "/" in reference or Path(reference).exists()
+    if reference.startswith("models:") or not is_path:
         from llamaops.platform.tracking.registry import model_uri_for
 
-        uri = model_uri_for(source)
-        with fetched(uri) as path:
-            model = _load_directory(Path(path), dtype)
-    else:
-        model = _load_directory(Path(source), dtype)
-    return model.eval()
+        try:
+            source = model_uri_for(reference, tracking_uri)
+        except Exception as exc:  # MLflow's own errors name the missing model or alias
+            raise ModelNotFound(f"model '{reference}' is not in the registry: {exc}") from None
+    try:
+        if source.startswith("s3://"):
+            with fetched(source) as directory:
+                model = _load_directory(directory, dtype)
+        else:
+            path = local_path(source) if source.startswith("file://") else Path(source).resolve()
+            model = _load_directory(path, dtype)
+    except (ArtifactError, ModelDirectoryError) as exc:
+        raise ModelNotFound(str(exc)) from None
+    return LoadedModel(model.eval(), name or served_name(reference), source)
+
+
+def _load_directory(directory: Path, dtype: torch.dtype | None) -> Transformer:
+    if (directory / CONFIG_FILE).is_file():
+        return load_model(directory, dtype=dtype)
+    if (directory / "config.json").is_file():
+        return load_hf(directory, dtype=dtype)
+    what = "does not exist" if not directory.exists() else f"holds neither {CONFIG_FILE} nor a Hugging Face config.json"
+    raise ModelNotFound(f"model directory {directory} {what}")

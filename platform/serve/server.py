@@ -1,157 +1,309 @@
-"""The OpenAI-compatible HTTP front of the engine (FastAPI).
+"""The OpenAI-compatible HTTP server around one `Engine` (FastAPI + uvicorn).
 
-Each request submits to the engine thread and waits on its event queue; streaming responses are
-server-sent events. On shutdown new requests get 503 while in-flight ones finish.
+Requests run on the event loop; the engine runs on its own thread and hands outputs back with
+`call_soon_threadsafe`. Load is shed at the engine's bounded queue (429), never by growing memory.
 """
 import asyncio
 import hmac
 import json
-import time
+import logging
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llamaops.platform.tokenizer import Tokenizer
+from llamaops.platform.tokenizer import Tokenizer, encode_dialog_for_generation, load_tokenizer
 
-from . import openai_protocol as proto
-from .engine import Engine, EngineFull, RequestError
-from .metrics import Metrics
+from .engine import Engine, EngineClosed, Output, QueueFull, Request
+from .loading import LoadedModel
+from .openai_api import (
+    APIError, ChatCompletionRequest, CompletionRequest, _Request, assistant_reply, chat_body, chat_chunk,
+    completion_body, completion_chunk, encode_prompt, new_id,
+)
+from .sampling import SamplingParams
+
+_RequestT = TypeVar("_RequestT", bound=_Request)
+log = logging.getLogger("llamaops.serve")
+DEFAULT_MAX_TOKENS = 256
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse(proto.error_body(message, kind, code), status_code=status)
+@dataclass
+class ServerSettings:
+    max_batch: int = 32
+    max_queue: int = 256
+    prefill_chunk: int = 256
+    max_seq_len: int | None = None
+    api_key: str | None = None  # never logged
+
+
+class ServerState:
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.model_name = ""
+        self.tokenizer: Tokenizer | None = None
+        self.load_error: str | None = None
+        self.http = Counter()
 
 
 def create_app(
-    engine: Engine, tokenizer: Tokenizer, model_name: str, api_key: str | None = None, default_max_tokens: int = 256
+    load: Callable[[], LoadedModel], settings: ServerSettings, on_load_failure: Callable[[], None] = lambda: None
 ) -> FastAPI:
-    metrics = Metrics()
-    state = {"ready": False, "draining": False}
+    """`load` runs on a thread at startup, so /health answers while the weights load and /ready
+    turns 200 only once the engine runs. A load that fails calls `on_load_failure`."""
+    state = ServerState()
+
+    def start_engine() -> None:
+        try:
+            loaded = load()
+            tokenizer = load_tokenizer()
+            engine = Engine(loaded.model, tokenizer, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                            prefill_chunk=settings.prefill_chunk, max_seq_len=settings.max_seq_len)
+            engine.start()
+            state.tokenizer, state.model_name, state.engine = tokenizer, loaded.name, engine
+            log.info("serving %s from %s", loaded.name, loaded.source)
+        except Exception as exc:
+            state.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("the model could not be loaded: %s", state.load_error)
+            on_load_failure()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        engine.start()
-        state["ready"] = True
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=start_engine, name="llamaops-load", daemon=True).start()
         yield
-        state["draining"] = True
-        await asyncio.to_thread(engine.stop)  # in-flight requests finish first
+        if state.engine is not None:  # uvicorn has let in-flight requests finish by now
+            await asyncio.to_thread(state.engine.close, 60)
 
-    app = FastAPI(title="llamaops", lifespan=lifespan)
+    app = FastAPI(title="llamaops", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serving = state
 
     @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path.startswith("/v1/"):
-            if api_key is not None:
-                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                if not hmac.compare_digest(given.encode(), api_key.encode()):
-                    metrics.request(401)
-                    return _error(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
-            if state["draining"]:
-                metrics.request(503)
-                return _error(503, "the server is shutting down", "server_error")
+    async def count_and_authorize(request: HTTPRequest, call_next):
+        route = request.url.path
+        if settings.api_key and route.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+                response = _error(APIError(401, "invalid or missing API key; send Authorization: Bearer KEY",
+                                           "authentication_error", code="invalid_api_key"))
+                state.http[(route, 401)] += 1
+                return response
         response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.request(response.status_code)
+        state.http[(route if route in _ROUTES else "other", response.status_code)] += 1
         return response
 
+    @app.exception_handler(APIError)
+    async def api_error(_: HTTPRequest, exc: APIError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: HTTPRequest, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(APIError(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else "invalid_request_error"))
+
     @app.get("/health")
-    async def health():
+    async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready():
-        if not state["ready"] or state["draining"]:
-            return _error(503, "not ready", "server_error")
-        return {"status": "ready"}
+    async def ready() -> JSONResponse:
+        if state.engine is None:
+            reason = state.load_error or "the model is loading"
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "model": state.model_name})
 
     @app.get("/metrics")
-    async def prometheus():
-        return PlainTextResponse(metrics.render(engine.queue_depth, len(engine.rows)), media_type="text/plain; version=0.0.4")
+    async def metrics() -> PlainTextResponse:
+        engine = _engine(state, check_ready=False)
+        body = engine.metrics.render(state.model_name, state.http) if engine else ""
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "llamaops"}]}
-
-    async def _body(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RequestError("the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise RequestError("the request body must be a JSON object")
-        if body.get("model") not in (None, model_name):
-            raise LookupError(f"model '{body.get('model')}' does not exist; this server serves '{model_name}'")
-        return body
-
-    async def _serve(request: Request, chat: bool):
-        try:
-            body = await _body(request)
-            prompt = (proto.chat_prompt if chat else proto.completion_prompt)(body, tokenizer)
-            params = proto.sampling_params(body, default_max_tokens)
-            job = engine.submit(prompt, params)
-        except RequestError as exc:
-            return _error(400, str(exc), "invalid_request_error")
-        except LookupError as exc:
-            return _error(404, str(exc), "invalid_request_error", "model_not_found")
-        except EngineFull as exc:
-            return _error(429, str(exc), "rate_limit_error")
-        started = time.monotonic()
-        if body.get("stream"):
-            return StreamingResponse(_stream(job, prompt, params, chat, started), media_type="text/event-stream")
-        first = None
-        while (token := await asyncio.to_thread(job.events.get)) is not None:
-            first = first or time.monotonic() - started
-        metrics.finished(len(prompt), len(job.tokens), first)
-        return _final(job, prompt, params, chat)
-
-    def _final(job, prompt, params, chat) -> dict[str, Any]:
-        text = proto.trim_at_stop(tokenizer.decode(job.tokens), params.stop)
-        out = proto.envelope("chat.completion" if chat else "text_completion", model_name)
-        out["usage"] = proto.usage(len(prompt), len(job.tokens))
-        if not chat:
-            out["choices"] = [{"index": 0, "text": text, "logprobs": None, "finish_reason": job.finish_reason}]
-            return out
-        reply, finish = proto.chat_reply(text, job.finish_reason)
-        out["choices"] = [{"index": 0, "message": reply, "logprobs": None, "finish_reason": finish}]
-        return out
-
-    async def _stream(job, prompt, params, chat, started):
-        kind = "chat.completion.chunk" if chat else "text_completion"
-        head = proto.envelope(kind, model_name)
-        sent, first = "", None
-
-        def chunk(delta: str | None, finish: str | None, extra: dict | None = None) -> str:
-            if chat:
-                choice = {"index": 0, "delta": extra or ({"content": delta} if delta is not None else {}), "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
-            return f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
-
-        if chat:
-            yield chunk(None, None, {"role": "assistant", "content": ""})
-        while (token := await asyncio.to_thread(job.events.get)) is not None:
-            first = first or time.monotonic() - started
-            text = proto.trim_at_stop(tokenizer.decode(list(job.tokens)), params.stop)
-            if text.endswith("\ufffd"):
-                continue  # an incomplete UTF-8 sequence: wait for the next token
-            if len(text) > len(sent):
-                yield chunk(text[len(sent) :], None)
-                sent = text
-        final = proto.trim_at_stop(tokenizer.decode(job.tokens), params.stop)
-        if len(final) > len(sent):
-            yield chunk(final[len(sent) :], None)
-        metrics.finished(len(prompt), len(job.tokens), first)
-        yield chunk(None, job.finish_reason)
-        yield "data: [DONE]\n\n"
+    async def models() -> dict:
+        engine = _engine(state)
+        return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0,
+                                            "owned_by": "llamaops", "max_model_len": engine.max_seq_len}]}
 
     @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await _serve(request, chat=False)
+    async def completions(http: HTTPRequest):
+        body = await _parse(http, CompletionRequest)
+        engine = _engine(state)
+        _check_model(body, state)
+        prompt = encode_prompt(body.prompt, state.tokenizer)
+        params = _params(body, body.max_tokens, len(prompt), engine, stop_ids=frozenset({state.tokenizer.eos_id}))
+        rid = new_id("cmpl")
+        queue, request = _submit(engine, prompt, params)
+        if body.stream:
+            async def events():
+                async for output in _outputs(queue, engine, request):
+                    yield _sse(completion_chunk(rid, state.model_name, output.text, _finish(output)))
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        text, finish = await _collect(queue, engine, request)
+        return completion_body(rid, state.model_name, text, finish, len(prompt), len(request.generated))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        return await _serve(request, chat=True)
+    async def chat(http: HTTPRequest):
+        body = await _parse(http, ChatCompletionRequest)
+        engine = _engine(state)
+        _check_model(body, state)
+        tools = body.tool_definitions()
+        try:
+            prompt = encode_dialog_for_generation(body.dialog(), state.tokenizer, tools or None)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="messages") from None
+        params = _params(body, body.max_completion_tokens or body.max_tokens, len(prompt), engine,
+                         stop_ids=state.tokenizer.stop_ids)
+        rid = new_id("chatcmpl")
+        queue, request = _submit(engine, prompt, params)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+            async def events():
+                yield _sse(chat_chunk(rid, state.model_name, {"role": "assistant", "content": ""}, None))
+                held = []  # with tools, the answer may be a call: it is sent whole at the end
+                async for output in _outputs(queue, engine, request):
+                    if tools:
+                        held.append(output.text)
+                        if output.finish_reason is None:
+                            continue
+                        message, finish = assistant_reply("".join(held), _finish(output), True)
+                        delta = {k: v for k, v in message.items() if k != "role"}
+                        if delta.get("tool_calls"):
+                            delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(delta["tool_calls"])]
+                        yield _sse(chat_chunk(rid, state.model_name, delta, finish))
+                    else:
+                        delta = {"content": output.text} if output.text else {}
+                        yield _sse(chat_chunk(rid, state.model_name, delta, _finish(output)))
+                if include_usage:
+                    yield _sse(chat_chunk(rid, state.model_name, {}, None,
+                                          {"prompt_tokens": len(prompt), "completion_tokens": len(request.generated),
+                                           "total_tokens": len(prompt) + len(request.generated)}))
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        text, finish = await _collect(queue, engine, request)
+        message, finish = assistant_reply(text, finish, bool(tools))
+        return chat_body(rid, state.model_name, message, finish, len(prompt), len(request.generated))
 
     return app
+
+
+_ROUTES = {"/health", "/ready", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+
+
+async def _parse(http: HTTPRequest, schema: type[_RequestT]) -> _RequestT:
+    """The JSON body as `schema` (whatever the Content-Type says, as curl users expect)."""
+    try:
+        data = json.loads(await http.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise APIError(400, "the request body is not valid JSON") from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise APIError(400, f"{where or 'body'}: {first.get('msg')}", param=where or None) from None
+
+
+def _error(exc: APIError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _engine(state: ServerState, check_ready: bool = True) -> Engine | None:
+    if state.engine is None and check_ready:
+        raise APIError(503, f"not ready: {state.load_error or 'the model is loading'}", "service_unavailable")
+    return state.engine
+
+
+def _check_model(body: _Request, state: ServerState) -> None:
+    if body.model != state.model_name:
+        raise APIError(404, f"model '{body.model}' is not served here; this server serves '{state.model_name}'",
+                       "not_found_error", param="model", code="model_not_found")
+
+
+def _params(body: _Request, max_tokens: int | None, prompt_tokens: int, engine: Engine, stop_ids) -> SamplingParams:
+    room = engine.max_seq_len - prompt_tokens
+    if room < 1:
+        raise APIError(400, f"the prompt has {prompt_tokens} tokens; this model's context is {engine.max_seq_len} tokens",
+                       param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
+                       code="context_length_exceeded")
+    if max_tokens is not None and max_tokens > room:
+        raise APIError(400, f"max_tokens {max_tokens} is too large: the prompt has {prompt_tokens} tokens and the "
+                       f"context is {engine.max_seq_len}; use at most {room}", param="max_tokens",
+                       code="context_length_exceeded")
+    return SamplingParams(max_tokens=max_tokens or min(DEFAULT_MAX_TOKENS, room), temperature=body.temperature,
+                          top_p=body.top_p, top_k=body.top_k, stop=body.stop_sequences, seed=body.seed,
+                          stop_ids=frozenset(stop_ids))
+
+
+def _submit(engine: Engine, prompt: list[int], params: SamplingParams) -> tuple[asyncio.Queue, Request]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Output] = asyncio.Queue()
+    request = Request(prompt, params, on_output=lambda out: loop.call_soon_threadsafe(queue.put_nowait, out))
+    try:
+        engine.submit(request)
+    except QueueFull as exc:
+        raise APIError(429, f"the server is at capacity ({exc})", "rate_limit_error", code="queue_full") from None
+    except EngineClosed as exc:
+        raise APIError(503, str(exc), "service_unavailable") from None
+    except ValueError as exc:
+        raise APIError(400, str(exc), code="context_length_exceeded") from None
+    return queue, request
+
+
+async def _outputs(queue: asyncio.Queue, engine: Engine, request: Request) -> AsyncIterator[Output]:
+    try:
+        while True:
+            output = await queue.get()
+            yield output
+            if output.finish_reason is not None:
+                return
+    finally:  # the client went away (or we are done): free the batch slot
+        if request.finish_reason is None:
+            engine.cancel(request)
+
+
+async def _collect(queue: asyncio.Queue, engine: Engine, request: Request) -> tuple[str, str | None]:
+    parts, finish = [], None
+    async for output in _outputs(queue, engine, request):
+        parts.append(output.text)
+        finish = output.finish_reason
+    if finish and finish.startswith("error"):
+        raise APIError(500, f"generation failed: {finish}", "server_error")
+    return "".join(parts), _finish(Output("", None, finish))
+
+
+def _finish(output: Output) -> str | None:
+    reason = output.finish_reason
+    return None if reason is None else ("length" if reason == "length" else "stop")
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+class ServeError(ValueError):
+    """The server could not start serving (the model failed to load)."""
+
+
+def run_server(load: Callable[[], LoadedModel], settings: ServerSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app = create_app(load, settings, on_load_failure=stop)
+    # SIGTERM: stop accepting, let in-flight requests finish (up to 60 s), then stop the engine.
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=60)
+    server = uvicorn.Server(config)
+    server.run()
+    error = app.state.serving.load_error
+    if error:
+        raise ServeError(error.split(": ", 1)[-1])

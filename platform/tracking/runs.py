@@ -80,6 +80,10 @@ class _RunLogger:
         """Store `report` as the JSON artifact `<name>.json` of this run."""
         self._client.log_text(self.run_id, _json_text(report), f"{name}.json")
 
+    def log_text(self, file_name: str, text: str) -> None:
+        """Store `text` as the artifact `file_name` of this run (e.g. a markdown report)."""
+        self._client.log_text(self.run_id, text, file_name)
+
 
 class StageRun(_RunLogger):
     """The MetricsSink a stage logs into: a nested child run of the pipeline run."""

@@ -1,25 +1,35 @@
-"""Training checkpoints under the sibling URI `output_uri + "-checkpoints"`, one artifact per step.
+"""Distributed training checkpoints under the sibling URI `output_uri + "-checkpoints"`.
 
-`step_000010/` holds the model as a native model directory (`model/`), the optimizer and RNG
-state (`trainer.pt`) and the progress (`progress.json`: completed steps, data cursor, the loss
-history so far). Each is published with `staged_output`, so only complete checkpoints count.
-Checkpoint steps follow from the plan, so the latest is found by probing them newest first:
-no listing, the same on file:// and s3://.
+`step_000010/` holds the model and optimizer state as a torch.distributed.checkpoint (DCP) directory
+(`state/`: every rank writes its own shards, so FSDP and TP states are saved without gathering and
+load into another world size or layout), each rank's RNG state (`rng/rank_00000.pt`), the model
+config (`model_config.json`) and the progress (`progress.json`: completed steps, which also fix the
+learning rate of the next one, the data cursor and the loss history so far). Rank 0 publishes the
+directory with `staged_output` once every rank has written, so only complete checkpoints count; one
+whose files are missing or truncated is skipped for the previous good one. Checkpoint steps follow
+from the plan, so the latest is found by probing them newest first: no listing, the same on file://
+and s3://. On s3:// the ranks stage into one local directory: they must share a file system.
 """
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from llamaops.platform.model.checkpoint import load_model, save_model
+from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model.transformer import Transformer
-from llamaops.platform.store import fetched, is_complete, staged_output
+from llamaops.platform.store import ArtifactError, fetched, is_complete, staged_output
 from llamaops.platform.store.uri import local_path
 
-MODEL_DIR = "model"
-TRAINER_FILE = "trainer.pt"
+STATE_DIR = "state"
+RNG_DIR = "rng"
+CONFIG_FILE = "model_config.json"
 PROGRESS_FILE = "progress.json"
 
 
@@ -38,19 +48,70 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per completed step
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def save_checkpoint(
     root_uri: str, model: Transformer, optimizer: torch.optim.Optimizer, progress: Progress
 ) -> None:
-    trainer_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
-    with staged_output(step_uri(root_uri, progress.step), overwrite=True) as out:
-        save_model(model, out / MODEL_DIR)
-        torch.save(trainer_state, out / TRAINER_FILE)
-        (out / PROGRESS_FILE).write_text(json.dumps(progress.__dict__) + "\n")
+    """Collective when a process group is up: every rank calls it with its own shards."""
+    rank = dist.get_rank() if _distributed() else 0
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    with ExitStack() as stack:
+        directory = [None]
+        if rank == 0:
+            directory[0] = str(stack.enter_context(staged_output(step_uri(root_uri, progress.step), overwrite=True)))
+        if _distributed():
+            dist.broadcast_object_list(directory, src=0)
+        out = Path(directory[0])
+        dcp.save(
+            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=out / STATE_DIR,
+            no_dist=not _distributed(),
+        )
+        (out / RNG_DIR).mkdir(exist_ok=True)
+        torch.save(torch.get_rng_state(), out / RNG_DIR / f"rank_{rank:05d}.pt")
+        if rank == 0:
+            (out / CONFIG_FILE).write_text(model.cfg.model_dump_json() + "\n")
+            (out / PROGRESS_FILE).write_text(json.dumps(progress.__dict__) + "\n")
+        if _distributed():
+            dist.barrier()  # every rank's files are in before rank 0 publishes (leaving the stack)
+    if _distributed():
+        dist.barrier()  # and no rank goes on before the checkpoint is visible
+
+
+def check_checkpoint(directory: Path) -> None:
+    """Raise ArtifactError unless every file the DCP metadata names is there, whole."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(directory / STATE_DIR)).read_metadata()
+        json.loads((directory / PROGRESS_FILE).read_text())
+        ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
+    except Exception as error:  # unreadable metadata, progress or config: whatever the cause
+        raise ArtifactError(f"checkpoint {directory} is unreadable: {error}") from None
+    for item in metadata.storage_data.values():
+        path = directory / STATE_DIR / item.relative_path
+        if not path.is_file() or path.stat().st_size < item.offset + item.length:
+            raise ArtifactError(f"checkpoint {directory} is truncated: {item.relative_path}")
+
+
+def is_valid_checkpoint(root_uri: str, step: int) -> bool:
+    uri = step_uri(root_uri, step)
+    if not is_complete(uri):
+        return False
+    try:
+        with fetched(uri) as directory:
+            check_checkpoint(directory)
+        return True
+    except ArtifactError:
+        return False
 
 
 def latest_checkpoint(root_uri: str, candidate_steps: list[int]) -> int | None:
+    """The newest complete and intact checkpoint among `candidate_steps`; a damaged one is skipped."""
     for step in sorted(candidate_steps, reverse=True):
-        if is_complete(step_uri(root_uri, step)):
+        if is_valid_checkpoint(root_uri, step):
             return step
     return None
 
@@ -61,18 +122,28 @@ def load_progress(root_uri: str, step: int) -> Progress:
 
 
 def restore_checkpoint(root_uri: str, step: int, model: Transformer, optimizer: torch.optim.Optimizer) -> Progress:
-    """Load weights, optimizer and RNG state of checkpoint `step` in place; return its progress."""
+    """Load weights, optimizer and RNG state of checkpoint `step` in place, resharded to however
+    `model` is sharded now; return its progress. Collective when a process group is up."""
+    rank = dist.get_rank() if _distributed() else 0
     with fetched(step_uri(root_uri, step)) as directory:
-        model.load_state_dict(load_model(directory / MODEL_DIR).state_dict())
-        trainer_state = torch.load(directory / TRAINER_FILE, weights_only=True)
-        optimizer.load_state_dict(trainer_state["optimizer"])
-        torch.set_rng_state(trainer_state["torch_rng"])
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=not _distributed())
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        rng = directory / RNG_DIR / f"rank_{rank:05d}.pt"
+        if rng.is_file():  # a rank the writing run did not have keeps its own seed
+            torch.set_rng_state(torch.load(rng, weights_only=True))
         return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))
 
 
 def load_checkpoint_model(root_uri: str, step: int) -> Transformer:
+    """The whole model of checkpoint `step`, unsharded, in one process (no process group needed)."""
     with fetched(step_uri(root_uri, step)) as directory:
-        return load_model(directory / MODEL_DIR)
+        model = Transformer(ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text()))
+        state = {"model": model.state_dict()}
+        dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=True)
+        model.load_state_dict(state["model"])
+        return model
 
 
 def remove_checkpoint(root_uri: str, step: int) -> None:

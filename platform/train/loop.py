@@ -1,24 +1,31 @@
-"""The per-worker training loop: DDP over the data-parallel ranks, AdamW, clipping, checkpoints.
+"""The per-worker training loop: FSDP2 over the data-parallel ranks (train/parallelize.py),
+AdamW, clipping, distributed checkpoints (train/checkpointing.py).
 
 Runs the same in a Ray Train worker (world > 1, process group already up) and in-process
 (world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
 in the checkpoints and the driver reports it from the last one.
 """
+import os
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.tensor import DTensor
 
 from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import load_model
+from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
 
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointing import Progress, latest_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
+from .mesh import build_mesh
+from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
+from .parallelize import parallelize
 from .schedule import StepPlan
 
 
@@ -38,6 +45,9 @@ class TrainingJob:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip_norm: float = 1.0
     threads_per_worker: int = 1
+    peak_flops: float | None = None  # per accelerator, for MFU; None: measure the CPU's matmul peak
+    max_restarts: int = 2  # Ray Train restarts of the worker group after a failure, each from the last checkpoint
+    fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
 
 
@@ -67,18 +77,22 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     torch.set_num_threads(job.threads_per_worker)
     torch.manual_seed(job.seed)
     model = initial_model(job, device)
+    if world > 1:
+        # Shard before the optimizer sees the parameters (FSDP replaces them) and before a restore
+        # (which loads each rank's shards, whatever layout wrote them).
+        layout = ParallelLayout(dp=world)
+        parallelize(model, build_mesh(layout, device.type), layout, param_dtype=torch.float32)
     optimizer = build_optimizer(model, job)
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     progress = Progress(step=0, cursor=0)
     if latest is not None:
         progress = restore_checkpoint(job.checkpoint_root, latest, model, optimizer)
-    trained = DistributedDataParallel(model) if world > 1 else model
     with fetched(job.data_uri) as data_dir:
         stream = TokenStream.open(data_dir, "train")
         check_stream_fits(stream, {step.seq_len for step in job.plan})
         while progress.step < len(job.plan):
             spec = job.plan[progress.step]
-            record = _train_step(trained, model, optimizer, stream, spec, progress.cursor, rank, world, job, device)
+            record = _train_step(model, optimizer, stream, spec, progress.cursor, rank, world, job, device)
             progress.step += 1
             progress.cursor = next_cursor(progress.cursor, spec.seq_len, spec.sequences)
             progress.history.append({"step": progress.step, **record})
@@ -86,38 +100,48 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                 _checkpoint(job, model, optimizer, progress, rank, world)
                 if progress.step == job.stop_after_step:
                     break
+                if progress.step == job.fail_after_step and rank == 1 and latest != progress.step:
+                    os._exit(1)  # as a killed worker would: no cleanup, no Python exception
     return progress
 
 
-def _train_step(trained, model, optimizer, stream, spec: StepPlan, cursor, rank, world, job, device) -> dict[str, float]:
+def _train_step(model, optimizer, stream, spec: StepPlan, cursor, rank, world, job, device) -> dict[str, float]:
     start = time.perf_counter()
     for group in optimizer.param_groups:
         group["lr"] = spec.lr
     batch = rank_batch(stream, cursor, spec.seq_len, spec.sequences, rank, world, job.seed)
-    loss = trained(
+    loss = model(
         batch.inputs.to(device), document_ids=batch.document_ids.to(device), targets=batch.targets.to(device)
     )
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip_norm)
+    if isinstance(grad_norm, DTensor):  # sharded gradients: the norm is over all shards
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     mean_loss = loss.detach().clone()
     if world > 1:
         dist.all_reduce(mean_loss)
         mean_loss /= world
+    seconds = time.perf_counter() - start
+    peak = job.peak_flops or measured_matmul_peak(torch.float32, job.threads_per_worker)
     return {
         "loss": float(mean_loss),
         "lr": spec.lr,
         "grad_norm": float(grad_norm),
         "seq_len": spec.seq_len,
         "tokens": spec.tokens,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
+        "tokens_per_second": spec.tokens / seconds,
+        "mfu": model_flops_utilisation(spec.tokens, seconds, flops_per_token(job.model, spec.seq_len), peak, world),
+        "peak_flops": peak,
+        "memory_bytes": peak_memory_bytes(device),
     }
 
 
 def _checkpoint(job: TrainingJob, model, optimizer, progress: Progress, rank: int, world: int) -> None:
+    save_checkpoint(job.checkpoint_root, model, optimizer, progress)  # every rank writes its shards
     if rank == 0:
-        save_checkpoint(job.checkpoint_root, model, optimizer, progress)
         written = [step for step in job.checkpoint_steps if step <= progress.step]
         for old in written[: -job.keep_checkpoints]:
             remove_checkpoint(job.checkpoint_root, old)

@@ -63,7 +63,10 @@ def run_on_ray(job: TrainingJob, workers: int, use_gpu: bool, name: str) -> None
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            name=f"{name}-{uuid.uuid4().hex[:8]}", storage_path=str(Path(home()) / "ray_results")
+            name=f"{name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(Path(home()) / "ray_results"),
+            # A failed worker restarts the whole group, which resumes from the last checkpoint.
+            failure_config=ray.train.FailureConfig(max_failures=job.max_restarts),
         ),
     )
     try:

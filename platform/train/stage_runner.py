@@ -1,4 +1,5 @@
 """What the three training stages share: preflight checks, the Ray run, publishing the model."""
+from dataclasses import replace
 from typing import Any
 
 from llamaops.platform.config.parallel import ParallelLayout
@@ -51,6 +52,8 @@ def train_and_publish(
 ) -> StageResult:
     check_inputs(preset, layout, job, output_uri, stage)
     resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+    if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
+        job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
     if resumed_from != len(job.plan):
         run_on_ray(job, workers=layout.dp, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
     final_step = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
@@ -63,9 +66,8 @@ def train_and_publish(
         save_model(model, out)
     history = load_progress(job.checkpoint_root, final_step).history
     for entry in history:
-        metrics.log_metrics(
-            {"loss": entry["loss"], "lr": entry["lr"], "grad_norm": entry["grad_norm"]}, step=int(entry["step"])
-        )
+        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")
+        metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
     final = _throughput(preset, history, layout.dp)
     final["final_loss"] = history[-1]["loss"]
     metrics.log_metrics(final, step=final_step)
@@ -82,9 +84,10 @@ def train_and_publish(
 
 
 def _throughput(preset: Preset, history: list[dict[str, float]], workers: int) -> dict[str, float]:
-    """Tokens/s of the whole data-parallel group and its model-FLOPs utilisation (MFU)."""
+    """Tokens/s of the whole data-parallel group and its model-FLOPs utilisation (MFU) against the
+    peak the workers used (measured on CPU workers; older checkpoints: the configured one)."""
     seconds = sum(entry["seconds"] for entry in history)
     tokens = sum(entry["tokens"] for entry in history)
     flops = sum(entry["tokens"] * flops_per_token(preset.model, int(entry["seq_len"])) for entry in history)
-    peak = preset.resources.peak_bf16_tflops * 1e12 * workers
+    peak = history[-1].get("peak_flops", preset.resources.peak_bf16_tflops * 1e12) * workers
     return {"tokens_per_second": tokens / seconds, "mfu": flops / seconds / peak}

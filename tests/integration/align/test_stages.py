@@ -21,6 +21,8 @@ FAST = [
     "post_training.dpo.max_eval_pairs=24",
     "post_training.safety.steps=12",
     "post_training.safety.max_eval_examples=24",
+    "post_training.safety.rate_prompts=8",
+    "post_training.safety.rate_max_new_tokens=12",
 ]
 
 
@@ -76,6 +78,9 @@ def test_safety_lowers_held_out_refusal_and_helpful_losses(preset, init_uri, tmp
     m = result.metrics
     assert m["held_out_refusal_loss_after"] < m["held_out_refusal_loss_before"] - 0.1
     assert m["held_out_borderline_helpful_loss_after"] < m["held_out_borderline_helpful_loss_before"]
+    for when in ("before", "after"):
+        assert 0 <= m[f"held_out_violation_rate_{when}"] <= 1 and 0 <= m[f"held_out_false_refusal_rate_{when}"] <= 1
+    assert m["false_refusal_within_bound"] in (0.0, 1.0)
     _published(result.outputs["model"])
 
 
@@ -88,3 +93,11 @@ def test_bad_language_is_refused_before_training(init_uri, tmp_path):
     preset = load_preset("tiny", overrides=["post_training.sft.languages=[english, elvish]"])
     with pytest.raises(AlignmentError, match="elvish"):
         run_dpo(preset, init_uri, (tmp_path / "dpo").as_uri())
+
+
+def test_lora_sft_improves_held_out_loss_and_publishes_a_plain_model(init_uri, tmp_path):
+    preset = load_preset("tiny", overrides=[*FAST, "post_training.sft.lora_rank=8", "post_training.sft.lora_alpha=16",
+                                            "post_training.sft.lr=3e-3"])
+    result = run_sft(preset, init_uri, (tmp_path / "sft-lora").as_uri())
+    assert result.metrics["held_out_loss_after"] < result.metrics["held_out_loss_before"]
+    _published(result.outputs["model"])

@@ -2,8 +2,8 @@ from llamaops.platform.data.documents import Document
 from llamaops.platform.data.filters import (
     QualityRules,
     alphanumeric_fraction,
-    apply_quality_filters,
     duplicate_line_fraction,
+    first_failed_rule,
 )
 
 RULES = QualityRules(min_chars=20, max_chars=200, min_alphanumeric_fraction=0.5, max_duplicate_line_fraction=0.3)
@@ -28,9 +28,8 @@ def test_each_rule_reports_its_reason():
         Document("symbols", "{}[]()<>;;;::!!??==++--** ab", "s"),
         Document("repeats", "same line\nsame line\nsame line\nother line", "s"),
     ]
-    kept, removed = apply_quality_filters(docs, RULES)
-    assert [d.id for d in kept] == ["good"]
-    assert {d.id: reason for d, reason in removed} == {
+    assert {d.id: first_failed_rule(d, RULES) for d in docs} == {
+        "good": None,
         "short": "too_short",
         "long": "too_long",
         "symbols": "low_alphanumeric_fraction",

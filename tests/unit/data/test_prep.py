@@ -132,3 +132,47 @@ def test_existing_output_is_refused_before_reading(tmp_path):
     run_data_prep(preset, (tmp_path / "out").as_uri())
     with pytest.raises(DataError, match="already exists"):
         run_data_prep(preset, (tmp_path / "out").as_uri())
+
+
+# A small grammar and templated code repeat by design: the repetition filters would take them all.
+LOOSE_REPETITION = ("data.max_duplicate_ngram_fraction=null", "data.max_duplicate_line_fraction=1", "data.validation_fraction=0.2")
+
+
+def test_quality_classifier_language_filter_and_mix_run_inside_the_stage(tmp_path):
+    rng = np.random.default_rng(3)
+    subjects, verbs = ["the cat", "a dog", "my friend", "the teacher", "our team"], ["sees", "likes", "builds", "reads"]
+    objects = ["the book", "a house", "the answer", "a garden", "the river", "a letter"]
+
+    def prose() -> str:
+        return " ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} today." for _ in range(30))
+
+    for name, count in (("reference", 150), ("web", 40)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"{i}.txt").write_text(prose())
+    vocabulary = prose().split()
+    for i in range(10):
+        (tmp_path / "web" / f"salad{i}.txt").write_text(" ".join(rng.choice(vocabulary, 150)))
+    (tmp_path / "web" / "german.txt").write_text("Der schnelle braune Fuchs springt über den faulen Hund. " * 5)
+    (tmp_path / "code").mkdir()
+    for i in range(20):
+        (tmp_path / "code" / f"m{i}.md").write_text(f"def f{i}(x):\n    return x * {i} + {i * 7}\n" * 4)
+    web, code = (tmp_path / "web").as_uri(), (tmp_path / "code").as_uri()
+    preset = preset_for(
+        f"data.sources=['{web}', '{code}']",
+        f"data.quality_reference_sources=['{(tmp_path / 'reference').as_uri()}']",
+        f"data.source_categories={{'{code}': code}}",
+        "data.mix=anneal",
+        *LOOSE_REPETITION,
+    )
+    result = run_data_prep(preset, (tmp_path / "out").as_uri())
+    removed = {s["step"]: {r: c["documents"] for r, c in s["removed"].items()} for s in result.report["steps"]}
+    assert removed["quality_classifier"].get("low_quality_score", 0) >= 10
+    mixed = next(s for s in result.report["steps"] if s["step"] == "anneal_mix")
+    assert mixed["removed"]  # one category is downsampled to keep the 40/30/30 anneal proportions
+
+    only_english = preset_for(f"data.sources=['{web}']", "data.languages=[en]", *LOOSE_REPETITION)
+    result = run_data_prep(only_english, (tmp_path / "english").as_uri())
+    language = next(s for s in result.report["steps"] if s["step"] == "language")
+    assert language["removed"]["language_not_kept"]["documents"] >= 1  # the German document
+    assert "de" not in result.report["by_source_out"][web]

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -6,29 +7,53 @@ from llamaops.platform.data.documents import DataError
 from llamaops.platform.data.readers import read_chatterbot_corpus, read_cpython_stdlib, read_folder, read_fortunes
 
 
-def test_folder_reader_takes_txt_md_and_jsonl_lines(tmp_path):
+def test_folder_reader_takes_txt_md_jsonl_lines_and_parquet_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("plain text")
     (tmp_path / "sub" / "b.md").write_text("# markdown")
     (tmp_path / "ignored.csv").write_text("x,y")
-    records = [{"text": "first", "language": "de"}, {"text": "second"}]
+    records = [{"text": "first", "language": "de"}, {"text": "second", "url": "https://a.example/2", "id": "two"}]
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
-    docs = read_folder(tmp_path, "file://x")
-    assert [(d.id, d.text, d.language) for d in docs] == [
-        ("a.txt", "plain text", None),
-        ("c.jsonl:1", "first", "de"),
-        ("c.jsonl:2", "second", None),
-        ("sub/b.md", "# markdown", None),
+    pq.write_table(pa.table({"text": ["row zero", "row one"], "url": ["https://p.example", None]}), tmp_path / "d.parquet")
+    docs, skipped = read_folder(tmp_path, "file://x")
+    assert [(d.id, d.text, d.language, d.url) for d in docs] == [
+        ("a.txt", "plain text", None, None),
+        ("c.jsonl:1", "first", "de", None),
+        ("two", "second", None, "https://a.example/2"),
+        ("d.parquet:0", "row zero", None, "https://p.example"),
+        ("d.parquet:1", "row one", None, None),
+        ("sub/b.md", "# markdown", None, None),
     ]
-    assert {d.source for d in docs} == {"file://x"}
+    assert {d.source for d in docs} == {"file://x"} and skipped == []
 
 
-@pytest.mark.parametrize("line", ['{"content": "no text field"}', "not json", '["a list"]'])
-def test_bad_jsonl_lines_name_file_and_line(tmp_path, line):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "ok"}\n' + line + "\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:2"):
-        read_folder(tmp_path, "file://x")
+def test_bad_input_is_skipped_with_a_reason_never_raised(tmp_path):
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    as_root = os.geteuid() == 0  # root reads a file whatever its mode
+    if not as_root:
+        (tmp_path / "locked.txt").write_text("secret")
+        (tmp_path / "locked.txt").chmod(0)
+    lines = ['{"text": "ok"}', '{"content": "no text field"}', "not json", '["a list"]']
+    (tmp_path / "bad.jsonl").write_bytes("\n".join(lines).encode() + b'\n{"text": "\xff"}\n')
+    docs, skipped = read_folder(tmp_path, "file://x")
+    assert [d.text for d in docs] == ["ok", "fine"]
+    reasons = {doc.id: reason for doc, reason in skipped}
+    expected = {
+        "bad.jsonl:2": "no_text_field",
+        "bad.jsonl:3": "bad_json",
+        "bad.jsonl:4": "no_text_field",
+        "bad.jsonl:5": "bad_encoding",
+        "broken.parquet": "unreadable_file",
+        "latin1.txt": "bad_encoding",
+    }
+    if not as_root:
+        expected["locked.txt"] = "unreadable_file"
+    assert reasons == expected
 
 
 def test_fortune_files_become_one_document_each_with_language(tmp_path):

@@ -50,6 +50,7 @@ def test_s3_source_reads_the_fetched_artifact(monkeypatch, tmp_path):
     monkeypatch.setattr(store, "is_complete", lambda uri: True)
     monkeypatch.setattr(store, "fetched", fake_fetched)
     check_sources(["s3://bucket/corpus"])
-    docs = read_source("s3://bucket/corpus")
+    docs, skipped = read_source("s3://bucket/corpus")
     assert fetched_uris == ["s3://bucket/corpus"]
     assert [(d.id, d.text, d.source) for d in docs] == [("notes.txt", "from object storage", "s3://bucket/corpus")]
+    assert skipped == []

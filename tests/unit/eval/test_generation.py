@@ -54,3 +54,19 @@ def test_chat_replies_decode_until_end_of_turn():
 def test_prompt_too_long_for_the_model_is_refused_before_decoding(sharp_model):
     with pytest.raises(ValueError, match="exceeds the model's max_seq_len"):
         generate_greedy(sharp_model, [[1] * (SMALL.max_seq_len - 2)], max_new_tokens=5, stop_ids=set())
+
+
+def test_sampling_is_seeded_and_top_p_narrows_to_greedy(small_model):
+    from llamaops.platform.eval.generation import Sampling
+
+    prompts = [[1, 2, 3], [7, 8]]
+    hot = Sampling(temperature=2.0, top_p=1.0, seed=5)
+    first = generate_greedy(small_model, prompts, 8, set(), hot)
+    assert [g.tokens for g in first] == [g.tokens for g in generate_greedy(small_model, prompts, 8, set(), hot)]
+    other = generate_greedy(small_model, prompts, 8, set(), Sampling(2.0, 1.0, seed=6))
+    assert [g.tokens for g in other] != [g.tokens for g in first]
+    # A nucleus smaller than any token's probability keeps only the most likely token: greedy.
+    narrow = generate_greedy(small_model, prompts, 8, set(), Sampling(1.0, top_p=1e-9, seed=0))
+    assert [g.tokens for g in narrow] == [g.tokens for g in generate_greedy(small_model, prompts, 8, set())]
+    with pytest.raises(ValueError, match="temperature > 0"):
+        Sampling(temperature=0.0)

@@ -1,26 +1,24 @@
+from llamaops.platform.deploy.serving import container_command, export_command
+
 import pytest
 
-from llamaops.platform.deploy.serving import ServingError, container_command, serve_command
+
+def test_llamaops_engine_runs_llamaops_serve_on_all_interfaces():
+    argv = container_command("llamaops", "models:/m@production", "m", port=9000)
+    assert argv[:3] == ["llamaops", "serve", "models:/m@production"]
+    assert argv[argv.index("--port") + 1] == "9000" and argv[argv.index("--host") + 1] == "0.0.0.0"
 
 
-def test_llamaops_and_vllm_commands():
-    assert container_command("llamaops", "models:/m@production", "m", port=9000) == [
-        "llamaops", "serve", "models:/m@production", "--host", "0.0.0.0", "--port", "9000", "--served-model-name", "m",
-    ]
-    assert container_command("vllm", "/models/m-hf", "m", port=8000, tensor_parallel_size=8) == [
-        "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/m-hf", "--served-model-name", "m",
-        "--tensor-parallel-size", "8", "--host", "0.0.0.0", "--port", "8000",
-    ]
+def test_vllm_engine_serves_the_hf_export_under_the_same_name():
+    argv = container_command("vllm", "models:/m@production", "m", tensor_parallel=8)
+    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--served-model-name") + 1] == "m"
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "8"
+    assert export_command("/models/ckpt")[-2] == "/models/hf"
 
 
-def test_the_local_serve_command_is_unchanged():
-    assert serve_command("tiny") == "llamaops serve models:/tiny@production --host 127.0.0.1 --port 8000"
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [({"engine": "tgi"}, "unknown serving engine"), ({"engine": "llamaops", "tensor_parallel_size": 2}, "one device")],
-)
-def test_bad_requests(kwargs, message):
-    with pytest.raises(ServingError, match=message):
-        container_command(model="x", served_model_name="x", **kwargs)
+def test_tensor_parallel_needs_vllm_and_unknown_engines_are_refused():
+    with pytest.raises(ValueError, match="use engine vllm"):
+        container_command("llamaops", "m", "m", tensor_parallel=2)
+    with pytest.raises(ValueError, match="unknown engine"):
+        container_command("tgi", "m", "m")

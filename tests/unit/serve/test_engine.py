@@ -1,81 +1,106 @@
-import threading
-
+"""The continuous-batching engine: exact greedy decoding, join/leave at token boundaries, chunked
+prefill, bounded queue, seeded sampling."""
 import pytest
 import torch
 
-from llamaops.platform.serve import Engine, EngineFull, SamplingParams
+from llamaops.platform.serve import Engine, QueueFull, Request, SamplingParams
 
 
-def _argmax_without_cache(model, prompt, n):
+def reference_greedy(model, prompt: list[int], n: int) -> list[int]:
+    """Argmax continuation by re-running the whole sequence each token (no cache)."""
     tokens = list(prompt)
     with torch.no_grad():
         for _ in range(n):
             tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-    return tokens[len(prompt) :]
+    return tokens[len(prompt):]
 
 
-PROMPTS = [[1, 2, 3, 4, 5, 6, 7], [9], [200, 17, 33], list(range(40, 90)), [5, 5]]
+PROMPTS = [[5, 17, 300, 42], [9] * 37, [1000, 2000], list(range(100, 160)), [7, 8, 9, 10, 11]]
 
 
-def test_greedy_equals_plain_forward_argmax_with_continuous_batching_and_chunked_prefill(sharp_model):
-    # 3 slots for 5 requests: requests join as others leave; a budget of 8 tokens chunks the 50-token prompt.
-    engine = Engine(sharp_model, max_batch=3, token_budget=8)
-    requests = [engine.submit(p, SamplingParams(max_tokens=n)) for p, n in zip(PROMPTS, [12, 3, 9, 6, 1])]
-    engine.run_until_idle()
-    for request, n in zip(requests, [12, 3, 9, 6, 1]):
-        assert request.tokens == _argmax_without_cache(sharp_model, request.prompt, n)
+def test_greedy_matches_model_argmax_with_requests_of_every_length(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=3, prefill_chunk=16)
+    params = SamplingParams(max_tokens=12, temperature=0)
+    requests = engine.generate(PROMPTS, params)  # 5 requests through 3 slots: joins and leaves mid-run
+    for prompt, request in zip(PROMPTS, requests):
+        assert request.generated == reference_greedy(small_model, prompt, 12)
         assert request.finish_reason == "length"
-    assert max(engine.batch_sizes) == 3 and engine.steps > 12 and not engine.busy
 
 
-def test_stop_ids_end_a_request_with_reason_stop(sharp_model):
-    free = _argmax_without_cache(sharp_model, PROMPTS[0], 6)
-    engine = Engine(sharp_model, stop_ids={free[2]})
-    [request] = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=6))
-    assert request.tokens == free[: free.index(free[2])] and request.finish_reason == "stop"
+def test_requests_join_a_running_batch_at_token_boundaries(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=4, prefill_chunk=64)
+    first = engine.submit(Request(PROMPTS[0], SamplingParams(max_tokens=10, temperature=0)))
+    for _ in range(4):
+        engine.step()
+    assert len(first.generated) == 5  # the prefill's token, then one per step
+    late = engine.submit(Request(PROMPTS[1], SamplingParams(max_tokens=6, temperature=0)))
+    engine.step()  # the newcomer is prefilled and joins the same step's decode while `first` goes on
+    assert len(late.generated) == 2 and len(first.generated) == 6
+    engine.run_until_idle()
+    assert first.generated == reference_greedy(small_model, PROMPTS[0], 10)
+    assert late.generated == reference_greedy(small_model, PROMPTS[1], 6)
 
 
-def test_stop_strings_use_the_decoder(sharp_model):
-    free = _argmax_without_cache(sharp_model, PROMPTS[2], 8)
-    engine = Engine(sharp_model, decode=lambda ids: " ".join(map(str, ids)))
-    [request] = engine.generate([PROMPTS[2]], SamplingParams(max_tokens=8, stop=(str(free[3]),)))
-    assert request.finish_reason == "stop" and request.tokens[-1] == free[3]
+def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=4, prefill_chunk=8)
+    short = engine.submit(Request([3, 4], SamplingParams(max_tokens=30, temperature=0)))
+    engine.step()
+    long = engine.submit(Request(list(range(500, 600)), SamplingParams(max_tokens=3, temperature=0)))
+    for _ in range(5):
+        engine.step()
+    assert long.cursor == 40 and not long.generated  # 8 prompt tokens per step
+    assert len(short.generated) == 7  # decoding never waited for the long prompt
+    engine.run_until_idle()
+    assert long.generated == reference_greedy(small_model, list(range(500, 600)), 3)
+    assert short.generated == reference_greedy(small_model, [3, 4], 30)
 
 
-def test_same_seed_same_output_and_sampling_differs_from_greedy(sharp_model):
-    engine = Engine(sharp_model, max_batch=4)
-    params = SamplingParams(max_tokens=10, temperature=5.0, top_p=0.95, top_k=50, seed=7)
-    a, b, c = engine.generate([PROMPTS[0]] * 3, params)
-    assert a.tokens == b.tokens == c.tokens
-    other = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=10, temperature=5.0, seed=8))[0]
-    assert other.tokens != a.tokens
+def test_stop_ids_and_stop_sequences_end_a_request(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer)
+    free = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=8, temperature=0))[0]
+    stop_id = free.generated[3]
+    by_id = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=8, temperature=0, stop_ids=frozenset({stop_id})))[0]
+    assert by_id.generated == free.generated[: free.generated.index(stop_id)] and by_id.finish_reason == "stop"
+    text = tokenizer.decode(free.generated)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    by_text = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=8, temperature=0, stop=(stop,)))[0]
+    assert by_text.finish_reason == "stop" and by_text.text == text[: text.find(stop)]
 
 
-def test_over_long_prompts_and_a_full_queue_are_refused(sharp_model):
-    engine = Engine(sharp_model, max_queue=2)
-    with pytest.raises(ValueError, match="exceeds the context length 128"):
-        engine.submit(list(range(100)), SamplingParams(max_tokens=40))
-    with pytest.raises(ValueError, match="empty"):
-        engine.submit([], SamplingParams())
-    engine.submit([1], SamplingParams())
-    engine.submit([1], SamplingParams())
-    with pytest.raises(EngineFull, match="queue is full"):
-        engine.submit([1], SamplingParams())
+def test_same_seed_same_output_and_different_seed_differs(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=8)
+
+    def run(seed):
+        params = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.95, top_k=50, seed=seed)
+        return [r.generated for r in engine.generate(PROMPTS[:3], params)]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
 
 
-def test_background_loop_streams_tokens_and_stop_finishes_in_flight(sharp_model):
-    engine = Engine(sharp_model, max_batch=2)
-    engine.start()
-    requests = [engine.submit(p, SamplingParams(max_tokens=5)) for p in PROMPTS[:3]]
-    engine.stop()
-    for request in requests:
-        streamed = []
-        while (token := request.events.get(timeout=5)) is not None:
-            streamed.append(token)
-        assert streamed == request.tokens and len(streamed) == 5
-    assert not any(t.name == "llamaops-engine" for t in threading.enumerate())
+def test_a_full_queue_is_refused_instead_of_growing(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=1, max_queue=2)
+    for _ in range(2):
+        engine.submit(Request([1, 2], SamplingParams(max_tokens=2)))
+    with pytest.raises(QueueFull):
+        engine.submit(Request([1, 2], SamplingParams(max_tokens=2)))
+    assert engine.metrics.rejected == 1
 
 
-def test_the_model_fixture_depends_on_context(sharp_model):
-    # Otherwise the greedy comparisons above could pass with a broken cache.
-    assert _argmax_without_cache(sharp_model, [5, 9], 4) != _argmax_without_cache(sharp_model, [7, 9], 4)
+def test_a_request_that_cannot_fit_the_context_is_refused(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer)
+    with pytest.raises(ValueError, match="context of 256"):
+        engine.submit(Request([1] * 250, SamplingParams(max_tokens=10)))
+
+
+def test_a_cancelled_request_leaves_the_batch_and_others_stay_exact(small_model, tokenizer):
+    engine = Engine(small_model, tokenizer, max_batch=4)
+    params = SamplingParams(max_tokens=10, temperature=0)
+    requests = [engine.submit(Request(p, params)) for p in PROMPTS[:3]]
+    for _ in range(3):
+        engine.step()
+    engine.cancel(requests[0])
+    engine.run_until_idle()
+    assert requests[0].finish_reason == "cancelled"
+    for prompt, request in zip(PROMPTS[1:3], requests[1:]):
+        assert request.generated == reference_greedy(small_model, prompt, 10)

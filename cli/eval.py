@@ -1,0 +1,103 @@
+"""`llamaops eval`: run evaluation tasks on a model, and list the built-in tasks."""
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .presets import AsJson
+
+app = typer.Typer(help="Evaluate models on log-likelihood tasks (lm-eval conventions).", no_args_is_help=True)
+
+GATE_FAILED = 1
+
+
+@app.command("run")
+def run(
+    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated built-in task names or task YAML files.")],
+    gate: Annotated[
+        list[str] | None, typer.Option("--gate", help="METRIC>=VALUE or METRIC<=VALUE, e.g. mmlu_dev_de.acc>=0.3; repeatable.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write report.json and report.md here.")] = None,
+    items: Annotated[bool, typer.Option("--items", help="Include per-item log-likelihoods in the report.")] = False,
+    track: Annotated[bool, typer.Option("--track", help="Log metrics and the report to MLflow.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Evaluate MODEL on TASKS; exit 1 when a --gate fails."""
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one task, e.g. --tasks mmlu_dev_de", param_hint="--tasks")
+    from llamaops.platform.eval.harness import markdown_report
+    from llamaops.platform.eval.task_run import run_tasks
+
+    report = run_tasks(model, names, gate, output, items, track, tracking_uri)
+    typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else markdown_report(report).rstrip())
+    if "gate" in report and not report["gate"]["passed"]:
+        raise typer.Exit(GATE_FAILED)
+
+
+@app.command("tasks")
+def tasks(as_json: AsJson = False) -> None:
+    """The built-in tasks: name, kind and description."""
+    from llamaops.platform.eval.tasks import builtin_tasks, load_task
+
+    specs = [load_task(name) for name in builtin_tasks()]
+    if as_json:
+        typer.echo(json.dumps([{"name": s.name, "kind": s.kind, "description": s.description} for s in specs], indent=2))
+        return
+    for spec in specs:
+        typer.echo(f"{spec.name:<16} {spec.kind:<16} {spec.description}")
+
+
+def _numbers(text: str, kind: type, option: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a comma-separated list of numbers", param_hint=option) from None
+
+
+@app.command("code")
+def code(
+    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    problems: Annotated[int, typer.Option(min=1, max=164, help="First N HumanEval problems.")] = 164,
+    samples: Annotated[int, typer.Option(min=1, help="Samples per problem (n).")] = 1,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated k of pass@k.")] = "1",
+    temperature: Annotated[float, typer.Option(min=0.01, help="Sampling temperature.")] = 0.8,
+    top_p: Annotated[float, typer.Option(min=0.01, max=1.0, help="Nucleus sampling mass.")] = 0.95,
+    seed: int = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Wall-clock seconds per program.")] = 10.0,
+    as_json: AsJson = False,
+) -> None:
+    """HumanEval pass@k; every program runs in a sandbox (CPU, memory, process, time limits; no network)."""
+    from llamaops.platform.eval.generation import Sampling
+    from llamaops.platform.eval.probes import run_code_eval
+    from llamaops.platform.eval.sandbox import SandboxLimits
+
+    report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), Sampling(temperature, top_p, seed),
+                           max_new_tokens, limits=SandboxLimits(wall_seconds=timeout))
+    _print(report, as_json)
+
+
+@app.command("needle")
+def needle(
+    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    lengths: Annotated[str, typer.Option(help="Comma-separated prompt lengths in tokens.")] = "256,512,1024",
+    depths: Annotated[str, typer.Option(help="Comma-separated needle depths in [0, 1].")] = "0,0.5,1",
+    as_json: AsJson = False,
+) -> None:
+    """Needle in a haystack: retrieval accuracy at growing context lengths."""
+    from llamaops.platform.eval.probes import run_needle
+
+    _print(run_needle(model, _numbers(lengths, int, "--lengths"), _numbers(depths, float, "--depths")), as_json)
+
+
+def _print(report: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['task']} on {report['model']}")
+    for name, value in report["metrics"].items():
+        typer.echo(f"  {name:<24} {value:.4f}" if isinstance(value, float) else f"  {name:<24} {value}")

@@ -1,0 +1,66 @@
+"""The reward-model stage: a Bradley-Terry reward model initialised from the SFT model, trained on
+preference pairs, with held-out pairwise accuracy before and after."""
+import time
+
+from llamaops.platform.config import Preset
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.store import staged_output
+from llamaops.platform.tokenizer import load_tokenizer
+
+from .conversations import check_languages, load_conversations, split_conversations
+from .errors import AlignmentError
+from .examples import batch_indices
+from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
+from .reward import RewardModel, bradley_terry_loss, pair_rewards, pairwise_metrics, save_reward_model
+from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step
+
+
+def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """(train, held-out) pairs, whole dialogs scored (no token masking: the head reads the last token)."""
+    sft_cfg, cfg = preset.post_training.sft, preset.post_training.reward_model
+    check_languages(sft_cfg.languages)
+    tokenizer = load_tokenizer()
+    train_dialogs, held_out_dialogs = split_conversations(
+        load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed
+    )
+
+    def encoded(dialogs, limit: int) -> list[EncodedPair]:
+        pairs = seeded_order(build_pairs(dialogs), cfg.seed)
+        return usable_pairs(pairs, limit, sft_cfg.seq_len, lambda p: encode_pair(p, tokenizer, False))
+
+    train = encoded(train_dialogs, cfg.steps * cfg.batch_size)
+    held_out = encoded(held_out_dialogs, cfg.max_eval_pairs)
+    if not train or not held_out:
+        raise AlignmentError(f"no preference pairs fit post_training.sft.seq_len={sft_cfg.seq_len}; raise it")
+    return train, held_out
+
+
+def run_reward_model(
+    preset: Preset, sft_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
+) -> StageResult:
+    cfg = preset.post_training.reward_model
+    check_output_free(output_uri)
+    flush_denormals()
+    started = time.perf_counter()
+    train, held_out = reward_pairs(preset)
+    model = RewardModel(load_input_model(sft_model_uri))
+    before = pairwise_metrics(model, held_out)
+
+    optimizer = make_optimizer(model, cfg.lr)
+    model.train()
+    for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
+        chosen, rejected = pair_rewards(model, [train[i] for i in indices])
+        loss = bradley_terry_loss(chosen, rejected)
+        grad_norm = optimizer_step(model, optimizer, loss)
+        metrics.log_metrics({"train_bt_loss": float(loss.detach()), "grad_norm": grad_norm}, step=step)
+    after = pairwise_metrics(model, held_out)
+
+    with staged_output(output_uri) as directory:
+        save_reward_model(model, directory)
+    result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
+    result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
+    metrics.log_metrics(result_metrics)
+    result_metrics |= {"train_pairs": float(len(train)), "held_out_pairs": float(len(held_out)),
+                       "seconds": time.perf_counter() - started}
+    report = {"loss": "Bradley-Terry, no margin", "pairs": "chosen = real answer; rejected = its words scrambled"}
+    return StageResult(outputs={"reward_model": output_uri}, metrics=result_metrics, report=report)

@@ -1,0 +1,150 @@
+"""The data-prep steps in order, built from DataConfig: read -> clean -> dedup -> filter -> tokenize -> mix.
+
+Per-document steps run fused (in-process or on Ray Data, see steps.py); steps that compare
+documents (URL, exact, line and near de-duplication, token outliers, mix) run on the driver
+over the whole corpus, so de-duplication stays exact whatever the number of workers. The
+expensive part of near-dedup, the MinHash signatures, is computed on the workers.
+"""
+import functools
+
+import numpy as np
+
+from ..config.stages import DataConfig
+from ..tokenizer import Tokenizer
+from .clean import remove_boilerplate_lines, repair_mojibake
+from .dedup import drop_duplicate_urls, drop_exact_duplicates, drop_repeated_lines
+from .documents import CODE_LANGUAGES, DataError, Document
+from .filters import QualityRules, first_failed_rule
+from .language import language_reason
+from .mix import mix_by_category
+from .near_dedup import MinHasher, drop_near_duplicates
+from .normalize import normalize_text
+from .outliers import drop_token_outliers
+from .pii import scrub_pii
+from .quality import QualityClassifier
+from .report import PrepReport, Removed, by_source_and_language
+from .sources import read_source
+from .split import sample_per_source, shuffle_and_cap_tokens
+from .steps import DocumentStep, map_items, run_document_steps
+
+QUALITY_SAMPLE_CHARS = 5000  # the classifier scores the start of a document
+
+
+def read_sources(sources: list[str], report: PrepReport) -> list[Document]:
+    """Every source's documents; unreadable records are counted in the report's `read` step."""
+    documents: list[Document] = []
+    skipped: Removed = []
+    for source in sources:
+        found, bad = read_source(source)
+        if not found and not bad:
+            raise DataError(f"data source {source} holds no documents (folders need .txt, .md, .jsonl or .parquet files)")
+        documents.extend(found)
+        skipped.extend(bad)
+    report.record("read", documents + [doc for doc, _ in skipped], documents, skipped)
+    return documents
+
+
+def clean_check(data: DataConfig, doc: Document) -> str | None:
+    if doc.text and max(map(len, doc.text.split("\n"))) > data.max_line_chars:
+        return "huge_line"
+    text = repair_mojibake(doc.text) if data.repair_mojibake else doc.text
+    text = normalize_text(text)
+    if data.remove_boilerplate_lines:
+        text = normalize_text(remove_boilerplate_lines(text))
+    doc.text = text
+    return None if text.strip() else "empty"
+
+
+def pii_check(doc: Document) -> None:
+    doc.text, _ = scrub_pii(doc.text)
+
+
+def _quality_rules(data: DataConfig) -> QualityRules:
+    return QualityRules(
+        data.min_chars,
+        data.max_chars,
+        data.min_alphanumeric_fraction,
+        data.max_duplicate_line_fraction,
+        data.max_duplicate_ngram_fraction,
+        data.duplicate_ngram_words,
+        data.max_dirty_word_fraction,
+        data.max_symbol_word_ratio,
+    )
+
+
+def quality_model(data: DataConfig) -> QualityClassifier | None:
+    if not data.quality_reference_sources:
+        return None
+    reference = [doc.text[:QUALITY_SAMPLE_CHARS] for doc in read_sources(data.quality_reference_sources, PrepReport())]
+    return QualityClassifier.train(reference, seed=data.seed)
+
+
+def quality_check(model: QualityClassifier, threshold: float, doc: Document) -> str | None:
+    if doc.language in CODE_LANGUAGES:
+        return None  # trained on prose: it has no opinion on code
+    return "low_quality_score" if model.scores([doc.text[:QUALITY_SAMPLE_CHARS]])[0] < threshold else None
+
+
+def tokenize_check(tokenizer: Tokenizer, doc: Document) -> None:
+    # A uint32 array, not a list: Ray moves and pickles it as one buffer instead of a million ints.
+    doc.tokens = np.asarray(tokenizer.encode(doc.text, bos=True, eos=True), dtype=np.uint32)
+
+
+def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers: int = 1) -> tuple[int, list[Document]]:
+    """Run every step on the configured sources; returns the documents tokenized and the documents kept."""
+    documents = read_sources(data.sources, report)
+    sample = functools.partial(sample_per_source, limit=data.max_documents_per_source, seed=data.seed)
+    documents = report.run("sample", sample, documents)
+    cleaning = [DocumentStep("clean", functools.partial(clean_check, data))]
+    if data.scrub_pii:
+        cleaning.append(DocumentStep("scrub_pii", pii_check))
+    documents = run_document_steps(cleaning, documents, report, workers)
+    if data.dedup_urls:
+        documents = report.run("url_dedup", drop_duplicate_urls, documents)
+    documents = report.run("exact_dedup", drop_exact_duplicates, documents)
+    repeated = functools.partial(
+        drop_repeated_lines,
+        max_repeats=data.max_line_repeats,
+        bucket_documents=data.line_dedup_bucket_documents,
+        skip_languages=CODE_LANGUAGES,
+    )
+    documents = report.run("line_dedup", repeated, documents)
+
+    allowed = frozenset(data.languages) if data.languages is not None else None
+    filtering = [
+        DocumentStep("language", functools.partial(language_reason, identify=data.identify_languages, allowed=allowed)),
+        DocumentStep("quality_filters", functools.partial(first_failed_rule, rules=_quality_rules(data))),
+    ]
+    model = quality_model(data)
+    if model is not None:
+        filtering.append(DocumentStep("quality_classifier", functools.partial(quality_check, model, data.min_quality_score)))
+    filtering.append(DocumentStep("tokenize", functools.partial(tokenize_check, tokenizer)))
+    documents = run_document_steps(filtering, documents, report, workers)
+    tokenized = len(documents)
+    report.by_source_in = by_source_and_language(documents)
+
+    hasher = MinHasher(data.minhash_bands, data.minhash_rows, data.seed)
+    texts = [doc.text for doc in documents]  # only the text travels to the workers
+    signatures = map_items(functools.partial(hasher.signature_of, ngram=data.minhash_ngram), texts, workers)
+    near = functools.partial(
+        drop_near_duplicates,
+        threshold=data.near_duplicate_jaccard,
+        bands=data.minhash_bands,
+        rows=data.minhash_rows,
+        seed=data.seed,
+        ngram=data.minhash_ngram,
+        signatures=signatures,
+    )
+    documents = report.run("near_dedup", near, documents)
+    outliers = functools.partial(
+        drop_token_outliers, max_zscore=data.max_token_kl_zscore, min_documents=data.token_kl_min_documents
+    )
+    documents = report.run("token_outliers", outliers, documents)
+    if data.mix != "none":
+        weights = data.pretrain_mix if data.mix == "pretrain" else data.anneal_mix
+        mix = functools.partial(mix_by_category, weights=weights, source_categories=data.source_categories, seed=data.seed)
+        documents = report.run(f"{data.mix}_mix", mix, documents)
+    cap = functools.partial(shuffle_and_cap_tokens, max_tokens=data.max_tokens, seed=data.seed)
+    documents = report.run("shuffle_and_cap", cap, documents)
+    return tokenized, documents
+

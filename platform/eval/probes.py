@@ -1,0 +1,56 @@
+"""`llamaops eval code` and `llamaops eval needle`: HumanEval pass@k and needle in a haystack on a
+model directory, through the generation interface (generation.py; the serving engine can replace it)."""
+from pathlib import Path
+from typing import Any
+
+from .errors import EvalInputError
+from .evaluate import json_safe
+from .generation import Sampling, chat_replies, sample_completions
+from .harness import load_eval_model
+from .humaneval import evaluate_humaneval, load_humaneval
+from .needle import needle_accuracy, needle_cases
+from .sandbox import SandboxLimits
+
+
+def run_code_eval(
+    model_dir: Path,
+    problems: int,
+    samples: int,
+    ks: list[int],
+    sampling: Sampling,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    limits: SandboxLimits = SandboxLimits(),
+) -> dict[str, Any]:
+    from llamaops.platform.tokenizer import load_tokenizer
+
+    picked = load_humaneval()[:problems]
+    if bad := [k for k in ks if not 1 <= k <= samples]:
+        raise EvalInputError(f"pass@k needs 1 <= k <= --samples ({samples}); got k={bad}")
+    tokenizer, model = load_tokenizer(), load_eval_model(model_dir)
+
+    def complete(prompts, n):
+        return sample_completions(model, tokenizer, prompts, n, max_new_tokens, sampling, batch_size)
+
+    metrics, results = evaluate_humaneval(complete, picked, samples, ks, limits)
+    statuses = [s for r in results for s in r.statuses]
+    return json_safe({
+        "model": str(model_dir),
+        "task": "humaneval",
+        "problems": len(picked),
+        "samples": samples,
+        "metrics": metrics,
+        "outcomes": {status: statuses.count(status) for status in sorted(set(statuses))},
+    })
+
+
+def run_needle(model_dir: Path, lengths: list[int], depths: list[float], max_new_tokens: int = 16, seed: int = 0) -> dict:
+    from llamaops.platform.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    cases = needle_cases(tokenizer, lengths, depths, seed)
+    model = load_eval_model(model_dir)
+    if max(lengths) + max_new_tokens + 64 > model.cfg.max_seq_len:  # + 64: the chat format's tokens
+        raise EvalInputError(f"needle length {max(lengths)} (+ reply) exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+    metrics = needle_accuracy(lambda prompts: chat_replies(model, tokenizer, prompts, max_new_tokens, 1), cases)
+    return {"model": str(model_dir), "task": "needle", "lengths": lengths, "depths": depths, "metrics": metrics}

@@ -1,0 +1,196 @@
+"""`llamaops serve` as a real process on a free 127.0.0.1 port, driven by the official openai client."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.model import Transformer
+from llamaops.platform.model.checkpoint import save_model
+
+openai = pytest.importorskip("openai", reason="the openai client is in the test extra: scripts/install.sh --test")
+
+API_KEY = "test-key-not-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path, tmp: Path, *extra: str, key: str | None = API_KEY):
+    port = free_port()
+    env = dict(os.environ, LLAMAOPS_API_KEY=key or "")
+    log = open(tmp / f"server-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamaops.cli.main", "serve", str(model_dir), "--port", str(port), "--name", "tiny", *extra],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, base
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError((tmp / f"server-{port}.log").read_text())
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready in 60 s")
+
+
+def post(base: str, path: str, body: bytes | dict, key: str | None = API_KEY) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(base + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256)
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    return save_model(model, tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    proc, base = start_server(model_dir, tmp_path_factory.mktemp("logs"), "--max-queue", "4", "--max-batch", "2")
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0)
+
+
+def test_openai_client_lists_models_and_completes(client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    completion = client.completions.create(model="tiny", prompt="The capital of France is", max_tokens=5, temperature=0)
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 5 and completion.usage.prompt_tokens == 6
+
+
+def test_chat_non_streaming_and_streaming_agree_under_greedy(client):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 8
+
+
+def test_same_seed_gives_the_same_sample(client):
+    ask = lambda seed: client.completions.create(model="tiny", prompt="Once", max_tokens=8, temperature=1.0,
+                                                  top_p=0.9, seed=seed).choices[0].text
+    assert ask(7) == ask(7)
+
+
+def test_tools_are_offered_and_a_tool_call_comes_back_as_tool_calls(client, model_dir, tmp_path):
+    """The random model will not call a tool by itself, so a stop-free prompt checks the request
+    path, and the reply parser is checked on a real call text (tests/unit/serve)."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                           tools=tools, max_tokens=4, temperature=0)
+    assert reply.usage.prompt_tokens > 60  # the tool's JSON schema went into the system prompt
+    follow_up = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                              "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
+    ]
+    answer = client.chat.completions.create(model="tiny", messages=follow_up, tools=tools, max_tokens=3, temperature=0)
+    assert answer.choices[0].finish_reason in ("length", "stop", "tool_calls")
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        (b"{not json", 400, None),
+        ({"model": "other", "prompt": "x"}, 404, "model_not_found"),
+        ({"model": "tiny", "prompt": "x", "max_tokens": 10_000}, 400, "context_length_exceeded"),
+        ({"model": "tiny", "prompt": "word " * 300}, 400, "context_length_exceeded"),
+        ({"model": "tiny", "prompt": "x", "temperature": -1}, 400, None),
+    ],
+)
+def test_bad_requests_get_an_openai_error_body(server, body, status, code):
+    got, payload = post(server, "/v1/completions", body)
+    assert got == status
+    assert payload["error"]["message"] and payload["error"]["code"] == code
+
+
+def test_a_wrong_or_missing_key_is_refused(server):
+    assert post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, key="wrong")[0] == 401
+    assert post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, key=None)[0] == 401
+    with urllib.request.urlopen(f"{server}/health") as r:  # probes need no key
+        assert r.status == 200
+
+
+def test_a_burst_beyond_the_queue_is_shed_with_429_and_the_server_stays_up(server, client):
+    results: list[int] = []
+
+    def one():
+        results.append(post(server, "/v1/completions", {"model": "tiny", "prompt": "burst", "max_tokens": 60})[0])
+
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results) <= {200, 429} and 429 in results and 200 in results
+    assert client.completions.create(model="tiny", prompt="still up", max_tokens=2).usage.completion_tokens == 2
+    with urllib.request.urlopen(f"{server}/metrics") as r:
+        metrics = r.read().decode()
+    assert 'llamaops_requests_rejected_total{model="tiny"}' in metrics
+    rejected = next(l for l in metrics.splitlines() if l.startswith("llamaops_requests_rejected_total"))
+    assert float(rejected.split()[-1]) >= 1
+
+
+def test_sigterm_lets_in_flight_requests_finish(model_dir, tmp_path):
+    proc, base = start_server(model_dir, tmp_path, key=None)
+    outcome: list = []
+
+    def long_request():
+        outcome.append(post(base, "/v1/completions", {"model": "tiny", "prompt": "long", "max_tokens": 200}, key=None))
+
+    worker = threading.Thread(target=long_request)
+    worker.start()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    worker.join(60)
+    assert outcome and outcome[0][0] == 200 and outcome[0][1]["usage"]["completion_tokens"] == 200
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean drain
+    with pytest.raises(urllib.error.URLError):  # and new connections are refused
+        urllib.request.urlopen(f"{base}/health", timeout=2)
+
+
+def test_a_model_that_does_not_exist_fails_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "llamaops.cli.main", "serve", str(tmp_path / "missing"),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "does not exist" in result.stderr

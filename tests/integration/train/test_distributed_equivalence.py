@@ -1,0 +1,26 @@
+"""Real multi-process torch.distributed on CPU (gloo, 2 and 4 local processes): parallelized micro
+models match the unsharded model (loss, logits and every gradient), and a checkpoint written by
+one layout resumes in another. Scenario names: tests/unit/train/parallel_worker.parse."""
+from pathlib import Path
+
+import pytest
+
+from ...unit.train.parallel_launch import launch
+
+RESHARD_WORKER = Path(__file__).parents[2] / "unit" / "train" / "reshard_worker.py"
+
+
+def test_two_processes_fsdp_and_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
+    launch(2, ["dp2", "tp2", "tp2-full", "dp2-selective", "dp2-bf16", "tp2-selective-bf16"], tmp_path)
+
+
+@pytest.mark.slow
+def test_four_processes_2d_fsdp_x_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
+    launch(4, ["dp2tp2", "dp2tp2-selective-bf16", "dp4-full"], tmp_path)
+
+
+@pytest.mark.slow
+def test_written_by_2_fsdp_ranks_it_resumes_on_4_fsdp_x_tp_ranks(tmp_path: Path):
+    root, expected = (tmp_path / "ckpt").as_uri(), str(tmp_path / "expected.pt")
+    launch(2, ["write", root, expected], tmp_path, worker=RESHARD_WORKER)
+    launch(4, ["resume", root, expected], tmp_path, worker=RESHARD_WORKER)

@@ -1,0 +1,78 @@
+"""Streaming text never shows what the final answer drops; tool calls become OpenAI tool_calls;
+sampling honours top-k / top-p."""
+import json
+
+import torch
+
+from llamaops.platform.serve.openai_api import ChatCompletionRequest, assistant_reply
+from llamaops.platform.serve.sampling import SamplingParams, make_generator, sample
+from llamaops.platform.serve.text import IncrementalText
+from llamaops.platform.tokenizer import ToolCall, render_dialog
+from llamaops.platform.tokenizer.chat_format import render_tool_call
+
+
+def stream(tokenizer, text: str, stop=()) -> tuple[list[str], IncrementalText]:
+    inc = IncrementalText(tokenizer, stop)
+    pieces = []
+    for token in tokenizer.encode(text):
+        pieces.append(inc.add(token))
+        if inc.stopped:
+            break
+    pieces.append(inc.finish())
+    return pieces, inc
+
+
+def test_streamed_pieces_join_to_the_text_and_stop_before_the_stop_sequence(tokenizer):
+    pieces, inc = stream(tokenizer, "Alpha beta gamma. END more text", stop=("END",))
+    assert "".join(pieces) == "Alpha beta gamma. " == inc.text and inc.stopped
+
+
+def test_a_possible_stop_prefix_is_held_back_until_it_resolves(tokenizer):
+    inc = IncrementalText(tokenizer, ("STOPWORD",))
+    released = "".join(inc.add(t) for t in tokenizer.encode("hello STOP"))
+    assert not released.endswith("STOP")  # could still become STOPWORD
+    assert released + inc.finish() == "hello STOP"
+
+
+def test_incomplete_utf8_is_not_released(tokenizer):
+    ids = tokenizer.encode("日本語のテキスト")
+    inc = IncrementalText(tokenizer)
+    pieces = [inc.add(t) for t in ids] + [inc.finish()]
+    assert all("\ufffd" not in p for p in pieces) and "".join(pieces) == "日本語のテキスト"
+
+
+def test_a_custom_tool_call_is_returned_as_openai_tool_calls():
+    text = render_tool_call(ToolCall("get_weather", {"city": "Paris"}))
+    message, finish = assistant_reply(text, "stop", with_tools=True)
+    assert finish == "tool_calls" and message["content"] is None
+    call = message["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert assistant_reply("Just text.", "stop", with_tools=True) == ({"role": "assistant", "content": "Just text."}, "stop")
+
+
+def test_tools_and_tool_results_render_in_the_llama_31_format():
+    request = ChatCompletionRequest.model_validate({
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                  "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "3C"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    })
+    rendered = render_dialog(request.dialog(), tools=request.tool_definitions())
+    assert "Environment: ipython" in rendered and '"name": "get_weather"' in rendered
+    assert "<|start_header_id|>ipython<|end_header_id|>\n\n3C<|eot_id|>" in rendered
+    assert '{"name": "get_weather", "parameters": {"city": "Oslo"}}<|eom_id|>' in rendered
+
+
+def test_top_k_and_top_p_only_ever_pick_allowed_tokens():
+    logits = torch.tensor([5.0, 4.0, 3.0, -10.0, -10.0])
+    gen = make_generator(0)
+    top_k = {sample(logits, SamplingParams(temperature=1.0, top_k=2), gen) for _ in range(200)}
+    assert top_k == {0, 1}
+    # p(0) ~ 0.665, p(1) ~ 0.245: top_p 0.8 keeps exactly those two
+    top_p = {sample(logits, SamplingParams(temperature=1.0, top_p=0.8), gen) for _ in range(200)}
+    assert top_p == {0, 1}
+    assert sample(logits, SamplingParams(temperature=0), gen) == 0

@@ -1,0 +1,48 @@
+"""The parallelize step's single-process parts; the multi-process equivalence checks are in
+tests/integration/train/test_distributed_equivalence.py."""
+import pytest
+import torch
+
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.transformer import Transformer
+from llamaops.platform.train.mesh import mesh_shape
+from llamaops.platform.train.parallelize import UnsupportedLayout, apply_checkpointing, check_layout
+
+from .parallel_worker import MICRO, parse
+
+
+def test_scenario_names_parse_into_layouts():
+    layout, checkpointing, dtype = parse("dp2tp2-selective-bf16")
+    assert (layout.dp, layout.tp, checkpointing, dtype) == (2, 2, "selective", torch.bfloat16)
+    assert mesh_shape(ParallelLayout(tp=8, cp=2, pp=4, dp=3)) == (3, 4, 2, 8)  # dp outermost, tp innermost
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        (ParallelLayout(pp=2), "pipeline parallelism are not implemented"),
+        (ParallelLayout(cp=2), "context and pipeline"),
+        (ParallelLayout(tp=4), "tp=4 does not divide n_kv_heads=2"),
+    ],
+)
+def test_layouts_that_cannot_apply_are_refused_with_one_line(layout, message):
+    with pytest.raises(UnsupportedLayout, match=message):
+        check_layout(Transformer(MICRO.model_copy(update={"vocab_size": 64})), layout)
+
+
+def test_activation_checkpointing_keeps_names_and_gradients():
+    torch.manual_seed(0)
+    plain = Transformer(MICRO)
+    plain.init_weights(seed=0)
+    wrapped = Transformer(MICRO)
+    wrapped.load_state_dict(plain.state_dict())
+    for block in wrapped.layers.values():
+        apply_checkpointing(block, "selective")
+    assert list(wrapped.state_dict()) == list(plain.state_dict())
+    tokens = torch.randint(0, MICRO.vocab_size, (2, 8))
+    for model in (plain, wrapped):
+        model(tokens, targets=tokens.roll(1, 1)).backward()
+    for (name, p), q in zip(plain.named_parameters(), wrapped.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    with pytest.raises(ValueError, match="none, full or selective"):
+        apply_checkpointing(wrapped.layers["0"], "everything")
