@@ -36,19 +36,25 @@ def make_generator(seed: int | None) -> torch.Generator:
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """One token id from a row of logits [vocab]."""
+    """One token id from a row of logits [vocab].
+
+    top-k first narrows the row to k candidates, so softmax, the top-p prefix and the draw touch k
+    values instead of the whole vocabulary; the draw inverts the CDF with one seeded uniform
+    (cheaper than `multinomial` over 128k entries, and the same seed gives the same token)."""
     if params.greedy:
         return int(logits.argmax())
     scores = logits.float() / params.temperature
-    if params.top_k:
-        kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
+    ids = None  # candidate token ids when scores no longer cover the whole vocabulary in order
+    if params.top_k and params.top_k < scores.numel():
+        scores, ids = torch.topk(scores, params.top_k)  # sorted, descending
     probs = torch.softmax(scores, dim=-1)
     if params.top_p < 1:
-        sorted_probs, order = probs.sort(descending=True)
+        if ids is None:
+            probs, ids = probs.sort(descending=True)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = sorted_probs.cumsum(0) - sorted_probs >= params.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(order[choice])
-    return int(torch.multinomial(probs, 1, generator=generator))
+        probs = probs.masked_fill(probs.cumsum(0) - probs >= params.top_p, 0.0)
+    cdf = probs.cumsum(0)
+    u = torch.rand(1, generator=generator) * cdf[-1]
+    # The first index whose CDF exceeds u: a token of zero probability never is one.
+    choice = min(int(torch.searchsorted(cdf, u, right=True)), int(probs.nonzero()[-1]))
+    return int(ids[choice]) if ids is not None else choice

@@ -76,3 +76,19 @@ def test_top_k_and_top_p_only_ever_pick_allowed_tokens():
     top_p = {sample(logits, SamplingParams(temperature=1.0, top_p=0.8), gen) for _ in range(200)}
     assert top_p == {0, 1}
     assert sample(logits, SamplingParams(temperature=0), gen) == 0
+
+
+def test_sampling_frequencies_follow_the_renormalized_distribution():
+    # The CDF draw must reproduce softmax(logits / T) restricted to the kept tokens, not just their support.
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    draws = 4000
+    for params, kept in [
+        (SamplingParams(temperature=1.0), 5),
+        (SamplingParams(temperature=0.5, top_k=3), 3),
+        (SamplingParams(temperature=1.0, top_p=0.7), 2),  # p ~ .56, .21, .13: the third starts past .7
+    ]:
+        gen = make_generator(3)
+        counts = torch.bincount(torch.tensor([sample(logits, params, gen) for _ in range(draws)]), minlength=5)
+        expected = torch.softmax(logits[:kept] / params.temperature, -1)
+        assert counts[kept:].sum() == 0
+        assert torch.allclose(counts[:kept] / draws, expected, atol=0.03), (params, counts)
