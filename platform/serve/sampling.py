@@ -29,10 +29,23 @@ class SamplingParams:
         return self.temperature == 0 or self.top_k == 1
 
 
+TOP_P_CANDIDATES = 1024  # tokens ranked before falling back to sorting the whole vocabulary
+
+
 def make_generator(seed: int | None) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
     return generator
+
+
+def _top_p_candidates(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities sorted descending with their ids, enough of them to hold the top-p prefix: a
+    partial top-k when its mass already reaches top_p (the usual case), a full sort only when the
+    distribution is too flat for that."""
+    top, ids = torch.topk(probs, min(TOP_P_CANDIDATES, probs.numel()))
+    if top.numel() < probs.numel() and float(top.sum()) < top_p:
+        top, ids = probs.sort(descending=True)
+    return top, ids
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
@@ -50,7 +63,7 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     probs = torch.softmax(scores, dim=-1)
     if params.top_p < 1:
         if ids is None:
-            probs, ids = probs.sort(descending=True)
+            probs, ids = _top_p_candidates(probs, params.top_p)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
         probs = probs.masked_fill(probs.cumsum(0) - probs >= params.top_p, 0.0)
     cdf = probs.cumsum(0)

@@ -92,3 +92,16 @@ def test_sampling_frequencies_follow_the_renormalized_distribution():
         expected = torch.softmax(logits[:kept] / params.temperature, -1)
         assert counts[kept:].sum() == 0
         assert torch.allclose(counts[:kept] / draws, expected, atol=0.03), (params, counts)
+
+
+def test_top_p_on_a_flat_distribution_falls_back_to_the_whole_vocabulary():
+    # 3000 nearly equal logits: the top-p prefix is longer than the partial ranking, so the sampler must sort all.
+    logits = torch.linspace(0.0, 0.5, 3000)
+    probs = torch.softmax(logits, -1)
+    order = probs.argsort(descending=True)
+    kept = set(order[(probs[order].cumsum(0) - probs[order]) < 0.6].tolist())
+    assert len(kept) > 1024
+    gen = make_generator(0)
+    draws = [sample(logits, SamplingParams(temperature=1.0, top_p=0.6), gen) for _ in range(300)]
+    assert set(draws) <= kept and len(set(draws)) > 200
+    assert min(draws) < 3000 - 1024  # a token outside the partial ranking was drawn
