@@ -5,6 +5,8 @@ The server is probed (reachable? token accepted?) before anything is compiled, s
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import urllib.error
@@ -64,10 +66,14 @@ def probe(target: KfpTarget) -> None:
 
 
 def client(target: KfpTarget):
+    import warnings
+
     import kfp
 
-    # An explicit namespace also keeps kfp.Client from its own healthz retries (5 x 5 s).
-    return kfp.Client(host=target.base, existing_token=target.token, namespace=target.namespace or "default")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP >= 2.0.0-beta.2": we target v2
+        # An explicit namespace also keeps kfp.Client from its own healthz retries (5 x 5 s).
+        return kfp.Client(host=target.base, existing_token=target.token, namespace=target.namespace or "default")
 
 
 def _api_error(target: KfpTarget, action: str, error: Exception) -> SubmitError:
@@ -91,11 +97,12 @@ def submit_to_kfp(
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(preset, Path(tmp) / "pipeline.yaml")
         try:
-            result = kfp_client.create_run_from_pipeline_package(
-                str(package),
-                arguments={"run_id": run_id, "artifact_root": artifact_root, "tracking_uri": tracking_uri},
-                run_name=run_id, experiment_name=experiment, namespace=target.namespace,
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # kfp prints its own links; we print ours
+                result = kfp_client.create_run_from_pipeline_package(
+                    str(package),
+                    arguments={"run_id": run_id, "artifact_root": artifact_root, "tracking_uri": tracking_uri},
+                    run_name=run_id, experiment_name=experiment, namespace=target.namespace,
+                )
         except kfp_server_api.ApiException as error:
             raise _api_error(target, "create the run", error) from None
     return result.run_id, f"{target.base}/#/runs/details/{result.run_id}"
