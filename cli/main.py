@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import model, pipeline, presets, tokenizer
+from . import cluster, model, pipeline, presets, tokenizer
 from .errors import UserErrorGroup
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(cluster.app, name="cluster")
 
 
 def _print_version(value: bool) -> None:
