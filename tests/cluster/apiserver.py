@@ -170,8 +170,8 @@ class TestCluster:
             except Exception as e:  # noqa: BLE001 - still starting
                 last = str(e)
             time.sleep(0.3)
+        logs = "".join(f"--- {log.name}:\n{log.read_text()[-1500:]}\n" for log in self.workdir.glob("*.log"))
         self.stop()
-        logs = (self.workdir / "kube-apiserver.log").read_text()[-2000:]
         raise RuntimeError(f"kube-apiserver not ready ({last}):\n{logs}")
 
     def stop(self) -> None:

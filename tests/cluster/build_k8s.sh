@@ -57,15 +57,17 @@ export GOROOT GOPATH="$WORK/gopath" GO111MODULE=off GOPROXY=off CGO_ENABLED=0 \
        GOFLAGS= GOCACHE="$CACHE/gocache" PATH="$GOROOT/bin:$PATH"
 cd "$K"
 log "generating openapi definitions"
-go build -o "$WORK/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
-PKGS="$(grep -rl '+k8s:openapi-gen=true' --include=doc.go staging/src/k8s.io pkg vendor/k8s.io 2>/dev/null \
+go build -trimpath -o "$WORK/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
+# Every package tagged anywhere (types like resource.Quantity carry the tag on the type, not doc.go).
+PKGS="$(grep -rl '+k8s:openapi-gen=true' --include='*.go' --exclude='*_test.go' staging/src/k8s.io pkg vendor/k8s.io 2>/dev/null \
   | xargs -n1 dirname | sed -e 's#^staging/src/##' -e 's#^vendor/##' -e 's#^#k8s.io/kubernetes/#;s#^k8s.io/kubernetes/k8s.io/#k8s.io/#' | sort -u | paste -sd, -)"
 "$WORK/openapi-gen" --input-dirs "$PKGS,k8s.io/apimachinery/pkg/apis/meta/v1,k8s.io/apimachinery/pkg/runtime,k8s.io/apimachinery/pkg/version" \
   --output-package k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi \
   --go-header-file hack/boilerplate/boilerplate.generatego.txt \
   --report-filename /dev/null >&2
 log "building kube-apiserver and kube-controller-manager"
-go build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v1.20.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=20" \
+# -trimpath keeps the Go build cache valid across the random work dirs (warm rebuilds take seconds).
+go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v1.20.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=20" \
   -o "$WORK/out/" ./cmd/kube-apiserver ./cmd/kube-controller-manager
 install -m 0755 "$WORK/out/kube-apiserver" "$WORK/out/kube-controller-manager" "$BIN/"
 ln -sf "$ETCD" "$BIN/etcd"
