@@ -34,11 +34,12 @@ def _new_client():
         return config.new_client_from_config()
 
 
-def _reconcile(name, namespace, uid, spec, meta, status, patch, **_) -> None:
+def reconcile(name, namespace, uid, spec, meta, status, patch, **_) -> None:
     patch.status.update(sync(_api, name, namespace, uid, meta.get("generation", 0), dict(spec), dict(status)))
 
 
+# Handler ids become annotation names (kopf.zalando.org/<id>): they must not start with "_".
 for register in (kopf.on.create, kopf.on.resume):
-    register(GROUP, VERSION, PLURAL)(_reconcile)
-kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(_reconcile)
-kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)(_reconcile)
+    register(GROUP, VERSION, PLURAL, id="reconcile")(reconcile)
+kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile")(reconcile)
+kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, id="resync")(reconcile)

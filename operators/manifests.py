@@ -53,7 +53,8 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
         "name": "server",
         "image": image_for(spec.engine),
         "command": server_argv(spec),
-        "ports": [{"name": "http", "containerPort": PORT}],
+        # SSA on <1.21 needs protocol explicitly (it is a list-map key there).
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(spec, pool),
         # Loading weights takes minutes: readiness gates traffic, startup covers the load.
@@ -85,7 +86,7 @@ def service(name: str, namespace: str, uid: str) -> dict:
     return {
         "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, uid),
         "spec": {"selector": {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "llama-server"},
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
 
 
