@@ -66,8 +66,10 @@ PKGS="$(grep -rl '+k8s:openapi-gen=true' --include='*.go' --exclude='*_test.go' 
   --go-header-file hack/boilerplate/boilerplate.generatego.txt \
   --report-filename /dev/null >&2
 log "building kube-apiserver and kube-controller-manager"
+# GOPATH mode: the version package lives under the vendor path, so -X must name that path.
+VER=k8s.io/kubernetes/vendor/k8s.io/component-base/version
 # -trimpath keeps the Go build cache valid across the random work dirs (warm rebuilds take seconds).
-go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v1.20.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=20" \
+go build -trimpath -ldflags "-s -w -X $VER.gitVersion=v1.20.2 -X $VER.gitMajor=1 -X $VER.gitMinor=20 -X $VER.gitTreeState=clean" \
   -o "$WORK/out/" ./cmd/kube-apiserver ./cmd/kube-controller-manager
 install -m 0755 "$WORK/out/kube-apiserver" "$WORK/out/kube-controller-manager" "$BIN/"
 ln -sf "$ETCD" "$BIN/etcd"
