@@ -5,7 +5,7 @@ shadows the standard library's `platform` module.
 """
 from setuptools import find_namespace_packages, setup
 
-LAYERS = ["platform", "pipelines", "operators", "cli"]
+LAYERS = ["platform", "pipelines", "operators", "cluster", "cli"]
 subpackages = find_namespace_packages(include=[f"{layer}*" for layer in LAYERS])
 
 setup(

@@ -10,8 +10,8 @@ from .presets import ConfigFile, Overrides, PresetName
 app = typer.Typer(help="The lifecycle pipeline (Kubeflow Pipelines v2).", no_args_is_help=True)
 
 
-class HostSubmitUnsupported(ValueError):
-    """Submitting to a KFP API server is not implemented yet."""
+class MissingTarget(ValueError):
+    """`submit` needs --local, --host or --dry-run."""
 
 
 def _print_event(event) -> None:
@@ -26,7 +26,12 @@ def _print_event(event) -> None:
 def submit(
     name: PresetName,
     local: Annotated[bool, typer.Option("--local", help="Run on this machine with KFP's local runner.")] = False,
-    host: Annotated[str | None, typer.Option("--host", help="KFP API server URL (not supported yet).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="KFP API server URL, e.g. https://kfp.example.com/pipeline.")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token for the KFP API.", envvar="KFP_TOKEN")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the bearer token.", dir_okay=False)] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace of the run and its RayJobs.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment to file the run under.")] = "llamaops",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every manifest (pipeline spec, RayJobs); no cluster needed.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue local run RUN; finished steps are skipped.")] = None,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -36,11 +41,12 @@ def submit(
     ] = None,
 ) -> None:
     """Run the whole lifecycle of a preset: data -> ... -> eval -> register."""
+    if dry_run or host:
+        _submit_remote(name, config, overrides, host, token, token_file, namespace, experiment, dry_run,
+                       tracking_uri, artifact_root)
+        return
     if not local:
-        raise HostSubmitUnsupported(
-            f"submitting to a KFP host{f' ({host})' if host else ''} is not supported yet; "
-            "use --local, or `llamaops pipeline compile` and upload the YAML"
-        )
+        raise MissingTarget("say where to run: --local, --host URL (Kubeflow Pipelines) or --dry-run")
     from llamaops.pipelines.local import submit_local
     from llamaops.platform.config import load_preset
 
@@ -62,6 +68,61 @@ def submit(
             typer.echo(f"deploy: {registration['serve_command']}")
         else:
             typer.echo(f"not promoted: gate failed on {', '.join(registration['failed_thresholds'])}")
+
+
+def _submit_remote(name, config, overrides, host, token, token_file, namespace, experiment, dry_run,
+                   tracking_uri, artifact_root) -> None:
+    from llamaops.pipelines.local import new_run_id
+    from llamaops.pipelines.submit import KfpTarget, probe, read_token, submit_to_kfp
+    from llamaops.platform.config import load_preset
+
+    target = None
+    if host and not dry_run:
+        target = KfpTarget(host, read_token(token, token_file), namespace)
+        probe(target)  # fail fast, before the preset is loaded and compiled
+    preset = load_preset(name, config, overrides or [])
+    run_id = new_run_id(preset)
+    if dry_run:
+        import yaml
+
+        from llamaops.pipelines.dry_run import dry_run_manifests
+
+        docs = dry_run_manifests(preset, run_id, namespace or "default", artifact_root or "", tracking_uri or "")
+        typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+        return
+    kfp_run_id, url = submit_to_kfp(preset, target, experiment, run_id, artifact_root or "", tracking_uri or "")
+    typer.echo(f"run {kfp_run_id} submitted to experiment {experiment}")
+    typer.echo(url)
+
+
+def _target(host: str, token: str | None, token_file: Path | None, namespace: str | None):
+    from llamaops.pipelines.submit import KfpTarget, read_token
+
+    return KfpTarget(host, read_token(token, token_file), namespace)
+
+
+HostOption = Annotated[str, typer.Option("--host", help="KFP API server URL.")]
+TokenOption = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="KFP_TOKEN")]
+TokenFileOption = Annotated[Path | None, typer.Option("--token-file", help="File holding the bearer token.", dir_okay=False)]
+
+
+@app.command("status")
+def status(run: str, host: HostOption, token: TokenOption = None, token_file: TokenFileOption = None) -> None:
+    """The state of KFP run RUN and of each of its tasks."""
+    from llamaops.pipelines.submit import run_state
+
+    state = run_state(_target(host, token, token_file, None), run)
+    typer.echo(f"run {state.run_id} {state.state or 'UNKNOWN'}"
+               + (f": {state.error.message}" if getattr(state, "error", None) and state.error.message else ""))
+
+
+@app.command("logs")
+def logs(run: str, host: HostOption, token: TokenOption = None, token_file: TokenFileOption = None) -> None:
+    """Each task of KFP run RUN with its state, pod and error (pod logs: kubectl logs POD)."""
+    from llamaops.pipelines.submit import run_state, task_lines
+
+    lines = task_lines(run_state(_target(host, token, token_file, None), run))
+    typer.echo("\n".join(lines) if lines else f"run {run}: no tasks reported yet")
 
 
 @app.command("compile")

@@ -75,7 +75,10 @@ def build_rayjob(
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": {
-                            "containers": [_container("ray-worker", image, worker, env, env_secret)],
+                            "containers": [{**_container("ray-worker", image, worker, env, env_secret),
+                                            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
+                            # NCCL moves tensors through /dev/shm; the container default (64 MiB) is far too small.
+                            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
                             "nodeSelector": node_selector(preset),
                             "tolerations": node_pool_tolerations(preset),
                         },

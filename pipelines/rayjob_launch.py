@@ -25,6 +25,21 @@ def _namespace() -> str:
     return open(path).read().strip() if os.path.exists(path) else "default"
 
 
+def step_rayjob(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list[str], namespace: str,
+) -> dict:
+    """The RayJob manifest that runs training step `step` (also what `submit --dry-run` prints)."""
+    preset = Preset.model_validate_json(preset_json)
+    arguments = {"step": step, "preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
+                 "tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "inputs": list(inputs)}
+    env = {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
+    env[STEP_ENV] = json.dumps(arguments)
+    return build_rayjob(
+        preset, training_layout(preset, step), step, run_id, llamaops_image(), env, namespace, env_secret=S3_SECRET
+    )
+
+
 def run_step_on_rayjob(
     step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
     inputs: list[str],
@@ -32,14 +47,7 @@ def run_step_on_rayjob(
     output_uri = run_uri(run_id, step, artifact_root or None)
     if is_complete(output_uri):
         return output_uri
-    preset = Preset.model_validate_json(preset_json)
-    arguments = {"step": step, "preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
-                 "tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "inputs": list(inputs)}
-    env = {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
-    env[STEP_ENV] = json.dumps(arguments)
-    manifest = build_rayjob(
-        preset, training_layout(preset, step), step, run_id, llamaops_image(), env, _namespace(), env_secret=S3_SECRET
-    )
+    manifest = step_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs, _namespace())
     _create_and_wait(manifest)
     if not is_complete(output_uri):
         raise RayJobFailed(f"RayJob {manifest['metadata']['name']} succeeded but {output_uri} is not complete")

@@ -31,8 +31,38 @@ def test_list_names_every_preset_with_its_steps_in_order():
     assert "data -> pretrain -> long_context -> anneal -> sft -> dpo -> safety -> eval -> register" in rows[0]
 
 
-def test_submit_without_local_says_host_submission_is_another_feature():
-    assert "not supported yet" in _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--host", "http://kfp:80"]))
+def test_submit_needs_a_target():
+    assert "--local, --host URL" in _error(runner.invoke(app, ["pipeline", "submit", "tiny"]))
+
+
+def test_submit_to_an_unreachable_host_fails_in_one_line_before_compiling(monkeypatch):
+    import socket
+
+    import llamaops.pipelines.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "compile_pipeline", lambda *a: pytest.fail("compiled before probing"))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    message = _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--host", f"http://127.0.0.1:{port}"]))
+    assert f"cannot reach KFP at http://127.0.0.1:{port}" in message
+    assert "must be an http(s):// URL" in _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--host", "kfp:80"]))
+
+
+def test_dry_run_prints_the_pipeline_spec_and_one_rayjob_per_training_step():
+    result = runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--namespace", "ml"])
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert docs[0]["pipelineInfo"]["name"] == "llamaops-lifecycle-8b"
+    jobs = [doc for doc in docs if doc.get("kind") == "RayJob"]
+    assert [job["metadata"]["labels"]["llamaops.io/step"] for job in jobs] == [
+        "pretrain", "long_context", "anneal", "sft", "dpo", "safety"]
+    worker = jobs[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert jobs[0]["metadata"]["namespace"] == "ml"
+    assert worker["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])
+    assert [doc.get("kind") for doc in yaml.safe_load_all(tiny.stdout)] == [None]  # CPU preset: no RayJobs
 
 
 def test_submit_rejects_bad_input_before_any_compute(tmp_path):

@@ -1,0 +1,113 @@
+"""Pure functions: a LlamaDeployment (+ its node pool) -> the Deployment, Service and HPA it owns.
+
+No cluster access here, so every rule is unit-testable; the kopf handlers only apply these.
+"""
+import os
+
+from .pools import NodePool
+from .serving_argv import PORT, server_argv
+from .spec import GROUP, KIND, VERSION, DeploymentSpec
+
+DEFAULT_IMAGE = "ghcr.io/llamaops/llamaops:latest"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
+MANAGED_BY = "llamaops-operator"
+
+
+def owner_reference(name: str, uid: str) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "llama-server", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _meta(name: str, namespace: str, uid: str) -> dict:
+    return {"name": name, "namespace": namespace, "labels": labels(name),
+            "ownerReferences": [owner_reference(name, uid)]}
+
+
+def image_for(engine: str) -> str:
+    if engine == "vllm":
+        return os.environ.get("LLAMAOPS_VLLM_IMAGE", DEFAULT_VLLM_IMAGE)
+    return os.environ.get("LLAMAOPS_IMAGE", DEFAULT_IMAGE)
+
+
+def _resources(spec: DeploymentSpec, pool: NodePool) -> dict:
+    amounts = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    limits = dict(amounts)
+    if pool.gpusPerNode:
+        # Tensor parallelism runs inside one pod: it needs TP GPUs on one node.
+        limits[pool.gpuResource] = str(spec.tensorParallelSize)
+    return {"requests": amounts, "limits": limits}
+
+
+def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
+    env = []
+    if spec.apiKeySecret:
+        env.append({"name": "LLAMAOPS_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": spec.apiKeySecret, "key": "api-key"}}})
+    probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+    return {
+        "name": "server",
+        "image": image_for(spec.engine),
+        "command": server_argv(spec),
+        # SSA on <1.21 needs protocol explicitly (it is a list-map key there).
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(spec, pool),
+        # Loading weights takes minutes: readiness gates traffic, startup covers the load.
+        "startupProbe": {**probe, "failureThreshold": 90},
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "failureThreshold": 6},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: NodePool) -> dict:
+    pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
+                "tolerations": list(pool.tolerations), "securityContext": {"runAsNonRoot": True}}
+    body = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": name,
+                                         "app.kubernetes.io/name": "llama-server"}},
+            "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
+        },
+    }
+    if spec.autoscaling is None:
+        # With an HPA the replica count belongs to the HPA; don't fight it on every reconcile.
+        body["spec"]["replicas"] = spec.replicas
+    return body
+
+
+def service(name: str, namespace: str, uid: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, uid),
+        "spec": {"selector": {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "llama-server"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def hpa_api_version(served: set[str]) -> str:
+    """autoscaling/v2 where the server has it (>=1.23), else v2beta2 (1.20-1.25)."""
+    for version in ("autoscaling/v2", "autoscaling/v2beta2"):
+        if version in served:
+            return version
+    raise ValueError("the API server serves neither autoscaling/v2 nor autoscaling/v2beta2")
+
+
+def hpa(name: str, namespace: str, uid: str, spec: DeploymentSpec, api_version: str) -> dict | None:
+    if spec.autoscaling is None:
+        return None
+    a = spec.autoscaling
+    return {
+        "apiVersion": api_version, "kind": "HorizontalPodAutoscaler", "metadata": _meta(name, namespace, uid),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": a.minReplicas, "maxReplicas": a.maxReplicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.targetCPUUtilization}}}],
+        },
+    }

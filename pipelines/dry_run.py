@@ -1,0 +1,29 @@
+"""Every manifest a submission would create, without a cluster: the KFP pipeline spec and, for
+GPU presets, the RayJob of each training step (with this run's id and artifact locations)."""
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from llamaops.platform.config import Preset
+from llamaops.platform.store import run_uri
+
+from .lifecycle import compile_pipeline
+from .rayjob_launch import step_rayjob
+from .resources import uses_gpus
+from .stages import STAGES
+
+
+def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root: str = "",
+                      tracking_uri: str = "") -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_pipeline(preset, Path(tmp) / "pipeline.yaml")
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    if not uses_gpus(preset):
+        return docs  # CPU presets train inside the step: no RayJobs
+    preset_json = preset.model_dump_json()
+    for stage in STAGES:
+        if stage.trains:
+            inputs = [run_uri(run_id, upstream, artifact_root or None) for upstream in stage.inputs]
+            docs.append(step_rayjob(stage.name, preset_json, run_id, artifact_root, tracking_uri, "", inputs, namespace))
+    return docs

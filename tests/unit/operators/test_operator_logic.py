@@ -1,0 +1,95 @@
+"""The operator's pure parts: spec checks, manifests and status, without a cluster."""
+import pytest
+
+from llamaops.operators import manifests
+from llamaops.operators.pools import PoolConfigError, parse_pools
+from llamaops.operators.serving_argv import server_argv
+from llamaops.operators.spec import DeploymentSpec, crd
+from llamaops.operators.status import Degraded, check_spec, merge_conditions, rollout_conditions
+
+POOLS = parse_pools({"pools.yaml": """
+h100:
+  nodeSelector: {llamaops.io/pool: h100}
+  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  gpusPerNode: 8
+cpu: {}
+"""})
+SPEC = {"model": "s3://models/llama-8b", "nodePool": "h100", "tensorParallelSize": 4}
+
+
+def _check(raw, exists=None):
+    return check_spec(raw, POOLS, lambda uri: exists)
+
+
+def test_deployment_targets_the_pool_with_tp_gpus_and_an_owner():
+    spec, pool = _check(SPEC)
+    d = manifests.deployment("m", "ns", "uid-1", spec, pool)
+    pod = d["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["nodeSelector"] == {"llamaops.io/pool": "h100"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert c["command"][:3] == ["llamaops", "serve", "s3://models/llama-8b"]
+    assert d["metadata"]["ownerReferences"][0] == manifests.owner_reference("m", "uid-1")
+    assert d["spec"]["replicas"] == 1
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_vllm_argv_carries_tp_and_served_name():
+    spec = DeploymentSpec.model_validate({**SPEC, "engine": "vllm", "servedModelName": "llama-8b"})
+    argv = server_argv(spec)
+    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "4"
+    assert argv[argv.index("--served-model-name") + 1] == "llama-8b"
+
+
+def test_autoscaling_gives_hpa_and_leaves_replicas_to_it():
+    spec, pool = _check({**SPEC, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}})
+    assert "replicas" not in manifests.deployment("m", "ns", "u", spec, pool)["spec"]
+    h = manifests.hpa("m", "ns", "u", spec, "autoscaling/v2beta2")
+    assert (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (2, 5)
+    assert manifests.hpa("m", "ns", "u", _check(SPEC)[0], "autoscaling/v2") is None
+
+
+def test_hpa_version_prefers_v2_and_falls_back_to_v2beta2():
+    assert manifests.hpa_api_version({"autoscaling/v1", "autoscaling/v2beta2", "autoscaling/v2"}) == "autoscaling/v2"
+    assert manifests.hpa_api_version({"autoscaling/v1", "autoscaling/v2beta2"}) == "autoscaling/v2beta2"
+    with pytest.raises(ValueError):
+        manifests.hpa_api_version({"autoscaling/v1"})
+
+
+@pytest.mark.parametrize("raw, exists, reason", [
+    ({**SPEC, "nodePool": "a100"}, None, "UnknownNodePool"),
+    ({**SPEC, "tensorParallelSize": 16}, None, "PoolTooSmall"),
+    ({**SPEC, "nodePool": "cpu", "engine": "vllm"}, None, "NoGPUs"),
+    (SPEC, False, "ModelNotFound"),
+    ({**SPEC, "model": "http://x"}, None, "InvalidSpec"),
+    ({**SPEC, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, None, "InvalidSpec"),
+])
+def test_unusable_specs_are_degraded_with_a_reason(raw, exists, reason):
+    with pytest.raises(Degraded) as e:
+        _check(raw, exists)
+    assert e.value.reason == reason and e.value.message
+
+
+def test_bad_pool_configmap_is_one_clear_error():
+    with pytest.raises(PoolConfigError, match="pools.yaml"):
+        parse_pools({"pools.yaml": "h100: {gpusPerNode: many}"})
+    assert parse_pools(None) == {}
+
+
+def test_rollout_conditions_and_stable_transition_times():
+    progressing = rollout_conditions({"readyReplicas": 0, "updatedReplicas": 1}, 1)
+    by = {c["type"]: c for c in progressing}
+    assert by["Ready"]["status"] == "False" and by["Progressing"]["status"] == "True"
+    done = {c["type"]: c for c in rollout_conditions({"readyReplicas": 2, "updatedReplicas": 2}, 2)}
+    assert done["Ready"]["reason"] == "ReplicasReady" and done["Degraded"]["status"] == "False"
+    old = [{**by["Ready"], "lastTransitionTime": "2020-01-01T00:00:00Z"}]
+    assert merge_conditions(old, progressing)[0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+
+
+def test_crd_schema_is_structural_and_matches_the_typed_spec():
+    version = crd()["spec"]["versions"][0]
+    props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(props) == set(DeploymentSpec.model_fields)
+    assert version["subresources"] == {"status": {}}
