@@ -11,6 +11,11 @@ from .rayjob import STEP_ENV, build_rayjob
 from .resources import training_layout
 
 POLL_SECONDS = 30
+# A RayJob whose pods never start (no node of the pool, quota) fails the step instead of hanging
+# the pipeline; a running job may train for weeks, so its own limit is opt-in.
+START_TIMEOUT_ENV, RUN_TIMEOUT_ENV = "LLAMAOPS_RAYJOB_START_TIMEOUT_S", "LLAMAOPS_RAYJOB_RUN_TIMEOUT_S"
+DEFAULT_START_TIMEOUT_S = 3600
+_STARTED = {"RUNNING", "SUCCEEDED", "FAILED", "STOPPED"}
 _FINAL_FAILURES = {"FAILED", "STOPPED"}
 _PASSED_THROUGH_ENV = ("MLFLOW_TRACKING_URI", "LLAMAOPS_S3_ENDPOINT", "AWS_REGION", "LLAMAOPS_IMAGE")
 S3_SECRET = "llamaops-s3"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, created by the chart
@@ -60,12 +65,23 @@ def _create_and_wait(manifest: dict) -> None:
 
     config.load_incluster_config()
     api = client.CustomObjectsApi()
-    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     try:
-        api.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", manifest)
+        api.create_namespaced_custom_object("ray.io", "v1", manifest["metadata"]["namespace"], "rayjobs", manifest)
     except ApiException as error:
         if error.status != 409:  # 409: a retried step finds its RayJob already there and waits on it
             raise
+    run_timeout = os.environ.get(RUN_TIMEOUT_ENV)
+    wait_for_rayjob(api, manifest, float(os.environ.get(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S)),
+                    float(run_timeout) if run_timeout else None)
+
+
+def wait_for_rayjob(api, manifest: dict, start_timeout_s: float, run_timeout_s: float | None,
+                    poll_s: float = POLL_SECONDS, clock=time.monotonic, sleep=time.sleep) -> None:
+    """Poll the RayJob until it succeeds; raise RayJobFailed with KubeRay's message when it fails,
+    when it has not started within `start_timeout_s`, or has run past `run_timeout_s`."""
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    created = clock()
+    started = None
     while True:
         status = api.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name).get("status", {})
         job_status = status.get("jobStatus", "")
@@ -73,4 +89,15 @@ def _create_and_wait(manifest: dict) -> None:
             return
         if job_status in _FINAL_FAILURES or status.get("jobDeploymentStatus") == "Failed":
             raise RayJobFailed(f"RayJob {namespace}/{name} ended {job_status or 'Failed'}: {status.get('message', '')}")
-        time.sleep(POLL_SECONDS)
+        now = clock()
+        if started is None and job_status in _STARTED:
+            started = now
+        if started is None and now - created > start_timeout_s:
+            raise RayJobFailed(
+                f"RayJob {namespace}/{name} has not started after {start_timeout_s:.0f} s "
+                f"(deployment status '{status.get('jobDeploymentStatus', 'unknown')}'); check that the node pool "
+                f"has free GPU nodes (kubectl -n {namespace} get pods -l ray.io/cluster) or raise {START_TIMEOUT_ENV}"
+            )
+        if started is not None and run_timeout_s is not None and now - started > run_timeout_s:
+            raise RayJobFailed(f"RayJob {namespace}/{name} ran past {RUN_TIMEOUT_ENV}={run_timeout_s:.0f} s")
+        sleep(poll_s)
