@@ -3,29 +3,18 @@ checkpoints' weights (Polyak averaging) as the output model."""
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 
-from .checkpointing import checkpoints_uri
 from .loop import TrainingJob
-from .schedule import anneal_plan, checkpoint_steps
-from .stage_runner import train_and_publish
+from .schedule import anneal_plan
+from .stage_runner import stage_job, train_and_publish
 
 
 def anneal_job(preset: Preset, data_uri: str, init_model_uri: str, output_uri: str) -> TrainingJob:
-    cfg, optimizer = preset.anneal, preset.pretrain.optimizer
+    cfg = preset.anneal
     seq_len = cfg.seq_len or preset.long_context.seq_lens[-1]
     batch_tokens = cfg.global_batch_tokens or preset.long_context.global_batch_tokens
     plan = anneal_plan(cfg, seq_len, batch_tokens, preset.long_context.layout.dp)
-    return TrainingJob(
-        model=preset.model,
-        plan=plan,
-        data_uri=data_uri,
-        checkpoint_root=checkpoints_uri(output_uri),
-        checkpoint_steps=checkpoint_steps(len(plan), cfg.checkpoint_every_steps),
-        keep_checkpoints=max(cfg.average_last_checkpoints, preset.pretrain.keep_checkpoints),
-        init_model_uri=init_model_uri,
-        weight_decay=optimizer.weight_decay,
-        betas=optimizer.betas,
-        grad_clip_norm=optimizer.grad_clip_norm,
-    )
+    keep = max(cfg.average_last_checkpoints, preset.pretrain.keep_checkpoints)
+    return stage_job(preset, plan, data_uri, output_uri, cfg.checkpoint_every_steps, keep, init_model_uri)
 
 
 def run_anneal(

@@ -11,10 +11,33 @@ from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
 from .batches import check_stream_fits
-from .checkpointing import average_models, latest_checkpoint, load_checkpoint_model, load_progress
+from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
 from .errors import TrainingConfigError
 from .loop import TrainingJob
 from .ray_runner import run_on_ray
+from .schedule import StepPlan, checkpoint_steps
+
+
+def stage_job(
+    preset: Preset, plan: list[StepPlan], data_uri: str, output_uri: str, checkpoint_every: int,
+    keep_checkpoints: int, init_model_uri: str | None = None, seed: int = 0,
+) -> TrainingJob:
+    """The TrainingJob of a training stage: the preset's model and pretraining optimizer settings,
+    checkpoints at the sibling `<output>-checkpoints` URI every `checkpoint_every` steps."""
+    optimizer = preset.pretrain.optimizer
+    return TrainingJob(
+        model=preset.model,
+        plan=plan,
+        data_uri=data_uri,
+        checkpoint_root=checkpoints_uri(output_uri),
+        checkpoint_steps=checkpoint_steps(len(plan), checkpoint_every),
+        keep_checkpoints=keep_checkpoints,
+        init_model_uri=init_model_uri,
+        seed=seed,
+        weight_decay=optimizer.weight_decay,
+        betas=optimizer.betas,
+        grad_clip_norm=optimizer.grad_clip_norm,
+    )
 
 
 def check_inputs(preset: Preset, layout: ParallelLayout, job: TrainingJob, output_uri: str, where: str) -> None:
