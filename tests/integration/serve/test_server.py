@@ -110,22 +110,25 @@ def test_same_seed_gives_the_same_sample(client):
     assert ask(7) == ask(7)
 
 
-def test_tools_are_offered_and_a_tool_call_comes_back_as_tool_calls(client, model_dir, tmp_path):
-    """The random model will not call a tool by itself, so a stop-free prompt checks the request
-    path, and the reply parser is checked on a real call text (tests/unit/serve)."""
+def test_tools_and_tool_results_reach_the_prompt(client):
+    """A random model will not call a tool by itself, so this checks the request side over HTTP:
+    the tool schemas go into the prompt, and an assistant call plus its result are accepted and
+    rendered. The reply side (a generated call -> `tool_calls`) is pinned in tests/unit/serve."""
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Weather in Paris?"}],
-                                           tools=tools, max_tokens=4, temperature=0)
-    assert reply.usage.prompt_tokens > 60  # the tool's JSON schema went into the system prompt
-    follow_up = [
-        {"role": "user", "content": "Weather in Paris?"},
+    question = [{"role": "user", "content": "Weather in Paris?"}]
+    plain = client.chat.completions.create(model="tiny", messages=question, max_tokens=2, temperature=0)
+    offered = client.chat.completions.create(model="tiny", messages=question, tools=tools, max_tokens=2, temperature=0)
+    schema_tokens = offered.usage.prompt_tokens - plain.usage.prompt_tokens
+    assert schema_tokens > 40  # system prompt with "Environment: ipython" and the JSON schema
+    follow_up = question + [
         {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
                                               "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
     ]
-    answer = client.chat.completions.create(model="tiny", messages=follow_up, tools=tools, max_tokens=3, temperature=0)
-    assert answer.choices[0].finish_reason in ("length", "stop", "tool_calls")
+    answer = client.chat.completions.create(model="tiny", messages=follow_up, tools=tools, max_tokens=2, temperature=0)
+    assert answer.usage.prompt_tokens > offered.usage.prompt_tokens + 10  # the call and its result were rendered
+    assert answer.usage.completion_tokens == 2
 
 
 @pytest.mark.parametrize(
