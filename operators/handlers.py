@@ -10,7 +10,8 @@ import os
 import kopf
 from kubernetes import config
 
-from .reconcile import sync
+from .manifests import MANAGED_BY
+from .reconcile import resync, sync
 from .spec import GROUP, PLURAL, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("LLAMAOPS_RESYNC_SECONDS", "30"))
@@ -43,3 +44,13 @@ for register in (kopf.on.create, kopf.on.resume):
     register(GROUP, VERSION, PLURAL, id="reconcile")(reconcile)
 kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile")(reconcile)
 kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, id="resync")(reconcile)
+
+
+# A child's status changed (a pod died, became ready, cannot be scheduled): recompute the owner's
+# status now instead of at the next resync. on.event keeps no state on the watched objects.
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def child_changed(body, namespace, type, **_) -> None:
+    owner = (body.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/instance")
+    if owner and type is not None:  # type None: the initial listing, covered by resume
+        resync(_api, owner, namespace)

@@ -5,6 +5,8 @@ No cluster access here, so every rule is unit-testable; the kopf handlers only a
 import os
 
 from .pools import NodePool
+from llamaops.platform.deploy.serving import READY_PATH
+
 from .serving_argv import PORT, server_argv
 from .spec import GROUP, KIND, VERSION, DeploymentSpec
 
@@ -21,6 +23,11 @@ def owner_reference(name: str, uid: str) -> dict:
 def labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "llama-server", "app.kubernetes.io/instance": name,
             "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def selector(name: str) -> dict[str, str]:
+    """The labels that pick a LlamaDeployment's serving pods."""
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "llama-server"}
 
 
 def _meta(name: str, namespace: str, uid: str) -> dict:
@@ -43,36 +50,54 @@ def _resources(spec: DeploymentSpec, pool: NodePool) -> dict:
     return {"requests": amounts, "limits": limits}
 
 
-def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
-    env = []
+def _secret_env(name: str, secret: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _env(spec: DeploymentSpec) -> list[dict]:
+    # A writable HOME and model cache on the /tmp emptyDir: the root filesystem is read-only.
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "LLAMAOPS_HOME", "value": "/tmp/llamaops"}]
     if spec.apiKeySecret:
-        env.append({"name": "LLAMAOPS_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": spec.apiKeySecret, "key": "api-key"}}})
-    probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+        env.append(_secret_env("LLAMAOPS_API_KEY", spec.apiKeySecret, "api-key"))
+    endpoint = os.environ.get("LLAMAOPS_S3_ENDPOINT", "")
+    if endpoint:  # the platform's object store (the chart sets it on the operator)
+        env.append({"name": "LLAMAOPS_S3_ENDPOINT", "value": endpoint})
+    if spec.storageSecret:
+        env += [_secret_env("AWS_ACCESS_KEY_ID", spec.storageSecret, "access-key"),
+                _secret_env("AWS_SECRET_ACCESS_KEY", spec.storageSecret, "secret-key")]
+    return env
+
+
+def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
+    # Readiness waits for the loaded weights (a TCP check would route requests to a loading server).
+    ready = {"httpGet": {"path": READY_PATH[spec.engine], "port": "http"}, "periodSeconds": 5}
+    alive = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
     return {
         "name": "server",
         "image": image_for(spec.engine),
         "command": server_argv(spec),
         # SSA on <1.21 needs protocol explicitly (it is a list-map key there).
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": env,
+        "env": _env(spec),
         "resources": _resources(spec, pool),
         # Loading weights takes minutes: readiness gates traffic, startup covers the load.
-        "startupProbe": {**probe, "failureThreshold": 90},
-        "readinessProbe": probe,
-        "livenessProbe": {**probe, "failureThreshold": 6},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "startupProbe": {**alive, "failureThreshold": 90},
+        "readinessProbe": ready,
+        "livenessProbe": {**alive, "failureThreshold": 6},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": spec.engine == "llamaops"},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
 
 def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: NodePool) -> dict:
     pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
-                "tolerations": list(pool.tolerations), "securityContext": {"runAsNonRoot": True}}
+                "tolerations": list(pool.tolerations), "securityContext": {"runAsNonRoot": True},
+                "automountServiceAccountToken": False, "volumes": [{"name": "tmp", "emptyDir": {}}]}
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
         "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/instance": name,
-                                         "app.kubernetes.io/name": "llama-server"}},
+            "selector": {"matchLabels": selector(name)},
             "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
         },
     }
@@ -85,7 +110,7 @@ def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: 
 def service(name: str, namespace: str, uid: str) -> dict:
     return {
         "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, uid),
-        "spec": {"selector": {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "llama-server"},
+        "spec": {"selector": selector(name),
                  "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
 

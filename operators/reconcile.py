@@ -8,7 +8,8 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from . import manifests
 from .pools import POOLS_CONFIGMAP, NodePool, PoolConfigError, parse_pools
-from .status import Degraded, check_spec, degraded_conditions, merge_conditions, rollout_conditions
+from .spec import GROUP, PLURAL, VERSION
+from .status import Degraded, check_spec, degraded_conditions, merge_conditions, pod_problem, rollout_conditions
 
 FIELD_MANAGER = "llamaops-operator"
 
@@ -57,6 +58,29 @@ def _delete_hpa(dyn: DynamicClient, version: str, name: str, namespace: str) -> 
         pass
 
 
+def _serving_pods(api: client.ApiClient, name: str, namespace: str) -> list[dict]:
+    selector = ",".join(f"{k}={v}" for k, v in manifests.selector(name).items())
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
+    return [api.sanitize_for_serialization(p) for p in pods.items]
+
+
+def resync(api: client.ApiClient, name: str, namespace: str) -> None:
+    """Recompute one LlamaDeployment's status now (a child changed); gone or deleting -> nothing."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    status = sync(api, name, namespace, meta["uid"], meta.get("generation", 0), obj.get("spec") or {},
+                  obj.get("status") or {})
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+
 def sync(api: client.ApiClient, name: str, namespace: str, uid: str, generation: int,
          raw_spec: dict, old_status: dict) -> dict:
     """Returns the new `.status`. Never raises for a bad spec: that is Degraded in the status."""
@@ -77,6 +101,8 @@ def sync(api: client.ApiClient, name: str, namespace: str, uid: str, generation:
     else:
         _apply(dyn, hpa)
     desired = spec.autoscaling.minReplicas if spec.autoscaling else spec.replicas
-    conditions = rollout_conditions(applied.get("status"), desired)
+    ready = (applied.get("status") or {}).get("readyReplicas") or 0
+    problem = None if ready >= desired else pod_problem(_serving_pods(api, name, namespace))
+    conditions = rollout_conditions(applied.get("status"), desired, problem)
     return {"observedGeneration": generation, "conditions": merge_conditions(old, conditions),
             "deployment": name, "service": name, "hpa": hpa_version if hpa else None}

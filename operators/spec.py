@@ -42,6 +42,8 @@ class DeploymentSpec(BaseModel):
     resources: Resources = Resources()
     autoscaling: Autoscaling | None = None
     apiKeySecret: str | None = Field(None, min_length=1, max_length=253)
+    # Secret in this namespace with keys access-key and secret-key: credentials for s3:// models.
+    storageSecret: str | None = Field(None, min_length=1, max_length=253)
 
 
 def _schema() -> dict:
@@ -61,6 +63,7 @@ def _schema() -> dict:
                 "properties": {"cpu": quantity, "memory": quantity},
             },
             "apiKeySecret": {"type": "string", "minLength": 1, "maxLength": 253},
+            "storageSecret": {"type": "string", "minLength": 1, "maxLength": 253},
             "autoscaling": {
                 "type": "object",
                 "required": ["maxReplicas"],

@@ -67,8 +67,29 @@ def degraded_conditions(reason: str, message: str) -> list[dict]:
             condition("Degraded", True, reason, message)]
 
 
-def rollout_conditions(deployment_status: dict | None, desired: int) -> list[dict]:
-    """Conditions from the owned Deployment's status (`desired` = the replicas we asked for)."""
+# Container states that need a person (or a fix) rather than more waiting.
+STUCK_CONTAINER_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull",
+                           "CreateContainerConfigError", "CreateContainerError", "InvalidImageName"}
+
+
+def pod_problem(pods: list[dict]) -> tuple[str, str] | None:
+    """Why the serving pods are not ready, from their own status: (reason, message) or None."""
+    for pod in pods:
+        for c in pod.get("status", {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return c.get("reason") or "Unschedulable", c.get("message") or "the pod cannot be scheduled"
+    for pod in pods:
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
+                return waiting["reason"], f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}"
+    return None
+
+
+def rollout_conditions(deployment_status: dict | None, desired: int,
+                       problem: tuple[str, str] | None = None) -> list[dict]:
+    """Conditions from the owned Deployment's status (`desired` = the replicas we asked for) and,
+    while it is not ready, the reason its pods give (`problem`, from `pod_problem`)."""
     st = deployment_status or {}
     ready = st.get("readyReplicas") or 0
     updated = st.get("updatedReplicas") or 0
@@ -83,6 +104,13 @@ def rollout_conditions(deployment_status: dict | None, desired: int) -> list[dic
         return [condition("Ready", is_ready, "ProgressDeadlineExceeded", msg),
                 condition("Progressing", False, "ProgressDeadlineExceeded", failed[0].get("message", "")),
                 condition("Degraded", True, "ProgressDeadlineExceeded", msg)]
+    if problem and not is_ready:
+        reason, detail = problem
+        # Unschedulable may resolve itself (a node joins the pool); a stuck container needs a fix.
+        return [condition("Ready", False, reason, f"{msg}: {detail}"),
+                condition("Progressing", True, reason, detail),
+                condition("Degraded", reason != "Unschedulable", reason if reason != "Unschedulable" else "AsExpected",
+                          detail if reason != "Unschedulable" else "")]
     return [condition("Ready", is_ready, "ReplicasReady" if is_ready else "ReplicasUnavailable", msg),
             condition("Progressing", not is_ready, "RolloutInProgress" if not is_ready else "RolloutComplete", msg),
             condition("Degraded", False, "AsExpected")]

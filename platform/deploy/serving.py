@@ -5,6 +5,8 @@ from typing import Literal
 PRODUCTION_ALIAS = "production"
 SERVING_PORT = 8000
 Engine = Literal["llamaops", "vllm"]
+# The path that answers 200 only once weights are loaded: llamaops' /ready, vLLM's /health.
+READY_PATH: dict[str, str] = {"llamaops": "/ready", "vllm": "/health"}
 
 
 def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = SERVING_PORT) -> str:

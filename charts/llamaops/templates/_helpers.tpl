@@ -59,25 +59,3 @@ securityContext:
 {{- randAlphaNum 32 | b64enc -}}
 {{- end -}}
 {{- end -}}
-
-{{/* What the operator touches where LlamaDeployments live: its CRs, what it owns, events. */}}
-{{- define "llamaops.operatorRules" -}}
-- apiGroups: [llamaops.dev]
-  resources: [llamadeployments]
-  verbs: [get, list, watch, patch, update]
-- apiGroups: [llamaops.dev]
-  resources: [llamadeployments/status]
-  verbs: [get, patch, update]
-- apiGroups: [apps]
-  resources: [deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
-- apiGroups: [""]
-  resources: [services]
-  verbs: [get, list, watch, create, patch, update, delete]
-- apiGroups: [autoscaling]
-  resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, update, delete]
-- apiGroups: ["", events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-{{- end -}}

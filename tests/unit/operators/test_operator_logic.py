@@ -5,7 +5,7 @@ from llamaops.operators import manifests
 from llamaops.operators.pools import PoolConfigError, parse_pools
 from llamaops.operators.serving_argv import server_argv
 from llamaops.operators.spec import DeploymentSpec, crd
-from llamaops.operators.status import Degraded, check_spec, merge_conditions, rollout_conditions
+from llamaops.operators.status import Degraded, check_spec, merge_conditions, pod_problem, rollout_conditions
 
 POOLS = parse_pools({"pools.yaml": """
 h100:
@@ -93,3 +93,42 @@ def test_crd_schema_is_structural_and_matches_the_typed_spec():
     props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert set(props) == set(DeploymentSpec.model_fields)
     assert version["subresources"] == {"status": {}}
+
+
+def test_s3_models_get_the_endpoint_and_the_storage_secret_and_readiness_waits_for_weights(monkeypatch):
+    monkeypatch.setenv("LLAMAOPS_S3_ENDPOINT", "http://s3.internal:9000")
+    spec, pool = _check({**SPEC, "storageSecret": "model-store"})
+    c = manifests.deployment("m", "ns", "uid-1", spec, pool)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LLAMAOPS_S3_ENDPOINT"]["value"] == "http://s3.internal:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "model-store", "key": "secret-key"}
+    assert not any("value" in e and "secret" in e["name"].lower() for e in c["env"])  # never inline
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"  # 200 only once the weights are loaded
+    assert c["securityContext"]["readOnlyRootFilesystem"] and {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    monkeypatch.delenv("LLAMAOPS_S3_ENDPOINT")
+    spec, pool = _check(SPEC)
+    c = manifests.deployment("m", "ns", "uid-1", spec, pool)["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in c["env"] if e["name"].startswith(("AWS_", "LLAMAOPS_S3"))]
+
+
+def _pod(conditions=(), waiting=None):
+    status = {"conditions": list(conditions)}
+    if waiting:
+        status["containerStatuses"] = [{"name": "server", "state": {"waiting": waiting}}]
+    return {"status": status}
+
+
+def test_pod_problems_explain_a_rollout_that_is_not_ready():
+    unschedulable = _pod([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                           "message": "0/1 nodes are available: 1 node(s) didn't match node selector."}])
+    crashing = _pod([{"type": "PodScheduled", "status": "True"}], {"reason": "CrashLoopBackOff", "message": "back-off 10s"})
+    assert pod_problem([_pod([{"type": "PodScheduled", "status": "True"}])]) is None
+    assert pod_problem([crashing, unschedulable])[0] == "Unschedulable"  # scheduling is the first cause
+    by = {c["type"]: c for c in rollout_conditions({"readyReplicas": 0}, 1, pod_problem([unschedulable]))}
+    assert by["Ready"]["reason"] == "Unschedulable" and "didn't match node selector" in by["Ready"]["message"]
+    assert by["Progressing"]["status"] == "True" and by["Degraded"]["status"] == "False"
+    by = {c["type"]: c for c in rollout_conditions({"readyReplicas": 0}, 1, pod_problem([crashing]))}
+    assert by["Degraded"]["status"] == "True" and by["Degraded"]["reason"] == "CrashLoopBackOff"
+    # Once ready, a stale problem does not override the rollout's own conditions.
+    by = {c["type"]: c for c in rollout_conditions({"readyReplicas": 1, "updatedReplicas": 1}, 1, ("Unschedulable", "x"))}
+    assert by["Ready"]["reason"] == "ReplicasReady"

@@ -1,0 +1,206 @@
+"""The pod tier: a real single-node Kubernetes that runs pods (tests/cluster/local-up), the one
+llamaops image built from the Dockerfile on the node's own dockerd (FROM a base imported from
+this host's Python: no registry), and a real S3 server (SeaweedFS) on the node's address.
+
+Everything is session-scoped: one cluster, one image, one `helm install` for the whole tier.
+Teardown runs tests/cluster/local-down and checks the host is as it was before local-up.
+Timings and memory go to the terminal summary (provisioning, image, apply -> first answer).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parents[1]
+for d in (_TESTS, _TESTS / "cluster", Path(__file__).resolve().parent):
+    sys.path.insert(0, str(d))
+from local_services import S3Server, start_seaweedfs, stop  # noqa: E402
+from pod_helpers import CLUSTER_DIR, REPORT, ROOT, cluster_rss_mib, run  # noqa: E402
+from localup import host as localup_host  # noqa: E402
+from localup.settings import CACHE, Settings  # noqa: E402
+
+IMAGE = "llamaops/llamaops:local"
+
+
+def _why_not_here() -> str | None:
+    if sys.platform != "linux":
+        return "the local node needs Linux"
+    if os.geteuid() != 0:
+        return "the local node needs root (it runs dockerd, a kubelet and iptables)"
+    return None
+
+
+def _host_view() -> dict:
+    """What local-down must restore: links, iptables chains, touched sysctls."""
+    links = run("ip", "-o", "link", "show").stdout
+    return {"links": sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines()),
+            "chains": localup_host.iptables_chains(),
+            "sysctls": {n: Path("/proc/sys", n.replace(".", "/")).read_text().strip()
+                        for n in localup_host.TOUCHED_SYSCTLS}}
+
+
+@dataclass
+class NodeCluster:
+    settings: Settings
+    kubeconfig: Path
+    env: dict = field(default_factory=dict)  # KUBECONFIG for helm and the clients
+
+    @property
+    def node_ip(self) -> str:
+        return self.settings.node_ip
+
+
+@pytest.fixture(scope="session")
+def node_cluster() -> Iterator[NodeCluster]:
+    why = _why_not_here()
+    if why:
+        pytest.skip(why)
+    before = _host_view()
+    cached = all((CACHE / "bin" / b).exists() for b in ("kubelet", "kube-proxy", "kube-scheduler", "pause"))
+    t0 = time.monotonic()
+    out = subprocess.run([str(CLUSTER_DIR / "local-up")], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        pytest.fail(f"local-up failed:\n{out.stderr[-4000:]}")
+    REPORT["provision_s"] = time.monotonic() - t0
+    REPORT["provision_kind"] = "cached binaries" if cached else "cold (binaries built)"
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("export KUBECONFIG="), last
+    kubeconfig = Path(last.split("=", 1)[1])
+    cluster = NodeCluster(Settings(), kubeconfig, {**os.environ, "KUBECONFIG": str(kubeconfig)})
+    try:
+        yield cluster
+    finally:
+        REPORT.setdefault("cluster_rss_mib_at_teardown", cluster_rss_mib(cluster.settings.state))
+        if os.environ.get("LLAMAOPS_KEEP_CLUSTER") != "1":
+            down = subprocess.run([str(CLUSTER_DIR / "local-down")], capture_output=True, text=True, timeout=600)
+            assert down.returncode == 0, f"local-down failed:\n{down.stderr[-3000:]}"
+            after = _host_view()
+            assert after == before, f"local-down left the host changed:\nbefore {before}\nafter  {after}"
+
+
+@pytest.fixture(scope="session")
+def kube(node_cluster: NodeCluster):
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(node_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def llamaops_image(node_cluster: NodeCluster) -> str:
+    """The Dockerfile built on the node's dockerd FROM this host's Python (docker import)."""
+    t0 = time.monotonic()
+    env = {**os.environ, "DOCKER": "/usr/bin/docker", "DOCKER_HOST": f"unix://{node_cluster.settings.docker_sock}",
+           "PYTHON": sys.executable}
+    out = run("bash", ROOT / "scripts" / "build-image.sh", "--host-base", "--tag", IMAGE, env=env, timeout=1800)
+    REPORT["image_build_s"] = time.monotonic() - t0
+    assert out.stdout.strip().splitlines()[-1] == IMAGE
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def node_s3(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on the node's address: pods and the host reach it, nothing outside does."""
+    process, server = start_seaweedfs(tmp_path_factory.mktemp("node-s3"), host=node_cluster.node_ip)
+    server.client().make_bucket("llamaops")
+    try:
+        yield server
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return run("bash", CLUSTER_DIR / "get_helm.sh").stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(node_s3: S3Server) -> str:
+    """A tiny random Llama with the real tokenizer's vocabulary, published to the node's S3."""
+    from llamaops.platform.config.model import ModelConfig
+    from llamaops.platform.model import Transformer
+    from llamaops.platform.model.checkpoint import save_model
+    from llamaops.platform.store.uri import staged_output
+
+    model = Transformer(ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256))
+    model.init_weights(seed=0)
+    uri = "s3://llamaops/models/tiny"
+    saved = dict(os.environ)
+    os.environ.update(node_s3.env())
+    try:
+        with staged_output(uri) as directory:
+            save_model(model, directory, overwrite=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return uri
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    s3_secret: str
+
+
+@pytest.fixture(scope="session")
+def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Release]:
+    """`helm install --wait` of the chart: the operator and MLflow on the llamaops image, the
+    node's S3 as the external object store, MLflow on sqlite in its emptyDir."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    ns = "llamaops"
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "s3-creds"}, "stringData": {
+        "access-key": node_s3.access_key, "secret-key": node_s3.secret_key}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-db"}, "stringData": {
+        "uri": "sqlite:////tmp/mlflow.db"}})
+    repo, tag = llamaops_image.split(":")
+    values = {
+        "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+        "operator": {"servingImage": llamaops_image, "resyncSeconds": 15},
+        "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"}},
+        "s3": {"existingSecret": "s3-creds", "external": {"enabled": True, "endpoint": node_s3.endpoint}},
+        "nodePools": {
+            "local": {"nodeSelector": {"llamaops.io/pool": "local"}, "tolerations": [], "gpusPerNode": 0},
+            "nowhere": {"nodeSelector": {"llamaops.io/pool": "nowhere"}, "tolerations": [], "gpusPerNode": 0},
+        },
+    }
+    values_file = node_cluster.settings.path("test-values.json")
+    values_file.write_text(json.dumps(values))
+    t0 = time.monotonic()
+    run(helm, "install", "r", ROOT / "charts" / "llamaops", "-n", ns, "-f", values_file,
+        "--wait", "--timeout", "10m", env=node_cluster.env, timeout=900)
+    REPORT["helm_install_ready_s"] = time.monotonic() - t0
+    yield Release("r", ns, "s3-creds")
+    run(helm, "uninstall", "r", "-n", ns, "--wait", "--timeout", "5m", env=node_cluster.env, check=False, timeout=400)
+
+
+@pytest.fixture
+def app_namespace(kube, node_s3) -> Iterator[str]:
+    """A namespace for LlamaDeployments, with the storage Secret their pods read."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    name = f"app-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_secret(name, {"metadata": {"name": "model-store"}, "stringData": {
+        "access-key": node_s3.access_key, "secret-key": node_s3.secret_key}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if REPORT:
+        terminalreporter.section("pod tier: provisioning and latency")
+        for key, value in REPORT.items():
+            terminalreporter.write_line(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
