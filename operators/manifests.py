@@ -13,6 +13,9 @@ from .spec import GROUP, KIND, VERSION, DeploymentSpec
 DEFAULT_IMAGE = "ghcr.io/llamaops/llamaops:latest"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
 MANAGED_BY = "llamaops-operator"
+# An explicit non-root uid: images that default to root (vLLM's) then still pass runAsNonRoot.
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def owner_reference(name: str, uid: str) -> dict:
@@ -92,7 +95,7 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
 
 def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: NodePool) -> dict:
     pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
-                "tolerations": list(pool.tolerations), "securityContext": {"runAsNonRoot": True},
+                "tolerations": list(pool.tolerations), "securityContext": POD_SECURITY,
                 "automountServiceAccountToken": False, "volumes": [{"name": "tmp", "emptyDir": {}}]}
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
