@@ -42,6 +42,7 @@ if [[ "$(cat "$ctx/deps/.stamp" 2>/dev/null)" != "$stamp" ]]; then
 fi
 rm -f "$ctx/llamaops"/llamaops-*.whl
 "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$ctx/llamaops" . >&2
+rm -rf build/lib build/bdist.*  # setuptools' in-tree leftovers of the wheel build
 cp -L "$ctx/deps/pip.whl" "$ctx/llamaops/pip.whl"
 
 if [[ $host_base == 1 ]]; then

@@ -2,8 +2,6 @@
 (the state dict in Meta's names). Directories are written atomically: a temp sibling, then a rename.
 """
 import json
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.store.atomic import replace_directory
 
 from .transformer import Transformer
 
@@ -43,22 +42,8 @@ def check_destination(dst: Path, overwrite: bool = False) -> Path:
 def atomic_directory(dst: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temp directory next to `dst` and rename it to `dst` once the block succeeds;
     on failure it is removed and `dst` is untouched."""
-    dst = check_destination(dst, overwrite)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with replace_directory(check_destination(dst, overwrite)) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.is_dir():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        dst.rename(old)
-        tmp.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dst)
 
 
 def save_model(model: Transformer, directory: Path, overwrite: bool = False) -> Path:

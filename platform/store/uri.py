@@ -1,10 +1,10 @@
 """Reading and publishing artifact directories by URI (file:// here; s3:// in s3.py)."""
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from .atomic import replace_directory
 
 COMPLETE_MARKER = "_COMPLETE"
 
@@ -72,15 +72,6 @@ def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
     final = local_path(uri)
     if (final / COMPLETE_MARKER).is_file() and not overwrite:
         raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with replace_directory(final) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / COMPLETE_MARKER).write_text("")
-    if final.exists():  # an unfinished leftover, or an allowed overwrite
-        shutil.rmtree(final)
-    tmp.rename(final)
+        (tmp / COMPLETE_MARKER).write_text("")
