@@ -23,6 +23,7 @@ import torch
 from llamaops.platform.model import KVCache, Transformer
 from llamaops.platform.tokenizer import Tokenizer
 
+from .head import OutputHead
 from .metrics import EngineMetrics
 from .sampling import SamplingParams, make_generator, sample
 from .text import IncrementalText
@@ -80,6 +81,7 @@ class Engine:
         max_queue: int = 256,
         prefill_chunk: int = 256,
         max_seq_len: int | None = None,
+        screen_greedy: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -89,6 +91,7 @@ class Engine:
         device = next(model.parameters()).device
         self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype, device=device)
         self.device = device
+        self.head = OutputHead(model.output.weight, screen=screen_greedy)
         self.decoding: list[Request] = []  # slot i holds decoding[i]
         self.prefilling: Request | None = None  # slot len(decoding)
         self.waiting: deque[Request] = deque()
@@ -196,30 +199,45 @@ class Engine:
             chunk = list(request.prompt[request.cursor : request.cursor + budget])
             slot = len(self.decoding)
             positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
-            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
+            hidden = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
             request.cursor += len(chunk)
             budget -= len(chunk)
             self.metrics.prompt_tokens += len(chunk)
             if request.cursor == len(request.prompt):
                 self.prefilling = None
                 self.decoding.append(request)
-                self._accept(request, logits[0, -1])
+                self._accept(request, self._next_tokens([request], hidden[:, -1])[0])
 
     def _decode(self) -> None:
         rows = self.decoding
         tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
-        logits = self._forward(tokens, positions, 0, len(rows))
-        for row, request in enumerate(list(rows)):
-            self._accept(request, logits[row, -1])
+        hidden = self._forward(tokens, positions, 0, len(rows))
+        for request, token in zip(list(rows), self._next_tokens(rows, hidden[:, -1])):
+            self._accept(request, token)
 
     def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
+        """Final hidden states [B, T, dim] of rows [first, end) of the cache."""
         view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
-        return self.model(tokens, positions=positions, cache=view, last_only=last_only)
+        return self.model(tokens, positions=positions, cache=view, last_only=last_only, project=False)
 
-    def _accept(self, request: Request, logits: torch.Tensor) -> None:
-        """Choose the next token of a request and tell its client."""
-        token = sample(logits, request.params, request._generator)
+    def _next_tokens(self, requests: Sequence[Request], hidden: torch.Tensor) -> list[int]:
+        """The next token of each request from its last hidden state [N, dim]: greedy rows through
+        the head's exact argmax, the others sampled from their logits."""
+        tokens = [0] * len(requests)
+        greedy = [i for i, r in enumerate(requests) if r.params.greedy]
+        sampled = [i for i, r in enumerate(requests) if not r.params.greedy]
+        if greedy:
+            rows = hidden if len(greedy) == len(requests) else hidden[greedy]
+            for i, token in zip(greedy, self.head.argmax(rows)):
+                tokens[i] = token
+        if sampled:
+            for i, logits in zip(sampled, self.head.logits(hidden[sampled])):
+                tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
+        return tokens
+
+    def _accept(self, request: Request, token: int) -> None:
+        """Record a request's next token and tell its client."""
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
             self.metrics.observe_ttft(request.first_token_at - request.arrived)
