@@ -232,7 +232,8 @@ class Engine:
             for i, token in zip(greedy, self.head.argmax(rows)):
                 tokens[i] = token
         if sampled:
-            for i, logits in zip(sampled, self.head.logits(hidden[sampled])):
+            # Sampling draws with a CPU generator: the logits come to it (a no-op on a CPU).
+            for i, logits in zip(sampled, self.head.logits(hidden[sampled]).cpu()):
                 tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
         return tokens
 
