@@ -11,7 +11,8 @@ On a machine without CUDA, `--device cuda` prints one line saying it skipped and
    `Engine.generate` vs `LlamaForCausalLM.generate(do_sample=False)`, alternating, medians. The
    greedy tokens of both must be identical (checked; the run aborts otherwise). The engine runs
    twice: as served (greedy through the int8-screened exact argmax, see platform/serve/head.py)
-   and with the full output projection (`screen_greedy=False`), so the screen's share is visible.
+   and with the full output projection (`screen_greedy=False`), so the screen's share is visible;
+   a third time with paged KV blocks of 16 tokens (`kv_block_size=16`), to show what paging costs.
 2. Over HTTP, C concurrent clients (8 and 32), each sending its own prompt to /v1/completions
    (token-id prompts, max_tokens fixed, greedy): aggregate completion tokens/s, p50/p99 request
    latency and the server's peak RSS. llamaops: `llamaops serve` (continuous batching). Peer: the
@@ -81,7 +82,7 @@ def hf_generate(model, prompt: list[int], new_tokens: int) -> list[int]:
     return out[0, len(prompt):].tolist()
 
 
-BATCH_ONE = ("llamaops", "llamaops-full-projection", "transformers")
+BATCH_ONE = ("llamaops", "llamaops-full-projection", "llamaops-paged-kv", "transformers")
 
 
 def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int, device: str = "cpu") -> dict:
@@ -91,7 +92,8 @@ def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int, device:
 
     model = load_model(native).to(device)
     engines = {"llamaops": Engine(model, load_tokenizer(), max_batch=1),
-               "llamaops-full-projection": Engine(model, load_tokenizer(), max_batch=1, screen_greedy=False)}
+               "llamaops-full-projection": Engine(model, load_tokenizer(), max_batch=1, screen_greedy=False),
+               "llamaops-paged-kv": Engine(model, load_tokenizer(), max_batch=1, kv_block_size=16)}
     hf = load_hf_model(hf_dir, device)
     prompt = prompts(1, seed=1)[0]
 
@@ -119,8 +121,9 @@ def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int, device:
         whole = statistics.median(by_n[new_tokens])
         result[name] = {"ttft_s": ttft, "decode_tokens_per_s": (new_tokens - 1) / (whole - ttft)}
     result["decode_speedup"] = result["llamaops"]["decode_tokens_per_s"] / result["transformers"]["decode_tokens_per_s"]
-    result["decode_speedup_full_projection"] = (
-        result["llamaops-full-projection"]["decode_tokens_per_s"] / result["transformers"]["decode_tokens_per_s"])
+    for variant in ("full-projection", "paged-kv"):
+        result[f"decode_speedup_{variant}"] = (
+            result[f"llamaops-{variant}"]["decode_tokens_per_s"] / result["transformers"]["decode_tokens_per_s"])
     result["ttft_speedup"] = result["transformers"]["ttft_s"] / result["llamaops"]["ttft_s"]
     return result
 
@@ -274,8 +277,8 @@ def main() -> None:
     print("batch 1 (in process, greedy tokens identical):")
     for name in BATCH_ONE:
         print(f"  {name:25s} TTFT {b1[name]['ttft_s'] * 1000:7.1f} ms   decode {b1[name]['decode_tokens_per_s']:7.1f} tok/s")
-    print(f"  decode speedup {b1['decode_speedup']:.2f}x (full projection {b1['decode_speedup_full_projection']:.2f}x)"
-          f"   TTFT speedup {b1['ttft_speedup']:.2f}x")
+    print(f"  decode speedup {b1['decode_speedup']:.2f}x (full projection {b1['decode_speedup_full-projection']:.2f}x, "
+          f"paged KV {b1['decode_speedup_paged-kv']:.2f}x)   TTFT speedup {b1['ttft_speedup']:.2f}x")
     if "http" not in report:
         return
     http = report["http"]

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llamaops.platform.model import KVCache, Transformer
+from llamaops.platform.model import Transformer
 from llamaops.platform.tokenizer import Tokenizer
 
 from .head import OutputHead
+from .kv_store import DenseRows, PagedRows
 from .metrics import EngineMetrics
 from .sampling import SamplingParams, make_generator, sample
 from .text import IncrementalText
@@ -100,7 +101,12 @@ class Engine:
         max_prefills: int = 4,
         max_seq_len: int | None = None,
         screen_greedy: bool = True,
+        kv_block_size: int | None = None,
+        kv_blocks: int | None = None,
     ) -> None:
+        """kv_block_size: keep keys and values in paged blocks of this many tokens (kv_store.py)
+        instead of one dense max_seq_len row per slot; kv_blocks: the pool's size (default: as
+        many tokens as the dense cache)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
@@ -108,7 +114,11 @@ class Engine:
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         dtype = next(model.parameters()).dtype
         device = next(model.parameters()).device
-        self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype, device=device)
+        if kv_block_size is None:
+            self.kv: DenseRows | PagedRows = DenseRows(model.cfg, max_batch, self.max_seq_len, dtype, device)
+        else:
+            blocks = kv_blocks or max_batch * -(-self.max_seq_len // kv_block_size)
+            self.kv = PagedRows(model.cfg, blocks, kv_block_size, dtype, device)
         self.device = device
         self.head = OutputHead(model.output.weight, screen=screen_greedy)
         self.decoding: list[Request] = []  # slot i holds decoding[i]
@@ -128,6 +138,11 @@ class Engine:
             raise ValueError(
                 f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than "
                 f"the context of {self.max_seq_len} tokens; shorten the prompt or lower max_tokens"
+            )
+        if not self.kv.fits(prompt_tokens + max_tokens):
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than the "
+                f"server's whole KV cache; shorten the prompt or lower max_tokens"
             )
 
     def submit(self, request: Request) -> Request:
@@ -225,8 +240,8 @@ class Engine:
         """Move waiting requests into free prefill slots; True when any request is prefilling."""
         while len(self.prefilling) < self.max_prefills and len(self.decoding) + len(self.prefilling) < self.max_batch:
             with self._lock:
-                if not self.waiting:
-                    break
+                if not self.waiting or not (self.waiting[0].cancelled or self.kv.admit(self.waiting[0])):
+                    break  # a request waits, in order, until the KV blocks it needs are free
                 request = self.waiting.popleft()
             if request.cancelled:
                 self._emit(request, Output("", None, "cancelled"))
@@ -237,8 +252,9 @@ class Engine:
     def _prefill_chunk(self, request: Request, slot: int, size: int) -> torch.Tensor:
         """Run the next `size` prompt tokens of a request in its slot; its last hidden state [1, dim]."""
         chunk = list(request.prompt[request.cursor : request.cursor + size])
+        self.kv.grow(request, request.cursor + len(chunk))
         positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
-        hidden = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
+        hidden = self._forward(torch.tensor([chunk], device=self.device), positions, [request], slot, last_only=True)
         request.cursor += len(chunk)
         self.metrics.prompt_tokens += len(chunk)
         return hidden[:, -1]
@@ -253,15 +269,17 @@ class Engine:
 
     def _decode(self) -> None:
         rows = self.decoding
+        for request in rows:
+            self.kv.grow(request, request.length)
         tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
-        hidden = self._forward(tokens, positions, 0, len(rows))
+        hidden = self._forward(tokens, positions, rows, 0)
         for request, token in zip(list(rows), self._next_tokens(rows, hidden[:, -1])):
             self._accept(request, token)
 
-    def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
-        """Final hidden states [B, T, dim] of rows [first, end) of the cache."""
-        view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
+    def _forward(self, tokens, positions, requests, first: int, last_only: bool = False) -> torch.Tensor:
+        """Final hidden states [B, T, dim] of `requests`, which occupy the slots from `first` on."""
+        view = self.kv.view(requests, first)
         return self.model(tokens, positions=positions, cache=view, last_only=last_only, project=False)
 
     def _next_tokens(self, requests: Sequence[Request], hidden: torch.Tensor) -> list[int]:
@@ -300,6 +318,7 @@ class Engine:
 
     def _finish(self, request: Request, reason: str, text: str = "", token: int | None = None) -> None:
         request.finish_reason = reason
+        self.kv.release(request)
         if request in self.prefilling:
             self._release_prefill(self.prefilling.index(request))
         elif request in self.decoding:
@@ -329,21 +348,17 @@ class Engine:
             self.prefilling[index] = moved
 
     def _move(self, src: int, dst: int, length: int) -> None:
-        if src != dst and length:
-            self.cache.keys[:, dst, :, :length] = self.cache.keys[:, src, :, :length]
-            self.cache.values[:, dst, :, :length] = self.cache.values[:, src, :, :length]
+        self.kv.move(src, dst, length)
 
     def _swap(self, a: int, b: int, length: int) -> None:
-        for tensor in (self.cache.keys, self.cache.values):
-            held = tensor[:, a, :, :length].clone()
-            tensor[:, a, :, :length] = tensor[:, b, :, :length]
-            tensor[:, b, :, :length] = held
+        self.kv.swap(a, b, length)
 
     def _fail_all(self, reason: str) -> None:
         with self._lock:
             pending = list(self.waiting)
             self.waiting.clear()
         for request in [*self.decoding, *self.prefilling, *pending]:
+            self.kv.release(request)
             request.finish_reason = reason
             self._emit(request, Output("", None, reason))
         self.decoding, self.prefilling = [], []

@@ -99,8 +99,8 @@ def assert_rows_hold_their_requests(engine: Engine) -> None:
         with torch.no_grad():
             engine.model(torch.tensor([tokens]), positions=torch.arange(len(tokens)).unsqueeze(0), cache=alone)
         n = len(tokens)
-        torch.testing.assert_close(engine.cache.keys[:, slot, :, :n], alone.keys[:, 0, :, :n], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(engine.cache.values[:, slot, :, :n], alone.values[:, 0, :, :n], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(engine.kv.cache.keys[:, slot, :, :n], alone.keys[:, 0, :, :n], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(engine.kv.cache.values[:, slot, :, :n], alone.values[:, 0, :, :n], rtol=1e-4, atol=1e-5)
 
 
 def test_rows_of_partly_prefilled_prompts_move_with_them(small_model, tokenizer, greedy_reference):
