@@ -3,10 +3,16 @@ cache), same weights, same prompts, greedy, in the same run on this machine's CP
 
     .venv/bin/python benchmarks/serve_vs_transformers.py            # batch 1 + 8 and 32 HTTP clients
     .venv/bin/python benchmarks/serve_vs_transformers.py --json
+    .venv/bin/python benchmarks/serve_vs_transformers.py --device cuda   # on a GPU machine
+
+On a machine without CUDA, `--device cuda` prints one line saying it skipped and exits 0.
 
 1. In process, batch 1: time to first token (prefill + one token) and decode tokens/s of
    `Engine.generate` vs `LlamaForCausalLM.generate(do_sample=False)`, alternating, medians. The
-   greedy tokens of both must be identical (checked; the run aborts otherwise).
+   greedy tokens of both must be identical (checked; the run aborts otherwise). The engine runs
+   twice: as served (greedy through the int8-screened exact argmax, see platform/serve/head.py)
+   and with the full output projection (`screen_greedy=False`), so the screen's share is visible;
+   a third time with paged KV blocks of 16 tokens (`kv_block_size=16`), to show what paging costs.
 2. Over HTTP, C concurrent clients (8 and 32), each sending its own prompt to /v1/completions
    (token-id prompts, max_tokens fixed, greedy): aggregate completion tokens/s, p50/p99 request
    latency and the server's peak RSS. llamaops: `llamaops serve` (continuous batching). Peer: the
@@ -56,40 +62,58 @@ def prompts(count: int, seed: int = 0) -> list[list[int]]:
             for _ in range(count)]
 
 
-def load_hf_model(hf_dir: Path):
+def load_hf_model(hf_dir: Path, device: str = "cpu"):
     from transformers import LlamaForCausalLM
 
-    return LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, attn_implementation="sdpa").eval()
+    model = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, attn_implementation="sdpa")
+    return model.to(device).eval()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def hf_generate(model, prompt: list[int], new_tokens: int) -> list[int]:
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt], device=model.device)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
     return out[0, len(prompt):].tolist()
 
 
-def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int) -> dict:
+BATCH_ONE = ("llamaops", "llamaops-full-projection", "llamaops-paged-kv", "transformers")
+
+
+def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int, device: str = "cpu") -> dict:
     from llamaops.platform.model.checkpoint import load_model
     from llamaops.platform.serve import Engine, SamplingParams
     from llamaops.platform.tokenizer import load_tokenizer
 
-    engine = Engine(load_model(native), load_tokenizer(), max_batch=1)
-    hf = load_hf_model(hf_dir)
+    model = load_model(native).to(device)
+    engines = {"llamaops": Engine(model, load_tokenizer(), max_batch=1),
+               "llamaops-full-projection": Engine(model, load_tokenizer(), max_batch=1, screen_greedy=False),
+               "llamaops-paged-kv": Engine(model, load_tokenizer(), max_batch=1, kv_block_size=16)}
+    hf = load_hf_model(hf_dir, device)
     prompt = prompts(1, seed=1)[0]
 
-    def ours(n: int) -> list[int]:
-        return engine.generate([prompt], SamplingParams(max_tokens=n, temperature=0))[0].generated
+    def run(name: str, n: int) -> list[int]:
+        if name == "transformers":
+            return hf_generate(hf, prompt, n)
+        return engines[name].generate([prompt], SamplingParams(max_tokens=n, temperature=0))[0].generated
 
-    if ours(new_tokens) != hf_generate(hf, prompt, new_tokens):
-        raise SystemExit("greedy tokens differ between llamaops and transformers: not the same model, aborting")
-    times: dict[str, dict[int, list[float]]] = {"llamaops": {1: [], new_tokens: []}, "transformers": {1: [], new_tokens: []}}
+    expected = run("transformers", new_tokens)
+    for name in engines:
+        if run(name, new_tokens) != expected:
+            raise SystemExit(f"greedy tokens differ between {name} and transformers: not the same model, aborting")
+    times = {name: {1: [], new_tokens: []} for name in BATCH_ONE}
     for i in range(repeats):
-        for name in (["llamaops", "transformers"] if i % 2 == 0 else ["transformers", "llamaops"]):
+        for name in (BATCH_ONE if i % 2 == 0 else BATCH_ONE[::-1]):
             for n in (1, new_tokens):
+                synchronize(device)
                 start = time.perf_counter()
-                ours(n) if name == "llamaops" else hf_generate(hf, prompt, n)
+                run(name, n)
+                synchronize(device)
                 times[name][n].append(time.perf_counter() - start)
     result = {}
     for name, by_n in times.items():
@@ -97,16 +121,19 @@ def batch_one(native: Path, hf_dir: Path, new_tokens: int, repeats: int) -> dict
         whole = statistics.median(by_n[new_tokens])
         result[name] = {"ttft_s": ttft, "decode_tokens_per_s": (new_tokens - 1) / (whole - ttft)}
     result["decode_speedup"] = result["llamaops"]["decode_tokens_per_s"] / result["transformers"]["decode_tokens_per_s"]
+    for variant in ("full-projection", "paged-kv"):
+        result[f"decode_speedup_{variant}"] = (
+            result[f"llamaops-{variant}"]["decode_tokens_per_s"] / result["transformers"]["decode_tokens_per_s"])
     result["ttft_speedup"] = result["transformers"]["ttft_s"] / result["llamaops"]["ttft_s"]
     return result
 
 
 # -- the peer's HTTP front -----------------------------------------------------------------------
-def serve_transformers(hf_dir: str, port: int) -> None:
+def serve_transformers(hf_dir: str, port: int, device: str) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    model = load_hf_model(Path(hf_dir))
+    model = load_hf_model(Path(hf_dir), device)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -187,13 +214,14 @@ def load_test(port: int, model: str, clients: int, new_tokens: int) -> dict:
             "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "completion_tokens": sum(tokens)}
 
 
-def http_runs(native: Path, hf_dir: Path, client_counts: list[int], new_tokens: int, threads: int) -> dict:
+def http_runs(native: Path, hf_dir: Path, client_counts: list[int], new_tokens: int, threads: int,
+              device: str = "cpu") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), BENCH_THREADS=str(threads))
     results: dict = {}
     servers = {
         "llamaops": lambda port: [sys.executable, "-m", "llamaops.cli.main", "serve", str(native), "--port", str(port),
-                                  "--name", "bench", "--max-batch", str(max(client_counts))],
-        "transformers": lambda port: [sys.executable, __file__, "--peer-server", str(hf_dir), str(port)],
+                                  "--name", "bench", "--max-batch", str(max(client_counts)), "--device", device],
+        "transformers": lambda port: [sys.executable, __file__, "--peer-server", str(hf_dir), str(port), device],
     }
     for name, argv in servers.items():  # one server at a time: they would compete for the cores
         port = free_port()
@@ -218,29 +246,41 @@ def main() -> None:
     parser.add_argument("--clients", default="8,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both sides run there)")
+    parser.add_argument("--no-http", action="store_true", help="batch 1 in process only")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--peer-server", nargs=2, metavar=("HF_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--peer-server", nargs=3, metavar=("HF_DIR", "PORT", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_server:
-        serve_transformers(args.peer_server[0], int(args.peer_server[1]))
+        serve_transformers(args.peer_server[0], int(args.peer_server[1]), args.peer_server[2])
+        return
+    if args.device != "cpu" and not torch.cuda.is_available():
+        print(f"skipped: --device {args.device} needs CUDA and this machine has none (torch {torch.__version__})")
         return
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="llo-serve-bench-") as tmp:
         native, hf_dir = build(Path(tmp))
         report = {
             "config": CONFIG.model_dump(mode="json"), "torch": torch.__version__, "threads": args.threads,
-            "batch_1": batch_one(native, hf_dir, args.new_tokens, args.repeats),
-            "http": http_runs(native, hf_dir, [int(c) for c in args.clients.split(",")], args.http_tokens, args.threads),
+            "device": args.device,
+            "batch_1": batch_one(native, hf_dir, args.new_tokens, args.repeats, args.device),
         }
+        if not args.no_http:
+            report["http"] = http_runs(native, hf_dir, [int(c) for c in args.clients.split(",")], args.http_tokens,
+                                       args.threads, args.device)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return
     b1 = report["batch_1"]
-    print(f"model: dim {CONFIG.dim}, {CONFIG.n_layers} layers, vocab {CONFIG.vocab_size}, fp32, {args.threads} threads")
+    print(f"model: dim {CONFIG.dim}, {CONFIG.n_layers} layers, vocab {CONFIG.vocab_size}, fp32, {args.threads} threads, "
+          f"device {args.device}")
     print("batch 1 (in process, greedy tokens identical):")
-    for name in ("llamaops", "transformers"):
-        print(f"  {name:12s} TTFT {b1[name]['ttft_s'] * 1000:7.1f} ms   decode {b1[name]['decode_tokens_per_s']:7.1f} tok/s")
-    print(f"  decode speedup {b1['decode_speedup']:.2f}x   TTFT speedup {b1['ttft_speedup']:.2f}x")
+    for name in BATCH_ONE:
+        print(f"  {name:25s} TTFT {b1[name]['ttft_s'] * 1000:7.1f} ms   decode {b1[name]['decode_tokens_per_s']:7.1f} tok/s")
+    print(f"  decode speedup {b1['decode_speedup']:.2f}x (full projection {b1['decode_speedup_full-projection']:.2f}x, "
+          f"paged KV {b1['decode_speedup_paged-kv']:.2f}x)   TTFT speedup {b1['ttft_speedup']:.2f}x")
+    if "http" not in report:
+        return
     http = report["http"]
     print(f"HTTP, /v1/completions, {args.http_tokens} tokens per request:")
     for c in [int(c) for c in args.clients.split(",")]:

@@ -17,8 +17,12 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Requests decoded together.", min=1)] = 32,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.", min=1)] = 256,
     prefill_chunk: Annotated[int, typer.Option(help="Prompt tokens prefilled per step.", min=1)] = 256,
+    max_prefills: Annotated[int, typer.Option(help="Prompts sharing a step's prefill tokens.", min=1)] = 4,
     max_seq_len: Annotated[int | None, typer.Option(help="Context served (default: the model's).", min=2)] = None,
+    kv_block_size: Annotated[int | None, typer.Option(help="Keep the KV cache in paged blocks of this many tokens (default: one dense row per slot).", min=1)] = None,
+    kv_blocks: Annotated[int | None, typer.Option(help="Paged KV pool size in blocks (default: as many tokens as the dense cache).", min=1)] = None,
     dtype: Annotated[str, typer.Option(help="Weights dtype: auto (as stored), float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ references.")] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API."""
@@ -30,9 +34,13 @@ def serve(
     dtypes = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
         raise typer.BadParameter(f"'{dtype}' is not one of auto, float32, bfloat16", param_hint="--dtype")
+    if device != "cpu" and not (device.split(":")[0] == "cuda" and torch.cuda.is_available()):
+        raise typer.BadParameter(f"'{device}' is not available here: use cpu, or cuda on a machine with a GPU",
+                                 param_hint="--device")
     key = api_key_file.read_text().strip() if api_key_file else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
-                              max_seq_len=max_seq_len, api_key=key)
+                              max_prefills=max_prefills, max_seq_len=max_seq_len, kv_block_size=kv_block_size,
+                              kv_blocks=kv_blocks, api_key=key)
     torch.set_grad_enabled(False)
-    run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name),
-               settings, host, port)
+    run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name,
+                                        device=device), settings, host, port)

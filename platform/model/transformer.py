@@ -162,6 +162,7 @@ class Transformer(nn.Module):
         targets: torch.Tensor | None = None,
         loss_chunk_size: int | None = None,
         last_only: bool = False,
+        project: bool = True,
     ) -> torch.Tensor:
         """tokens [B, T] (or hidden states [B, T, dim] on a pipeline stage without the embedding).
 
@@ -174,6 +175,8 @@ class Transformer(nn.Module):
         tokens at a time (default: its own), so [B, T, vocab] logits are never held.
         last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
         with a 128K vocabulary most of a small model's prefill cost otherwise.
+        project=False: the final-normed hidden states instead of logits; the serving engine
+        projects them itself (an exact greedy choice need not read the whole output matrix).
         Returns logits [B, T, vocab] (hidden states on a stage without the output projection).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
@@ -186,7 +189,7 @@ class Transformer(nn.Module):
             h = h[:, -1:]
         if self.norm is not None:
             h = self.norm(h)
-        if self.output is None:
+        if self.output is None or not project:
             return h
         if targets is not None:
             return linear_cross_entropy(

@@ -2,10 +2,11 @@
 
 Slots of the cache hold requests. The decoding requests always occupy the prefix [0, n_decoding)
 of the slots, so a decode step runs the model once over a plain slice of the cache (a view, no
-gather). At most one request is being prefilled, in the slot right after that prefix, a chunk of
-at most `prefill_chunk` tokens per step: a long prompt is spread over several steps and never
-stalls the requests already decoding. A finished request leaves at a token boundary; the last
-decoding request (and the one being prefilled) move down into its slot so the prefix stays dense.
+gather). Up to `max_prefills` requests are prefilled in the slots right after that prefix; each
+step they share `prefill_chunk` prompt tokens fairly (`fair_shares`), so a long prompt is spread
+over several steps, never stalls the requests already decoding, and does not hold back the short
+prompts that arrive behind it. A finished request leaves at a token boundary; the last decoding
+request moves into its slot and the last prefill into the freed one, so the prefix stays dense.
 
 The engine is single-threaded by design: `step()` does one round; `start()` runs steps on a
 background thread and callers only `submit()` (thread-safe) and receive `Output`s through their
@@ -20,12 +21,30 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llamaops.platform.model import KVCache, Transformer
+from llamaops.platform.model import Transformer
 from llamaops.platform.tokenizer import Tokenizer
 
+from .head import OutputHead
+from .kv_store import DenseRows, PagedRows
 from .metrics import EngineMetrics
 from .sampling import SamplingParams, make_generator, sample
 from .text import IncrementalText
+
+
+def fair_shares(needs: Sequence[int], budget: int) -> list[int]:
+    """Split `budget` tokens among requests needing `needs` tokens: equal shares (in order, the
+    first ones get the remainder), and what a request does not need goes to the others."""
+    shares = [0] * len(needs)
+    open_ = [i for i, need in enumerate(needs) if need > 0]
+    while budget > 0 and open_:
+        each, extra = divmod(budget, len(open_))
+        for rank, i in enumerate(list(open_)):
+            give = min(needs[i] - shares[i], each + (rank < extra))
+            shares[i] += give
+            budget -= give
+            if shares[i] == needs[i]:
+                open_.remove(i)
+    return shares
 
 
 class QueueFull(RuntimeError):
@@ -79,18 +98,31 @@ class Engine:
         max_batch: int = 32,
         max_queue: int = 256,
         prefill_chunk: int = 256,
+        max_prefills: int = 4,
         max_seq_len: int | None = None,
+        screen_greedy: bool = True,
+        kv_block_size: int | None = None,
+        kv_blocks: int | None = None,
     ) -> None:
+        """kv_block_size: keep keys and values in paged blocks of this many tokens (kv_store.py)
+        instead of one dense max_seq_len row per slot; kv_blocks: the pool's size (default: as
+        many tokens as the dense cache)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.max_prefills = max_prefills
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         dtype = next(model.parameters()).dtype
         device = next(model.parameters()).device
-        self.cache = KVCache.allocate(model.cfg, max_batch, self.max_seq_len, dtype=dtype, device=device)
+        if kv_block_size is None:
+            self.kv: DenseRows | PagedRows = DenseRows(model.cfg, max_batch, self.max_seq_len, dtype, device)
+        else:
+            blocks = kv_blocks or max_batch * -(-self.max_seq_len // kv_block_size)
+            self.kv = PagedRows(model.cfg, blocks, kv_block_size, dtype, device)
         self.device = device
+        self.head = OutputHead(model.output.weight, screen=screen_greedy)
         self.decoding: list[Request] = []  # slot i holds decoding[i]
-        self.prefilling: Request | None = None  # slot len(decoding)
+        self.prefilling: list[Request] = []  # slot len(decoding) + i holds prefilling[i]
         self.waiting: deque[Request] = deque()
         self.metrics = EngineMetrics()
         self._lock = threading.Condition()
@@ -106,6 +138,11 @@ class Engine:
             raise ValueError(
                 f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than "
                 f"the context of {self.max_seq_len} tokens; shorten the prompt or lower max_tokens"
+            )
+        if not self.kv.fits(prompt_tokens + max_tokens):
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together more than the "
+                f"server's whole KV cache; shorten the prompt or lower max_tokens"
             )
 
     def submit(self, request: Request) -> Request:
@@ -167,12 +204,12 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> None:
-        """One round: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens, then
-        one decode step for every decoding request."""
+        """One round: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens shared by
+        up to `max_prefills` requests, then one decode step for every decoding request."""
         for request in [r for r in self.decoding if r.cancelled]:
             self._finish(request, "cancelled")
-        if self.prefilling is not None and self.prefilling.cancelled:
-            self._finish(self.prefilling, "cancelled")
+        for request in [r for r in self.prefilling if r.cancelled]:
+            self._finish(request, "cancelled")
         self._prefill(self.prefill_chunk)
         if self.decoding:
             self._decode()
@@ -180,46 +217,89 @@ class Engine:
         self.metrics.queue_depth = len(self.waiting)
 
     def _prefill(self, budget: int) -> None:
-        while budget > 0:
-            if self.prefilling is None:
-                if len(self.decoding) >= self.max_batch:
-                    return
-                with self._lock:
-                    if not self.waiting:
-                        return
-                    request = self.waiting.popleft()
-                if request.cancelled:
-                    self._emit(request, Output("", None, "cancelled"))
-                    continue
-                self.prefilling = request
-            request = self.prefilling
-            chunk = list(request.prompt[request.cursor : request.cursor + budget])
-            slot = len(self.decoding)
-            positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
-            logits = self._forward(torch.tensor([chunk], device=self.device), positions, slot, slot + 1, last_only=True)
-            request.cursor += len(chunk)
-            budget -= len(chunk)
-            self.metrics.prompt_tokens += len(chunk)
-            if request.cursor == len(request.prompt):
-                self.prefilling = None
-                self.decoding.append(request)
-                self._accept(request, logits[0, -1])
+        """Spend up to `budget` prompt tokens on the prefilling requests, shared fairly, then move
+        the ones whose prompt is complete into the decoding prefix with their first token."""
+        while budget > 0 and self._admit():
+            shares = fair_shares([len(r.prompt) - r.cursor for r in self.prefilling], budget)
+            completed = []
+            for index, (request, share) in enumerate(zip(self.prefilling, shares)):
+                if share:
+                    hidden = self._prefill_chunk(request, len(self.decoding) + index, share)
+                    if request.cursor == len(request.prompt):
+                        completed.append((request, hidden))
+            budget -= sum(shares)
+            for request, _ in completed:
+                self._start_decoding(request)
+            if completed:
+                requests = [request for request, _ in completed]
+                hidden = torch.cat([h for _, h in completed])
+                for request, token in zip(requests, self._next_tokens(requests, hidden)):
+                    self._accept(request, token)
+
+    def _admit(self) -> bool:
+        """Move waiting requests into free prefill slots; True when any request is prefilling."""
+        while len(self.prefilling) < self.max_prefills and len(self.decoding) + len(self.prefilling) < self.max_batch:
+            with self._lock:
+                if not self.waiting or not (self.waiting[0].cancelled or self.kv.admit(self.waiting[0])):
+                    break  # a request waits, in order, until the KV blocks it needs are free
+                request = self.waiting.popleft()
+            if request.cancelled:
+                self._emit(request, Output("", None, "cancelled"))
+                continue
+            self.prefilling.append(request)
+        return bool(self.prefilling)
+
+    def _prefill_chunk(self, request: Request, slot: int, size: int) -> torch.Tensor:
+        """Run the next `size` prompt tokens of a request in its slot; its last hidden state [1, dim]."""
+        chunk = list(request.prompt[request.cursor : request.cursor + size])
+        self.kv.grow(request, request.cursor + len(chunk))
+        positions = torch.arange(request.cursor, request.cursor + len(chunk), device=self.device).unsqueeze(0)
+        hidden = self._forward(torch.tensor([chunk], device=self.device), positions, [request], slot, last_only=True)
+        request.cursor += len(chunk)
+        self.metrics.prompt_tokens += len(chunk)
+        return hidden[:, -1]
+
+    def _start_decoding(self, request: Request) -> None:
+        """A prefilled request joins the decoding prefix: it takes the first prefill slot."""
+        index, first = self.prefilling.index(request), len(self.decoding)
+        if index:
+            self._swap(first, first + index, max(request.cursor, self.prefilling[0].cursor))
+            self.prefilling[0], self.prefilling[index] = request, self.prefilling[0]
+        self.decoding.append(self.prefilling.pop(0))
 
     def _decode(self) -> None:
         rows = self.decoding
+        for request in rows:
+            self.kv.grow(request, request.length)
         tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
-        logits = self._forward(tokens, positions, 0, len(rows))
-        for row, request in enumerate(list(rows)):
-            self._accept(request, logits[row, -1])
+        hidden = self._forward(tokens, positions, rows, 0)
+        for request, token in zip(list(rows), self._next_tokens(rows, hidden[:, -1])):
+            self._accept(request, token)
 
-    def _forward(self, tokens, positions, first: int, end: int, last_only: bool = False) -> torch.Tensor:
-        view = KVCache(self.cache.keys[:, first:end], self.cache.values[:, first:end])
-        return self.model(tokens, positions=positions, cache=view, last_only=last_only)
+    def _forward(self, tokens, positions, requests, first: int, last_only: bool = False) -> torch.Tensor:
+        """Final hidden states [B, T, dim] of `requests`, which occupy the slots from `first` on."""
+        view = self.kv.view(requests, first)
+        return self.model(tokens, positions=positions, cache=view, last_only=last_only, project=False)
 
-    def _accept(self, request: Request, logits: torch.Tensor) -> None:
-        """Choose the next token of a request and tell its client."""
-        token = sample(logits, request.params, request._generator)
+    def _next_tokens(self, requests: Sequence[Request], hidden: torch.Tensor) -> list[int]:
+        """The next token of each request from its last hidden state [N, dim]: greedy rows through
+        the head's exact argmax, the others sampled from their logits."""
+        tokens = [0] * len(requests)
+        greedy = [i for i, r in enumerate(requests) if r.params.greedy]
+        sampled = [i for i, r in enumerate(requests) if not r.params.greedy]
+        if greedy:
+            rows = hidden if len(greedy) == len(requests) else hidden[greedy]
+            for i, token in zip(greedy, self.head.argmax(rows)):
+                tokens[i] = token
+        if sampled:
+            # Sampling draws with a CPU generator: the logits come to it (a no-op on a CPU).
+            for i, logits in zip(sampled, self.head.logits(hidden[sampled]).cpu()):
+                tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
+        return tokens
+
+    def _accept(self, request: Request, token: int) -> None:
+        """Record a request's next token and tell its client."""
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
             self.metrics.observe_ttft(request.first_token_at - request.arrived)
@@ -238,35 +318,50 @@ class Engine:
 
     def _finish(self, request: Request, reason: str, text: str = "", token: int | None = None) -> None:
         request.finish_reason = reason
-        if request is self.prefilling:
-            self.prefilling = None
+        self.kv.release(request)
+        if request in self.prefilling:
+            self._release_prefill(self.prefilling.index(request))
         elif request in self.decoding:
             self._release(self.decoding.index(request))
         self.metrics.finished(reason)
         self._emit(request, Output(text, token, reason))
 
     def _release(self, slot: int) -> None:
-        """Free a decoding slot, keeping decoding requests dense in [0, n) and the prefill right after."""
+        """Free a decoding slot, keeping decoding requests dense in [0, n) and the prefills right
+        after: the last decoding request fills the hole, the last prefill the one that leaves."""
         last = len(self.decoding) - 1
         if slot != last:
             self._move(last, slot, self.decoding[last].length)
             self.decoding[slot] = self.decoding[last]
         self.decoding.pop()
-        if self.prefilling is not None and self.prefilling.cursor:
-            self._move(last + 1, last, self.prefilling.cursor)
+        if self.prefilling:
+            moved = self.prefilling.pop()
+            self._move(last + 1 + len(self.prefilling), last, moved.cursor)
+            self.prefilling.insert(0, moved)
+
+    def _release_prefill(self, index: int) -> None:
+        """Free a prefill slot; the last prefill moves into it."""
+        moved = self.prefilling.pop()
+        if index < len(self.prefilling):
+            first = len(self.decoding)
+            self._move(first + len(self.prefilling), first + index, moved.cursor)
+            self.prefilling[index] = moved
 
     def _move(self, src: int, dst: int, length: int) -> None:
-        self.cache.keys[:, dst, :, :length] = self.cache.keys[:, src, :, :length]
-        self.cache.values[:, dst, :, :length] = self.cache.values[:, src, :, :length]
+        self.kv.move(src, dst, length)
+
+    def _swap(self, a: int, b: int, length: int) -> None:
+        self.kv.swap(a, b, length)
 
     def _fail_all(self, reason: str) -> None:
         with self._lock:
             pending = list(self.waiting)
             self.waiting.clear()
-        for request in [*self.decoding, *([self.prefilling] if self.prefilling else []), *pending]:
+        for request in [*self.decoding, *self.prefilling, *pending]:
+            self.kv.release(request)
             request.finish_reason = reason
             self._emit(request, Output("", None, reason))
-        self.decoding, self.prefilling = [], None
+        self.decoding, self.prefilling = [], []
 
     def _emit(self, request: Request, output: Output) -> None:
         try:

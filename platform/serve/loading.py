@@ -31,7 +31,12 @@ def served_name(reference: str) -> str:
 
 
 def load_for_serving(
-    reference: str, *, tracking_uri: str | None = None, dtype: torch.dtype | None = None, name: str | None = None
+    reference: str,
+    *,
+    tracking_uri: str | None = None,
+    dtype: torch.dtype | None = None,
+    name: str | None = None,
+    device: str = "cpu",
 ) -> LoadedModel:
     source = reference
     is_path = "/" in reference or Path(reference).exists()
@@ -51,7 +56,7 @@ def load_for_serving(
             model = _load_directory(path, dtype)
     except (ArtifactError, ModelDirectoryError) as exc:
         raise ModelNotFound(str(exc)) from None
-    return LoadedModel(model.eval(), name or served_name(reference), source)
+    return LoadedModel(model.to(device).eval(), name or served_name(reference), source)
 
 
 def _load_directory(directory: Path, dtype: torch.dtype | None) -> Transformer:

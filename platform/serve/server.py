@@ -39,6 +39,9 @@ class ServerSettings:
     max_batch: int = 32
     max_queue: int = 256
     prefill_chunk: int = 256
+    max_prefills: int = 4
+    kv_block_size: int | None = None  # paged KV blocks of this many tokens; None: dense rows
+    kv_blocks: int | None = None
     max_seq_len: int | None = None
     api_key: str | None = None  # never logged
 
@@ -64,7 +67,9 @@ def create_app(
             loaded = load()
             tokenizer = load_tokenizer()
             engine = Engine(loaded.model, tokenizer, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                            prefill_chunk=settings.prefill_chunk, max_seq_len=settings.max_seq_len)
+                            prefill_chunk=settings.prefill_chunk, max_prefills=settings.max_prefills,
+                            max_seq_len=settings.max_seq_len, kv_block_size=settings.kv_block_size,
+                            kv_blocks=settings.kv_blocks)
             engine.start()
             state.tokenizer, state.model_name, state.engine = tokenizer, loaded.name, engine
             log.info("serving %s from %s", loaded.name, loaded.source)

@@ -197,3 +197,29 @@ def test_a_model_that_does_not_exist_fails_in_one_line(tmp_path):
                              "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "does not exist" in result.stderr
+
+
+def test_a_paged_kv_server_answers_like_the_dense_one_and_sheds_what_its_blocks_cannot_hold(server, model_dir, tmp_path):
+    # 4 blocks of 16 tokens: one 40-token request at a time; a request over 64 tokens never fits.
+    proc, paged = start_server(model_dir, tmp_path, "--kv-block-size", "16", "--kv-blocks", "4", "--max-queue", "2",
+                               "--max-prefills", "2")
+    try:
+        body = {"model": "tiny", "prompt": "The capital of France is", "max_tokens": 30, "temperature": 0}
+        dense_status, dense = post(server, "/v1/completions", body)
+        paged_status, answer = post(paged, "/v1/completions", body)
+        assert dense_status == paged_status == 200
+        assert answer["choices"][0]["text"] == dense["choices"][0]["text"]
+        status, error = post(paged, "/v1/completions", {**body, "max_tokens": 80})
+        assert status == 400 and "KV cache" in error["error"]["message"]
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(post(paged, "/v1/completions", body)[0]))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(results) <= {200, 429} and 429 in results and 200 in results
+        assert post(paged, "/v1/completions", body)[0] == 200  # every block came back
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

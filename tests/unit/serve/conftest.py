@@ -18,3 +18,17 @@ def small_model() -> Transformer:
     model = Transformer(cfg)
     model.init_weights(seed=0)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def greedy_reference(small_model):
+    """The argmax continuation of a prompt by re-running the whole sequence each token (no cache)."""
+
+    def continuation(prompt: list[int], n: int) -> list[int]:
+        tokens = list(prompt)
+        with torch.no_grad():
+            for _ in range(n):
+                tokens.append(int(small_model(torch.tensor([tokens]), last_only=True)[0, -1].argmax()))
+        return tokens[len(prompt):]
+
+    return continuation

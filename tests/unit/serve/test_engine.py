@@ -5,29 +5,19 @@ import torch
 
 from llamaops.platform.serve import Engine, QueueFull, Request, SamplingParams
 
-
-def reference_greedy(model, prompt: list[int], n: int) -> list[int]:
-    """Argmax continuation by re-running the whole sequence each token (no cache)."""
-    tokens = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-    return tokens[len(prompt):]
-
-
 PROMPTS = [[5, 17, 300, 42], [9] * 37, [1000, 2000], list(range(100, 160)), [7, 8, 9, 10, 11]]
 
 
-def test_greedy_matches_model_argmax_with_requests_of_every_length(small_model, tokenizer):
+def test_greedy_matches_model_argmax_with_requests_of_every_length(small_model, tokenizer, greedy_reference):
     engine = Engine(small_model, tokenizer, max_batch=3, prefill_chunk=16)
     params = SamplingParams(max_tokens=12, temperature=0)
     requests = engine.generate(PROMPTS, params)  # 5 requests through 3 slots: joins and leaves mid-run
     for prompt, request in zip(PROMPTS, requests):
-        assert request.generated == reference_greedy(small_model, prompt, 12)
+        assert request.generated == greedy_reference(prompt, 12)
         assert request.finish_reason == "length"
 
 
-def test_requests_join_a_running_batch_at_token_boundaries(small_model, tokenizer):
+def test_requests_join_a_running_batch_at_token_boundaries(small_model, tokenizer, greedy_reference):
     engine = Engine(small_model, tokenizer, max_batch=4, prefill_chunk=64)
     first = engine.submit(Request(PROMPTS[0], SamplingParams(max_tokens=10, temperature=0)))
     for _ in range(4):
@@ -37,11 +27,11 @@ def test_requests_join_a_running_batch_at_token_boundaries(small_model, tokenize
     engine.step()  # the newcomer is prefilled and joins the same step's decode while `first` goes on
     assert len(late.generated) == 2 and len(first.generated) == 6
     engine.run_until_idle()
-    assert first.generated == reference_greedy(small_model, PROMPTS[0], 10)
-    assert late.generated == reference_greedy(small_model, PROMPTS[1], 6)
+    assert first.generated == greedy_reference(PROMPTS[0], 10)
+    assert late.generated == greedy_reference(PROMPTS[1], 6)
 
 
-def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(small_model, tokenizer):
+def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(small_model, tokenizer, greedy_reference):
     engine = Engine(small_model, tokenizer, max_batch=4, prefill_chunk=8)
     short = engine.submit(Request([3, 4], SamplingParams(max_tokens=30, temperature=0)))
     engine.step()
@@ -51,8 +41,8 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(small_model, t
     assert long.cursor == 40 and not long.generated  # 8 prompt tokens per step
     assert len(short.generated) == 7  # decoding never waited for the long prompt
     engine.run_until_idle()
-    assert long.generated == reference_greedy(small_model, list(range(500, 600)), 3)
-    assert short.generated == reference_greedy(small_model, [3, 4], 30)
+    assert long.generated == greedy_reference(list(range(500, 600)), 3)
+    assert short.generated == greedy_reference([3, 4], 30)
 
 
 def test_stop_ids_and_stop_sequences_end_a_request(small_model, tokenizer):
@@ -93,7 +83,7 @@ def test_a_request_that_cannot_fit_the_context_is_refused(small_model, tokenizer
         engine.submit(Request([1] * 250, SamplingParams(max_tokens=10)))
 
 
-def test_a_cancelled_request_leaves_the_batch_and_others_stay_exact(small_model, tokenizer):
+def test_a_cancelled_request_leaves_the_batch_and_others_stay_exact(small_model, tokenizer, greedy_reference):
     engine = Engine(small_model, tokenizer, max_batch=4)
     params = SamplingParams(max_tokens=10, temperature=0)
     requests = [engine.submit(Request(p, params)) for p in PROMPTS[:3]]
@@ -103,4 +93,4 @@ def test_a_cancelled_request_leaves_the_batch_and_others_stay_exact(small_model,
     engine.run_until_idle()
     assert requests[0].finish_reason == "cancelled"
     for prompt, request in zip(PROMPTS[1:3], requests[1:]):
-        assert request.generated == reference_greedy(small_model, prompt, 10)
+        assert request.generated == greedy_reference(prompt, 10)
