@@ -1,9 +1,9 @@
 """The data-prep steps in order, built from DataConfig: read -> clean -> dedup -> filter -> tokenize -> mix.
 
-Per-document steps run fused (in-process or on Ray Data, see steps.py); steps that compare
-documents (URL, exact, line and near de-duplication, token outliers, mix) run on the driver
-over the whole corpus, so de-duplication stays exact whatever the number of workers. The
-expensive part of near-dedup, the MinHash signatures, is computed on the workers.
+Per-document steps run fused (in-process or on Ray Data, see steps.py). URL, exact, line and
+near de-duplication are hash-partitioned map-reduces (shuffle.py): each partition de-duplicates
+its keys on a worker, so the result is exact and identical for any number of workers. Token
+outliers, the mix and the split need corpus-wide statistics and run on the driver.
 """
 import functools
 
@@ -100,13 +100,14 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
         cleaning.append(DocumentStep("scrub_pii", pii_check))
     documents = run_document_steps(cleaning, documents, report, workers)
     if data.dedup_urls:
-        documents = report.run("url_dedup", drop_duplicate_urls, documents)
-    documents = report.run("exact_dedup", drop_exact_duplicates, documents)
+        documents = report.run("url_dedup", functools.partial(drop_duplicate_urls, workers=workers), documents)
+    documents = report.run("exact_dedup", functools.partial(drop_exact_duplicates, workers=workers), documents)
     repeated = functools.partial(
         drop_repeated_lines,
         max_repeats=data.max_line_repeats,
         bucket_documents=data.line_dedup_bucket_documents,
         skip_languages=CODE_LANGUAGES,
+        workers=workers,
     )
     documents = report.run("line_dedup", repeated, documents)
 
@@ -134,6 +135,7 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
         seed=data.seed,
         ngram=data.minhash_ngram,
         signatures=signatures,
+        workers=workers,
     )
     documents = report.run("near_dedup", near, documents)
     outliers = functools.partial(
