@@ -85,6 +85,8 @@ class DataConfig(Config):
         default_factory=lambda: {"general": 0.40, "math_reasoning": 0.30, "code": 0.30}
     )
     source_categories: dict[str, str] = Field(default_factory=dict)
+    # Ray Data workers (one CPU each); on a cluster the data step's RayJob brings the CPU pods for them.
+    workers: PositiveInt = 1
 
 
 class PretrainConfig(Config):

@@ -19,7 +19,7 @@ TOKENIZER_NAME = "llama3"
 
 
 def run_data_prep(preset: Preset, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
-    return prepare_data(preset.data, output_uri, metrics)
+    return prepare_data(preset.data, output_uri, metrics, workers=preset.data.workers)
 
 
 def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMetrics(), workers: int = 1) -> StageResult:
