@@ -1,4 +1,4 @@
-"""The data-prep steps in order, built from DataConfig: read -> clean -> dedup -> filter -> tokenize -> mix.
+"""The data-prep steps in order, built from DataConfig: read -> clean -> language id -> dedup -> per-language filters -> tokenize -> mix.
 
 Per-document steps run fused (in-process or on Ray Data, see steps.py). URL, exact, line and
 near de-duplication are hash-partitioned map-reduces (shuffle.py): each partition de-duplicates
@@ -9,12 +9,12 @@ import functools
 
 import numpy as np
 
-from ..config.stages import DataConfig
+from ..config.stages import DataConfig, LanguageRules
 from ..tokenizer import Tokenizer
 from .clean import remove_boilerplate_lines, repair_mojibake
 from .dedup import drop_duplicate_urls, drop_exact_duplicates, drop_repeated_lines
 from .documents import CODE_LANGUAGES, DataError, Document
-from .filters import QualityRules, first_failed_rule
+from .filters import DIRTY_WORDS, LanguageRoutes, QualityRules, routed_failed_rule
 from .language import language_reason
 from .mix import mix_by_category
 from .near_dedup import MinHasher, drop_near_duplicates
@@ -59,16 +59,25 @@ def pii_check(doc: Document) -> None:
     doc.text, _ = scrub_pii(doc.text)
 
 
-def _quality_rules(data: DataConfig) -> QualityRules:
-    return QualityRules(
-        data.min_chars,
-        data.max_chars,
-        data.min_alphanumeric_fraction,
-        data.max_duplicate_line_fraction,
-        data.max_duplicate_ngram_fraction,
-        data.duplicate_ngram_words,
-        data.max_dirty_word_fraction,
-        data.max_symbol_word_ratio,
+_RULE_SETTINGS = (
+    "min_chars", "max_chars", "min_alphanumeric_fraction", "max_duplicate_line_fraction", "max_duplicate_ngram_fraction",
+    "duplicate_ngram_words", "max_dirty_word_fraction", "max_symbol_word_ratio",
+)
+
+
+def _quality_rules(data: DataConfig, own: LanguageRules | None = None) -> QualityRules:
+    """The filter thresholds of one language branch: its own settings, DataConfig's for the rest."""
+    def setting(name: str):
+        value = getattr(own, name, None)
+        return getattr(data, name) if value is None else value
+
+    dirty_words = frozenset(own.dirty_words) if own is not None and own.dirty_words is not None else DIRTY_WORDS
+    return QualityRules(*(setting(name) for name in _RULE_SETTINGS), dirty_words=dirty_words)
+
+
+def language_routes(data: DataConfig) -> LanguageRoutes:
+    return LanguageRoutes(
+        _quality_rules(data), {language: _quality_rules(data, own) for language, own in data.language_rules.items()}
     )
 
 
@@ -79,9 +88,11 @@ def quality_model(data: DataConfig) -> QualityClassifier | None:
     return QualityClassifier.train(reference, seed=data.seed)
 
 
-def quality_check(model: QualityClassifier, threshold: float, doc: Document) -> str | None:
+def quality_check(model: QualityClassifier, data: DataConfig, doc: Document) -> str | None:
     if doc.language in CODE_LANGUAGES:
         return None  # trained on prose: it has no opinion on code
+    own = data.language_rules.get(doc.language or "")
+    threshold = own.min_quality_score if own is not None and own.min_quality_score is not None else data.min_quality_score
     return "low_quality_score" if model.scores([doc.text[:QUALITY_SAMPLE_CHARS]])[0] < threshold else None
 
 
@@ -98,6 +109,9 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     cleaning = [DocumentStep("clean", functools.partial(clean_check, data))]
     if data.scrub_pii:
         cleaning.append(DocumentStep("scrub_pii", pii_check))
+    # Language id comes first so every later step, and the report, knows each document's branch.
+    allowed = frozenset(data.languages) if data.languages is not None else None
+    cleaning.append(DocumentStep("language", functools.partial(language_reason, identify=data.identify_languages, allowed=allowed)))
     documents = run_document_steps(cleaning, documents, report, workers)
     if data.dedup_urls:
         documents = report.run("url_dedup", functools.partial(drop_duplicate_urls, workers=workers), documents)
@@ -111,14 +125,10 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     )
     documents = report.run("line_dedup", repeated, documents)
 
-    allowed = frozenset(data.languages) if data.languages is not None else None
-    filtering = [
-        DocumentStep("language", functools.partial(language_reason, identify=data.identify_languages, allowed=allowed)),
-        DocumentStep("quality_filters", functools.partial(first_failed_rule, rules=_quality_rules(data))),
-    ]
+    filtering = [DocumentStep("quality_filters", functools.partial(routed_failed_rule, routes=language_routes(data)))]
     model = quality_model(data)
     if model is not None:
-        filtering.append(DocumentStep("quality_classifier", functools.partial(quality_check, model, data.min_quality_score)))
+        filtering.append(DocumentStep("quality_classifier", functools.partial(quality_check, model, data)))
     filtering.append(DocumentStep("tokenize", functools.partial(tokenize_check, tokenizer)))
     documents = run_document_steps(filtering, documents, report, workers)
     tokenized = len(documents)

@@ -27,7 +27,8 @@ def parsed_by_the_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple
 
 
 @pytest.mark.parametrize("overrides", [[], ["data.min_chars=200", "data.languages=[en, de]", "data.max_token_kl_zscore=null",
-                                            "data.source_categories={s3://b/web: general}", "data.workers=3"]])
+                                            "data.source_categories={s3://b/web: general}", "data.workers=3",
+                                            "data.language_rules={de: {min_chars: 500, dirty_words: [x]}}"]])
 def test_the_entrypoint_gives_the_cli_the_same_data_settings(overrides, monkeypatch):
     preset = load_preset("8b", overrides=overrides)
     job = build_data_rayjob(preset, "run-1", "s3://bucket/run-1/data", "image:1", {"LLAMAOPS_S3_ENDPOINT": "http://s3:8333"})
