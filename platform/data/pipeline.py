@@ -15,7 +15,7 @@ from .clean import remove_boilerplate_lines, repair_mojibake
 from .dedup import drop_duplicate_urls, drop_exact_duplicates, drop_repeated_lines
 from .documents import CODE_LANGUAGES, DataError, Document
 from .filters import DIRTY_WORDS, LanguageRoutes, QualityRules, routed_failed_rule
-from .language import language_reason
+from .language import ShippedModel, language_reason
 from .mix import mix_by_category
 from .near_dedup import MinHasher, drop_near_duplicates
 from .normalize import normalize_text
@@ -111,7 +111,9 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
         cleaning.append(DocumentStep("scrub_pii", pii_check))
     # Language id comes first so every later step, and the report, knows each document's branch.
     allowed = frozenset(data.languages) if data.languages is not None else None
-    cleaning.append(DocumentStep("language", functools.partial(language_reason, identify=data.identify_languages, allowed=allowed)))
+    shipped = ShippedModel() if data.identify_languages and workers > 1 else None
+    identify = functools.partial(language_reason, identify=data.identify_languages, allowed=allowed, model=shipped)
+    cleaning.append(DocumentStep("language", identify))
     documents = run_document_steps(cleaning, documents, report, workers)
     if data.dedup_urls:
         documents = report.run("url_dedup", functools.partial(drop_duplicate_urls, workers=workers), documents)
