@@ -34,7 +34,9 @@ def prep(
         typer.Option("--set", "-s", help="Override a data setting, e.g. min_chars=200 or data.languages=[en] (repeatable)."),
     ] = None,
     preset: Annotated[str, typer.Option("--preset", help="Preset whose data settings are the starting point.")] = "tiny",
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Ray Data workers (1: in-process).")] = 1,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Ray Data workers (1: in-process; default: data.workers).")
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="Also log the report to this MLflow tracking URI.")
     ] = None,
@@ -47,6 +49,7 @@ def prep(
     sources = json.dumps([_source_uri(value) for value in inputs])
     sets = [_data_override(o) for o in overrides or []] + [f"data.sources={sources}"]
     data = load_preset(preset, config, sets).data
+    workers = workers or data.workers
     output_uri = output if "://" in output else Path(output).resolve().as_uri()
     if tracking_uri is None:
         result = prepare_data(data, output_uri, workers=workers)

@@ -20,7 +20,7 @@ def rayjob_name(run_id: str, step: str) -> str:
     return name[:40].rstrip("-")
 
 
-def _container(name: str, image: str, shape: PodShape, env: dict[str, str], secret: str | None) -> dict[str, Any]:
+def container(name: str, image: str, shape: PodShape, env: dict[str, str], secret: str | None) -> dict[str, Any]:
     resources: dict[str, Any] = {
         "requests": {"cpu": str(shape.cpus), "memory": shape.memory},
         "limits": {"memory": shape.memory},
@@ -39,20 +39,16 @@ def _container(name: str, image: str, shape: PodShape, env: dict[str, str], secr
     return container
 
 
-def build_rayjob(
-    preset: Preset, layout: ParallelLayout, step: str, run_id: str, image: str, env: dict[str, str],
-    namespace: str = "default", env_secret: str | None = None,
+def rayjob_manifest(
+    name: str, namespace: str, labels: dict[str, str], entrypoint: str, head: dict[str, Any], workers: dict[str, Any],
 ) -> dict[str, Any]:
-    """The RayJob that trains `step` of run `run_id` on nodes_for(layout) whole nodes of the preset's pool."""
-    nodes = nodes_for(preset, layout)
-    worker = gpu_node_pod(preset)
-    labels = {"app.kubernetes.io/part-of": "llamaops", "llamaops.io/run": rayjob_name(run_id, ""), "llamaops.io/step": step}
+    """A RayJob around a head container that only drives and one worker group."""
     return {
         "apiVersion": RAYJOB_API_VERSION,
         "kind": "RayJob",
-        "metadata": {"name": rayjob_name(run_id, step), "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
-            "entrypoint": ENTRYPOINT,
+            "entrypoint": entrypoint,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 600,
             "backoffLimit": 0,
@@ -61,29 +57,40 @@ def build_rayjob(
                 "headGroupSpec": {
                     # The head only drives: num-gpus 0 keeps training workers off it.
                     "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [_container("ray-head", image, cpu_pod(), env, env_secret)]},
-                    },
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [head]}},
                 },
-                "workerGroupSpecs": [{
-                    "groupName": "gpu-workers",
-                    "replicas": nodes,
-                    "minReplicas": nodes,
-                    "maxReplicas": nodes,
-                    "rayStartParams": {"num-gpus": str(worker.gpus)},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "containers": [{**_container("ray-worker", image, worker, env, env_secret),
-                                            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
-                            # NCCL moves tensors through /dev/shm; the container default (64 MiB) is far too small.
-                            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-                            "nodeSelector": node_selector(preset),
-                            "tolerations": node_pool_tolerations(preset),
-                        },
-                    },
-                }],
+                "workerGroupSpecs": [workers],
             },
         },
     }
+
+
+def worker_group(name: str, replicas: int, start_params: dict[str, str], labels: dict[str, str],
+                 pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A fixed-size worker group: the job needs all its pods, and no more."""
+    return {"groupName": name, "replicas": replicas, "minReplicas": replicas, "maxReplicas": replicas,
+            "rayStartParams": start_params, "template": {"metadata": {"labels": labels}, "spec": pod_spec}}
+
+
+def step_labels(run_id: str, step: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": "llamaops", "llamaops.io/run": rayjob_name(run_id, ""), "llamaops.io/step": step}
+
+
+def build_rayjob(
+    preset: Preset, layout: ParallelLayout, step: str, run_id: str, image: str, env: dict[str, str],
+    namespace: str = "default", env_secret: str | None = None,
+) -> dict[str, Any]:
+    """The RayJob that trains `step` of run `run_id` on nodes_for(layout) whole nodes of the preset's pool."""
+    nodes = nodes_for(preset, layout)
+    worker = gpu_node_pod(preset)
+    labels = step_labels(run_id, step)
+    workers = worker_group("gpu-workers", nodes, {"num-gpus": str(worker.gpus)}, labels, {
+        "containers": [{**container("ray-worker", image, worker, env, env_secret),
+                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
+        # NCCL moves tensors through /dev/shm; the container default (64 MiB) is far too small.
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "nodeSelector": node_selector(preset),
+        "tolerations": node_pool_tolerations(preset),
+    })
+    head = container("ray-head", image, cpu_pod(), env, env_secret)
+    return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers)

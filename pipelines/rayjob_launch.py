@@ -30,6 +30,11 @@ def _namespace() -> str:
     return open(path).read().strip() if os.path.exists(path) else "default"
 
 
+def passed_through_env() -> dict[str, str]:
+    """Endpoints and settings the step's pods inherit from the launcher; credentials come from S3_SECRET."""
+    return {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
+
+
 def step_rayjob(
     step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
     inputs: list[str], namespace: str,
@@ -38,8 +43,7 @@ def step_rayjob(
     preset = Preset.model_validate_json(preset_json)
     arguments = {"step": step, "preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
                  "tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "inputs": list(inputs)}
-    env = {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
-    env[STEP_ENV] = json.dumps(arguments)
+    env = {**passed_through_env(), STEP_ENV: json.dumps(arguments)}
     return build_rayjob(
         preset, training_layout(preset, step), step, run_id, llamaops_image(), env, namespace, env_secret=S3_SECRET
     )

@@ -42,7 +42,10 @@ def _h100_pool(nodes: int) -> Resources:
     )
 
 
-_PAPER_DATA = DataConfig(sources=["s3://llamaops-data/web", "s3://llamaops-data/code", "s3://llamaops-data/math"])
+_PAPER_DATA = DataConfig(
+    sources=["s3://llamaops-data/web", "s3://llamaops-data/code", "s3://llamaops-data/math"],
+    workers=64,  # llamaops's choice: 16 CPU pods of the data RayJob
+)
 _PAPER_GATE = EvalGate(
     max_validation_perplexity=10.0,  # llamaops's choice: a sane 405B-scale ceiling
     min_multiple_choice_accuracy=0.6,

@@ -34,6 +34,20 @@ class BatchRampStep(Config):
     global_batch_tokens: PositiveInt
 
 
+class LanguageRules(Config):
+    """One language's own thresholds; a setting left out (null) takes DataConfig's. To switch a
+    maximum off for one language, set it to its ceiling (1 for fractions)."""
+
+    min_chars: int | None = Field(None, ge=0)
+    min_alphanumeric_fraction: float | None = Field(None, ge=0, le=1)
+    max_duplicate_line_fraction: float | None = Field(None, ge=0, le=1)
+    max_duplicate_ngram_fraction: float | None = Field(None, ge=0, le=1)
+    max_dirty_word_fraction: float | None = Field(None, ge=0, le=1)
+    max_symbol_word_ratio: float | None = Field(None, ge=0)
+    min_quality_score: float | None = Field(None, ge=0, le=1)
+    dirty_words: list[str] | None = None  # this language's list (lowercase); DataConfig's English list otherwise
+
+
 class DataConfig(Config):
     sources: list[str] = Field(min_length=1)  # corpus names or URIs (file://, s3://)
     validation_fraction: float = Field(0.01, gt=0, lt=1)
@@ -71,6 +85,9 @@ class DataConfig(Config):
     # Language identification (langid.py, offline); None keeps every language.
     identify_languages: bool = True
     languages: list[str] | None = None
+    # Per-language branches: documents identified as a language here pass its own filter thresholds
+    # and dirty words; every other language takes the settings above. The report counts per language.
+    language_rules: dict[str, LanguageRules] = Field(default_factory=dict)
     # Model-based quality: a linear classifier of reference-quality vs random text; off without references.
     quality_reference_sources: list[str] = Field(default_factory=list)
     min_quality_score: float = Field(0.5, ge=0, le=1)
@@ -85,6 +102,8 @@ class DataConfig(Config):
         default_factory=lambda: {"general": 0.40, "math_reasoning": 0.30, "code": 0.30}
     )
     source_categories: dict[str, str] = Field(default_factory=dict)
+    # Ray Data workers (one CPU each); on a cluster the data step's RayJob brings the CPU pods for them.
+    workers: PositiveInt = 1
 
 
 class PretrainConfig(Config):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from .documents import CODE_LANGUAGES, Document
 
 _WORD = re.compile(r"\w+")
-# A short English list of explicit words, in the spirit of the C4 "bad words" list; extend per language.
+# A short English list of explicit words, in the spirit of the C4 "bad words" list; other languages
+# bring theirs through DataConfig.language_rules.
 DIRTY_WORDS = frozenset(
     "fuck fucking fucked shit bitch cunt cock dick pussy porn porno xxx nude nudes slut whore horny"
     " milf blowjob handjob cumshot anal dildo orgasm".split()
@@ -25,6 +26,18 @@ class QualityRules:
     duplicate_ngram_words: int = 5
     max_dirty_word_fraction: float | None = None
     max_symbol_word_ratio: float | None = None
+    dirty_words: frozenset[str] = DIRTY_WORDS
+
+
+@dataclass(frozen=True)
+class LanguageRoutes:
+    """The per-language branches: each listed language's rules, and the rules of every other language."""
+
+    default: QualityRules
+    by_language: dict[str, QualityRules]
+
+    def rules_for(self, language: str | None) -> QualityRules:
+        return self.by_language.get(language or "", self.default)
 
 
 def alphanumeric_fraction(text: str) -> float:
@@ -56,9 +69,9 @@ def duplicate_ngram_fraction(text: str, n: int) -> float:
     return sum(covered) / len(words)
 
 
-def dirty_word_fraction(text: str) -> float:
+def dirty_word_fraction(text: str, dirty_words: frozenset[str] = DIRTY_WORDS) -> float:
     words = _WORD.findall(text.lower())
-    return sum(word in DIRTY_WORDS for word in words) / len(words) if words else 0.0
+    return sum(word in dirty_words for word in words) / len(words) if words else 0.0
 
 
 def symbol_word_ratio(text: str) -> float:
@@ -80,7 +93,12 @@ def first_failed_rule(doc: Document, rules: QualityRules) -> str | None:
         limit, n = rules.max_duplicate_ngram_fraction, rules.duplicate_ngram_words
         checks.append(("many_duplicate_ngrams", lambda t: duplicate_ngram_fraction(t, n) > limit))
     if rules.max_dirty_word_fraction is not None:
-        checks.append(("dirty_words", lambda t: dirty_word_fraction(t) > rules.max_dirty_word_fraction))
+        checks.append(("dirty_words", lambda t: dirty_word_fraction(t, rules.dirty_words) > rules.max_dirty_word_fraction))
     if rules.max_symbol_word_ratio is not None:
         checks.append(("many_symbols", lambda t: symbol_word_ratio(t) > rules.max_symbol_word_ratio))
     return next((reason for reason, fails in checks if fails(doc.text)), None)
+
+
+def routed_failed_rule(doc: Document, routes: LanguageRoutes) -> str | None:
+    """The first rule of the document's language branch that it breaks."""
+    return first_failed_rule(doc, routes.rules_for(doc.language))

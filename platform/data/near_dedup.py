@@ -1,18 +1,22 @@
-"""Near-duplicate removal: MinHash signatures of word n-gram sets, LSH banding, first copy wins.
+"""Near-duplicate removal: MinHash signatures of word n-gram sets, LSH banding, clusters by union-find.
 
 Two documents whose signatures agree in all rows of at least one band become candidates; a
-candidate is a duplicate when the share of equal signature entries (the MinHash estimate of the
-Jaccard similarity of their 5-gram sets) reaches the threshold. With b bands of r rows, pairs
+candidate pair is a duplicate when the share of equal signature entries (the MinHash estimate of
+the Jaccard similarity of their 5-gram sets) reaches the threshold; union-find joins the pairs
+into clusters and each cluster keeps its first document. With b bands of r rows, pairs
 at similarity s become candidates with probability 1 - (1 - s^r)^b.
 """
 import functools
 import hashlib
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .documents import Document
 from .report import Removed
+from .shuffle import Record, map_reduce
 
 SHINGLE_WORDS = 5  # the default n-gram size
 _BLOCK = 4096  # shingles hashed at once, bounding memory to _BLOCK x permutations x 8 bytes
@@ -69,6 +73,36 @@ class MinHasher:
         return self.signature(shingles) if len(shingles) else None
 
 
+def _band_keys(index: int, signature: np.ndarray | None, rows: int) -> list[Record]:
+    if signature is None:
+        return []
+    return [(band.to_bytes(4, "little") + signature[band * rows : (band + 1) * rows].tobytes(), index)
+            for band in range(len(signature) // rows)]
+
+
+def _bucket_pairs(records: list[Record]) -> Iterable[tuple[int, int]]:
+    """Every pair of documents sharing an LSH bucket (records come sorted by bucket, index)."""
+    for _, group in itertools.groupby(records, key=lambda record: record[0]):
+        yield from itertools.combinations([index for _, index in group], 2)
+
+
+def duplicate_clusters(pairs: Iterable[tuple[int, int]], count: int) -> list[int]:
+    """Union-find over the duplicate pairs; each document's root is the smallest index of its cluster."""
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return [root(i) for i in range(count)]
+
+
 def drop_near_duplicates(
     documents: list[Document],
     threshold: float,
@@ -77,25 +111,17 @@ def drop_near_duplicates(
     seed: int = 0,
     ngram: int = SHINGLE_WORDS,
     signatures: list[np.ndarray | None] | None = None,
+    workers: int = 1,
 ) -> tuple[list[Document], Removed]:
-    """`signatures` (one per document, e.g. computed on workers) skip hashing here."""
+    """Documents in a bucket of any band whose signatures agree on >= `threshold` of the entries
+    are duplicates; each cluster of duplicates keeps its first document. The band buckets are
+    hash-partitioned across `workers`; the clusters do not depend on how many.
+    `signatures` (one per document, e.g. computed on workers) skip hashing here."""
     hasher = MinHasher(bands, rows, seed)
     if signatures is None:
         signatures = [hasher.signature_of(doc.text, ngram) for doc in documents]
-    buckets: dict[tuple[int, bytes], list[int]] = {}
-    kept_signatures: list[np.ndarray] = []
-    kept, removed = [], []
-    for doc, signature in zip(documents, signatures):
-        if signature is None:
-            kept.append(doc)
-            continue
-        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
-        candidates = {index for key in keys for index in buckets.get(key, ())}
-        if any(np.mean(kept_signatures[i] == signature) >= threshold for i in candidates):
-            removed.append((doc, "near_duplicate"))
-            continue
-        for key in keys:
-            buckets.setdefault(key, []).append(len(kept_signatures))
-        kept_signatures.append(signature)
-        kept.append(doc)
-    return kept, removed
+    candidates = set(map_reduce(signatures, functools.partial(_band_keys, rows=rows), _bucket_pairs, workers))
+    pairs = [(a, b) for a, b in sorted(candidates) if np.mean(signatures[a] == signatures[b]) >= threshold]
+    roots = duplicate_clusters(pairs, len(documents))
+    kept = [doc for i, doc in enumerate(documents) if roots[i] == i]
+    return kept, [(doc, "near_duplicate") for i, doc in enumerate(documents) if roots[i] != i]

@@ -1,21 +1,21 @@
-"""The data-prep steps in order, built from DataConfig: read -> clean -> dedup -> filter -> tokenize -> mix.
+"""The data-prep steps in order, built from DataConfig: read -> clean -> language id -> dedup -> per-language filters -> tokenize -> mix.
 
-Per-document steps run fused (in-process or on Ray Data, see steps.py); steps that compare
-documents (URL, exact, line and near de-duplication, token outliers, mix) run on the driver
-over the whole corpus, so de-duplication stays exact whatever the number of workers. The
-expensive part of near-dedup, the MinHash signatures, is computed on the workers.
+Per-document steps run fused (in-process or on Ray Data, see steps.py). URL, exact, line and
+near de-duplication are hash-partitioned map-reduces (shuffle.py): each partition de-duplicates
+its keys on a worker, so the result is exact and identical for any number of workers. Token
+outliers, the mix and the split need corpus-wide statistics and run on the driver.
 """
 import functools
 
 import numpy as np
 
-from ..config.stages import DataConfig
+from ..config.stages import DataConfig, LanguageRules
 from ..tokenizer import Tokenizer
 from .clean import remove_boilerplate_lines, repair_mojibake
 from .dedup import drop_duplicate_urls, drop_exact_duplicates, drop_repeated_lines
 from .documents import CODE_LANGUAGES, DataError, Document
-from .filters import QualityRules, first_failed_rule
-from .language import language_reason
+from .filters import DIRTY_WORDS, LanguageRoutes, QualityRules, routed_failed_rule
+from .language import ShippedModel, language_reason
 from .mix import mix_by_category
 from .near_dedup import MinHasher, drop_near_duplicates
 from .normalize import normalize_text
@@ -59,16 +59,25 @@ def pii_check(doc: Document) -> None:
     doc.text, _ = scrub_pii(doc.text)
 
 
-def _quality_rules(data: DataConfig) -> QualityRules:
-    return QualityRules(
-        data.min_chars,
-        data.max_chars,
-        data.min_alphanumeric_fraction,
-        data.max_duplicate_line_fraction,
-        data.max_duplicate_ngram_fraction,
-        data.duplicate_ngram_words,
-        data.max_dirty_word_fraction,
-        data.max_symbol_word_ratio,
+_RULE_SETTINGS = (
+    "min_chars", "max_chars", "min_alphanumeric_fraction", "max_duplicate_line_fraction", "max_duplicate_ngram_fraction",
+    "duplicate_ngram_words", "max_dirty_word_fraction", "max_symbol_word_ratio",
+)
+
+
+def _quality_rules(data: DataConfig, own: LanguageRules | None = None) -> QualityRules:
+    """The filter thresholds of one language branch: its own settings, DataConfig's for the rest."""
+    def setting(name: str):
+        value = getattr(own, name, None)
+        return getattr(data, name) if value is None else value
+
+    dirty_words = frozenset(own.dirty_words) if own is not None and own.dirty_words is not None else DIRTY_WORDS
+    return QualityRules(*(setting(name) for name in _RULE_SETTINGS), dirty_words=dirty_words)
+
+
+def language_routes(data: DataConfig) -> LanguageRoutes:
+    return LanguageRoutes(
+        _quality_rules(data), {language: _quality_rules(data, own) for language, own in data.language_rules.items()}
     )
 
 
@@ -79,9 +88,11 @@ def quality_model(data: DataConfig) -> QualityClassifier | None:
     return QualityClassifier.train(reference, seed=data.seed)
 
 
-def quality_check(model: QualityClassifier, threshold: float, doc: Document) -> str | None:
+def quality_check(model: QualityClassifier, data: DataConfig, doc: Document) -> str | None:
     if doc.language in CODE_LANGUAGES:
         return None  # trained on prose: it has no opinion on code
+    own = data.language_rules.get(doc.language or "")
+    threshold = own.min_quality_score if own is not None and own.min_quality_score is not None else data.min_quality_score
     return "low_quality_score" if model.scores([doc.text[:QUALITY_SAMPLE_CHARS]])[0] < threshold else None
 
 
@@ -98,26 +109,28 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     cleaning = [DocumentStep("clean", functools.partial(clean_check, data))]
     if data.scrub_pii:
         cleaning.append(DocumentStep("scrub_pii", pii_check))
+    # Language id comes first so every later step, and the report, knows each document's branch.
+    allowed = frozenset(data.languages) if data.languages is not None else None
+    shipped = ShippedModel() if data.identify_languages and workers > 1 else None
+    identify = functools.partial(language_reason, identify=data.identify_languages, allowed=allowed, model=shipped)
+    cleaning.append(DocumentStep("language", identify))
     documents = run_document_steps(cleaning, documents, report, workers)
     if data.dedup_urls:
-        documents = report.run("url_dedup", drop_duplicate_urls, documents)
-    documents = report.run("exact_dedup", drop_exact_duplicates, documents)
+        documents = report.run("url_dedup", functools.partial(drop_duplicate_urls, workers=workers), documents)
+    documents = report.run("exact_dedup", functools.partial(drop_exact_duplicates, workers=workers), documents)
     repeated = functools.partial(
         drop_repeated_lines,
         max_repeats=data.max_line_repeats,
         bucket_documents=data.line_dedup_bucket_documents,
         skip_languages=CODE_LANGUAGES,
+        workers=workers,
     )
     documents = report.run("line_dedup", repeated, documents)
 
-    allowed = frozenset(data.languages) if data.languages is not None else None
-    filtering = [
-        DocumentStep("language", functools.partial(language_reason, identify=data.identify_languages, allowed=allowed)),
-        DocumentStep("quality_filters", functools.partial(first_failed_rule, rules=_quality_rules(data))),
-    ]
+    filtering = [DocumentStep("quality_filters", functools.partial(routed_failed_rule, routes=language_routes(data)))]
     model = quality_model(data)
     if model is not None:
-        filtering.append(DocumentStep("quality_classifier", functools.partial(quality_check, model, data.min_quality_score)))
+        filtering.append(DocumentStep("quality_classifier", functools.partial(quality_check, model, data)))
     filtering.append(DocumentStep("tokenize", functools.partial(tokenize_check, tokenizer)))
     documents = run_document_steps(filtering, documents, report, workers)
     tokenized = len(documents)
@@ -134,6 +147,7 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
         seed=data.seed,
         ngram=data.minhash_ngram,
         signatures=signatures,
+        workers=workers,
     )
     documents = report.run("near_dedup", near, documents)
     outliers = functools.partial(

@@ -9,7 +9,7 @@ from ..store import is_complete, staged_output
 from ..tokenizer import load_tokenizer
 from .documents import DataError, Document
 from .pipeline import prepare
-from .report import PrepReport, by_source_and_language
+from .report import PrepReport, by_language, by_source_and_language
 from .shards import write_meta, write_split
 from .sources import check_sources
 from .split import split_train_validation
@@ -19,7 +19,7 @@ TOKENIZER_NAME = "llama3"
 
 
 def run_data_prep(preset: Preset, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
-    return prepare_data(preset.data, output_uri, metrics)
+    return prepare_data(preset.data, output_uri, metrics, workers=preset.data.workers)
 
 
 def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMetrics(), workers: int = 1) -> StageResult:
@@ -40,7 +40,7 @@ def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMet
         write_meta(out, TOKENIZER_NAME, counts)
         summary = _summary(report, documents, counts)
         (out / REPORT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    stage_metrics = _metrics(report, counts)
+    stage_metrics = _metrics(report, counts, summary)
     metrics.log_metrics(stage_metrics)
     return StageResult(outputs={"shards": output_uri}, metrics=stage_metrics, report=summary)
 
@@ -65,10 +65,11 @@ def _summary(report: PrepReport, after: list[Document], counts: dict) -> dict[st
         "splits": counts,
         "by_source_in": report.by_source_in,
         "by_source_out": by_source_and_language(after),
+        "by_language": by_language(report.steps, after),
     }
 
 
-def _metrics(report: PrepReport, counts: dict) -> dict[str, float]:
+def _metrics(report: PrepReport, counts: dict, summary: dict[str, Any]) -> dict[str, float]:
     first, last = report.steps[0], report.steps[-1]
     values = {
         "documents_in": first["in"]["documents"],
@@ -84,4 +85,7 @@ def _metrics(report: PrepReport, counts: dict) -> dict[str, float]:
     for step in report.steps:
         for reason, removed in step["removed"].items():
             values[f"removed_documents_{reason}"] = removed["documents"]
+    for language, row in summary["by_language"].items():
+        values[f"language_{language}_documents_out"] = row["documents_out"]
+        values[f"language_{language}_tokens_out"] = row["tokens_out"]
     return {name: float(value) for name, value in values.items()}

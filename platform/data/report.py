@@ -19,6 +19,24 @@ def by_source_and_language(documents: list[Document]) -> dict[str, dict[str, dic
     return {source: {lang: dict(cell) for lang, cell in langs.items()} for source, langs in table.items()}
 
 
+def by_language(steps: list[dict[str, Any]], kept: list[Document]) -> dict[str, dict[str, Any]]:
+    """Per language branch: documents in and out, tokens out, and documents removed per reason.
+    A document removed before language id counts under its reader's language, or "unknown"."""
+    table: dict[str, dict[str, Any]] = defaultdict(lambda: {"documents_in": 0, "documents_out": 0, "tokens_out": 0,
+                                                            "removed": Counter()})  # fmt: skip
+    for step in steps:
+        for reason, counts in step["removed"].items():
+            for language, documents in counts["by_language"].items():
+                table[language]["removed"][reason] += documents
+                table[language]["documents_in"] += documents
+    for doc in kept:
+        row = table[doc.language or "unknown"]
+        row["documents_in"] += 1
+        row["documents_out"] += 1
+        row["tokens_out"] += len(doc.tokens)
+    return {language: {**row, "removed": dict(sorted(row["removed"].items()))} for language, row in sorted(table.items())}
+
+
 class PrepReport:
     """The step-by-step ledger of one data-prep run."""
 
@@ -46,13 +64,17 @@ class PrepReport:
         """Record a step from the (chars, tokens) of the documents in and out, and of each removed one as it entered."""
         reasons: dict[str, dict[str, Any]] = {}
         for doc, reason, (chars, tokens) in removed:
-            counts = reasons.setdefault(reason, {"documents": 0, "chars": 0, "tokens": 0, "by_source": Counter()})
+            counts = reasons.setdefault(
+                reason, {"documents": 0, "chars": 0, "tokens": 0, "by_source": Counter(), "by_language": Counter()}
+            )
             counts["documents"] += 1
             counts["chars"] += chars
             counts["tokens"] += tokens
             counts["by_source"][doc.source] += 1
+            counts["by_language"][doc.language or "unknown"] += 1
         for counts in reasons.values():
             counts["by_source"] = dict(counts["by_source"])
+            counts["by_language"] = dict(sorted(counts["by_language"].items()))
         self.steps.append(
             {"step": name, "in": _totals(before), "out": _totals(after), "removed": dict(sorted(reasons.items()))}
         )

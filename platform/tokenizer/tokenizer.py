@@ -82,6 +82,7 @@ class Tokenizer:
 
     def __init__(self, model_path: Path | None = None) -> None:
         path = model_path or default_model_path()
+        self.model_path = path
         ranks = load_ranks(path)
         self._special = {token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)}
         self._model = tiktoken.Encoding(
@@ -89,6 +90,10 @@ class Tokenizer:
         )
         self.mergeable_ranks: Mapping[bytes, int] = MappingProxyType(ranks)
         self.special_tokens: Mapping[str, int] = MappingProxyType(self._special)
+
+    def __reduce__(self):
+        # Pickled as its file (e.g. to Ray workers): each process loads it once, not 3 MB of ranks per task.
+        return load_tokenizer, (self.model_path,)
 
     @property
     def vocab_size(self) -> int:

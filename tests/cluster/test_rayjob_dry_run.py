@@ -38,7 +38,8 @@ def test_every_rayjob_and_its_pods_pass_server_side_dry_run(kube, k8s_namespace,
 
     custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
     jobs = [doc for doc in dry_run_manifests(load_preset(preset_name), "run-1", k8s_namespace) if doc.get("kind") == "RayJob"]
-    assert len(jobs) == 6
+    assert len(jobs) == 7  # the data step and six training steps
+    assert jobs[0]["metadata"]["labels"]["llamaops.io/step"] == "data"
     for job in jobs:
         created = custom.create_namespaced_custom_object("ray.io", "v1", k8s_namespace, "rayjobs", job, dry_run="All")
         assert created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] >= 1

@@ -67,3 +67,46 @@ def test_cli_logs_the_report_to_mlflow(tmp_path):
     logged = client.download_artifacts(stage.info.run_id, "", str(tmp_path / "artifacts"))
     saved = [json.loads(p.read_text()) for p in Path(logged).rglob("*.json")]
     assert report in saved
+
+
+def write_duplicated_corpus(folder) -> dict[str, int]:
+    """Originals first, their copies last (so each copy sits in another Ray block than its original);
+    returns how many documents each de-duplication should remove."""
+    rng = np.random.default_rng(2)
+    originals = [list(rng.choice(VOCABULARY, 120)) for _ in range(120)]
+    nav = ["Navigation home products contact imprint", "Follow us on the blog for updates every week"]
+    records = []
+    for i, words in enumerate(originals):
+        text = " ".join(words) + (f"\n{nav[0]}\n{nav[1]}" if i % 10 == 0 else "")  # 12 holders: > 6 repeats
+        records.append({"text": text, "url": f"https://example.org/{i}"})
+    records.insert(60, {"text": f"{nav[0]}\n{nav[1]}"})  # only repeated lines: dropped
+    records.insert(90, {"text": f"{nav[1]}\n{nav[0]}"})
+    for i in (2, 17, 40, 77):  # same URL, other text
+        records.append({"text": " ".join(rng.choice(VOCABULARY, 120)), "url": f"https://example.org/{i}"})
+    for i in (3, 33, 63, 93, 111):  # same text, no URL
+        records.append({"text": records[i if i < 60 else i + 1 if i < 89 else i + 2]["text"]})
+    for i in (5, 25, 45, 65, 85, 105):  # one word edited: 5-gram Jaccard 111/121
+        words = list(originals[i])
+        words[60] = "edited"
+        records.append({"text": " ".join(words)})
+    folder.mkdir()
+    (folder / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return {"duplicate_url": 4, "exact_duplicate": 5, "only_repeated_lines": 2, "near_duplicate": 6}
+
+
+@pytest.mark.slow
+def test_hash_sharded_dedup_on_two_workers_is_exact_and_byte_identical(tmp_path, local_ray):
+    expected = write_duplicated_corpus(tmp_path / "in")
+    data = load_preset("tiny", overrides=[
+        f"data.sources=['{(tmp_path / 'in').as_uri()}']", "data.validation_fraction=0.2", "data.min_chars=10",
+        "data.max_token_kl_zscore=null",
+    ]).data
+    one = prepare_data(data, (tmp_path / "one").as_uri(), workers=1)
+    two = prepare_data(data, (tmp_path / "two").as_uri(), workers=2)
+    assert one.report == two.report
+    for name in ("train.tokens.npy", "train.starts.npy", "validation.tokens.npy", "validation.starts.npy"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    removed = {reason: counts["documents"] for step in two.report["steps"] for reason, counts in step["removed"].items()}
+    assert {reason: removed.get(reason) for reason in expected} == expected
+    line_dedup = next(step for step in two.report["steps"] if step["step"] == "line_dedup")
+    assert line_dedup["out"]["chars"] < line_dedup["in"]["chars"] - 12 * 80  # the lines left the 12 holders

@@ -107,7 +107,7 @@ def test_fused_steps_report_each_step_as_if_run_one_by_one():
     assert shorten_step["in"] == {"documents": 3, "chars": 15, "tokens": 0}
     assert shorten_step["out"] == {"documents": 3, "chars": 9, "tokens": 0} and shorten_step["removed"] == {}
     assert drop_step["out"] == {"documents": 2, "chars": 6, "tokens": 0}
-    assert drop_step["removed"] == {"is_b": {"documents": 1, "chars": 3, "tokens": 0, "by_source": {"t": 1}}}
+    assert drop_step["removed"] == {"is_b": {"documents": 1, "chars": 3, "tokens": 0, "by_source": {"t": 1}, "by_language": {"unknown": 1}}}
 
 
 def test_huge_lines_and_empty_documents_are_skipped_with_reasons(tmp_path):

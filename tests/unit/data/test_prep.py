@@ -127,7 +127,7 @@ def test_everything_filtered_out_is_an_error_and_publishes_nothing(tmp_path):
 
 
 def test_existing_output_is_refused_before_reading(tmp_path):
-    synthetic_corpus(tmp_path / "corpus", documents=10)
+    synthetic_corpus(tmp_path / "corpus", documents=30)  # the split hashes the tmp path: 10 left a 3% chance of an empty split
     preset = preset_for(f"data.sources=['{(tmp_path / 'corpus').as_uri()}']", "data.validation_fraction=0.3")
     run_data_prep(preset, (tmp_path / "out").as_uri())
     with pytest.raises(DataError, match="already exists"):

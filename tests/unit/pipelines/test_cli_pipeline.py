@@ -49,16 +49,17 @@ def test_submit_to_an_unreachable_host_fails_in_one_line_before_compiling(monkey
     assert "must be an http(s):// URL" in _error(runner.invoke(app, ["pipeline", "submit", "tiny", "--host", "kfp:80"]))
 
 
-def test_dry_run_prints_the_pipeline_spec_and_one_rayjob_per_training_step():
+def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_training_step():
     result = runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--namespace", "ml"])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert docs[0]["pipelineInfo"]["name"] == "llamaops-lifecycle-8b"
     jobs = [doc for doc in docs if doc.get("kind") == "RayJob"]
     assert [job["metadata"]["labels"]["llamaops.io/step"] for job in jobs] == [
-        "pretrain", "long_context", "anneal", "sft", "dpo", "safety"]
-    worker = jobs[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
-    assert jobs[0]["metadata"]["namespace"] == "ml"
+        "data", "pretrain", "long_context", "anneal", "sft", "dpo", "safety"]
+    assert jobs[0]["spec"]["entrypoint"].startswith("llamaops data prep s3://")
+    worker = jobs[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert jobs[1]["metadata"]["namespace"] == "ml"
     assert worker["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])

@@ -1,0 +1,62 @@
+"""The data step as a KubeRay RayJob: `llamaops data prep` reading and writing s3:// on CPU pods.
+
+The entrypoint is the CLI itself. The data settings travel as `--preset NAME` plus one `--set`
+for each setting that differs from that preset; the S3 credentials come from a Secret through
+envFrom, never inline. The head only drives; the Ray Data workers run on the worker pods.
+"""
+import json
+import math
+import shlex
+from typing import Any
+
+from llamaops.platform.config import Preset, load_preset
+from llamaops.platform.config.presets import PRESETS
+from llamaops.platform.store import run_uri
+
+from .image import llamaops_image
+from .rayjob import container, rayjob_manifest, rayjob_name, step_labels, worker_group
+from .rayjob_launch import S3_SECRET, passed_through_env
+from .resources import CPU_STEP_CPUS, cpu_pod
+
+DATA_STEP = "data"
+_NOT_SET = ("sources",)  # given as arguments
+
+
+def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "") -> list[str]:
+    """The `llamaops data prep` argv that prepares `preset.data` into `output_uri`."""
+    data = preset.data
+    base_name = preset.name if preset.name in PRESETS else "tiny"
+    base = load_preset(base_name).data.model_dump(mode="json")
+    sets = [
+        argument
+        for name, value in data.model_dump(mode="json").items()
+        if name not in _NOT_SET and value != base[name]
+        for argument in ("--set", f"{name}={json.dumps(value)}")
+    ]
+    command = ["llamaops", "data", "prep", *data.sources, "--output", output_uri, "--workers", str(data.workers),
+               "--preset", base_name, *sets, "--json"]  # fmt: skip
+    return command + (["--tracking-uri", tracking_uri] if tracking_uri else [])
+
+
+def build_data_rayjob(
+    preset: Preset, run_id: str, output_uri: str, image: str, env: dict[str, str], namespace: str = "default",
+    env_secret: str | None = None, tracking_uri: str = "",
+) -> dict[str, Any]:
+    """The RayJob that runs the data step of run `run_id` on ceil(workers / CPUs per pod) CPU pods."""
+    pod = cpu_pod()
+    pods = math.ceil(preset.data.workers / CPU_STEP_CPUS)
+    labels = step_labels(run_id, DATA_STEP)
+    workers = worker_group("cpu-workers", pods, {"num-cpus": str(pod.cpus)}, labels,
+                           {"containers": [container("ray-worker", image, pod, env, env_secret)]})
+    head = container("ray-head", image, pod, env, env_secret)
+    entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri))
+    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers)
+    manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "0"  # the head only drives
+    return manifest
+
+
+def data_step_rayjob(preset: Preset, run_id: str, artifact_root: str, tracking_uri: str, namespace: str) -> dict[str, Any]:
+    """The data step's RayJob as a submission would create it (what `submit --dry-run` prints)."""
+    output_uri = run_uri(run_id, DATA_STEP, artifact_root or None)
+    return build_data_rayjob(preset, run_id, output_uri, llamaops_image(), passed_through_env(), namespace,
+                             env_secret=S3_SECRET, tracking_uri=tracking_uri)  # fmt: skip
