@@ -3,6 +3,7 @@ and the small process helpers around it. Integration tests bind it to 127.0.0.1;
 tier binds it to the local node's address so pods can reach it."""
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -60,14 +61,20 @@ def free_port() -> int:
 
 
 def _free_ports_with_grpc(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports P whose P+10000 is free too: weed derives each gRPC port that way."""
+    """Ports P whose P+10000 is free too: weed derives each gRPC port that way. weed also names
+    unix sockets /tmp/seaweedfs-*-P.sock after its ports, whatever the address, so a port another
+    weed uses on any address is taken."""
+    def taken(port: int) -> bool:
+        return (any(Path("/tmp").glob(f"seaweedfs-*-{port}.sock"))
+                or not all(_bindable(port, h) for h in {host, "127.0.0.1"}))
+
     ports: list[int] = []
-    candidate = 20000 + os.getpid() % 7000
+    candidate = 20000 + random.randrange(7000)
     while len(ports) < count:
         candidate += 7
         if candidate > 30000:
             candidate = 20000
-        if candidate not in ports and _bindable(candidate, host) and _bindable(candidate + 10000, host):
+        if candidate not in ports and not taken(candidate) and not taken(candidate + 10000):
             ports.append(candidate)
     return ports
 

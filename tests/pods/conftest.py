@@ -62,6 +62,8 @@ def node_cluster() -> Iterator[NodeCluster]:
     why = _why_not_here()
     if why:
         pytest.skip(why)
+    # Start from a host without the cluster, so teardown can check that local-down restores it.
+    run(CLUSTER_DIR / "local-down", timeout=600)
     before = _host_view()
     cached = all((CACHE / "bin" / b).exists() for b in ("kubelet", "kube-proxy", "kube-scheduler", "pause"))
     t0 = time.monotonic()

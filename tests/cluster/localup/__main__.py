@@ -106,7 +106,7 @@ def up(s: Settings) -> None:
     record = host.HostRecord(s.path("host.json"))
     record.take_snapshot()
     host.ensure_node_link(record, s.node_link, s.node_ip)
-    host.ensure_pod_bridge(record, s.pod_bridge, s.service_cidr)
+    host.ensure_pod_bridge(record, s.pod_bridge, f"{s.pod_gateway}/{s.pod_subnet.split('/')[1]}", s.service_cidr)
     host.set_sysctl("net.ipv4.ip_forward", "1")
     host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")  # Service DNAT for bridged pod traffic
     host.isolate_pod_network(s.pod_bridge)

@@ -89,13 +89,15 @@ def ensure_node_link(record: HostRecord, name: str, ip: str) -> None:
     run("ip", "link", "set", name, "up")
 
 
-def ensure_pod_bridge(record: HostRecord, name: str, service_cidr: str) -> None:
-    """The CNI bridge, made up front (the bridge plugin adopts it) so the service range can be
-    routed onto it: a ClusterIP packet kube-proxy does not rewrite stays on the bridge instead of
-    following the default route off the machine."""
+def ensure_pod_bridge(record: HostRecord, name: str, gateway_cidr: str, service_cidr: str) -> None:
+    """The CNI bridge with its gateway address, made up front (the bridge plugin adopts both), so
+    the pod and service ranges are routed onto it before the first pod: a packet for a pod or a
+    ClusterIP kube-proxy does not rewrite stays on the bridge instead of following the default
+    route off the machine."""
     if run("ip", "link", "show", name, check=False).returncode != 0:
         record.add_link(name)
         run("ip", "link", "add", name, "type", "bridge")
+    run("ip", "addr", "replace", gateway_cidr, "dev", name)
     run("ip", "link", "set", name, "up")
     run("ip", "route", "replace", service_cidr, "dev", name)
 
