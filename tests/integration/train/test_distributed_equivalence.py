@@ -40,3 +40,12 @@ def test_compiled_blocks_match_the_eager_unsharded_model(tmp_path: Path):
     # torch.compile per block (parallelize(compile_blocks=True)) under FSDP2, with and without
     # selective checkpointing. TP + compile is refused by parallelize (wrong embedding gradients).
     launch(2, ["dp2-compile", "dp2-selective-compile"], tmp_path, timeout=600)
+
+
+PIPELINE_WORKER = Path(__file__).parents[2] / "unit" / "train" / "pipeline_worker.py"
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_two_pipeline_ranks_match_the_unsharded_model(tmp_path: Path, schedule: str):
+    # torch.distributed.pipelining over stages cut by platform/train/pipeline.split_stage.
+    launch(2, [schedule], tmp_path, worker=PIPELINE_WORKER)
