@@ -49,3 +49,10 @@ PIPELINE_WORKER = Path(__file__).parents[2] / "unit" / "train" / "pipeline_worke
 def test_two_pipeline_ranks_match_the_unsharded_model(tmp_path: Path, schedule: str):
     # torch.distributed.pipelining over stages cut by platform/train/pipeline.split_stage.
     launch(2, [schedule], tmp_path, worker=PIPELINE_WORKER)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_four_ranks_pipeline_x_fsdp_match_the_unsharded_model(tmp_path: Path, schedule: str):
+    # mesh [dp=2, pp=2]: each stage FSDP2-sharded over its dp group, the batch split over dp.
+    launch(4, [schedule, "2"], tmp_path, worker=PIPELINE_WORKER)

@@ -1,8 +1,10 @@
 """One rank of a pipeline-parallel equivalence check, run by parallel_launch.launch.
 
-argv: STORE_FILE SCHEDULE ("1f1b" or "interleaved"); RANK and WORLD_SIZE from the environment.
-Each rank holds one stage (two for "interleaved"), runs one step of the schedule over
-microbatches, and checks the loss and its stages' gradients against the unsharded model.
+argv: STORE_FILE SCHEDULE ("1f1b" or "interleaved") [DP]; RANK and WORLD_SIZE from the environment.
+The world is a [dp, pp] mesh (pp = WORLD_SIZE / DP). Each rank holds one stage (two for
+"interleaved"), FSDP2-sharded over its dp group when DP > 1, runs one step of the schedule over
+microbatches of its dp slice of the batch, and checks the loss and its stages' gradients against
+the unsharded model on the whole batch.
 """
 import copy
 import os
@@ -11,14 +13,19 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.fsdp import MixedPrecisionPolicy
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
+from torch.distributed.tensor import DTensor
 
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer
+from llamaops.platform.train.mesh import build_mesh
+from llamaops.platform.train.parallelize import apply_fsdp
 from llamaops.platform.train.pipeline import split_stage
 
 from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 
-BATCH, SEQ, MICROBATCHES = 4, 16, 4
+BATCH, SEQ, MICROBATCHES = 8, 16, 4
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -27,18 +34,27 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     store_file, schedule_name = sys.argv[1], sys.argv[2]
+    dp = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     torch.set_num_threads(1)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
     try:
+        layout = ParallelLayout(dp=dp, pp=world // dp)
+        mesh = build_mesh(layout)
+        pp_rank, dp_rank = mesh["pp"].get_local_rank(), mesh["dp"].get_local_rank()
         per_rank = 2 if schedule_name == "interleaved" else 1
-        n_stages = world * per_rank
+        n_stages = layout.pp * per_rank
         cfg = MICRO.model_copy(update={"n_layers": 2 * n_stages})
         whole = Transformer(cfg)
         whole.init_weights(seed=0)
-        indices = [rank + world * v for v in range(per_rank)]  # looped placement: rank r holds r, r+world
+        indices = [pp_rank + layout.pp * v for v in range(per_rank)]  # looped: rank r holds r, r+pp
         modules = [split_stage(copy.deepcopy(whole), n_stages, i) for i in indices]
-        stages = [PipelineStage(m, i, n_stages, torch.device("cpu")) for m, i in zip(modules, indices)]
+        if dp > 1:
+            policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+            for module in modules:
+                apply_fsdp(module, mesh["dp"], policy)
+        pp_group = mesh["pp"].get_group()
+        stages = [PipelineStage(m, i, n_stages, torch.device("cpu"), group=pp_group) for m, i in zip(modules, indices)]
         if schedule_name == "interleaved":
             schedule = ScheduleInterleaved1F1B(stages, n_microbatches=MICROBATCHES, loss_fn=cross_entropy)
         else:
@@ -48,19 +64,24 @@ def main() -> None:
         targets = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=generator)
         losses: list[torch.Tensor] = []
         has_first, has_last = 0 in indices, n_stages - 1 in indices
-        args = (tokens,) if has_first else ()
-        kwargs = {"target": targets, "losses": losses} if has_last else {}
+        rows = slice(dp_rank * BATCH // dp, (dp_rank + 1) * BATCH // dp)
+        args = (tokens[rows],) if has_first else ()
+        kwargs = {"target": targets[rows], "losses": losses} if has_last else {}
         schedule.step(*args, **kwargs)
 
         want = whole(tokens, targets=targets)
         want.backward()
         if has_last:
             got = torch.stack(losses).mean()
+            if dp > 1:
+                dist.all_reduce(got, group=mesh["dp"].get_group())
+                got /= dp
             torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
         reference = dict(whole.named_parameters())
         for module in modules:
             for name, p in module.named_parameters():
-                torch.testing.assert_close(p.grad, reference[name].grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+                grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+                torch.testing.assert_close(grad, reference[name].grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
     finally:
         dist.destroy_process_group()
 
