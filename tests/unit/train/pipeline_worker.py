@@ -6,7 +6,6 @@ The world is a [dp, pp] mesh (pp = WORLD_SIZE / DP). Each rank holds one stage (
 microbatches of its dp slice of the batch, and checks the loss and its stages' gradients against
 the unsharded model on the whole batch.
 """
-import copy
 import os
 import sys
 
@@ -14,14 +13,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.fsdp import MixedPrecisionPolicy
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 from torch.distributed.tensor import DTensor
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.mesh import build_mesh
 from llamaops.platform.train.parallelize import apply_fsdp
-from llamaops.platform.train.pipeline import split_stage
+from llamaops.platform.train.pipeline import build_pipeline, rank_stage_ids
 
 from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 
@@ -39,26 +37,21 @@ def main() -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
     try:
-        layout = ParallelLayout(dp=dp, pp=world // dp)
+        interleaved = schedule_name == "interleaved"
+        layout = ParallelLayout(
+            dp=dp, pp=world // dp, pp_microbatches=MICROBATCHES,
+            pp_schedule="interleaved_1f1b" if interleaved else "1f1b", pp_stages_per_rank=2 if interleaved else 1,
+        )
         mesh = build_mesh(layout)
-        pp_rank, dp_rank = mesh["pp"].get_local_rank(), mesh["dp"].get_local_rank()
-        per_rank = 2 if schedule_name == "interleaved" else 1
-        n_stages = layout.pp * per_rank
+        dp_rank = mesh["dp"].get_local_rank()
+        n_stages = layout.pp * layout.pp_stages_per_rank
         cfg = MICRO.model_copy(update={"n_layers": 2 * n_stages})
         whole = Transformer(cfg)
         whole.init_weights(seed=0)
-        indices = [pp_rank + layout.pp * v for v in range(per_rank)]  # looped: rank r holds r, r+pp
-        modules = [split_stage(copy.deepcopy(whole), n_stages, i) for i in indices]
-        if dp > 1:
-            policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
-            for module in modules:
-                apply_fsdp(module, mesh["dp"], policy)
-        pp_group = mesh["pp"].get_group()
-        stages = [PipelineStage(m, i, n_stages, torch.device("cpu"), group=pp_group) for m, i in zip(modules, indices)]
-        if schedule_name == "interleaved":
-            schedule = ScheduleInterleaved1F1B(stages, n_microbatches=MICROBATCHES, loss_fn=cross_entropy)
-        else:
-            schedule = Schedule1F1B(stages[0], n_microbatches=MICROBATCHES, loss_fn=cross_entropy)
+        indices = rank_stage_ids(layout, mesh["pp"].get_local_rank())
+        policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+        shard = (lambda module: apply_fsdp(module, mesh["dp"], policy)) if dp > 1 else None
+        schedule, modules = build_pipeline(whole, mesh, layout, cross_entropy, shard)
         generator = torch.Generator().manual_seed(1)
         tokens = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=generator)
         targets = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=generator)
