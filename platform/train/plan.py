@@ -24,6 +24,7 @@ from llamaops.platform.model.transformer import Transformer
 
 from .mesh import build_mesh
 from .parallelize import apply_fsdp, apply_tensor_parallel
+from .pipeline import split_stage
 
 COMPUTE_BYTES = 2  # bf16 gathered weights and activations
 MASTER_BYTES = 4  # fp32 weight shards
@@ -157,7 +158,7 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
         first, last = stage == 0, stage == layout.pp - 1
         key = (layers, first, last)
         if key not in measured:  # middle stages share a shape: shard it once
-            measured[key] = shard_stage(cfg, layout, mesh, layers, first, last)
+            measured[key] = shard_stage(cfg, layout, mesh, stage)
         local, units = measured[key]
         loss_weight = 0
         if last and layout.tp > 1:
@@ -175,14 +176,11 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
     return memories
 
 
-def shard_stage(cfg: ModelConfig, layout: ParallelLayout, mesh, layers: int, first: bool, last: bool):
-    """(elements of rank 0's shards, elements of each FSDP unit once gathered) of one stage."""
+def shard_stage(cfg: ModelConfig, layout: ParallelLayout, mesh, stage: int):
+    """(elements of rank 0's shards, elements of each FSDP unit once gathered) of one stage, cut
+    by the pipeline code's own split."""
     with torch.device("meta"):
-        model = Transformer(cfg.model_copy(update={"n_layers": layers}))
-    if not first:
-        model.tok_embeddings = None
-    if not last:
-        model.norm, model.output = None, None
+        model = split_stage(Transformer(cfg), layout.pp, stage)
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"])
     apply_fsdp(model, mesh["dp"], MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))

@@ -25,7 +25,8 @@ BATCH, SEQ = 4, 16
 
 
 def parse(name: str) -> tuple[ParallelLayout, str, torch.dtype]:
-    """"dp2tp2-selective-bf16" -> (layout, checkpointing, param dtype)."""
+    """"dp2tp2-selective-bf16" -> (layout, checkpointing, param dtype); a "compile" part is read by
+    `check` (torch.compile per block)."""
     parts = name.split("-")
     dims = {"dp": 1, "tp": 1}
     spec = parts[0]
@@ -41,9 +42,11 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+def close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, fused: bool = False) -> None:
     if dtype == torch.float32:
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        # Inductor fuses and reorders fp32 reductions, so compiled blocks get a looser bound.
+        rtol, atol = (1e-3, 1e-4) if fused else (1e-4, 1e-5)
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
     else:  # bf16 gathers: compare the relative error of the whole tensor
         error = float((got.float() - want).norm() / want.norm().clamp_min(1e-12))
         assert error < 3e-2, f"{name}: relative error {error:.3g} in bf16"
@@ -51,10 +54,12 @@ def close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) 
 
 def check(name: str) -> None:
     layout, checkpointing, dtype = parse(name)
+    compiled = "compile" in name.split("-")
     reference = Transformer(MICRO)
     reference.init_weights(seed=0)
     sharded = parallelize(
-        copy.deepcopy(reference), build_mesh(layout), layout, param_dtype=dtype, checkpointing=checkpointing
+        copy.deepcopy(reference), build_mesh(layout), layout, param_dtype=dtype, checkpointing=checkpointing,
+        compile_blocks=compiled,
     )
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, MICRO.vocab_size, (BATCH, SEQ), generator=generator)
@@ -72,12 +77,12 @@ def check(name: str) -> None:
     want.backward()
     mean = loss.detach().clone()
     dist.all_reduce(mean)
-    close(f"{name} loss", mean / dist.get_world_size(), want.detach(), dtype)
+    close(f"{name} loss", mean / dist.get_world_size(), want.detach(), dtype, compiled)
     got_grads = {n: full(p.grad) for n, p in sharded.named_parameters()}
     for n, p in reference.named_parameters():
-        close(f"{name} grad {n}", got_grads[n].float(), p.grad, dtype)
+        close(f"{name} grad {n}", got_grads[n].float(), p.grad, dtype, compiled)
     with torch.no_grad():
-        close(f"{name} logits", sharded(tokens[mine]).float(), reference(tokens[mine]), dtype)
+        close(f"{name} logits", sharded(tokens[mine]).float(), reference(tokens[mine]), dtype, compiled)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import torch
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.mesh import mesh_shape
-from llamaops.platform.train.parallelize import UnsupportedLayout, apply_checkpointing, check_layout
+from llamaops.platform.train.parallelize import UnsupportedLayout, apply_checkpointing, check_layout, parallelize
 
 from .parallel_worker import MICRO, parse
 
@@ -46,3 +46,10 @@ def test_activation_checkpointing_keeps_names_and_gradients():
         torch.testing.assert_close(q.grad, p.grad, msg=name)
     with pytest.raises(ValueError, match="none, full or selective"):
         apply_checkpointing(wrapped.layers["0"], "everything")
+
+
+def test_compiled_blocks_under_tensor_parallelism_are_refused_with_one_line():
+    # TP + compiled blocks gave wrong tok_embeddings gradients on 2 gloo ranks: refused, not run.
+    model = Transformer(MICRO.model_copy(update={"vocab_size": 64}))
+    with pytest.raises(UnsupportedLayout, match="compile_blocks with tp=2 gives wrong embedding gradients"):
+        parallelize(model, None, ParallelLayout(tp=2), compile_blocks=True)

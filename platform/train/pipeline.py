@@ -1,0 +1,70 @@
+"""Pipeline stages cut out of the parallelism-free Transformer.
+
+The layer split is `sizing.stage_layer_counts` (the Llama 3 split: one layer fewer on the first
+and last stages, which carry the embedding and the output projection with the loss); the train
+plan shards the stages this module builds, so planning and training share one split. A stage is
+the Transformer itself with the other stages' parts removed: its forward already takes hidden
+states when it has no embedding and returns them when it has no output projection.
+"""
+import copy
+from collections.abc import Callable
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
+
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.sizing import stage_layer_counts
+from llamaops.platform.model.transformer import Transformer
+
+
+def stage_layer_ids(n_layers: int, n_stages: int, stage: int) -> range:
+    """The global indices of the layers on `stage` of `n_stages`."""
+    if not 0 <= stage < n_stages:
+        raise ValueError(f"stage {stage} is not in 0..{n_stages - 1}")
+    counts = stage_layer_counts(n_layers, n_stages)
+    start = sum(counts[:stage])
+    return range(start, start + counts[stage])
+
+
+def split_stage(model: Transformer, n_stages: int, stage: int) -> Transformer:
+    """Prune `model` in place down to `stage` of `n_stages` and return it. Layers keep their global
+    names ("layers.40....") so checkpoints stay the same for every split."""
+    keep = {str(i) for i in stage_layer_ids(model.cfg.n_layers, n_stages, stage)}
+    for name in [name for name in model.layers if name not in keep]:
+        del model.layers[name]
+    if stage > 0:
+        model.tok_embeddings = None
+    if stage < n_stages - 1:
+        model.norm, model.output = None, None
+    return model
+
+
+def rank_stage_ids(layout: ParallelLayout, pp_rank: int) -> list[int]:
+    """The stages `pp_rank` holds: looped placement, rank r holds r, r + pp, r + 2 pp, ..."""
+    return [pp_rank + layout.pp * v for v in range(layout.pp_stages_per_rank)]
+
+
+def build_pipeline(
+    whole: Transformer,
+    mesh: DeviceMesh,
+    layout: ParallelLayout,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shard: Callable[[Transformer], None] | None = None,
+):
+    """(the schedule `layout` selects, this rank's stage modules) for `whole` over mesh["pp"].
+    `shard` (e.g. FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped."""
+    if layout.pp_stages_per_rank > 1 and layout.pp_schedule != "interleaved_1f1b":
+        raise ValueError(f"pp_stages_per_rank={layout.pp_stages_per_rank} needs pp_schedule=interleaved_1f1b")
+    n_stages = layout.pp * layout.pp_stages_per_rank
+    ids = rank_stage_ids(layout, mesh["pp"].get_local_rank())
+    modules = [split_stage(copy.deepcopy(whole), n_stages, i) for i in ids]
+    for module in modules:
+        if shard is not None:
+            shard(module)
+    device = next(whole.parameters()).device
+    group = mesh["pp"].get_group()
+    stages = [PipelineStage(m, i, n_stages, device, group=group) for m, i in zip(modules, ids)]
+    if layout.pp_schedule == "interleaved_1f1b":
+        return ScheduleInterleaved1F1B(stages, n_microbatches=layout.pp_microbatches, loss_fn=loss_fn), modules
+    return Schedule1F1B(stages[0], n_microbatches=layout.pp_microbatches, loss_fn=loss_fn), modules
