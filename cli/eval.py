@@ -72,11 +72,11 @@ def code(
     as_json: AsJson = False,
 ) -> None:
     """HumanEval pass@k; every program runs in a sandbox (CPU, memory, process, time limits; no network)."""
-    from llamaops.platform.eval.generation import Sampling
+    from llamaops.platform.serve.sampling import SamplingParams
     from llamaops.platform.eval.probes import run_code_eval
     from llamaops.platform.eval.sandbox import SandboxLimits
 
-    report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), Sampling(temperature, top_p, seed),
+    report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
                            max_new_tokens, limits=SandboxLimits(wall_seconds=timeout))
     _print(report, as_json)
 

@@ -1,7 +1,7 @@
 """Rejection sampling (Llama 3): K sampled replies per prompt from the current model, scored by the
 reward model, the best kept as new SFT data; throughput reported in samples per second.
 
-Sampling goes through eval.generation's batched, seeded sampler (the serving engine can stand in).
+Sampling goes through eval.generation, i.e. the serving engine's continuous batching and seeded sampler.
 """
 import json
 import time
@@ -12,11 +12,12 @@ import torch
 
 from llamaops.platform.config import Preset
 from llamaops.platform.config.stages import RejectionSamplingConfig
-from llamaops.platform.eval.generation import Sampling, sample_chat_replies
+from llamaops.platform.eval.generation import sample_each
 from llamaops.platform.model import Transformer
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
-from llamaops.platform.tokenizer import Message, Tokenizer, load_tokenizer
+from llamaops.platform.serve.sampling import SamplingParams
+from llamaops.platform.tokenizer import Message, Tokenizer, encode_dialog_for_generation, load_tokenizer
 
 from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
@@ -73,8 +74,9 @@ def rejection_sample(
         raise AlignmentError("rejection sampling needs at least one prompt")
     k = cfg.samples_per_prompt
     started = time.perf_counter()
-    replies = sample_chat_replies(policy.eval(), tokenizer, prompts, k, cfg.max_new_tokens,
-                                  Sampling(cfg.temperature, 1.0, seed), batch_size)
+    encoded = [encode_dialog_for_generation(list(dialog), tokenizer) for dialog in prompts]
+    params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
+    replies = sample_each(policy.eval(), tokenizer, encoded, k, params, batch_size)
     flat_dialogs = [p for p in prompts for _ in range(k)]
     rewards = score_replies(reward_model, tokenizer, flat_dialogs, [r for rs in replies for r in rs])
     selections = []

@@ -1,11 +1,14 @@
 """`llamaops eval code` and `llamaops eval needle`: HumanEval pass@k and needle in a haystack on a
-model directory, through the generation interface (generation.py; the serving engine can replace it)."""
+model directory, generating through the serving engine (generation.py)."""
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from llamaops.platform.serve.sampling import SamplingParams
+
 from .errors import EvalInputError
 from .evaluate import json_safe
-from .generation import Sampling, chat_replies, sample_completions
+from .generation import chat_replies, sample_each
 from .harness import load_eval_model
 from .humaneval import evaluate_humaneval, load_humaneval
 from .needle import needle_accuracy, needle_cases
@@ -17,7 +20,7 @@ def run_code_eval(
     problems: int,
     samples: int,
     ks: list[int],
-    sampling: Sampling,
+    sampling: SamplingParams,
     max_new_tokens: int = 256,
     batch_size: int = 8,
     limits: SandboxLimits = SandboxLimits(),
@@ -30,7 +33,8 @@ def run_code_eval(
     tokenizer, model = load_tokenizer(), load_eval_model(model_dir)
 
     def complete(prompts, n):
-        return sample_completions(model, tokenizer, prompts, n, max_new_tokens, sampling, batch_size)
+        encoded = [tokenizer.encode(text, bos=True) for text in prompts]
+        return sample_each(model, tokenizer, encoded, n, replace(sampling, max_tokens=max_new_tokens), batch_size)
 
     metrics, results = evaluate_humaneval(complete, picked, samples, ks, limits)
     statuses = [s for r in results for s in r.statuses]

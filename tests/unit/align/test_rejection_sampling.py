@@ -5,9 +5,10 @@ from llamaops.platform.align.rejection_sampling import rejection_sample, score_r
 from llamaops.platform.align.reward import RewardModel
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.stages import RejectionSamplingConfig
-from llamaops.platform.eval.generation import Sampling, sample_chat_replies
+from llamaops.platform.eval.generation import sample_each
 from llamaops.platform.model import Transformer
-from llamaops.platform.tokenizer import Message, load_tokenizer
+from llamaops.platform.serve.sampling import SamplingParams
+from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def test_best_of_k_by_reward(tokenizer):
 
     result = rejection_sample(policy, reward_model, tokenizer, prompts, cfg, seed=3, batch_size=3)
     assert result.samples == 8 and result.samples_per_second > 0
-    samples = sample_chat_replies(policy, tokenizer, prompts, 4, 6, Sampling(1.0, 1.0, 3), 3)
+    encoded = [encode_dialog_for_generation(list(p), tokenizer) for p in prompts]
+    samples = sample_each(policy, tokenizer, encoded, 4, SamplingParams(max_tokens=6, temperature=1.0, seed=3), 3)
     for prompt, options, chosen in zip(prompts, samples, result.selections):
         scores = score_replies(reward_model, tokenizer, [prompt] * 4, options)
         assert chosen.reply == options[max(range(4), key=scores.__getitem__)]

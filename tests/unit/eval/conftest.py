@@ -28,3 +28,20 @@ def sharp_model(small_model) -> Transformer:
             block.attention.wo.weight.mul_(30)
             block.feed_forward.w2.weight.mul_(10)
     return small_model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from llamaops.platform.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+def vocab_model(tokenizer, dim: int = 16, n_layers: int = 1) -> Transformer:
+    """A very small model (seed 0) over the real Llama 3 vocabulary."""
+    cfg = ModelConfig(dim=dim, n_layers=n_layers, n_heads=2, n_kv_heads=1, ffn_hidden_dim=2 * dim,
+                      vocab_size=tokenizer.vocab_size, max_seq_len=64, rope_scaling=None)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    return model

@@ -1,48 +1,47 @@
 import pytest
 import torch
 
-from llamaops.platform.eval.generation import chat_replies, generate_greedy
+from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.eval.generation import chat_replies, generate, sample_each
+from llamaops.platform.model import Transformer
+from llamaops.platform.serve.sampling import SamplingParams
 
-from .conftest import SMALL
+from .conftest import vocab_model
 from .unigram import unigram_model
 
+GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
 
-def _argmax_without_cache(model, prompt, max_new_tokens, stop_ids):
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> Transformer:
+    model = vocab_model(tokenizer, dim=32, n_layers=2)
+    with torch.no_grad():  # sharp attention: a token's prediction depends on its context
+        for block in model.layers.values():
+            block.attention.wq.weight.mul_(8)
+            block.attention.wk.weight.mul_(8)
+    return model.eval()
+
+
+def _argmax_without_cache(model, prompt, max_new_tokens, stop_ids) -> list[int]:
     tokens, generated = list(prompt), []
     with torch.no_grad():
         for _ in range(max_new_tokens):
             token = int(model(torch.tensor([tokens]))[0, -1].argmax())
             if token in stop_ids:
-                return generated, token
+                break
             generated.append(token)
             tokens.append(token)
-    return generated, None
+    return generated
 
 
-def test_batched_cached_greedy_equals_argmax_decoding_without_cache(sharp_model):
-    prompts = [[1, 2, 3, 4, 5, 6, 7], [9], [200, 17, 33]]  # different lengths share one batch
-    generations = generate_greedy(sharp_model, prompts, max_new_tokens=12, stop_ids=set())
-    for prompt, generation in zip(prompts, generations):
-        expected, stop = _argmax_without_cache(sharp_model, prompt, 12, set())
-        assert generation.tokens == expected and generation.stop_token is stop is None
-        assert len(generation.tokens) == 12
+def test_engine_greedy_equals_argmax_decoding_without_cache(model, tokenizer):
+    prompts = [tokenizer.encode(t, bos=True) for t in ["The cat sat on", "Hi", "One two three four five six"]]
+    texts = generate(model, tokenizer, prompts, GREEDY, max_batch=2)  # more prompts than slots
+    expected = [tokenizer.decode(_argmax_without_cache(model, p, 8, tokenizer.stop_ids)) for p in prompts]
+    assert texts == expected
 
 
-def test_generation_stops_at_a_stop_token_per_row(sharp_model):
-    prompts = [[1, 2, 3], [40, 41]]
-    free = generate_greedy(sharp_model, prompts, max_new_tokens=6, stop_ids=set())
-    stop = free[0].tokens[2]  # row 0 must stop before its third token
-    stopped = generate_greedy(sharp_model, prompts, max_new_tokens=6, stop_ids={stop})
-    assert stopped[0].tokens == free[0].tokens[:2] and stopped[0].stop_token == stop
-    expected_row1, expected_stop1 = _argmax_without_cache(sharp_model, prompts[1], 6, {stop})
-    assert (stopped[1].tokens, stopped[1].stop_token) == (expected_row1, expected_stop1)
-
-
-def test_chat_replies_decode_until_end_of_turn():
-    from llamaops.platform.config.model import ModelConfig
-    from llamaops.platform.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer()
+def test_chat_replies_decode_until_end_of_turn(tokenizer):
     cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden_dim=32, max_seq_len=128, rope_scaling=None)
     (sorry,) = tokenizer.encode("Sorry")
     always_sorry = unigram_model(cfg, {sorry: 10.0})
@@ -51,22 +50,20 @@ def test_chat_replies_decode_until_end_of_turn():
     assert chat_replies(always_eot, tokenizer, ["Hi"], max_new_tokens=5, batch_size=4) == [""]
 
 
-def test_prompt_too_long_for_the_model_is_refused_before_decoding(sharp_model):
-    with pytest.raises(ValueError, match="exceeds the model's max_seq_len"):
-        generate_greedy(sharp_model, [[1] * (SMALL.max_seq_len - 2)], max_new_tokens=5, stop_ids=set())
+def test_prompt_too_long_for_the_model_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="more than the context"):
+        generate(model, tokenizer, [[1] * 62], GREEDY)
 
 
-def test_sampling_is_seeded_and_top_p_narrows_to_greedy(small_model):
-    from llamaops.platform.eval.generation import Sampling
-
-    prompts = [[1, 2, 3], [7, 8]]
-    hot = Sampling(temperature=2.0, top_p=1.0, seed=5)
-    first = generate_greedy(small_model, prompts, 8, set(), hot)
-    assert [g.tokens for g in first] == [g.tokens for g in generate_greedy(small_model, prompts, 8, set(), hot)]
-    other = generate_greedy(small_model, prompts, 8, set(), Sampling(2.0, 1.0, seed=6))
-    assert [g.tokens for g in other] != [g.tokens for g in first]
+def test_same_seed_same_samples_whatever_the_batching(model, tokenizer):
+    prompts = [tokenizer.encode(t, bos=True) for t in ["Once upon", "A B C"]]
+    hot = SamplingParams(max_tokens=8, temperature=2.0, seed=5)
+    first = sample_each(model, tokenizer, prompts, 3, hot, max_batch=4)
+    assert sample_each(model, tokenizer, prompts, 3, hot, max_batch=4) == first  # run to run
+    assert sample_each(model, tokenizer, prompts, 3, hot, max_batch=1) == first  # batch size does not matter
+    assert len(set(first[0])) > 1  # the samples of one prompt differ (seed + request index)
+    other = sample_each(model, tokenizer, prompts, 3, SamplingParams(max_tokens=8, temperature=2.0, seed=6))
+    assert other != first
     # A nucleus smaller than any token's probability keeps only the most likely token: greedy.
-    narrow = generate_greedy(small_model, prompts, 8, set(), Sampling(1.0, top_p=1e-9, seed=0))
-    assert [g.tokens for g in narrow] == [g.tokens for g in generate_greedy(small_model, prompts, 8, set())]
-    with pytest.raises(ValueError, match="temperature > 0"):
-        Sampling(temperature=0.0)
+    narrow = sample_each(model, tokenizer, prompts, 1, SamplingParams(max_tokens=8, top_p=1e-9, seed=0))
+    assert [n[0] for n in narrow] == generate(model, tokenizer, prompts, GREEDY)

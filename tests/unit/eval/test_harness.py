@@ -8,26 +8,17 @@ from llamaops.platform.eval.harness import evaluate_task, markdown_report, mean_
 from llamaops.platform.eval.multiple_choice import encode_choices, score_continuations
 from llamaops.platform.eval.tasks import load_task
 
+from .conftest import vocab_model as tiny_vocab_model
+
 import torch
 
-from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model import Transformer
-from llamaops.platform.tokenizer import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def vocab_model(tokenizer) -> Transformer:
     """A very small model over the real Llama 3 vocabulary."""
-    cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden_dim=32,
-                      vocab_size=tokenizer.vocab_size, max_seq_len=64, rope_scaling=None)
-    torch.manual_seed(0)
-    model = Transformer(cfg)
-    model.init_weights(seed=0)
+    model = tiny_vocab_model(tokenizer)
     with torch.no_grad():
         model.output.weight.mul_(50)  # spread the log-likelihoods so predictions differ
     return model.eval()
