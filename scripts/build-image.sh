@@ -11,10 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=llamaops/llamaops:local base=python:3.11-slim-bookworm host_base=0
+need_value() { [[ -n "$2" && "$2" != --* ]] || { echo "error: $1 needs a value, e.g. $1 $3" >&2; exit 2; }; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --tag) tag="$2"; shift 2 ;;
-    --base) base="$2"; shift 2 ;;
+    --tag) need_value "$1" "${2:-}" llamaops/llamaops:dev; tag="$2"; shift 2 ;;
+    --base) need_value "$1" "${2:-}" python:3.11-slim-bookworm; base="$2"; shift 2 ;;
     --host-base) host_base=1; shift ;;
     *) echo "error: unknown option '$1'; use --tag REPO:TAG, --base IMAGE or --host-base" >&2; exit 2 ;;
   esac

@@ -26,8 +26,10 @@ def generate(
         return []
     stop_ids = params.stop_ids or frozenset(tokenizer.stop_ids)
     longest = max(len(p) for p in prompts) + params.max_tokens
+    # The greedy screen quantises the whole output matrix when the engine is built: only worth it
+    # when the requests are greedy (an engine lives for one call here).
     engine = Engine(model, tokenizer, max_batch=min(max_batch, len(prompts)), max_queue=len(prompts),
-                    max_seq_len=min(longest, model.cfg.max_seq_len))
+                    max_seq_len=min(longest, model.cfg.max_seq_len), screen_greedy=params.greedy)
     seed = params.seed if params.seed is not None else 0
     requests = [
         engine.submit(Request(list(prompt), replace(params, seed=seed + i, stop_ids=stop_ids)))

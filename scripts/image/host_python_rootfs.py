@@ -19,7 +19,8 @@ RUNTIME_PACKAGES = ("libc6", "libgcc-s1", "libstdc++6", "zlib1g")
 
 def package_libs(package: str) -> set[Path]:
     out = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True).stdout
-    return {Path(p) for p in out.splitlines() if ".so" in Path(p).name and Path(p).is_file() or Path(p).is_symlink() and ".so" in p}
+    paths = (Path(line) for line in out.splitlines())
+    return {p for p in paths if ".so" in p.name and (p.is_file() or p.is_symlink())}
 
 
 def shared_libs(binary: Path) -> set[Path]:

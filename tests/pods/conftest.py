@@ -133,14 +133,11 @@ def tiny_model(node_s3: S3Server) -> str:
     model = Transformer(ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256))
     model.init_weights(seed=0)
     uri = "s3://llamaops/models/tiny"
-    saved = dict(os.environ)
-    os.environ.update(node_s3.env())
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in node_s3.env().items():
+            env.setenv(name, value)
         with staged_output(uri) as directory:
             save_model(model, directory, overwrite=True)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     return uri
 
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from . import components, docker, host, pki, procs
-from .api import Api, node_ready, wait_for
-from .settings import Settings
+from .api import Api, answers_200, node_ready, wait_for
+from .settings import CACHE, Settings
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE.parent / "build_k8s.sh"
@@ -123,7 +123,7 @@ def up(s: Settings) -> None:
     procs.spawn(s.state, "kube-apiserver", components.apiserver(bin_dir, s, etcd_port, port))
     api = Api(server, s.path("pki"))
     # /readyz includes the RBAC bootstrap: the controller manager must start only after it.
-    wait_for("kube-apiserver /readyz", lambda: (api.get("/readyz")[0] == 200, api.get("/readyz")), 90,
+    wait_for("kube-apiserver /readyz", lambda: answers_200(api, "/readyz"), 90,
              lambda: procs.log_tail(s.state, "kube-apiserver"))
     for name, argv in (("kube-controller-manager", components.controller_manager(bin_dir, s)),
                        ("kube-scheduler", components.scheduler(bin_dir, s)),
@@ -134,7 +134,7 @@ def up(s: Settings) -> None:
              lambda: procs.log_tail(s.state, "kubelet"))
     # Pods need the default ServiceAccount (ServiceAccount admission): made by the controller manager.
     wait_for("the default ServiceAccount",
-             lambda: (api.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, None), 60,
+             lambda: answers_200(api, "/api/v1/namespaces/default/serviceaccounts/default"), 60,
              lambda: procs.log_tail(s.state, "kube-controller-manager"))
     say(f"node Ready in {time.monotonic() - t0:.1f}s (binaries {t_build:.1f}s); logs in {s.path('logs')}")
     print(f"export KUBECONFIG={s.kubeconfig}")
@@ -148,7 +148,7 @@ def down(s: Settings) -> None:
         procs.stop(s.state, name)
     if procs.running(s.state, "dockerd"):
         docker.remove_all_containers(s)  # pod containers; the kubelet is gone so none come back
-    proxy = Path(os.environ.get("LLAMAOPS_K8S_CACHE", Path.home() / ".cache/llamaops/k8s")) / "bin/kube-proxy"
+    proxy = CACHE / "bin" / "kube-proxy"
     if proxy.exists():  # removes every KUBE-* rule and chain it made
         subprocess.run([str(proxy), "--cleanup"], capture_output=True)
     procs.stop(s.state, "dockerd", timeout=40)

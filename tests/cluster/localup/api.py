@@ -35,6 +35,12 @@ def wait_for(what: str, check, timeout: float, on_fail=lambda: "") -> None:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what} (last: {str(last)[:300]})\n{on_fail()}")
 
 
+def answers_200(api: Api, path: str):
+    """For wait_for: (the GET answered 200, what it answered), from one request."""
+    code, body = api.get(path)
+    return code == 200, body
+
+
 def node_ready(api: Api, name: str):
     code, node = api.get(f"/api/v1/nodes/{name}")
     if code != 200:
