@@ -113,6 +113,9 @@ class PretrainConfig(Config):
     optimizer: Optimizer
     checkpoint_every_steps: PositiveInt = 500
     keep_checkpoints: PositiveInt = 2  # older training checkpoints are deleted
+    # Every training stage's checkpoints are written in the background while training goes on
+    # (copied to CPU memory first) and published once complete; False: training waits for each.
+    async_checkpoints: bool = True
     seed: int = 0  # weight initialisation
 
     @property

@@ -53,7 +53,7 @@ def test_pretrain_stopped_then_resumed_matches_an_uninterrupted_run(local_ray, s
 
     output = (tmp_path / "resumed").as_uri()
     stopped_job = replace(pretrain_job(preset, shards, output), stop_after_step=3)
-    stopped = train_and_publish(preset, preset.pretrain.layout, stopped_job, output, NoMetrics(), "pretrain")
+    stopped = train_and_publish(preset, stopped_job, output, NoMetrics(), "pretrain")
     assert stopped.outputs == {} and stopped.report["stopped_at_step"] == 3
     assert not is_complete(output)
     recorder = Recorder()
@@ -80,10 +80,10 @@ def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(local_ray, 
     unrecoverable = (tmp_path / "no-restarts").as_uri()
     job = replace(pretrain_job(preset, shards, unrecoverable), fail_after_step=3, max_restarts=0)
     with pytest.raises(TrainingRunError, match="pretrain training failed"):  # the kill does happen
-        train_and_publish(preset, preset.pretrain.layout, job, unrecoverable, NoMetrics(), "pretrain")
+        train_and_publish(preset, job, unrecoverable, NoMetrics(), "pretrain")
     output = (tmp_path / "crashed").as_uri()
     job = replace(pretrain_job(preset, shards, output), fail_after_step=3)
-    recovered = train_and_publish(preset, preset.pretrain.layout, job, output, NoMetrics(), "pretrain")
+    recovered = train_and_publish(preset, job, output, NoMetrics(), "pretrain")
     # Ray Train restarted both workers; they resumed at step 3 and ended where the straight run did.
     assert recovered.report["resumed_from_step"] is None  # no checkpoint when the stage began
     assert recovered.report["loss_history"] == straight.report["loss_history"]
