@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.loss import IGNORE_INDEX
@@ -31,11 +31,6 @@ def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
     what to change."""
     if layout.cp > 1:
         raise TrainingConfigError(f"layout {layout.describe()}: context parallelism is not wired into training yet; use cp=1")
-    if layout.pp > 1 and layout.tp > 1:
-        raise TrainingConfigError(
-            f"layout {layout.describe()}: tensor parallelism inside pipeline stages is not supported (a stage after"
-            " the first gets sequence-split hidden states and cannot build the documents' attention mask); use tp=1 or pp=1"
-        )
     try:
         return rescaled(layout, world)
     except ValueError as error:
@@ -154,10 +149,38 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
 
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
-    if layout.dp == 1:  # nothing to shard; only activation checkpointing, if asked for
+    if layout.dp == 1 and layout.tp == 1:  # nothing to shard; only activation checkpointing, if asked for
         if not layout.activation_checkpointing:
             return None
         return lambda stage: [apply_checkpointing(block, "full") for block in stage.layers.values()]
     # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
     inside = layout.model_copy(update={"pp": 1})
-    return lambda stage: parallelize(stage, mesh, inside, param_dtype=torch.float32)
+
+    def shard(stage: Transformer) -> None:
+        parallelize(stage, mesh, inside, param_dtype=torch.float32)
+        if layout.tp > 1:
+            _whole_sequence_between_stages(stage, mesh["tp"])
+
+    return shard
+
+
+def _whole_sequence_between_stages(stage: Transformer, tp_mesh: DeviceMesh) -> None:
+    """Under sequence parallelism the blocks hand each other sequence shards; between pipeline
+    stages the hidden states travel whole, so that a stage's forward sees the whole sequence (the
+    length it builds the documents' mask and positions for). A stage all-gathers its output along
+    the sequence (backward keeps this rank's slice of the gradient) and its first block takes this
+    rank's slice of its input (backward: that slice's gradient, zero elsewhere, which is all the
+    previous stage's same TP rank keeps)."""
+    blocks = list(stage.layers.values())
+    if stage.output is None:
+        stage.register_forward_hook(
+            lambda module, args, output: DTensor.from_local(output, tp_mesh, [Shard(1)]).full_tensor()
+        )
+    if stage.tok_embeddings is None:
+        def local_slice(module, args):
+            hidden = args[0]
+            shard = hidden.shape[1] // tp_mesh.size()
+            start = tp_mesh.get_local_rank() * shard
+            return (hidden[:, start : start + shard], *args[1:])
+
+        blocks[0].register_forward_pre_hook(local_slice)

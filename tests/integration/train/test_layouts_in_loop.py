@@ -71,6 +71,13 @@ def test_four_ranks_pipeline_x_fsdp_train_as_one_process(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_four_ranks_pipeline_x_tensor_parallel_train_as_one_process(tmp_path: Path):
+    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
+    got = _run(tmp_path, _job(tmp_path, "pp2tp2", PP2.model_copy(update={"tp": 2})), 4, "pp2tp2")
+    _assert_same_training(got, want)
+
+
+@pytest.mark.slow
 def test_a_pipeline_run_stopped_and_resumed_repeats_its_losses_bitwise(tmp_path: Path):
     straight = _run(tmp_path, _job(tmp_path, "straight", PP2), 2, "straight")
     job = _job(tmp_path, "stopped", PP2)

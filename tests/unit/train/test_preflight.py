@@ -21,7 +21,6 @@ def _with_layout(layout: ParallelLayout):
 
 @pytest.mark.parametrize(("layout", "error"), [
     (ParallelLayout(cp=2), r"^pretrain.layout: layout TP 1 x CP 2 x PP 1 x DP 1 = 2: context parallelism is not wired"),
-    (ParallelLayout(tp=2, pp=2), "tensor parallelism inside pipeline stages is not supported"),
     (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
 ])
 def test_layouts_the_trainer_cannot_run_are_refused(tmp_path: Path, shards_uri: str, layout, error):
