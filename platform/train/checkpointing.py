@@ -11,8 +11,8 @@ from the plan, so the latest is found by probing them newest first: no listing, 
 and s3://. On s3:// the ranks stage into one local directory: they must share a file system.
 """
 import json
-from concurrent.futures import Future
 import shutil
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path

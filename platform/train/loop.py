@@ -103,9 +103,10 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                 checkpointer.save(placed.parts, optimizers, progress)
                 if progress.step == job.stop_after_step:
                     break
-                if progress.step == job.fail_after_step and rank == 1 and latest != progress.step:
-                    checkpointer.wait()  # fails after the checkpoint is published: the restart resumes from it
-                    os._exit(1)  # as a killed worker would: no cleanup, no Python exception
+                if progress.step == job.fail_after_step and latest != progress.step:
+                    checkpointer.wait()  # (collective) the restart resumes from this checkpoint
+                    if rank == 1:
+                        os._exit(1)  # as a killed worker would: no cleanup, no Python exception
     checkpointer.close()
     return progress
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.stage import NoMetrics
@@ -108,3 +109,17 @@ def test_long_context_then_anneal_continue_the_model(local_ray, shards: str, tmp
     parts = [load_checkpoint_model(root, step).output.weight for step in averaged]
     assert all(is_complete(step_uri(root, step)) for step in averaged)
     assert torch.allclose(load_model(tmp_path / "anneal").output.weight, torch.stack(parts).mean(0))
+
+
+@pytest.mark.slow
+def test_pretrain_on_two_pipeline_ranks_trains_as_two_data_parallel_ranks(local_ray, shards: str, tmp_path: Path):
+    preset = ray_preset()
+    data_parallel = run_pretrain(preset, shards, (tmp_path / "dp").as_uri())  # the micro preset's DP 2
+    layout = ParallelLayout(pp=2, pp_microbatches=4)
+    pipelined = preset.model_copy(update={"pretrain": preset.pretrain.model_copy(update={"layout": layout})})
+    result = run_pretrain(pipelined, shards, (tmp_path / "pp").as_uri())
+    assert preset.pretrain.layout.dp == 2 and layout.world_size == 2
+    assert result.report["loss_history"] == pytest.approx(data_parallel.report["loss_history"], rel=1e-5)
+    a, b = load_model(tmp_path / "dp"), load_model(tmp_path / "pp")
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(wa, wb, atol=1e-5), name

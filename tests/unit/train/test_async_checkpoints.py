@@ -1,20 +1,17 @@
-"""Asynchronous checkpoints (DCP async_save) in one process: published only once written, the
-state saved is the step's even though training goes on meanwhile, and a process killed while its
-save is being written leaves the previous checkpoint as the latest, from which it resumes exactly."""
-import subprocess
-import sys
-import textwrap
+"""Asynchronous checkpoints (DCP async_save) in one process: published only once written, and the
+state saved is the step's even though training goes on meanwhile. (A process killed mid-save:
+tests/integration/train/test_async_checkpoint_killed.py.)"""
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.checkpointer import Checkpointer
 from llamaops.platform.train.checkpointing import Progress, latest_checkpoint, load_checkpoint_model, step_uri
 from llamaops.platform.train.loop import train_worker
 from llamaops.platform.train.pretrain import pretrain_job
-from llamaops.platform.model.transformer import Transformer
 
 from .parallel_worker import MICRO
 from .test_loop import short_pretrain
@@ -69,39 +66,3 @@ def test_an_async_checkpoint_holds_its_steps_state_while_training_goes_on(tmp_pa
     for name, want in load_checkpoint_model(stopped_job.checkpoint_root, 3).state_dict().items():
         assert torch.equal(written_async[name], want), name
     assert straight.step == len(job.plan)
-
-
-KILLED_MID_SAVE = textwrap.dedent("""
-    import os, pickle, sys
-    import torch.distributed.checkpoint as dcp
-    from llamaops.platform.train.loop import train_worker
-
-    job, kill_at = pickle.load(open(sys.argv[1], "rb")), int(sys.argv[2])
-    real_async_save = dcp.async_save
-
-    def async_save(state, checkpoint_id, **kwargs):
-        future = real_async_save(state, checkpoint_id=checkpoint_id, **kwargs)
-        if f"step_{kill_at:06d}" in str(checkpoint_id):
-            os._exit(3)  # killed while the background thread writes the files
-        return future
-
-    dcp.async_save = async_save
-    train_worker(job, rank=0, world=1)
-""")
-
-
-def test_a_process_killed_mid_save_resumes_from_the_previous_checkpoint(tmp_path: Path, shards_uri: str):
-    import pickle
-
-    preset = short_pretrain()
-    straight = train_worker(pretrain_job(preset, shards_uri, (tmp_path / "straight").as_uri()), rank=0, world=1)
-    job = pretrain_job(preset, shards_uri, (tmp_path / "killed").as_uri())
-    killed_at = job.checkpoint_steps[1]
-    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
-    run = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(tmp_path / "job.pkl"), str(killed_at)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 3, run.stderr[-2000:]
-    assert latest_checkpoint(job.checkpoint_root, job.checkpoint_steps) == job.checkpoint_steps[0]
-    assert not is_complete(step_uri(job.checkpoint_root, killed_at))
-    resumed = train_worker(job, rank=0, world=1)
-    assert [e["loss"] for e in resumed.history] == [e["loss"] for e in straight.history]
