@@ -41,6 +41,11 @@ def check_microbatches(layout: ParallelLayout, sequences_per_step: set[int]) -> 
     """Each DP rank's batch must split into the pipeline's microbatches."""
     if layout.pp == 1:
         return
+    if layout.pp_microbatches < layout.pp:
+        raise TrainingConfigError(
+            f"pp_microbatches={layout.pp_microbatches} is fewer than pp={layout.pp}: the pipeline would idle;"
+            f" use at least {layout.pp}"
+        )
     for sequences in sorted(sequences_per_step):
         rows = sequences // layout.dp
         if rows % layout.pp_microbatches:
@@ -150,9 +155,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
     if layout.dp == 1 and layout.tp == 1:  # nothing to shard; only activation checkpointing, if asked for
-        if not layout.activation_checkpointing:
-            return None
-        return lambda stage: [apply_checkpointing(block, "full") for block in stage.layers.values()]
+        return _checkpoint_blocks if layout.activation_checkpointing else None
     # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
     inside = layout.model_copy(update={"pp": 1})
 
@@ -162,6 +165,11 @@ def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
             _whole_sequence_between_stages(stage, mesh["tp"])
 
     return shard
+
+
+def _checkpoint_blocks(stage: Transformer) -> None:
+    for block in stage.layers.values():
+        apply_checkpointing(block, "full")
 
 
 def _whole_sequence_between_stages(stage: Transformer, tp_mesh: DeviceMesh) -> None:

@@ -2,11 +2,14 @@
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import read_model_config, save_model
 from llamaops.platform.model.sizing import flops_per_token
+from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
@@ -14,6 +17,7 @@ from .batches import check_stream_fits
 from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
 from .errors import TrainingConfigError
 from .loop import TrainingJob
+from .parallelize import UnsupportedLayout, check_layout
 from .rank_model import check_microbatches, worker_layout
 from .ray_runner import run_on_ray
 from .schedule import StepPlan, checkpoint_steps
@@ -47,8 +51,11 @@ def stage_job(
 def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) -> None:
     """Every check a user's input can fail, before Ray starts or any step runs."""
     try:
-        check_microbatches(worker_layout(job.layout, job.layout.world_size), {step.sequences for step in job.plan})
-    except TrainingConfigError as error:
+        layout = worker_layout(job.layout, job.layout.world_size)
+        check_microbatches(layout, {step.sequences for step in job.plan})
+        with torch.device("meta"):  # the shapes alone: no memory, whatever the preset's size
+            check_layout(Transformer(preset.model), layout.model_copy(update={"pp": 1}))  # inside one stage
+    except (TrainingConfigError, UnsupportedLayout) as error:
         raise TrainingConfigError(f"{where}.layout: {error}") from None
     for uri in (job.data_uri, output_uri, job.checkpoint_root, job.init_model_uri):
         if uri is not None:

@@ -22,6 +22,8 @@ def _with_layout(layout: ParallelLayout):
 @pytest.mark.parametrize(("layout", "error"), [
     (ParallelLayout(cp=2), r"^pretrain.layout: layout TP 1 x CP 2 x PP 1 x DP 1 = 2: context parallelism is not wired"),
     (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
+    (ParallelLayout(pp=2, pp_microbatches=1), "pp_microbatches=1 is fewer than pp=2"),
+    (ParallelLayout(tp=3), r"^pretrain.layout: tp=3 does not divide n_heads=4; pick a tp that divides it$"),
 ])
 def test_layouts_the_trainer_cannot_run_are_refused(tmp_path: Path, shards_uri: str, layout, error):
     with pytest.raises(TrainingConfigError, match=error):
