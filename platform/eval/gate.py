@@ -29,11 +29,11 @@ def judge(metrics: dict[str, float], gate: EvalGate) -> list[Verdict]:
     """One verdict per threshold; a missing or NaN metric fails its threshold."""
     verdicts = []
     for metric, (field, comparison) in GATED_METRICS.items():
-        verdicts.append(_verdict(metric, float(metrics.get(metric, math.nan)), comparison, float(getattr(gate, field))))
+        verdicts.append(verdict(metric, float(metrics.get(metric, math.nan)), comparison, float(getattr(gate, field))))
     return verdicts
 
 
-def _verdict(metric: str, value: float, comparison: Literal["<=", ">="], threshold: float) -> Verdict:
+def verdict(metric: str, value: float, comparison: Literal["<=", ">="], threshold: float) -> Verdict:
     within = value <= threshold if comparison == "<=" else value >= threshold
     return Verdict(metric, value, comparison, threshold, bool(within) and not math.isnan(value))
 
@@ -74,7 +74,7 @@ def judge_thresholds(metrics: dict[str, float], thresholds: list[Threshold]) -> 
     for t in thresholds:
         if t.metric not in metrics:
             raise GateSpecError(f"gate metric '{t.metric}' was not measured; choose from {sorted(metrics)}")
-        verdicts.append(_verdict(t.metric, float(metrics[t.metric]), t.comparison, t.value))
+        verdicts.append(verdict(t.metric, float(metrics[t.metric]), t.comparison, t.value))
     return verdicts
 
 
