@@ -72,7 +72,7 @@ def evaluate_multiple_choice(model: Transformer, tokenizer: Tokenizer, spec: Mul
         normalised = [s.normalised for s in scores]
         results.append(ItemResult(sums, [s.tokens for s in scores], item.answer, argmax(sums), argmax(normalised)))
     per_item = {"acc": [float(r.predicted == r.answer) for r in results],
-              "acc_norm": [float(r.predicted_norm == r.answer) for r in results]}
+                "acc_norm": [float(r.predicted_norm == r.answer) for r in results]}
     acc, acc_stderr = mean_and_stderr(per_item["acc"])
     norm, norm_stderr = mean_and_stderr(per_item["acc_norm"])
     chance = sum(1 / len(r.log_likelihoods) for r in results) / len(results)
@@ -92,11 +92,8 @@ def results_report(model: str, results: list[TaskResult], gate: dict | None = No
     return report
 
 
-# The columns of each kind's table: (metric, header); a metric's "_stderr" follows it as "± stderr".
-_COLUMNS = {
-    "multiple_choice": (("acc", "acc"), ("acc_norm", "acc_norm"), ("chance", "chance")),
-    "generation": (("exact_match", "exact_match"), ("extracted", "extracted")),
-}
+# The metric columns of each kind's table; a metric's standard error follows it as "± stderr".
+_COLUMNS = {"multiple_choice": ("acc", "acc_norm", "chance"), "generation": ("exact_match", "extracted")}
 
 
 def markdown_report(report: dict) -> str:
@@ -105,11 +102,11 @@ def markdown_report(report: dict) -> str:
         tasks = {task: m for task, m in report["tasks"].items() if m["kind"] == kind}
         if not tasks:
             continue
-        headers = [h for metric, h in columns for h in ([h, "± stderr"] if f"{metric}_stderr" in next(iter(tasks.values())) else [h])]
-        lines += ["", "| task | items | " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(headers)]
-        for task, m in tasks.items():
-            cells = [m[name] for metric, _ in columns for name in (metric, f"{metric}_stderr") if name in m]
-            lines.append(f"| {task} | {m['items']} | " + " | ".join(_number(c) for c in cells) + " |")
+        shown = [name for metric in columns for name in (metric, f"{metric}_stderr") if name in next(iter(tasks.values()))]
+        headers = ["± stderr" if name.endswith("_stderr") else name for name in shown]
+        lines += ["", "| task | items | " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(shown)]
+        lines += [f"| {task} | {m['items']} | " + " | ".join(_number(m[name]) for name in shown) + " |"
+                  for task, m in tasks.items()]
     if compared := report.get("compare"):
         lines += ["", f"## Compared with {compared['baseline']}", ""]
         if "skipped" in compared:

@@ -10,6 +10,7 @@ name or the path of a user's YAML file. Two kinds, told apart by `kind`:
 """
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -86,8 +87,6 @@ class GenerationTask(TaskBase):
 
     @model_validator(mode="after")
     def _regex_with_its_extractor(self) -> "GenerationTask":
-        import re
-
         if (self.extractor == "regex") != (self.regex is not None):
             raise ValueError("give `regex` exactly when extractor is regex")
         if self.regex is not None:
@@ -194,18 +193,18 @@ def generation_items(spec: GenerationTask) -> list[GenerationItem]:
 def task_records(spec: MultipleChoiceTask | GenerationTask) -> list[dict]:
     """The raw records of a task's source, in file (or package, or generated) order."""
     try:
-        if getattr(spec, "mmlu_dev", None) is not None:
+        if isinstance(spec, MultipleChoiceTask) and spec.mmlu_dev is not None:
             from .mmlu import load_mmlu_dev
 
             return [{"question": q.question, "choices": list(q.choices), "answer": q.answer, "subject": q.subject,
                      "language": q.language} for q in load_mmlu_dev(spec.mmlu_dev)]
-        if getattr(spec, "gsm8k_cot", False):
+        if isinstance(spec, GenerationTask) and spec.gsm8k_cot:
             from .gsm8k import load_gsm8k_cot
 
             return load_gsm8k_cot()
     except MissingPackageDataError as exc:
         raise EvalInputError(str(exc)) from None
-    if getattr(spec, "arithmetic", None) is not None:
+    if isinstance(spec, GenerationTask) and spec.arithmetic is not None:
         return arithmetic_records(spec.arithmetic, spec.seed)
     assert spec.data_file is not None
     return _jsonl_records(spec.name, spec.data_file)
