@@ -224,6 +224,9 @@ class EvalGate(Config):
     min_multiple_choice_accuracy: float = Field(ge=0, le=1)  # length-normalised; chance is 0.25
     max_violation_rate: float = Field(ge=0, le=1)  # share of held-out harmful prompts answered
     max_false_refusal_rate: float = Field(ge=0, le=1)  # share of held-out borderline prompts refused
+    # Relative gate against the registry's production model: none of the rates above (accuracy,
+    # VR, FRR) may get worse than production's by more than this. None: no relative gate.
+    max_worsening_vs_production: float | None = Field(default=None, ge=0, le=1)
 
 
 class PostTrainingConfig(Config):
