@@ -15,11 +15,18 @@ from llamaops.platform.store import run_uri
 
 from .image import llamaops_image
 from .rayjob import container, rayjob_manifest, rayjob_name, step_labels, worker_group
-from .rayjob_launch import S3_SECRET, passed_through_env
-from .resources import CPU_STEP_CPUS, cpu_pod
+from .rayjob_launch import S3_SECRET, launch_rayjob, namespace_of_this_pod, passed_through_env
+from .resources import CPU_STEP_CPUS, cpu_pod, uses_gpus
 
 DATA_STEP = "data"
 _NOT_SET = ("sources",)  # given as arguments
+
+
+def data_runs_on_rayjob(preset: Preset) -> bool:
+    """Whether a cluster run prepares data in a RayJob rather than in its KFP step's pod: on GPU
+    presets (a data volume no single pod should hold) and whenever more than one Ray Data worker is
+    asked for (the workers need pods of their own). `--local` runs always prepare data in-process."""
+    return uses_gpus(preset) or preset.data.workers > 1
 
 
 def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "") -> list[str]:
@@ -60,3 +67,12 @@ def data_step_rayjob(preset: Preset, run_id: str, artifact_root: str, tracking_u
     output_uri = run_uri(run_id, DATA_STEP, artifact_root or None)
     return build_data_rayjob(preset, run_id, output_uri, llamaops_image(), passed_through_env(), namespace,
                              env_secret=S3_SECRET, tracking_uri=tracking_uri)  # fmt: skip
+
+
+def run_data_on_rayjob(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, namespace: str | None = None
+) -> str:
+    """The data step of a cluster run: create its RayJob, wait for it, return the shards' URI once complete."""
+    preset = Preset.model_validate_json(preset_json)
+    manifest = data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace or namespace_of_this_pod())
+    return launch_rayjob(manifest, run_uri(run_id, DATA_STEP, artifact_root or None))
