@@ -23,10 +23,11 @@ class FakeKubeRay:
     """Waits for the RayJob to exist, then writes `statuses` one by one; `before_last` runs before the
     last one (the job's own work, e.g. publishing the shards)."""
 
-    def __init__(self, kube, namespace: str, statuses: list[dict], before_last: Callable[[], None] = lambda: None):
+    def __init__(self, kube, namespace: str, statuses: list[dict], before_last: Callable[[], None] = lambda: None,
+                 name: str = JOB_NAME):
         from kubernetes import client
 
-        self.api, self.namespace = client.CustomObjectsApi(kube), namespace
+        self.api, self.namespace, self.name = client.CustomObjectsApi(kube), namespace, name
         self.statuses, self.before_last = statuses, before_last
         self.seen: dict | None = None
         self.stop = threading.Event()
@@ -37,7 +38,7 @@ class FakeKubeRay:
 
         while self.seen is None and not self.stop.wait(0.05):
             try:
-                self.seen = self.api.get_namespaced_custom_object("ray.io", "v1", self.namespace, "rayjobs", JOB_NAME)
+                self.seen = self.api.get_namespaced_custom_object("ray.io", "v1", self.namespace, "rayjobs", self.name)
             except ApiException as error:
                 if error.status != 404:
                     raise
@@ -47,7 +48,7 @@ class FakeKubeRay:
             if index == len(self.statuses) - 1:
                 self.before_last()
             self.api.patch_namespaced_custom_object_status(
-                "ray.io", "v1", self.namespace, "rayjobs", JOB_NAME, {"status": status})
+                "ray.io", "v1", self.namespace, "rayjobs", self.name, {"status": status})
 
     def __enter__(self) -> "FakeKubeRay":
         self.thread.start()
@@ -77,7 +78,7 @@ def launch(kube, k8s_namespace, rayjob_crd, tmp_path, monkeypatch):
     return run
 
 
-def publish_shards(uri: str) -> Callable[[], None]:
+def publish_output(uri: str) -> Callable[[], None]:
     def publish() -> None:
         with staged_output(uri) as out:
             (out / "shards.json").write_text("{}")
@@ -91,7 +92,7 @@ SUCCEEDED = [{"jobDeploymentStatus": "Initializing"}, {"jobDeploymentStatus": "R
 def test_creates_the_data_rayjob_and_returns_the_shards_uri_when_it_succeeds(kube, k8s_namespace, launch):
     from kubernetes import client
 
-    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED, publish_shards(launch.output_uri)) as kuberay:
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED, publish_output(launch.output_uri)) as kuberay:
         assert launch() == launch.output_uri
     assert is_complete(launch.output_uri)
     job = kuberay.seen
@@ -123,7 +124,7 @@ def test_a_retried_launcher_waits_on_the_rayjob_its_first_attempt_created(kube, 
     with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[:1]):
         with pytest.raises(RayJobFailed):  # the first attempt's pod is lost while the job starts
             launch_with_start_timeout(launch, 1)
-    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[1:], publish_shards(launch.output_uri)):
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[1:], publish_output(launch.output_uri)):
         assert launch() == launch.output_uri
 
 
@@ -156,3 +157,14 @@ def test_a_rayjob_that_never_starts_fails_the_step_after_the_start_timeout(kube,
 def test_a_rayjob_that_succeeds_without_complete_shards_fails_the_step(kube, k8s_namespace, launch):
     with FakeKubeRay(kube, k8s_namespace, SUCCEEDED), pytest.raises(RayJobFailed, match="succeeded but .* is not complete"):
         launch()
+
+
+def test_training_steps_share_the_launch_path(kube, k8s_namespace, launch, tmp_path):
+    from llamaops.pipelines.rayjob_launch import run_step_on_rayjob
+
+    root = tmp_path.as_uri()
+    output = run_uri(RUN_ID, "pretrain", root)
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED, publish_output(output), name="run-7-pretrain") as kuberay:
+        assert run_step_on_rayjob("pretrain", launch.preset.model_dump_json(), RUN_ID, root, "", "parent", [launch.output_uri],
+                                  namespace=k8s_namespace) == output  # fmt: skip
+    assert kuberay.seen["spec"]["entrypoint"] == "python -m llamaops.pipelines.stage_main"
