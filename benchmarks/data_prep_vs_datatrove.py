@@ -17,11 +17,15 @@ The same work on both sides:
 - tokenization with the same tiktoken Llama 3 tokenizer (datatrove's DocumentTokenizer loads a
   Hugging Face tokenizer, slower than tiktoken here: a custom step calls ours, so the comparison
   is of the pipelines, not the tokenizers).
-llamaops also normalizes text and removes exact duplicates (cheap, not switched off). The 1 -> 2
-Ray worker speed-up (warm: after a first 2-worker run that starts the worker processes, whose
-time is printed as the cold start) is measured on llamaops' full default pipeline (cleaning, PII, all dedup
-levels, language id, all filters, tokenization). Output counts are printed so the work can be
-checked to be the same.
+llamaops also normalizes text and removes exact duplicates (cheap, not switched off). Output
+counts are printed so the work can be checked to be the same.
+
+The 1 -> 2 Ray worker speed-up (warm: after a first 2-worker run that starts the worker processes,
+whose time is printed as the cold start) is measured on llamaops' full default pipeline (cleaning,
+PII, all dedup levels, language id, all filters, tokenization), with where the 2-worker run's CPU
+goes (platform/data/timings.py): Ray task CPU per worker and per stage (parallel), driver CPU by
+phase (serial), Ray's extra CPU against the in-process run, the Amdahl bound for 2 workers and the
+idle-core estimate, next to os.cpu_count() and os.getloadavg(). See benchmarks/README.md.
 """
 from __future__ import annotations
 
