@@ -56,8 +56,7 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
             return sized(local(**run, **inputs), cpu_pod(), step)
 
         if data_runs_on_rayjob(preset) and not local:
-            data = sized(components.data_on_rayjob(preset_json=preset_json, run_id=run_id, artifact_root=artifact_root,
-                                                   tracking_uri=tracking_uri), cpu_pod(), "data")  # fmt: skip
+            data = sized(components.data_on_rayjob(**run), cpu_pod(), "data")
         else:
             data = sized(components.data_prep(**run), cpu_pod(), "data")
         pretrain = train("pretrain", components.pretrain, data_uri=data.output)

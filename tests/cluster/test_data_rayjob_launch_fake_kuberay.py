@@ -71,7 +71,8 @@ def launch(kube, k8s_namespace, rayjob_crd, tmp_path, monkeypatch):
     root = tmp_path.as_uri()
 
     def run() -> str:
-        return run_data_on_rayjob(preset.model_dump_json(), RUN_ID, root, "", namespace=k8s_namespace)
+        return run_data_on_rayjob(preset.model_dump_json(), RUN_ID, root, "http://mlflow.test:5000", "parent-1",
+                                  namespace=k8s_namespace)  # fmt: skip
 
     run.output_uri = run_uri(RUN_ID, "data", root)
     run.preset = preset
@@ -103,6 +104,7 @@ def test_creates_the_data_rayjob_and_returns_the_shards_uri_when_it_succeeds(kub
     assert argv[argv.index("--output") + 1] == launch.output_uri
     assert argv[argv.index("--workers") + 1] == "3" and argv[argv.index("--preset") + 1] == "8b"
     assert "min_chars=300" in argv
+    assert argv[argv.index("--tracking-uri") + 1 :][:3] == ["http://mlflow.test:5000", "--parent-run-id", "parent-1"]
     cluster = job["spec"]["rayClusterSpec"]
     (workers,) = cluster["workerGroupSpecs"]
     assert workers["replicas"] == 1 and cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"

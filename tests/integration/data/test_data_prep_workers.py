@@ -80,6 +80,29 @@ def test_cli_logs_the_report_to_mlflow(tmp_path):
     assert report in saved
 
 
+def test_cli_inside_a_pipeline_logs_the_data_stage_under_the_pipelines_run(tmp_path):
+    """What the data RayJob's entrypoint does: `--parent-run-id` makes the report the `data` child of
+    the pipeline's MLflow run, which stays open for the next steps."""
+    from mlflow.tracking import MlflowClient
+
+    from llamaops.platform.tracking.runs import PipelineTracker
+
+    write_corpus(tmp_path / "in", documents=30)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = PipelineTracker(tracking_uri, "llamaops", "run-1", "8b")
+    argv = ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-s", "validation_fraction=0.2", "--json"]
+    result = CliRunner().invoke(app, argv + ["--tracking-uri", tracking_uri, "--parent-run-id", parent.run_id])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri)
+    [stage] = client.search_runs([parent.experiment_id], filter_string="tags.`llamaops.stage` = 'data'")
+    assert stage.data.tags["mlflow.parentRunId"] == parent.run_id and stage.info.status == "FINISHED"
+    assert stage.data.metrics["documents_in"] == json.loads(result.stdout)["documents_in"]
+    assert client.get_run(parent.run_id).info.status == "RUNNING"
+    assert client.get_experiment_by_name("data-prep") is None  # no run of its own
+    alone = CliRunner().invoke(app, argv[:4] + ["-o", str(tmp_path / "out2"), "--parent-run-id", parent.run_id])
+    assert alone.exit_code == 2 and "--parent-run-id needs --tracking-uri" in alone.output
+
+
 def write_duplicated_corpus(folder) -> dict[str, int]:
     """Originals first, their copies last (so each copy sits in another Ray block than its original);
     returns how many documents each de-duplication should remove."""
