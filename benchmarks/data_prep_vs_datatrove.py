@@ -17,11 +17,15 @@ The same work on both sides:
 - tokenization with the same tiktoken Llama 3 tokenizer (datatrove's DocumentTokenizer loads a
   Hugging Face tokenizer, slower than tiktoken here: a custom step calls ours, so the comparison
   is of the pipelines, not the tokenizers).
-llamaops also normalizes text and removes exact duplicates (cheap, not switched off). The 1 -> 2
-Ray worker speed-up (warm: after a first 2-worker run that starts the worker processes, whose
-time is printed as the cold start) is measured on llamaops' full default pipeline (cleaning, PII, all dedup
-levels, language id, all filters, tokenization). Output counts are printed so the work can be
-checked to be the same.
+llamaops also normalizes text and removes exact duplicates (cheap, not switched off). Output
+counts are printed so the work can be checked to be the same.
+
+The 1 -> 2 Ray worker speed-up (warm: after a first 2-worker run that starts the worker processes,
+whose time is printed as the cold start) is measured on llamaops' full default pipeline (cleaning,
+PII, all dedup levels, language id, all filters, tokenization), with where the 2-worker run's CPU
+goes (platform/data/timings.py): Ray task CPU per worker and per stage (parallel), driver CPU by
+phase (serial), Ray's extra CPU against the in-process run, the Amdahl bound for 2 workers and the
+idle-core estimate, next to os.cpu_count() and os.getloadavg(). See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -160,6 +164,68 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, dict]:
     return elapsed, {"documents_out": kept, "tokens_out": tokens}
 
 
+def measure_scaling(corpus: Path, root: Path, repeats: int) -> dict:
+    """llamaops' full default pipeline on 1 worker (in-process) and 2 Ray workers, with where the
+    2-worker run spends its CPU: Ray tasks per worker (parallel) and the driver (serial)."""
+    from llamaops.platform.data.timings import collecting
+    from llamaops.platform.train.ray_runner import ensure_ray
+
+    started = time.perf_counter()
+    ensure_ray(workers=2)
+    ray_init = time.perf_counter() - started
+    # The first 2-worker run also starts the Ray worker processes and imports in them (a fixed cost
+    # a long job pays once); the warm runs after it measure the pipeline itself.
+    cold, _ = run_llamaops(corpus, root / "cold", [], workers=2)
+    runs: dict[int, list] = {1: [], 2: []}
+    for repeat in range(repeats):
+        for workers in (1, 2):
+            with collecting() as timings:
+                cpu = time.process_time()
+                seconds, _ = run_llamaops(corpus, root / f"w{workers}-{repeat}", [], workers=workers)
+                runs[workers].append((seconds, time.process_time() - cpu, timings.summary()))
+    (one, one_cpu, _), (two, _, where) = min(runs[1], key=lambda run: run[0]), min(runs[2], key=lambda run: run[0])
+    serial, parallel = where["driver_cpu_s"], where["task_cpu_s_sum"]
+    fraction = where["serial_fraction"]
+    return {
+        "seconds_1_worker": round(one, 2), "cpu_s_1_worker": round(one_cpu, 2),
+        "seconds_2_ray_workers": round(two, 2), "seconds_2_ray_workers_cold": round(cold, 2),
+        "ray_init_s": round(ray_init, 2), "speedup_1_to_2": round(one / two, 2),
+        "seconds_all_runs": {workers: [round(run[0], 2) for run in found] for workers, found in runs.items()},
+        "two_workers": {key: (round(value, 3) if isinstance(value, float) else value) for key, value in where.items()
+                        if not key.endswith("by_phase") and not key.endswith("by_kind")},
+        "driver_cpu_s_by_phase": {key: round(value, 3) for key, value in where["driver_cpu_s_by_phase"].items()},
+        "task_cpu_s_by_kind": {key: round(value, 3) for key, value in where["task_cpu_s_by_kind"].items()},
+        # Amdahl with the 2-worker run's own split: serial s, parallel 1 - s spread over 2 workers.
+        "amdahl_bound_2_workers": round(1 / (fraction + (1 - fraction) / 2), 2),
+        # Against the in-process run on 2 idle cores: the driver's serial CPU plus each stage's tasks
+        # balanced over 2 workers (counts Ray's extra CPU and uneven tasks; not Ray's scheduling latency).
+        "idle_core_estimate_s": round(serial + where["task_cpu_s_balanced_2_workers"], 2),
+        "idle_core_speedup_vs_in_process": round(one_cpu / (serial + where["task_cpu_s_balanced_2_workers"]), 2),
+        "ray_cpu_overhead_s": round(serial + parallel - one_cpu, 2),
+        "cpu_count": os.cpu_count(), "load_average": [round(value, 1) for value in os.getloadavg()],
+    }  # fmt: skip
+
+
+def print_scaling(f: dict) -> None:
+    two = f["two_workers"]
+    print(f"llamaops full pipeline: 1 worker {f['seconds_1_worker']:.2f} s, 2 Ray workers {f['seconds_2_ray_workers']:.2f} s "
+          f"(all runs: {f['seconds_all_runs']}); cold 2-worker run {f['seconds_2_ray_workers_cold']:.2f} s, "
+          f"ray.init {f['ray_init_s']:.2f} s")
+    print(f"  where the 2-worker run's CPU goes: {two['tasks']} Ray tasks on {two['worker_processes']} worker processes, "
+          f"task CPU sum {two['task_cpu_s_sum']:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in f['task_cpu_s_by_kind'].items())}), "
+          f"max over workers {two['task_cpu_s_max_worker']:.2f} s as this host scheduled them, "
+          f"{two['task_cpu_s_balanced_2_workers']:.2f} s with each of the {two['stages']} stages balanced over 2; "
+          f"driver (serial) {two['driver_cpu_s']:.2f} s")
+    print("  driver CPU by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in f["driver_cpu_s_by_phase"].items() if v >= 0.01))
+    print(f"  in-process 1 worker: {f['cpu_s_1_worker']:.2f} CPU s; Ray's extra CPU for the same work "
+          f"{f['ray_cpu_overhead_s']:.2f} s")
+    print(f"  serial fraction {two['serial_fraction']:.2f} -> Amdahl bound for 2 workers {f['amdahl_bound_2_workers']:.2f}x; "
+          f"on 2 idle cores: serial + balanced stages = {f['idle_core_estimate_s']:.2f} s, "
+          f"{f['idle_core_speedup_vs_in_process']:.2f}x the in-process run's {f['cpu_s_1_worker']:.2f} CPU s")
+    print(f"  measured speed-up {f['speedup_1_to_2']:.2f}x with os.cpu_count()={f['cpu_count']}, "
+          f"os.getloadavg()={tuple(f['load_average'])}")  # fmt: skip
+
+
 def _lines(path: Path):
     import gzip
 
@@ -173,6 +239,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=4000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-ray", action="store_true", help="skip the 1 -> 2 Ray worker measurement")
+    parser.add_argument("--scaling-only", action="store_true", help="skip the datatrove comparison")
+    parser.add_argument("--repeats", type=int, default=2, help="warm 1- and 2-worker runs each (the fastest counts)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     root = Path(tempfile.mkdtemp(prefix="llo-bench-"))
@@ -182,45 +250,30 @@ def main() -> None:
         size_mb = write_corpus(corpus, args.documents) / 1e6
         results: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                          "documents": args.documents, "input_mb": round(size_mb, 2), "cpus": os.cpu_count()}  # fmt: skip
-        dt_seconds, dt_out = run_datatrove(corpus, root / "datatrove")
-        llo_seconds, llo_report = run_llamaops(corpus, root / "llamaops", MATCHED_SETTINGS, workers=1)
-        results["datatrove"] = {"seconds": round(dt_seconds, 2), "mb_per_s": round(size_mb / dt_seconds, 3), **dt_out}
-        results["llamaops"] = {
-            "seconds": round(llo_seconds, 2), "mb_per_s": round(size_mb / llo_seconds, 3),
-            "documents_out": llo_report["documents_out"], "tokens_out": llo_report["tokens_out"],
-        }  # fmt: skip
-        results["ratio_llamaops_over_datatrove"] = round(dt_seconds / llo_seconds, 2)
-        if not args.no_ray:
-            from llamaops.platform.train.ray_runner import ensure_ray
-
-            ensure_ray(workers=2)
-            # The first 2-worker run also starts the Ray worker processes (a fixed cost a long job
-            # pays once); the warm run after it measures the pipeline itself.
-            cold, _ = run_llamaops(corpus, root / "full2cold", [], workers=2)
-            full = {}
-            for workers in (1, 2):
-                seconds, _ = run_llamaops(corpus, root / f"full{workers}", [], workers=workers)
-                full[workers] = seconds
-            results["llamaops_full_pipeline"] = {
-                "seconds_1_worker": round(full[1], 2), "seconds_2_ray_workers": round(full[2], 2),
-                "seconds_2_ray_workers_cold": round(cold, 2), "speedup_1_to_2": round(full[1] / full[2], 2),
-                "load_average_1min": round(os.getloadavg()[0], 1),
+        if not args.scaling_only:
+            dt_seconds, dt_out = run_datatrove(corpus, root / "datatrove")
+            llo_seconds, llo_report = run_llamaops(corpus, root / "llamaops", MATCHED_SETTINGS, workers=1)
+            results["datatrove"] = {"seconds": round(dt_seconds, 2), "mb_per_s": round(size_mb / dt_seconds, 3), **dt_out}
+            results["llamaops"] = {
+                "seconds": round(llo_seconds, 2), "mb_per_s": round(size_mb / llo_seconds, 3),
+                "documents_out": llo_report["documents_out"], "tokens_out": llo_report["tokens_out"],
             }  # fmt: skip
+            results["ratio_llamaops_over_datatrove"] = round(dt_seconds / llo_seconds, 2)
+        if not args.no_ray:
+            results["llamaops_full_pipeline"] = measure_scaling(corpus, root, args.repeats)
         if args.json:
             print(json.dumps(results, indent=2))
         else:
             print(f"input: {args.documents} documents, {size_mb:.1f} MB, {results['cpus']} CPUs")
             for name in ("datatrove", "llamaops"):
-                r = results[name]
-                print(f"{name:<10} {r['seconds']:>7.2f} s  {r['mb_per_s']:.3f} MB/s  "
-                      f"{r['documents_out']} documents, {r['tokens_out']} tokens out")  # fmt: skip
-            print(f"ratio (llamaops / datatrove throughput): {results['ratio_llamaops_over_datatrove']:.2f}x")
+                if name in results:
+                    r = results[name]
+                    print(f"{name:<10} {r['seconds']:>7.2f} s  {r['mb_per_s']:.3f} MB/s  "
+                          f"{r['documents_out']} documents, {r['tokens_out']} tokens out")  # fmt: skip
+            if "ratio_llamaops_over_datatrove" in results:
+                print(f"ratio (llamaops / datatrove throughput): {results['ratio_llamaops_over_datatrove']:.2f}x")
             if "llamaops_full_pipeline" in results:
-                f = results["llamaops_full_pipeline"]
-                print(f"llamaops full pipeline: 1 worker {f['seconds_1_worker']:.2f} s, 2 Ray workers "
-                      f"{f['seconds_2_ray_workers']:.2f} s (cold start {f['seconds_2_ray_workers_cold']:.2f} s), "
-                      f"speed-up {f['speedup_1_to_2']:.2f}x; load average {f['load_average_1min']} on "
-                      f"{results['cpus']} CPUs")  # fmt: skip
+                print_scaling(results["llamaops_full_pipeline"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,4 +1,5 @@
 """`llamaops data`: prepare pretraining shards from corpora, folders and object storage."""
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -40,12 +41,18 @@ def prep(
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="Also log the report to this MLflow tracking URI.")
     ] = None,
+    parent_run_id: Annotated[
+        str | None,
+        typer.Option("--parent-run-id", help="Log as the `data` stage of this pipeline's MLflow run (with --tracking-uri)."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Run the data-prep steps on INPUT... and write train/validation shards to --output."""
-    from llamaops.platform.config import load_preset
+    from llamaops.platform.config import ConfigError, load_preset
     from llamaops.platform.data.prep import prepare_data
 
+    if parent_run_id and tracking_uri is None:
+        raise ConfigError("--parent-run-id needs --tracking-uri: the MLflow server that holds that run")
     sources = json.dumps([_source_uri(value) for value in inputs])
     sets = [_data_override(o) for o in overrides or []] + [f"data.sources={sources}"]
     data = load_preset(preset, config, sets).data
@@ -56,10 +63,13 @@ def prep(
     else:
         from llamaops.platform.tracking.runs import PipelineTracker
 
-        with (
-            PipelineTracker(tracking_uri, "data-prep", "data-prep", preset) as tracker,
-            tracker.stage("data", params={"data": data.model_dump(mode="json")}) as run,
-        ):
+        # Inside a pipeline (the data step's RayJob) the stage joins the pipeline's run, which it does not end.
+        pipeline_run = (
+            contextlib.nullcontext(PipelineTracker.attach(tracking_uri, parent_run_id))
+            if parent_run_id
+            else PipelineTracker(tracking_uri, "data-prep", "data-prep", preset)
+        )
+        with pipeline_run as tracker, tracker.stage("data", params={"data": data.model_dump(mode="json")}) as run:
             result = prepare_data(data, output_uri, workers=workers)
             run.log_result(result)  # metrics, the report as a JSON artifact, the output URI
     report = result.report

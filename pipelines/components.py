@@ -99,3 +99,11 @@ def train_on_rayjob(
     from llamaops.pipelines.rayjob_launch import run_step_on_rayjob
 
     return run_step_on_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def data_on_rayjob(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str) -> str:
+    """The data step on a cluster: create the RayJob that runs `llamaops data prep` on CPU pods, wait for it."""
+    from llamaops.pipelines.data_rayjob import run_data_on_rayjob
+
+    return run_data_on_rayjob(preset_json, run_id, artifact_root, tracking_uri, parent_run_id)

@@ -15,15 +15,23 @@ from llamaops.platform.store import run_uri
 
 from .image import llamaops_image
 from .rayjob import container, rayjob_manifest, rayjob_name, step_labels, worker_group
-from .rayjob_launch import S3_SECRET, passed_through_env
-from .resources import CPU_STEP_CPUS, cpu_pod
+from .rayjob_launch import S3_SECRET, launch_rayjob, namespace_of_this_pod, passed_through_env
+from .resources import CPU_STEP_CPUS, cpu_pod, uses_gpus
 
 DATA_STEP = "data"
 _NOT_SET = ("sources",)  # given as arguments
 
 
-def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "") -> list[str]:
-    """The `llamaops data prep` argv that prepares `preset.data` into `output_uri`."""
+def data_runs_on_rayjob(preset: Preset) -> bool:
+    """Whether a cluster run prepares data in a RayJob rather than in its KFP step's pod: on GPU
+    presets (a data volume no single pod should hold) and whenever more than one Ray Data worker is
+    asked for (the workers need pods of their own). `--local` runs always prepare data in-process."""
+    return uses_gpus(preset) or preset.data.workers > 1
+
+
+def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "", parent_run_id: str = "") -> list[str]:
+    """The `llamaops data prep` argv that prepares `preset.data` into `output_uri` (logged as the `data`
+    stage of MLflow run `parent_run_id` when given, like the steps that run in their own pods)."""
     data = preset.data
     base_name = preset.name if preset.name in PRESETS else "tiny"
     base = load_preset(base_name).data.model_dump(mode="json")
@@ -35,12 +43,14 @@ def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "") -
     ]
     command = ["llamaops", "data", "prep", *data.sources, "--output", output_uri, "--workers", str(data.workers),
                "--preset", base_name, *sets, "--json"]  # fmt: skip
-    return command + (["--tracking-uri", tracking_uri] if tracking_uri else [])
+    if tracking_uri:
+        command += ["--tracking-uri", tracking_uri] + (["--parent-run-id", parent_run_id] if parent_run_id else [])
+    return command
 
 
 def build_data_rayjob(
     preset: Preset, run_id: str, output_uri: str, image: str, env: dict[str, str], namespace: str = "default",
-    env_secret: str | None = None, tracking_uri: str = "",
+    env_secret: str | None = None, tracking_uri: str = "", parent_run_id: str = "",
 ) -> dict[str, Any]:
     """The RayJob that runs the data step of run `run_id` on ceil(workers / CPUs per pod) CPU pods."""
     pod = cpu_pod()
@@ -49,14 +59,27 @@ def build_data_rayjob(
     workers = worker_group("cpu-workers", pods, {"num-cpus": str(pod.cpus)}, labels,
                            {"containers": [container("ray-worker", image, pod, env, env_secret)]})
     head = container("ray-head", image, pod, env, env_secret)
-    entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri))
+    entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri, parent_run_id))
     manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers)
     manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "0"  # the head only drives
     return manifest
 
 
-def data_step_rayjob(preset: Preset, run_id: str, artifact_root: str, tracking_uri: str, namespace: str) -> dict[str, Any]:
+def data_step_rayjob(
+    preset: Preset, run_id: str, artifact_root: str, tracking_uri: str, namespace: str, parent_run_id: str = ""
+) -> dict[str, Any]:
     """The data step's RayJob as a submission would create it (what `submit --dry-run` prints)."""
     output_uri = run_uri(run_id, DATA_STEP, artifact_root or None)
     return build_data_rayjob(preset, run_id, output_uri, llamaops_image(), passed_through_env(), namespace,
-                             env_secret=S3_SECRET, tracking_uri=tracking_uri)  # fmt: skip
+                             env_secret=S3_SECRET, tracking_uri=tracking_uri, parent_run_id=parent_run_id)  # fmt: skip
+
+
+def run_data_on_rayjob(
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    namespace: str | None = None,
+) -> str:
+    """The data step of a cluster run: create its RayJob, wait for it, return the shards' URI once complete."""
+    preset = Preset.model_validate_json(preset_json)
+    manifest = data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace or namespace_of_this_pod(),
+                                parent_run_id)  # fmt: skip
+    return launch_rayjob(manifest, run_uri(run_id, DATA_STEP, artifact_root or None))

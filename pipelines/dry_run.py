@@ -1,5 +1,6 @@
 """Every manifest a submission would create, without a cluster: the KFP pipeline spec and, for
-GPU presets, the RayJob of the data step and of each training step (with this run's id and artifact locations)."""
+GPU presets, the RayJob of each training step, and the data step's RayJob wherever the pipeline
+launches one (GPU presets, or more than one data worker); with this run's id and artifact locations."""
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import yaml
 from llamaops.platform.config import Preset
 from llamaops.platform.store import run_uri
 
-from .data_rayjob import data_step_rayjob
+from .data_rayjob import data_runs_on_rayjob, data_step_rayjob
 from .lifecycle import compile_pipeline
 from .rayjob_launch import step_rayjob
 from .resources import uses_gpus
@@ -20,10 +21,11 @@ def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_pipeline(preset, Path(tmp) / "pipeline.yaml")
         docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    if data_runs_on_rayjob(preset):
+        docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace))
     if not uses_gpus(preset):
-        return docs  # CPU presets train inside the step: no RayJobs
+        return docs  # CPU presets train inside their steps: no training RayJobs
     preset_json = preset.model_dump_json()
-    docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace))
     for stage in STAGES:
         if stage.trains:
             inputs = [run_uri(run_id, upstream, artifact_root or None) for upstream in stage.inputs]

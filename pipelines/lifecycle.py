@@ -1,6 +1,8 @@
 """The lifecycle pipeline: data -> pretrain -> long_context -> anneal -> sft -> dpo -> safety -> eval
 -> register. CPU presets train inside the step (embedded Ray); GPU presets train through a KubeRay
-RayJob per training step, and single-node steps request a whole node of the preset's pool."""
+RayJob per training step, and single-node steps request a whole node of the preset's pool. On a
+cluster, GPU presets and presets with more than one data worker prepare data in a RayJob too
+(data_rayjob.data_runs_on_rayjob); `local=True` (`pipeline submit --local`) keeps it in-process."""
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.deploy import model_name_for
 
 from . import components
+from .data_rayjob import data_runs_on_rayjob
 from .resources import PodShape, cpu_pod, gpu_node_pod, uses_gpus
 
 PIPELINE_NAME_PREFIX = "llamaops-lifecycle"
@@ -25,8 +28,9 @@ def _size(task: dsl.PipelineTask, preset: Preset, shape: PodShape) -> dsl.Pipeli
     return task
 
 
-def build_pipeline(preset: Preset) -> Callable:
-    """The pipeline function for `preset`; its parameters are filled by `llamaops pipeline submit`."""
+def build_pipeline(preset: Preset, local: bool = False) -> Callable:
+    """The pipeline function for `preset`; its parameters are filled by `llamaops pipeline submit`.
+    `local`: for KFP's local runner, which cannot create RayJobs."""
     gpu = uses_gpus(preset)
 
     def sized(task: dsl.PipelineTask, shape: PodShape, name: str) -> dsl.PipelineTask:
@@ -51,7 +55,10 @@ def build_pipeline(preset: Preset) -> Callable:
                 return sized(launcher, cpu_pod(), step)
             return sized(local(**run, **inputs), cpu_pod(), step)
 
-        data = sized(components.data_prep(**run), cpu_pod(), "data")
+        if data_runs_on_rayjob(preset) and not local:
+            data = sized(components.data_on_rayjob(**run), cpu_pod(), "data")
+        else:
+            data = sized(components.data_prep(**run), cpu_pod(), "data")
         pretrain = train("pretrain", components.pretrain, data_uri=data.output)
         long_context = train("long_context", components.long_context, data_uri=data.output,
                              init_model_uri=pretrain.output)

@@ -176,7 +176,7 @@ def _execute(preset: Preset, record: RunRecord, folder: Path) -> None:
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"))
-    pipeline = build_pipeline(preset)
+    pipeline = build_pipeline(preset, local=True)
     pipeline(
         preset_json=record.preset_json,
         run_id=record.run_id,

@@ -1,4 +1,8 @@
-"""Create a training step's RayJob in the cluster the pipeline runs in and wait for its end."""
+"""Create a step's RayJob in the cluster the pipeline runs in and wait for its end.
+
+`launch_rayjob` is the one path for every step that runs as a RayJob (the data step and the
+training steps): create (or find, on a retried step) the RayJob, wait for KubeRay's verdict, and
+hand on the output URI only once its completion marker is there."""
 import json
 import os
 import time
@@ -14,6 +18,7 @@ POLL_SECONDS = 30
 # A RayJob whose pods never start (no node of the pool, quota) fails the step instead of hanging
 # the pipeline; a running job may train for weeks, so its own limit is opt-in.
 START_TIMEOUT_ENV, RUN_TIMEOUT_ENV = "LLAMAOPS_RAYJOB_START_TIMEOUT_S", "LLAMAOPS_RAYJOB_RUN_TIMEOUT_S"
+POLL_ENV = "LLAMAOPS_RAYJOB_POLL_S"
 DEFAULT_START_TIMEOUT_S = 3600
 _STARTED = {"RUNNING", "SUCCEEDED", "FAILED", "STOPPED"}
 _FINAL_FAILURES = {"FAILED", "STOPPED"}
@@ -25,7 +30,7 @@ class RayJobFailed(RuntimeError):
     pass
 
 
-def _namespace() -> str:
+def namespace_of_this_pod() -> str:
     path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     return open(path).read().strip() if os.path.exists(path) else "default"
 
@@ -51,32 +56,51 @@ def step_rayjob(
 
 def run_step_on_rayjob(
     step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
-    inputs: list[str],
+    inputs: list[str], namespace: str | None = None,
 ) -> str:
-    output_uri = run_uri(run_id, step, artifact_root or None)
+    manifest = step_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs,
+                           namespace or namespace_of_this_pod())  # fmt: skip
+    return launch_rayjob(manifest, run_uri(run_id, step, artifact_root or None))
+
+
+def launch_rayjob(manifest: dict, output_uri: str) -> str:
+    """Run `manifest`'s RayJob to its end and return `output_uri`; a complete output skips the job
+    (a resumed run), and a job that succeeds without completing its output fails the step."""
     if is_complete(output_uri):
         return output_uri
-    manifest = step_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs, _namespace())
     _create_and_wait(manifest)
     if not is_complete(output_uri):
         raise RayJobFailed(f"RayJob {manifest['metadata']['name']} succeeded but {output_uri} is not complete")
     return output_uri
 
 
-def _create_and_wait(manifest: dict) -> None:
+def _custom_objects_api():
+    """The CustomObjectsApi of the cluster this pod runs in (outside a pod: the current kubeconfig)."""
     from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # the client reads it only at import
+    return client.CustomObjectsApi()
+
+
+def _create_and_wait(manifest: dict) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    config.load_incluster_config()
-    api = client.CustomObjectsApi()
+    api = _custom_objects_api()
     try:
         api.create_namespaced_custom_object("ray.io", "v1", manifest["metadata"]["namespace"], "rayjobs", manifest)
     except ApiException as error:
         if error.status != 409:  # 409: a retried step finds its RayJob already there and waits on it
-            raise
+            raise RayJobFailed(
+                f"cannot create RayJob {manifest['metadata']['namespace']}/{manifest['metadata']['name']}: "
+                f"HTTP {error.status} {error.reason}; check that KubeRay's CRD is installed and the step's "
+                "service account may create rayjobs.ray.io"
+            ) from None
     run_timeout = os.environ.get(RUN_TIMEOUT_ENV)
     wait_for_rayjob(api, manifest, float(os.environ.get(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S)),
-                    float(run_timeout) if run_timeout else None)
+                    float(run_timeout) if run_timeout else None, float(os.environ.get(POLL_ENV, POLL_SECONDS)))
 
 
 def wait_for_rayjob(api, manifest: dict, start_timeout_s: float, run_timeout_s: float | None,

@@ -3,7 +3,8 @@
 Per-document steps run fused (in-process or on Ray Data, see steps.py). URL, exact, line and
 near de-duplication are hash-partitioned map-reduces (shuffle.py): each partition de-duplicates
 its keys on a worker, so the result is exact and identical for any number of workers. Token
-outliers, the mix and the split need corpus-wide statistics and run on the driver.
+outliers split their per-document part (workers) from the corpus statistic (driver); the mix and
+the split need the whole corpus and run on the driver.
 """
 import functools
 
@@ -26,6 +27,7 @@ from .report import PrepReport, Removed, by_source_and_language
 from .sources import read_source
 from .split import sample_per_source, shuffle_and_cap_tokens
 from .steps import DocumentStep, map_items, run_document_steps
+from .timings import driver_phase
 
 QUALITY_SAMPLE_CHARS = 5000  # the classifier scores the start of a document
 
@@ -103,7 +105,8 @@ def tokenize_check(tokenizer: Tokenizer, doc: Document) -> None:
 
 def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers: int = 1) -> tuple[int, list[Document]]:
     """Run every step on the configured sources; returns the documents tokenized and the documents kept."""
-    documents = read_sources(data.sources, report)
+    with driver_phase("read"):
+        documents = read_sources(data.sources, report)
     sample = functools.partial(sample_per_source, limit=data.max_documents_per_source, seed=data.seed)
     documents = report.run("sample", sample, documents)
     cleaning = [DocumentStep("clean", functools.partial(clean_check, data))]
@@ -138,7 +141,8 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
 
     hasher = MinHasher(data.minhash_bands, data.minhash_rows, data.seed)
     texts = [doc.text for doc in documents]  # only the text travels to the workers
-    signatures = map_items(functools.partial(hasher.signature_of, ngram=data.minhash_ngram), texts, workers)
+    with driver_phase("minhash_signatures"):
+        signatures = map_items(functools.partial(hasher.signature_of, ngram=data.minhash_ngram), texts, workers)
     near = functools.partial(
         drop_near_duplicates,
         threshold=data.near_duplicate_jaccard,
@@ -151,7 +155,8 @@ def prepare(data: DataConfig, tokenizer: Tokenizer, report: PrepReport, workers:
     )
     documents = report.run("near_dedup", near, documents)
     outliers = functools.partial(
-        drop_token_outliers, max_zscore=data.max_token_kl_zscore, min_documents=data.token_kl_min_documents
+        drop_token_outliers, max_zscore=data.max_token_kl_zscore, min_documents=data.token_kl_min_documents,
+        workers=workers,
     )
     documents = report.run("token_outliers", outliers, documents)
     if data.mix != "none":

@@ -13,6 +13,7 @@ from .report import PrepReport, by_language, by_source_and_language
 from .shards import write_meta, write_split
 from .sources import check_sources
 from .split import split_train_validation
+from .timings import driver_phase
 
 REPORT_FILE = "report.json"
 TOKENIZER_NAME = "llama3"
@@ -24,6 +25,11 @@ def run_data_prep(preset: Preset, output_uri: str, metrics: MetricsSink = NoMetr
 
 def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMetrics(), workers: int = 1) -> StageResult:
     """Read, clean, de-duplicate, filter, tokenize and mix `data.sources` into train/validation shards."""
+    with driver_phase("other"):  # whatever no inner phase claims: checks, tokenizer load, the report
+        return _prepare_data(data, output_uri, metrics, workers)
+
+
+def _prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink, workers: int) -> StageResult:
     if is_complete(output_uri):
         raise DataError(f"artifact {output_uri} already exists; write the shards to a new URI")
     check_sources(data.sources + data.quality_reference_sources)
@@ -32,7 +38,7 @@ def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMet
     train, validation = split_train_validation(documents, data.validation_fraction, data.seed)
     _check_not_empty(tokenized, train, validation, report)
 
-    with staged_output(output_uri) as out:
+    with driver_phase("write_shards"), staged_output(output_uri) as out:
         counts = {
             "train": write_split(out, "train", (doc.tokens for doc in train)),
             "validation": write_split(out, "validation", (doc.tokens for doc in validation)),

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .documents import Document
+from .timings import driver_phase
 
 Removed = list[tuple[Document, str]]  # a dropped document and the reason it was dropped
 Step = Callable[[list[Document]], tuple[list[Document], Removed]]
@@ -46,8 +47,9 @@ class PrepReport:
 
     def run(self, name: str, step: Step, documents: list[Document]) -> list[Document]:
         """Apply `step`, record its counts in and out and per removal reason, and return the kept documents."""
-        kept, removed = step(documents)
-        self.record(name, documents, kept, removed)
+        with driver_phase(name):
+            kept, removed = step(documents)
+            self.record(name, documents, kept, removed)
         return kept
 
     def record(self, name: str, before: list[Document], after: list[Document], removed: Removed = ()) -> None:

@@ -11,6 +11,8 @@ import pickle
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .timings import TaskTime, record_tasks, timed
+
 Item = TypeVar("Item")
 Output = TypeVar("Output")
 Record = tuple[bytes, Any]
@@ -40,6 +42,16 @@ def _reduce_shares(reduce: Reduce, *shares: list[Record]) -> list:
     return list(reduce(sorted(record for share in shares for record in share)))
 
 
+def _timed_emit(payload: bytes, start: int, emit: Emit, partitions: int) -> list:
+    """The map task on Ray: one share per partition, then the task's timing."""
+    shares, timing = timed("shuffle_map", _emit_partitioned, payload, start, emit, partitions)
+    return [*shares, timing]
+
+
+def _timed_reduce(reduce: Reduce, *shares: list[Record]) -> tuple[list, TaskTime]:
+    return timed("shuffle_reduce", _reduce_shares, reduce, *shares)
+
+
 def map_reduce(items: list[Item], emit: Emit, reduce: Reduce, workers: int, partitions: int | None = None) -> list[Output]:
     """sorted(outputs of `reduce` over each hash partition of the records `emit` makes of `items`);
     `partitions` defaults to 1 in-process and to a few per worker on Ray."""
@@ -53,11 +65,13 @@ def map_reduce(items: list[Item], emit: Emit, reduce: Reduce, workers: int, part
     ensure_ray(workers)
     partitions = partitions or workers * _PARTITIONS_PER_WORKER
     size = -(-len(items) // (workers * _CHUNKS_PER_WORKER))
-    mapper = ray.remote(_emit_partitioned).options(num_returns=partitions, num_cpus=1)
+    mapper = ray.remote(_timed_emit).options(num_returns=partitions + 1, num_cpus=1)
     shares = [
         mapper.remote(pickle.dumps(items[start : start + size], protocol=pickle.HIGHEST_PROTOCOL), start, emit, partitions)
         for start in range(0, len(items), size)
     ]
-    reducer = ray.remote(_reduce_shares).options(num_cpus=1)
-    reduced = [reducer.remote(reduce, *[chunk[p] for chunk in shares]) for p in range(partitions)]
-    return sorted(output for outputs in ray.get(reduced) for output in outputs)
+    reducer = ray.remote(_timed_reduce).options(num_cpus=1)
+    reduced = ray.get([reducer.remote(reduce, *[chunk[p] for chunk in shares]) for p in range(partitions)])
+    record_tasks(ray.get([chunk[partitions] for chunk in shares]))
+    record_tasks(timing for _, timing in reduced)
+    return sorted(output for outputs, _ in reduced for output in outputs)

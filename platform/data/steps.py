@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .documents import Document
 from .report import PrepReport
+from .timings import driver_phase, record_tasks, timed
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -43,11 +44,13 @@ def _apply_chunk(payload: bytes, fn: Callable[[Any], Any]) -> bytes:
 
 
 def _apply_batch(batch, fn_ref) -> dict:
-    """One Arrow batch of pickled chunks through `fn` (fetched once per task from the object store)."""
+    """One Arrow batch of pickled chunks through `fn` (fetched once per task from the object store),
+    with each chunk's timing."""
     import ray
 
     fn = ray.get(fn_ref)
-    return {"chunk": [_apply_chunk(payload, fn) for payload in batch.column("chunk").to_pylist()]}
+    results = [timed("document_steps", _apply_chunk, payload, fn) for payload in batch.column("chunk").to_pylist()]
+    return {"chunk": [chunk for chunk, _ in results], "timing": [pickle.dumps(timing) for _, timing in results]}
 
 
 def map_items(fn: Callable[[Item], Result], items: list[Item], workers: int) -> list[Result]:
@@ -74,15 +77,26 @@ def map_items(fn: Callable[[Item], Result], items: list[Item], workers: int) -> 
         _apply_batch, fn_args=(ray.put(fn),), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.TaskPoolStrategy(size=workers),
     )  # fmt: skip
-    return [result for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow")
-            for payload in batch.column("chunk").to_pylist() for result in pickle.loads(payload)]  # fmt: skip
+    results: list[Result] = []
+    timings = []
+    for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for payload in batch.column("chunk").to_pylist():
+            results.extend(pickle.loads(payload))
+        timings.extend(pickle.loads(timing) for timing in batch.column("timing").to_pylist())
+    record_tasks(timings)
+    return results
 
 
 def run_document_steps(
     steps: Sequence[DocumentStep], documents: list[Document], report: PrepReport, workers: int
 ) -> list[Document]:
     """Apply `steps` to every document; record each step in `report`; return the documents kept by all."""
-    results = map_items(lambda doc: _run_steps(steps, doc), documents, workers)
+    with driver_phase("+".join(step.name for step in steps)):
+        results = map_items(lambda doc: _run_steps(steps, doc), documents, workers)
+        return _record(steps, results, report)
+
+
+def _record(steps: Sequence[DocumentStep], results: list[tuple[Document, Trace]], report: PrepReport) -> list[Document]:
     for index, step in enumerate(steps):
         entered = [(doc, trace) for doc, trace in results if len(trace[0]) > index]
         passed = [(doc, trace) for doc, trace in entered if len(trace[0]) > index + 1]

@@ -1,19 +1,24 @@
 """A real kube-apiserver (+ etcd + kube-controller-manager) per test session.
 
+`rayjob_crd` installs a MINIMAL ray.io/v1 RayJob CRD (crds/rayjob-minimal.yaml) once per session.
 `k8s_cluster` builds or reuses the cached binaries (tests/cluster/build_k8s.sh) and starts them
 on free 127.0.0.1 ports; `k8s_namespace` gives each test a fresh namespace; `kube` is a
 kubernetes ApiClient bound to the cluster. There is no kubelet or scheduler: pods stay Pending.
 """
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apiserver import TestCluster, prerequisites_missing, start_cluster  # noqa: E402
+
+RAYJOB_CRD = Path(__file__).parent / "crds" / "rayjob-minimal.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +52,20 @@ def k8s_namespace(kube, k8s_cluster: TestCluster, monkeypatch: pytest.MonkeyPatc
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def rayjob_crd(kube) -> Iterator[None]:
+    """KubeRay's RayJob kind, served by the real API server (no controller acts on it)."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(kube)
+    ext.create_custom_resource_definition(yaml.safe_load(RAYJOB_CRD.read_text()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = ext.read_custom_resource_definition("rayjobs.ray.io").status
+        if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+            break
+        time.sleep(0.2)
+    yield
+    ext.delete_custom_resource_definition("rayjobs.ray.io")

@@ -1,35 +1,13 @@
 """The RayJobs `llamaops pipeline submit` would create, server-side dry-run against the real
 kube-apiserver: the RayJob through a MINIMAL ray.io/v1 CRD written for these tests (no package
-ships KubeRay's CRDs), and each head/worker pod template as a Pod through the core API (full
-Kubernetes validation of containers, resources, volumes, tolerations)."""
-import time
-from pathlib import Path
-
+ships KubeRay's CRDs; conftest's `rayjob_crd`), and each head/worker pod template as a Pod through
+the core API (full Kubernetes validation of containers, resources, volumes, tolerations)."""
 import pytest
-import yaml
 
 from llamaops.pipelines.dry_run import dry_run_manifests
 from llamaops.platform.config import load_preset
 
 pytestmark = pytest.mark.cluster
-CRD = Path(__file__).parent / "crds" / "rayjob-minimal.yaml"
-
-
-@pytest.fixture(scope="module")
-def rayjob_crd(kube):
-    from kubernetes import client
-
-    ext = client.ApiextensionsV1Api(kube)
-    body = yaml.safe_load(CRD.read_text())
-    ext.create_custom_resource_definition(body)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = ext.read_custom_resource_definition("rayjobs.ray.io").status
-        if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
-            break
-        time.sleep(0.2)
-    yield
-    ext.delete_custom_resource_definition("rayjobs.ray.io")
 
 
 @pytest.mark.parametrize("preset_name", ["8b", "405b"])

@@ -1,5 +1,6 @@
 """Data prep on Ray Data across 2 workers gives the in-process result; the report reaches MLflow."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 from llamaops.cli.main import app
 from llamaops.platform.config import load_preset
 from llamaops.platform.data.prep import prepare_data
+from llamaops.platform.data.timings import collecting
 
 VOCABULARY = [f"word{i}" for i in range(3000)]
 
@@ -38,9 +40,18 @@ def test_two_ray_workers_give_the_in_process_output(tmp_path, local_ray):
     data = load_preset(
         "tiny", overrides=[f"data.sources=['{(tmp_path / 'in').as_uri()}']", "data.validation_fraction=0.2", "data.min_chars=10"]
     ).data
-    one = prepare_data(data, (tmp_path / "one").as_uri(), workers=1)
-    two = prepare_data(data, (tmp_path / "two").as_uri(), workers=2)
+    with collecting() as in_process:
+        one = prepare_data(data, (tmp_path / "one").as_uri(), workers=1)
+    with collecting() as on_ray:
+        two = prepare_data(data, (tmp_path / "two").as_uri(), workers=2)
     assert one.report == two.report and one.metrics == two.metrics
+    # Where the time went: every Ray task's CPU came back from a worker process, the rest is the driver's.
+    assert in_process.tasks == [] and in_process.driver_cpu_s["clean+scrub_pii+language"] > 0
+    assert {task.kind for task in on_ray.tasks} == {"document_steps", "shuffle_map", "shuffle_reduce"}
+    assert os.getpid() not in on_ray.worker_cpu_s() and all(task.cpu_s >= 0 for task in on_ray.tasks)
+    summary = on_ray.summary()
+    assert {"read", "near_dedup", "write_shards", "other"} <= set(summary["driver_cpu_s_by_phase"])
+    assert 0 < summary["serial_fraction"] < 1 and summary["task_cpu_s_max_worker"] <= summary["task_cpu_s_sum"]
     for name in ("train.tokens.npy", "train.starts.npy", "validation.tokens.npy", "validation.starts.npy"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     removed = {r for step in one.report["steps"] for r in step["removed"]}
@@ -67,6 +78,29 @@ def test_cli_logs_the_report_to_mlflow(tmp_path):
     logged = client.download_artifacts(stage.info.run_id, "", str(tmp_path / "artifacts"))
     saved = [json.loads(p.read_text()) for p in Path(logged).rglob("*.json")]
     assert report in saved
+
+
+def test_cli_inside_a_pipeline_logs_the_data_stage_under_the_pipelines_run(tmp_path):
+    """What the data RayJob's entrypoint does: `--parent-run-id` makes the report the `data` child of
+    the pipeline's MLflow run, which stays open for the next steps."""
+    from mlflow.tracking import MlflowClient
+
+    from llamaops.platform.tracking.runs import PipelineTracker
+
+    write_corpus(tmp_path / "in", documents=30)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = PipelineTracker(tracking_uri, "llamaops", "run-1", "8b")
+    argv = ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-s", "validation_fraction=0.2", "--json"]
+    result = CliRunner().invoke(app, argv + ["--tracking-uri", tracking_uri, "--parent-run-id", parent.run_id])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri)
+    [stage] = client.search_runs([parent.experiment_id], filter_string="tags.`llamaops.stage` = 'data'")
+    assert stage.data.tags["mlflow.parentRunId"] == parent.run_id and stage.info.status == "FINISHED"
+    assert stage.data.metrics["documents_in"] == json.loads(result.stdout)["documents_in"]
+    assert client.get_run(parent.run_id).info.status == "RUNNING"
+    assert client.get_experiment_by_name("data-prep") is None  # no run of its own
+    alone = CliRunner().invoke(app, argv[:4] + ["-o", str(tmp_path / "out2"), "--parent-run-id", parent.run_id])
+    assert alone.exit_code == 2 and "--parent-run-id needs --tracking-uri" in alone.output
 
 
 def write_duplicated_corpus(folder) -> dict[str, int]:

@@ -18,6 +18,8 @@ def write_corpus(folder, documents: int = 40) -> None:
     (folder / "web.jsonl").write_text("\n".join(lines + ["{broken json"]) + "\n")
     (folder / "latin1.txt").write_bytes("d\xe9j\xe0 vu".encode("latin-1"))
     (folder / "empty.txt").write_text("  \n")
+    (folder / "huge.txt").write_text("intro\n" + "x" * 100_001)  # one line over data.max_line_chars
+    (folder / "broken.parquet").write_bytes(b"not parquet")
 
 
 def test_prep_prints_json_report_with_removals_and_writes_shards(tmp_path):
@@ -27,11 +29,11 @@ def test_prep_prints_json_report_with_removals_and_writes_shards(tmp_path):
                                  "--set", "validation_fraction=0.2", "--set", "data.min_chars=10"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["documents_in"] == 43 and report["documents_out"] == 35
+    assert report["documents_in"] == 45 and report["documents_out"] == 35
     assert report["tokens_out"] == sum(split["tokens"] for split in report["splits"].values())
     removed = {step["step"]: {r: c["documents"] for r, c in step["removed"].items()} for step in report["steps"]}
-    assert removed["read"] == {"bad_json": 1, "bad_encoding": 1}
-    assert removed["clean"] == {"empty": 1}
+    assert removed["read"] == {"bad_json": 1, "bad_encoding": 1, "unreadable_file": 1}
+    assert removed["clean"] == {"empty": 1, "huge_line": 1}
     assert removed["url_dedup"] == {"duplicate_url": 5}
     assert is_complete(out.as_uri()) and json.loads((out / "report.json").read_text()) == report
 
@@ -39,7 +41,7 @@ def test_prep_prints_json_report_with_removals_and_writes_shards(tmp_path):
 def test_prep_text_summary_and_one_line_errors(tmp_path):
     write_corpus(tmp_path / "in")
     ok = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "a"), "-s", "validation_fraction=0.2"])
-    assert ok.exit_code == 0 and "43 documents in, 35 out" in ok.stdout and "url_dedup" in ok.stdout
+    assert ok.exit_code == 0 and "45 documents in, 35 out" in ok.stdout and "url_dedup" in ok.stdout
     again = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "a")])
     assert again.exit_code == 2 and "already exists" in again.output
     bad_set = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "b"), "-s", "minhash_bands=0"])

@@ -56,3 +56,19 @@ def test_token_kl_flags_documents_made_of_rare_tokens():
     kept, removed = drop_token_outliers(docs, max_zscore=4.0, min_documents=100)
     assert [(d.id, r) for d, r in removed] == [("blob", "token_distribution_outlier")] and len(kept) == 150
     assert drop_token_outliers(docs, max_zscore=4.0, min_documents=1000) == (docs, [])  # too few to judge
+
+
+def test_token_kl_is_the_kl_of_each_document_from_the_smoothed_corpus():
+    from collections import Counter
+
+    rng = np.random.default_rng(1)
+    docs = [Document(str(i), "", "s", tokens=np.asarray(rng.integers(0, 300, rng.integers(1, 80)), dtype=np.uint32))
+            for i in range(40)]  # fmt: skip
+    corpus = Counter(int(t) for d in docs for t in d.tokens)
+    total = sum(count + 0.5 for count in corpus.values())
+    expected = []
+    for d in docs:
+        counts = Counter(int(t) for t in d.tokens)
+        expected.append(sum(n / len(d.tokens) * np.log((n / len(d.tokens)) / ((corpus[t] + 0.5) / total))
+                            for t, n in counts.items()))  # fmt: skip
+    np.testing.assert_allclose(token_kl(docs), expected, rtol=1e-12, atol=1e-12)

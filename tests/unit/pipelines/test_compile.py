@@ -63,3 +63,35 @@ def test_the_cpu_preset_runs_training_in_its_steps_without_resource_requests(tmp
     ir = _compiled("tiny", tmp_path)
     assert not any(name.startswith("comp-train-on-rayjob") for name in ir["components"])
     assert all(not _executor_resources(ir, step) for step in STEP_NAMES)
+
+
+def _component_of(ir: dict, step: str) -> str:
+    return next(t for t in ir["root"]["dag"]["tasks"].values() if _step_of(t) == step)["componentRef"]["name"]
+
+
+@pytest.mark.parametrize("name", ["8b", "405b"])
+def test_gpu_presets_prepare_data_through_the_data_rayjob_launcher(name, tmp_path):
+    ir = _compiled(name, tmp_path)
+    assert _component_of(ir, "data").startswith("comp-data-on-rayjob")
+    executor = ir["components"][_component_of(ir, "data")]["executorLabel"]
+    command = " ".join(ir["deploymentSpec"]["executors"][executor]["container"]["command"])
+    assert "run_data_on_rayjob" in command
+    assert "accelerator" not in _executor_resources(ir, "data")  # the launcher pod needs no GPU
+    # its output (the shards' URI) feeds the training steps and eval
+    tasks = {_step_of(t): t for t in ir["root"]["dag"]["tasks"].values()}
+    assert tasks["pretrain"]["inputs"]["parameters"]["inputs"]["runtimeValue"]["constant"] == [
+        "{{$.inputs.parameters['pipelinechannel--data-on-rayjob-Output']}}"]
+    assert tasks["eval"]["inputs"]["parameters"]["data_uri"]["taskOutputParameter"]["producerTask"] == "data-on-rayjob"
+
+
+def test_more_than_one_data_worker_launches_the_rayjob_on_a_cluster_but_not_locally(tmp_path):
+    from kfp import compiler
+
+    from llamaops.pipelines.lifecycle import build_pipeline
+
+    preset = load_preset("tiny", overrides=["data.workers=2"])
+    path = compile_pipeline(preset, tmp_path / "tiny2.yaml")
+    assert _component_of(yaml.safe_load(path.read_text()), "data").startswith("comp-data-on-rayjob")
+    assert _component_of(_compiled("tiny", tmp_path), "data") == "comp-data-prep"
+    compiler.Compiler().compile(build_pipeline(preset, local=True), str(tmp_path / "local.yaml"))
+    assert _component_of(yaml.safe_load((tmp_path / "local.yaml").read_text()), "data") == "comp-data-prep"
