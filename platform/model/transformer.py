@@ -69,6 +69,8 @@ class Attention(nn.Module):
         else:
             k, v = k.transpose(1, 2), v.transpose(1, 2)
             if self.key_value_hook is not None:
+                if mask is None:  # SDPA's is_causal would align the extra keys wrongly, silently
+                    raise ValueError("attention with a key_value_hook needs forward's attention_mask")
                 k, v = self.key_value_hook(k, v)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True

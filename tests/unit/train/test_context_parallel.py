@@ -78,6 +78,9 @@ def test_model_hooks_reproduce_the_document_masked_forward():
     torch.testing.assert_close(hooked_sum, mean * tokens.numel())
     with pytest.raises(ValueError, match="attention_mask needs explicit positions"):
         model(tokens, attention_mask=mask)
+    model.layers["0"].attention.key_value_hook = lambda k, v: (k, v)
+    with pytest.raises(ValueError, match="key_value_hook needs forward's attention_mask"):
+        model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
 
 
 def test_context_parallel_layouts_are_accepted():
