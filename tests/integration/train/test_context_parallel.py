@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ...unit.train.parallel_launch import launch
+from .test_distributed_equivalence import _inductor_cpu_toolchain_missing
 
 CP_WORKER = Path(__file__).parents[2] / "unit" / "train" / "cp_worker.py"
 
@@ -19,3 +20,10 @@ def test_two_context_parallel_ranks_match_the_unsharded_model(tmp_path: Path):
 def test_four_ranks_context_parallel_with_fsdp_and_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
     # FSDP2 over dp x cp; CP x TP (sequence parallel inside each cp rank); four cp ranks
     launch(4, ["dp2cp2", "dp2cp2-docs", "cp2tp2-docs", "cp4-docs"], tmp_path, worker=CP_WORKER)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_inductor_cpu_toolchain_missing() is not None, reason=str(_inductor_cpu_toolchain_missing()))
+def test_compiled_blocks_under_context_parallelism_match_the_unsharded_model(tmp_path: Path):
+    # torch.compile per block with the K/V all-gather inside attention, packed documents.
+    launch(2, ["cp2-docs-compile"], tmp_path, worker=CP_WORKER, timeout=600)

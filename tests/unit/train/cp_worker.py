@@ -56,7 +56,10 @@ def check(name: str) -> None:
             block.attention.wq.weight.mul_(8)
             block.attention.wk.weight.mul_(8)
     mesh = build_mesh(layout)
-    sharded = parallelize(copy.deepcopy(reference), mesh, layout, param_dtype=dtype, checkpointing=checkpointing)
+    compiled = "compile" in name.split("-")
+    sharded = parallelize(
+        copy.deepcopy(reference), mesh, layout, param_dtype=dtype, checkpointing=checkpointing, compile_blocks=compiled
+    )
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, MICRO.vocab_size, (BATCH, SEQ), generator=generator)
     targets = torch.randint(0, MICRO.vocab_size, (BATCH, SEQ), generator=generator)
