@@ -13,13 +13,14 @@ CP_WORKER = Path(__file__).parents[2] / "unit" / "train" / "cp_worker.py"
 
 def test_two_context_parallel_ranks_match_the_unsharded_model(tmp_path: Path):
     # plain causal; packed documents crossing chunk boundaries; with activation checkpointing; bf16
-    launch(2, ["cp2", "cp2-docs", "cp2-docs-selective", "cp2-full-bf16"], tmp_path, worker=CP_WORKER)
+    # and three AdamW steps with clipping, as the training loop runs them
+    launch(2, ["cp2", "cp2-docs", "cp2-docs-selective", "cp2-full-bf16", "cp2-docs-steps"], tmp_path, worker=CP_WORKER)
 
 
 @pytest.mark.slow
 def test_four_ranks_context_parallel_with_fsdp_and_tensor_parallel_match_the_unsharded_model(tmp_path: Path):
     # FSDP2 over dp x cp; CP x TP (sequence parallel inside each cp rank); four cp ranks
-    launch(4, ["dp2cp2", "dp2cp2-docs", "cp2tp2-docs", "cp4-docs"], tmp_path, worker=CP_WORKER)
+    launch(4, ["dp2cp2", "dp2cp2-docs-steps", "cp2tp2-docs-steps", "cp4-docs"], tmp_path, worker=CP_WORKER)
 
 
 @pytest.mark.slow

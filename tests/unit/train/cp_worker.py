@@ -82,6 +82,34 @@ def check(name: str) -> None:
         assert_close(f"{name} grad {n}", got_grads[n].float(), p.grad, bf16)
     if not bf16 and layout.cp > 1:
         check_broken_variants_differ(name, sharded, tokens[mine], targets[mine], my_docs, mesh, reference)
+    if "steps" in name.split("-"):
+        check_optimizer_steps(name, sharded, reference, (tokens, targets, document_ids), mine, mesh)
+
+
+def check_optimizer_steps(name, sharded, reference, batch, mine, mesh, steps: int = 3) -> None:
+    """What the training loop does with it: AdamW steps with gradient clipping (the norm over the
+    dp x cp shards) keep the sharded model on the unsharded one's losses and weights."""
+    tokens, targets, document_ids = batch
+    my_docs = None if document_ids is None else document_ids[mine]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (sharded, reference)]
+    for step in range(steps):
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss = cp_forward_loss(sharded, tokens[mine], targets[mine], my_docs, mesh)
+        loss.backward()
+        want = reference(tokens, targets=targets, document_ids=document_ids)
+        want.backward()
+        assert_close(f"{name} step {step} loss", loss.detach(), want.detach(), False)
+        norm = torch.nn.utils.clip_grad_norm_(sharded.parameters(), 0.5)
+        want_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        assert_close(f"{name} step {step} grad norm", full(norm), want_norm, False)
+        for optimizer in optimizers:
+            optimizer.step()
+    # Adam divides by the gradient's own magnitude, so where a gradient is ~0 rounding noise moves
+    # the update by a share of lr: compare the weights to 1% of one step (lr 1e-2).
+    weights = {n: full(p.detach()) for n, p in sharded.named_parameters()}
+    for n, p in reference.named_parameters():
+        torch.testing.assert_close(weights[n], p.detach(), rtol=1e-4, atol=1e-4, msg=lambda m: f"{name} {n}: {m}")
 
 
 def check_broken_variants_differ(name, model, tokens, targets, document_ids, mesh, reference) -> None:
