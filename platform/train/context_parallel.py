@@ -30,12 +30,18 @@ class ContextParallelError(ValueError):
     """The batch cannot be split over the context-parallel ranks."""
 
 
+def check_seq_len(seq_len: int, cp: int, tp: int = 1) -> None:
+    """Refuse, in one line, a sequence length the layout cannot split: 2 x cp chunks, and each cp
+    rank's tokens again over the tp ranks (sequence parallel). For a preflight before any step."""
+    if seq_len % (2 * cp * tp):
+        raise ContextParallelError(
+            f"sequence length {seq_len} is not divisible by 2 x cp x tp = {2 * cp * tp}; pick a seq_len that is"
+        )
+
+
 def local_token_index(seq_len: int, cp: int, rank: int) -> torch.Tensor:
     """Global indices of the tokens cp rank `rank` holds: chunks rank and 2 cp - 1 - rank."""
-    if seq_len % (2 * cp):
-        raise ContextParallelError(
-            f"sequence length {seq_len} is not divisible by 2 x cp = {2 * cp}; pick a seq_len that is"
-        )
+    check_seq_len(seq_len, cp)
     chunk = seq_len // (2 * cp)
     mirror = 2 * cp - 1 - rank
     return torch.cat((torch.arange(rank * chunk, (rank + 1) * chunk), torch.arange(mirror * chunk, (mirror + 1) * chunk)))

@@ -8,6 +8,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer, positions_within_documents
 from llamaops.platform.train.context_parallel import (
     ContextParallelError,
+    check_seq_len,
     gathered_token_index,
     local_token_index,
     shard_context,
@@ -34,8 +35,11 @@ def test_every_rank_gets_the_same_causal_attention_work(cp):
 
 
 def test_a_sequence_that_does_not_split_into_2_cp_chunks_is_refused_in_one_line():
-    with pytest.raises(ContextParallelError, match="sequence length 12 is not divisible by 2 x cp = 8"):
+    with pytest.raises(ContextParallelError, match="sequence length 12 is not divisible by 2 x cp x tp = 8"):
         local_token_index(12, 4, 0)
+    check_seq_len(131_072, 16, 8)
+    with pytest.raises(ContextParallelError, match="2 x cp x tp = 32; pick a seq_len"):
+        check_seq_len(48, 2, 8)
 
 
 def test_shard_mask_and_positions_are_the_full_ones_at_global_indices():
