@@ -9,6 +9,7 @@ from ...unit.train.parallel_launch import launch
 from .test_distributed_equivalence import _inductor_cpu_toolchain_missing
 
 CP_WORKER = Path(__file__).parents[2] / "unit" / "train" / "cp_worker.py"
+RESHARD_WORKER = CP_WORKER.with_name("reshard_worker.py")
 
 
 def test_two_context_parallel_ranks_match_the_unsharded_model(tmp_path: Path):
@@ -28,3 +29,12 @@ def test_four_ranks_context_parallel_with_fsdp_and_tensor_parallel_match_the_uns
 def test_compiled_blocks_under_context_parallelism_match_the_unsharded_model(tmp_path: Path):
     # torch.compile per block with the K/V all-gather inside attention, packed documents.
     launch(2, ["cp2-docs-compile"], tmp_path, worker=CP_WORKER, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_written_by_2_fsdp_ranks_resumes_under_context_parallelism(tmp_path: Path):
+    # DCP reshards FSDP over dp 2 into FSDP over dp x cp = 1 x 2; the next step matches the writer's.
+    root, expected = (tmp_path / "ckpt").as_uri(), str(tmp_path / "expected.pt")
+    launch(2, ["write", root, expected], tmp_path, worker=RESHARD_WORKER)
+    (tmp_path / "cp").mkdir()
+    launch(2, ["resume-cp", root, expected], tmp_path / "cp", worker=RESHARD_WORKER)
