@@ -10,7 +10,8 @@ per decoder layer, then the root, same MixedPrecisionPolicy). A step is zero_gra
 the loss (llamaops: fused chunked loss; transformers: labels=), backward, AdamW step. The models
 alternate step by step (the order flips every step) after warm-up; the median step gives tokens/s
 of the whole group, and MFU is its model FLOP/s over the group's bf16 matmul peak measured by
-each rank in the same run. torchtitan (the peer the issue names first) was not tried here.
+each rank in the same run. torchtitan (the peer the issue names first) cannot train on a CPU:
+benchmarks/README.md, "torchtitan", and torchtitan_cpu_probe.py.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import typer
 
 from .presets import AsJson
 
-app = typer.Typer(help="Evaluate models on log-likelihood tasks (lm-eval conventions).", no_args_is_help=True)
+app = typer.Typer(help="Evaluate models on multiple-choice and generation tasks (lm-eval conventions).", no_args_is_help=True)
 
 GATE_FAILED = 1
 
@@ -23,16 +23,22 @@ def run(
     items: Annotated[bool, typer.Option("--items", help="Include per-item log-likelihoods in the report.")] = False,
     track: Annotated[bool, typer.Option("--track", help="Log metrics and the report to MLflow.")] = False,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="Also evaluate this model and report the deltas: models:/NAME@ALIAS, an artifact URI or a directory.")] = None,
+    compare_optional: Annotated[bool, typer.Option(
+        "--compare-optional", help="If the --compare registry model does not exist yet, evaluate without comparison.")] = False,
+    max_drop: Annotated[float | None, typer.Option(
+        "--max-drop", min=0.0, help="Gate: no task's headline metric may drop more than this below --compare's.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Evaluate MODEL on TASKS; exit 1 when a --gate fails."""
+    """Evaluate MODEL on TASKS (optionally against a --compare model); exit 1 when a gate fails."""
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:
         raise typer.BadParameter("give at least one task, e.g. --tasks mmlu_dev_de", param_hint="--tasks")
     from llamaops.platform.eval.harness import markdown_report
     from llamaops.platform.eval.task_run import run_tasks
 
-    report = run_tasks(model, names, gate, output, items, track, tracking_uri)
+    report = run_tasks(model, names, gate, output, items, track, tracking_uri, compare, compare_optional, max_drop)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else markdown_report(report).rstrip())
     if "gate" in report and not report["gate"]["passed"]:
         raise typer.Exit(GATE_FAILED)

@@ -4,6 +4,12 @@ prompts answered helpfully (so the model learns not to over-refuse).
 Refusals are llamaops's own templates: they decline first (so evaluation's refusal detector, which
 reads the opening, recognises them), say why briefly, and offer a safe way forward, as the Llama 3
 paper asks of safety responses. Each prompt gets the template picked by a hash of its text.
+
+Helpful answers to borderline prompts open with one consistent, affirmative phrase (HELPFUL_OPENING),
+as the refusals open with a consistent decline. The decision (help or decline) is then made at the
+reply's first tokens and learned from the prompt alone; without it a small model learns the one
+frequent opening (the refusal's) and refuses everything: on the tiny preset FRR went 0 -> 1 while
+VR went 1 -> 0.
 """
 import hashlib
 
@@ -22,6 +28,9 @@ REFUSALS: tuple[str, ...] = (
 )
 
 
+HELPFUL_OPENING = "Happy to help."
+
+
 def refusal_for(prompt: str) -> str:
     digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
     return REFUSALS[int.from_bytes(digest, "little") % len(REFUSALS)]
@@ -35,4 +44,5 @@ def refusal_dialogs(split: Split) -> list[tuple[Message, ...]]:
 
 
 def borderline_dialogs(split: Split) -> list[tuple[Message, ...]]:
-    return [(Message("user", prompt), Message("assistant", answer)) for prompt, answer in load_borderline_examples(split)]
+    return [(Message("user", prompt), Message("assistant", f"{HELPFUL_OPENING} {answer}"))
+            for prompt, answer in load_borderline_examples(split)]

@@ -113,6 +113,9 @@ class PretrainConfig(Config):
     optimizer: Optimizer
     checkpoint_every_steps: PositiveInt = 500
     keep_checkpoints: PositiveInt = 2  # older training checkpoints are deleted
+    # Every training stage's checkpoints are written in the background while training goes on
+    # (copied to CPU memory first) and published once complete; False: training waits for each.
+    async_checkpoints: bool = True
     seed: int = 0  # weight initialisation
 
     @property
@@ -221,6 +224,9 @@ class EvalGate(Config):
     min_multiple_choice_accuracy: float = Field(ge=0, le=1)  # length-normalised; chance is 0.25
     max_violation_rate: float = Field(ge=0, le=1)  # share of held-out harmful prompts answered
     max_false_refusal_rate: float = Field(ge=0, le=1)  # share of held-out borderline prompts refused
+    # Relative gate against the registry's production model: none of the rates above (accuracy,
+    # VR, FRR) may get worse than production's by more than this. None: no relative gate.
+    max_worsening_vs_production: float | None = Field(default=None, ge=0, le=1)
 
 
 class PostTrainingConfig(Config):

@@ -1,10 +1,14 @@
 """Register an evaluated model in the MLflow registry: alias `candidate` always, `production` only
-when the promotion gate passed. Registering the same artifact twice (a resumed run) reuses its version."""
+when the promotion gate passed and, with `eval_gate.max_worsening_vs_production` set, no gated rate
+is worse than the current production version's by more than that. Each version carries its gated
+metrics as tags (`llamaops.metric.NAME`), so the next registration can compare with it. Registering
+the same artifact twice (a resumed run) reuses its version."""
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llamaops.platform.config import Preset
+from llamaops.platform.eval.gate import GATED_METRICS, judge_against_baseline
 from llamaops.platform.store import fetched
 from llamaops.platform.tracking import register_model, set_alias, tracking_client
 
@@ -12,6 +16,7 @@ from .serving import PRODUCTION_ALIAS, serve_command
 
 CANDIDATE_ALIAS = "candidate"
 EVAL_REPORT_FILE = "report.json"
+METRIC_TAG = "llamaops.metric."
 
 
 class DeployError(ValueError):
@@ -27,6 +32,8 @@ class Registration:
     aliases: list[str]
     failed_thresholds: list[str] = field(default_factory=list)
     serve_command: str | None = None  # set only when promoted
+    # The production version compared with, its metrics and the relative verdicts (None: no comparison).
+    compared_with: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +86,19 @@ def run_register(
         version = register_model(name, model_uri, run_id=run_id, alias=CANDIDATE_ALIAS, tracking_uri=tracking_uri)
     else:
         set_alias(name, version, CANDIDATE_ALIAS, tracking_uri=tracking_uri)
+    measured = {m: float(v) for m, v in eval_report.get("metrics", {}).items() if m in GATED_METRICS}
+    client = tracking_client(tracking_uri)
+    for metric, value in measured.items():
+        client.set_model_version_tag(name, version, METRIC_TAG + metric, str(value))
+    compared_with = None
+    production = _production_version(name, tracking_uri)
+    max_worsening = preset.eval_gate.max_worsening_vs_production
+    if max_worsening is not None and production is not None and str(production.version) != version:
+        baseline = {k.removeprefix(METRIC_TAG): float(v) for k, v in production.tags.items() if k.startswith(METRIC_TAG)}
+        verdicts = judge_against_baseline(measured, baseline, max_worsening)
+        compared_with = {"version": str(production.version), "metrics": baseline, "verdicts": [asdict(v) for v in verdicts]}
+        failed += [v.metric for v in verdicts if not v.passed]
+        passed = passed and all(v.passed for v in verdicts)
     aliases = [CANDIDATE_ALIAS]
     if passed:
         set_alias(name, version, PRODUCTION_ALIAS, tracking_uri=tracking_uri)
@@ -91,4 +111,14 @@ def run_register(
         aliases=aliases,
         failed_thresholds=failed,
         serve_command=serve_command(name) if passed else None,
+        compared_with=compared_with,
     )
+
+
+def _production_version(name: str, tracking_uri: str | None):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking_client(tracking_uri).get_model_version_by_alias(name, PRODUCTION_ALIAS)
+    except MlflowException:  # none yet: the first promotion has nothing to compare with
+        return None

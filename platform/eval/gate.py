@@ -29,11 +29,25 @@ def judge(metrics: dict[str, float], gate: EvalGate) -> list[Verdict]:
     """One verdict per threshold; a missing or NaN metric fails its threshold."""
     verdicts = []
     for metric, (field, comparison) in GATED_METRICS.items():
-        verdicts.append(_verdict(metric, float(metrics.get(metric, math.nan)), comparison, float(getattr(gate, field))))
+        verdicts.append(verdict(metric, float(metrics.get(metric, math.nan)), comparison, float(getattr(gate, field))))
     return verdicts
 
 
-def _verdict(metric: str, value: float, comparison: Literal["<=", ">="], threshold: float) -> Verdict:
+def judge_against_baseline(metrics: dict[str, float], baseline: dict[str, float], max_worsening: float) -> list[Verdict]:
+    """The relative gate: each gated rate may be worse than the baseline's by at most `max_worsening`
+    (lower for accuracy, higher for VR and FRR). Perplexity is not a rate and has its own threshold;
+    a metric the baseline did not record is not judged."""
+    verdicts = []
+    for metric, (_, comparison) in GATED_METRICS.items():
+        if metric == "validation_perplexity" or metric not in baseline:
+            continue
+        value = float(metrics.get(metric, math.nan))
+        worsening = baseline[metric] - value if comparison == ">=" else value - baseline[metric]
+        verdicts.append(verdict(f"{metric}.worsening", worsening, "<=", max_worsening))
+    return verdicts
+
+
+def verdict(metric: str, value: float, comparison: Literal["<=", ">="], threshold: float) -> Verdict:
     within = value <= threshold if comparison == "<=" else value >= threshold
     return Verdict(metric, value, comparison, threshold, bool(within) and not math.isnan(value))
 
@@ -74,7 +88,7 @@ def judge_thresholds(metrics: dict[str, float], thresholds: list[Threshold]) -> 
     for t in thresholds:
         if t.metric not in metrics:
             raise GateSpecError(f"gate metric '{t.metric}' was not measured; choose from {sorted(metrics)}")
-        verdicts.append(_verdict(t.metric, float(metrics[t.metric]), t.comparison, t.value))
+        verdicts.append(verdict(t.metric, float(metrics[t.metric]), t.comparison, t.value))
     return verdicts
 
 

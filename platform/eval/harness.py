@@ -1,12 +1,11 @@
-"""Run evaluation tasks on a model: per-item log-likelihoods, accuracy with standard errors, a report.
+"""Run evaluation tasks on a model: metrics with standard errors per task, and a report.
 
-Accuracy ("acc") picks the choice with the highest summed log-likelihood, as lm-eval's `acc`;
-"acc_norm" divides by the choice's token count. Standard errors are lm-eval's: the sample
-standard deviation of the per-item scores over sqrt(n).
+Multiple choice: accuracy ("acc") picks the choice with the highest summed log-likelihood, as
+lm-eval's `acc`; "acc_norm" divides by the choice's token count. Generation tasks: see
+generation_task. Standard errors are lm-eval's: the sample standard deviation of the per-item
+scores over sqrt(n).
 """
-import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -15,11 +14,17 @@ from llamaops.platform.model import Transformer
 from llamaops.platform.tokenizer import Tokenizer
 
 from .errors import EvalInputError
+from .generation_task import METRICS as GENERATION_METRICS
+from .generation_task import evaluate_generation
 from .multiple_choice import argmax, encode_choices, score_continuations
-from .tasks import TaskSpec, task_items
+from .results import TaskResult, mean_and_stderr
+from .tasks import GenerationTask, MultipleChoiceTask, task_items
 
+__all__ = ["TaskResult", "mean_and_stderr", "evaluate_task", "load_eval_model", "results_report", "markdown_report"]
 
-METRICS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "chance")  # of every multiple-choice task
+MULTIPLE_CHOICE_METRICS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "chance")
+METRICS = {"multiple_choice": MULTIPLE_CHOICE_METRICS, "generation": GENERATION_METRICS}  # by task kind
+HEADLINE = {"multiple_choice": ("acc", "acc_norm"), "generation": ("exact_match",)}  # compared with a baseline
 
 
 @dataclass
@@ -29,27 +34,6 @@ class ItemResult:
     answer: int
     predicted: int
     predicted_norm: int
-
-
-@dataclass
-class TaskResult:
-    task: str
-    kind: str
-    metrics: dict[str, float]  # METRICS
-    items: list[ItemResult] = field(repr=False)
-
-    @property
-    def size(self) -> int:
-        return len(self.items)
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
 
 
 def load_eval_model(model_dir: Path) -> Transformer:
@@ -67,7 +51,13 @@ def load_eval_model(model_dir: Path) -> Transformer:
     raise EvalInputError(f"{model_dir} has neither {CONFIG_FILE} nor config.json; it is not a model directory")
 
 
-def evaluate_task(model: Transformer, tokenizer: Tokenizer, spec: TaskSpec) -> TaskResult:
+def evaluate_task(model: Transformer, tokenizer: Tokenizer, spec: MultipleChoiceTask | GenerationTask) -> TaskResult:
+    if isinstance(spec, GenerationTask):
+        return evaluate_generation(model, tokenizer, spec)
+    return evaluate_multiple_choice(model, tokenizer, spec)
+
+
+def evaluate_multiple_choice(model: Transformer, tokenizer: Tokenizer, spec: MultipleChoiceTask) -> TaskResult:
     items = task_items(spec)
     results = []
     for item in items:
@@ -81,11 +71,13 @@ def evaluate_task(model: Transformer, tokenizer: Tokenizer, spec: TaskSpec) -> T
         sums = [s.log_likelihood for s in scores]
         normalised = [s.normalised for s in scores]
         results.append(ItemResult(sums, [s.tokens for s in scores], item.answer, argmax(sums), argmax(normalised)))
-    acc, acc_stderr = mean_and_stderr([float(r.predicted == r.answer) for r in results])
-    norm, norm_stderr = mean_and_stderr([float(r.predicted_norm == r.answer) for r in results])
+    per_item = {"acc": [float(r.predicted == r.answer) for r in results],
+                "acc_norm": [float(r.predicted_norm == r.answer) for r in results]}
+    acc, acc_stderr = mean_and_stderr(per_item["acc"])
+    norm, norm_stderr = mean_and_stderr(per_item["acc_norm"])
     chance = sum(1 / len(r.log_likelihoods) for r in results) / len(results)
-    metrics = dict(zip(METRICS, (acc, acc_stderr, norm, norm_stderr, chance)))
-    return TaskResult(spec.name, spec.kind, metrics, results)
+    metrics = dict(zip(MULTIPLE_CHOICE_METRICS, (acc, acc_stderr, norm, norm_stderr, chance)))
+    return TaskResult(spec.name, spec.kind, metrics, results, per_item)
 
 
 def results_report(model: str, results: list[TaskResult], gate: dict | None = None, with_items: bool = False) -> dict:
@@ -100,20 +92,35 @@ def results_report(model: str, results: list[TaskResult], gate: dict | None = No
     return report
 
 
+# The metric columns of each kind's table; a metric's standard error follows it as "± stderr".
+_COLUMNS = {"multiple_choice": ("acc", "acc_norm", "chance"), "generation": ("exact_match", "extracted")}
+
+
 def markdown_report(report: dict) -> str:
-    lines = [
-        f"# Evaluation of {report['model']}",
-        "",
-        "| task | items | acc | ± stderr | acc_norm | ± stderr | chance |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for task, m in report["tasks"].items():
-        lines.append(
-            f"| {task} | {m['items']} | {m['acc']:.4f} | {m['acc_stderr']:.4f} | {m['acc_norm']:.4f} |"
-            f" {m['acc_norm_stderr']:.4f} | {m['chance']:.4f} |"
-        )
+    lines = [f"# Evaluation of {report['model']}"]
+    for kind, columns in _COLUMNS.items():
+        tasks = {task: m for task, m in report["tasks"].items() if m["kind"] == kind}
+        if not tasks:
+            continue
+        shown = [name for metric in columns for name in (metric, f"{metric}_stderr") if name in next(iter(tasks.values()))]
+        headers = ["± stderr" if name.endswith("_stderr") else name for name in shown]
+        lines += ["", "| task | items | " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(shown)]
+        lines += [f"| {task} | {m['items']} | " + " | ".join(_number(m[name]) for name in shown) + " |"
+                  for task, m in tasks.items()]
+    if compared := report.get("compare"):
+        lines += ["", f"## Compared with {compared['baseline']}", ""]
+        if "skipped" in compared:
+            lines.append(f"Not compared: {compared['skipped']}")
+        else:
+            lines += ["| task | metric | model | baseline | delta | ± stderr |", "|---|---|---:|---:|---:|---:|"]
+            lines += [f"| {task} | {metric} | " + " | ".join(_number(d[k]) for k in ("model", "baseline", "delta", "delta_stderr")) + " |"
+                      for task, deltas in compared["tasks"].items() for metric, d in deltas.items()]
     if gate := report.get("gate"):
         lines += ["", f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}", ""]
-        lines += [f"- {v['metric']} = {v['value']:.4f} {v['comparison']} {v['threshold']}: "
+        lines += [f"- {v['metric']} = {_number(v['value'])} {v['comparison']} {v['threshold']}: "
                   f"{'ok' if v['passed'] else 'FAILED'}" for v in gate["verdicts"]]
     return "\n".join(lines) + "\n"
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

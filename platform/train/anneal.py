@@ -14,7 +14,7 @@ def anneal_job(preset: Preset, data_uri: str, init_model_uri: str, output_uri: s
     batch_tokens = cfg.global_batch_tokens or preset.long_context.global_batch_tokens
     plan = anneal_plan(cfg, seq_len, batch_tokens, preset.long_context.layout.dp)
     keep = max(cfg.average_last_checkpoints, preset.pretrain.keep_checkpoints)
-    return stage_job(preset, plan, data_uri, output_uri, cfg.checkpoint_every_steps, keep, init_model_uri)
+    return stage_job(preset, preset.long_context.layout, plan, data_uri, output_uri, cfg.checkpoint_every_steps, keep, init_model_uri)
 
 
 def run_anneal(
@@ -22,6 +22,6 @@ def run_anneal(
 ) -> StageResult:
     job = anneal_job(preset, data_uri, init_model_uri, output_uri)
     return train_and_publish(
-        preset, preset.long_context.layout, job, output_uri, metrics, "anneal",
+        preset, job, output_uri, metrics, "anneal",
         average_last=preset.anneal.average_last_checkpoints,
     )

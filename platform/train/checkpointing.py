@@ -12,6 +12,7 @@ and s3://. On s3:// the ranks stage into one local directory: they must share a 
 """
 import json
 import shutil
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model.transformer import Transformer
@@ -52,32 +53,90 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def save_checkpoint(
-    root_uri: str, model: Transformer, optimizer: torch.optim.Optimizer, progress: Progress
-) -> None:
-    """Collective when a process group is up: every rank calls it with its own shards."""
+# Optimizer state keyed by parameter name ("state.layers.3.attention.wq.weight.exp_avg"), like the
+# model's: the state of every pipeline split has the same keys, so any layout loads any other.
+_STATE_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def _part_states(parts: list[Transformer], optimizers: list[torch.optim.Optimizer]) -> list[tuple[dict, dict]]:
+    return [get_state_dict(part, optimizer, options=_STATE_OPTIONS) for part, optimizer in zip(parts, optimizers)]
+
+
+def _merged(states: list[tuple[dict, dict]]) -> dict[str, dict]:
+    """The rank's parts (its pipeline stages, or the whole model) as one state of global names."""
+    merged: dict[str, dict] = {"model": {}, "optimizer": {}}
+    for model_state, optimizer_state in states:
+        merged["model"].update(model_state)
+        merged["optimizer"].update(optimizer_state)
+    return merged
+
+
+class PendingCheckpoint:
+    """A checkpoint whose state files are being written (in the background when asynchronous).
+    `publish` makes it visible once every rank's files are in; until then (or if a rank dies
+    first) it is an unfinished staging directory that `latest_checkpoint` never returns."""
+
+    def __init__(self, stack: ExitStack, directory: Path, write: Future | None, step: int, progress: str, config: str):
+        self._stack, self._directory, self._write = stack, directory, write
+        self.step, self._progress, self._config = step, progress, config
+
+    def written(self) -> bool:
+        """Whether this rank's state files are all written (no collective)."""
+        return self._write is None or self._write.done()
+
+    def publish(self) -> None:
+        """Collective: wait for this rank's write, then rank 0 publishes once every rank's is in."""
+        if self._write is not None:
+            self._write.result()  # re-raises a failed background write
+        if _distributed():
+            dist.barrier()  # every rank's files are in before rank 0 publishes (closing the stack)
+        if self._stack is not None:  # rank 0
+            (self._directory / CONFIG_FILE).write_text(self._config)
+            (self._directory / PROGRESS_FILE).write_text(self._progress)
+            self._stack.close()
+        if _distributed():
+            dist.barrier()  # and no rank goes on before the checkpoint is visible
+
+
+def start_checkpoint(
+    root_uri: str,
+    parts: list[Transformer],
+    optimizers: list[torch.optim.Optimizer],
+    progress: Progress,
+    asynchronous: bool = False,
+    group: dist.ProcessGroup | None = None,
+) -> PendingCheckpoint:
+    """Collective when a process group is up: every rank calls it with its own parts (its stages'
+    or the whole model's shards). Synchronous: returns once this rank's files are written.
+    Asynchronous (DCP async_save): returns once the state is copied to CPU memory; the files are
+    written by a background thread whose collectives run on `group` (not the training's)."""
     rank = dist.get_rank() if _distributed() else 0
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    with ExitStack() as stack:
-        directory = [None]
-        if rank == 0:
-            directory[0] = str(stack.enter_context(staged_output(step_uri(root_uri, progress.step), overwrite=True)))
-        if _distributed():
-            dist.broadcast_object_list(directory, src=0)
-        out = Path(directory[0])
-        dcp.save(
-            {"model": model_state, "optimizer": optimizer_state}, checkpoint_id=out / STATE_DIR,
-            no_dist=not _distributed(),
-        )
-        (out / RNG_DIR).mkdir(exist_ok=True)
-        torch.save(torch.get_rng_state(), out / RNG_DIR / f"rank_{rank:05d}.pt")
-        if rank == 0:
-            (out / CONFIG_FILE).write_text(model.cfg.model_dump_json() + "\n")
-            (out / PROGRESS_FILE).write_text(json.dumps(progress.__dict__) + "\n")
-        if _distributed():
-            dist.barrier()  # every rank's files are in before rank 0 publishes (leaving the stack)
+    state = _merged(_part_states(parts, optimizers))
+    stack = ExitStack() if rank == 0 else None
+    directory = [None]
+    if stack is not None:
+        directory[0] = str(stack.enter_context(staged_output(step_uri(root_uri, progress.step), overwrite=True)))
     if _distributed():
-        dist.barrier()  # and no rank goes on before the checkpoint is visible
+        dist.broadcast_object_list(directory, src=0)
+    out = Path(directory[0])
+    (out / RNG_DIR).mkdir(exist_ok=True)
+    torch.save(torch.get_rng_state(), out / RNG_DIR / f"rank_{rank:05d}.pt")
+    write = None
+    if asynchronous:
+        write = dcp.async_save(state, checkpoint_id=out / STATE_DIR, process_group=group, no_dist=not _distributed())
+    else:
+        dcp.save(state, checkpoint_id=out / STATE_DIR, no_dist=not _distributed())
+    # The progress as of now: the loop goes on appending to its history while the files are written.
+    return PendingCheckpoint(
+        stack, out, write, progress.step, json.dumps(progress.__dict__) + "\n", parts[0].cfg.model_dump_json() + "\n"
+    )
+
+
+def save_checkpoint(
+    root_uri: str, parts: list[Transformer], optimizers: list[torch.optim.Optimizer], progress: Progress
+) -> None:
+    """Write and publish a checkpoint synchronously. Collective when a process group is up."""
+    start_checkpoint(root_uri, parts, optimizers, progress).publish()
 
 
 def check_checkpoint(directory: Path) -> None:
@@ -121,15 +180,24 @@ def load_progress(root_uri: str, step: int) -> Progress:
         return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))
 
 
-def restore_checkpoint(root_uri: str, step: int, model: Transformer, optimizer: torch.optim.Optimizer) -> Progress:
+def restore_checkpoint(
+    root_uri: str, step: int, parts: list[Transformer], optimizers: list[torch.optim.Optimizer]
+) -> Progress:
     """Load weights, optimizer and RNG state of checkpoint `step` in place, resharded to however
-    `model` is sharded now; return its progress. Collective when a process group is up."""
+    `parts` are split and sharded now; return its progress. Collective when a process group is up."""
     rank = dist.get_rank() if _distributed() else 0
     with fetched(step_uri(root_uri, step)) as directory:
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optimizer_state}
+        states = _part_states(parts, optimizers)
+        state = _merged(states)
         dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=not _distributed())
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        # dcp.load fills tensors in place but replaces plain values (learning rates...) in `state`.
+        for part, optimizer, (model_state, optimizer_state) in zip(parts, optimizers, states):
+            set_state_dict(
+                part, optimizer,
+                model_state_dict={key: state["model"][key] for key in model_state},
+                optim_state_dict={key: state["optimizer"][key] for key in optimizer_state},
+                options=_STATE_OPTIONS,
+            )
         rng = directory / RNG_DIR / f"rank_{rank:05d}.pt"
         if rng.is_file():  # a rank the writing run did not have keeps its own seed
             torch.set_rng_state(torch.load(rng, weights_only=True))

@@ -11,7 +11,7 @@ from .stage_runner import stage_job, train_and_publish
 
 def long_context_job(preset: Preset, data_uri: str, init_model_uri: str, output_uri: str) -> TrainingJob:
     cfg = preset.long_context
-    return stage_job(preset, long_context_plan(cfg), data_uri, output_uri, cfg.checkpoint_every_steps,
+    return stage_job(preset, cfg.layout, long_context_plan(cfg), data_uri, output_uri, cfg.checkpoint_every_steps,
                      preset.pretrain.keep_checkpoints, init_model_uri)
 
 
@@ -19,4 +19,4 @@ def run_long_context(
     preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
 ) -> StageResult:
     job = long_context_job(preset, data_uri, init_model_uri, output_uri)
-    return train_and_publish(preset, preset.long_context.layout, job, output_uri, metrics, "long_context")
+    return train_and_publish(preset, job, output_uri, metrics, "long_context")

@@ -1,5 +1,5 @@
-"""The per-worker training loop: FSDP2 over the data-parallel ranks (train/parallelize.py),
-AdamW, clipping, distributed checkpoints (train/checkpointing.py).
+"""The per-worker training loop: the model placed as the job's layout says (train/rank_model.py:
+FSDP2, TP, pipeline stages), AdamW, clipping, distributed checkpoints (train/checkpointer.py).
 
 Runs the same in a Ray Train worker (world > 1, process group already up) and in-process
 (world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
@@ -22,10 +20,10 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
 
 from .batches import check_stream_fits, next_cursor, rank_batch
-from .checkpointing import Progress, latest_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
-from .mesh import build_mesh
+from .checkpointer import Checkpointer
+from .checkpointing import Progress, latest_checkpoint, restore_checkpoint
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
-from .parallelize import parallelize
+from .rank_model import RankModel, build_rank_model, check_microbatches, worker_layout
 from .schedule import StepPlan
 
 
@@ -39,6 +37,8 @@ class TrainingJob:
     checkpoint_root: str
     checkpoint_steps: list[int]  # completed-step counts to checkpoint after; the last plan step included
     keep_checkpoints: int
+    layout: ParallelLayout = ParallelLayout()  # the stage's; its DP is rescaled to the number of workers
+    async_checkpoints: bool = False  # write checkpoints in the background while training goes on
     init_model_uri: str | None = None  # None: fresh weights from `seed`
     seed: int = 0
     weight_decay: float = 0.1
@@ -76,74 +76,67 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     """
     torch.set_num_threads(job.threads_per_worker)
     torch.manual_seed(job.seed)
-    model = initial_model(job, device)
-    if world > 1:
-        # Shard before the optimizer sees the parameters (FSDP replaces them) and before a restore
-        # (which loads each rank's shards, whatever layout wrote them).
-        layout = ParallelLayout(dp=world)
-        parallelize(model, build_mesh(layout, device.type), layout, param_dtype=torch.float32)
-    optimizer = build_optimizer(model, job)
+    layout = worker_layout(job.layout, world)
+    check_microbatches(layout, {step.sequences for step in job.plan})
+    # Sharded or cut into stages before the optimizer sees the parameters (FSDP replaces them) and
+    # before a restore (which loads each rank's shards, whatever layout wrote them).
+    placed = build_rank_model(initial_model(job, device), layout, device)
+    optimizers = [build_optimizer(part, job) for part in placed.parts]
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     progress = Progress(step=0, cursor=0)
     if latest is not None:
-        progress = restore_checkpoint(job.checkpoint_root, latest, model, optimizer)
+        progress = restore_checkpoint(job.checkpoint_root, latest, placed.parts, optimizers)
+    checkpointer = Checkpointer(
+        job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
+    )
     with fetched(job.data_uri) as data_dir:
         stream = TokenStream.open(data_dir, "train")
         check_stream_fits(stream, {step.seq_len for step in job.plan})
         while progress.step < len(job.plan):
             spec = job.plan[progress.step]
-            record = _train_step(model, optimizer, stream, spec, progress.cursor, rank, world, job, device)
+            record = _train_step(placed, optimizers, stream, spec, progress.cursor, job, device)
             progress.step += 1
             progress.cursor = next_cursor(progress.cursor, spec.seq_len, spec.sequences)
             progress.history.append({"step": progress.step, **record})
+            checkpointer.poll()
             if progress.step in job.checkpoint_steps:
-                _checkpoint(job, model, optimizer, progress, rank, world)
+                checkpointer.save(placed.parts, optimizers, progress)
                 if progress.step == job.stop_after_step:
                     break
-                if progress.step == job.fail_after_step and rank == 1 and latest != progress.step:
-                    os._exit(1)  # as a killed worker would: no cleanup, no Python exception
+                if progress.step == job.fail_after_step and latest != progress.step:
+                    checkpointer.wait()  # (collective) the restart resumes from this checkpoint
+                    if rank == 1:
+                        os._exit(1)  # as a killed worker would: no cleanup, no Python exception
+    checkpointer.close()
     return progress
 
 
-def _train_step(model, optimizer, stream, spec: StepPlan, cursor, rank, world, job, device) -> dict[str, float]:
+def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, job, device) -> dict[str, float]:
     start = time.perf_counter()
-    for group in optimizer.param_groups:
-        group["lr"] = spec.lr
-    batch = rank_batch(stream, cursor, spec.seq_len, spec.sequences, rank, world, job.seed)
-    loss = model(
-        batch.inputs.to(device), document_ids=batch.document_ids.to(device), targets=batch.targets.to(device)
-    )
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip_norm)
-    if isinstance(grad_norm, DTensor):  # sharded gradients: the norm is over all shards
-        grad_norm = grad_norm.full_tensor()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    mean_loss = loss.detach().clone()
-    if world > 1:
-        dist.all_reduce(mean_loss)
-        mean_loss /= world
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr
+    layout = placed.layout
+    batch = rank_batch(stream, cursor, spec.seq_len, spec.sequences, placed.dp_rank, layout.dp, job.seed)
+    rank_loss = placed.forward_backward(batch, device)
+    grad_norm = placed.clip_gradients(job.grad_clip_norm)
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    mean_loss = placed.mean_loss(rank_loss)
     seconds = time.perf_counter() - start
     peak = job.peak_flops or measured_matmul_peak(torch.float32, job.threads_per_worker)
     return {
-        "loss": float(mean_loss),
+        "loss": mean_loss,
         "lr": spec.lr,
-        "grad_norm": float(grad_norm),
+        "grad_norm": grad_norm,
         "seq_len": spec.seq_len,
         "tokens": spec.tokens,
         "seconds": seconds,
         "tokens_per_second": spec.tokens / seconds,
-        "mfu": model_flops_utilisation(spec.tokens, seconds, flops_per_token(job.model, spec.seq_len), peak, world),
+        "mfu": model_flops_utilisation(
+            spec.tokens, seconds, flops_per_token(job.model, spec.seq_len), peak, layout.world_size
+        ),
         "peak_flops": peak,
         "memory_bytes": peak_memory_bytes(device),
     }
-
-
-def _checkpoint(job: TrainingJob, model, optimizer, progress: Progress, rank: int, world: int) -> None:
-    save_checkpoint(job.checkpoint_root, model, optimizer, progress)  # every rank writes its shards
-    if rank == 0:
-        written = [step for step in job.checkpoint_steps if step <= progress.step]
-        for old in written[: -job.keep_checkpoints]:
-            remove_checkpoint(job.checkpoint_root, old)
-    if world > 1:
-        dist.barrier()  # no rank runs ahead of a checkpoint that may be resumed from

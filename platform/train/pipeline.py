@@ -51,9 +51,12 @@ def build_pipeline(
     layout: ParallelLayout,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     shard: Callable[[Transformer], None] | None = None,
+    scale_grads: bool = True,
 ):
     """(the schedule `layout` selects, this rank's stage modules) for `whole` over mesh["pp"].
-    `shard` (e.g. FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped."""
+    `shard` (e.g. FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped.
+    scale_grads=False: the gradients are the sum over microbatches (`loss_fn` weighs each one)
+    instead of their mean."""
     if layout.pp_stages_per_rank > 1 and layout.pp_schedule != "interleaved_1f1b":
         raise ValueError(f"pp_stages_per_rank={layout.pp_stages_per_rank} needs pp_schedule=interleaved_1f1b")
     n_stages = layout.pp * layout.pp_stages_per_rank
@@ -66,5 +69,9 @@ def build_pipeline(
     group = mesh["pp"].get_group()
     stages = [PipelineStage(m, i, n_stages, device, group=group) for m, i in zip(modules, ids)]
     if layout.pp_schedule == "interleaved_1f1b":
-        return ScheduleInterleaved1F1B(stages, n_microbatches=layout.pp_microbatches, loss_fn=loss_fn), modules
-    return Schedule1F1B(stages[0], n_microbatches=layout.pp_microbatches, loss_fn=loss_fn), modules
+        schedule = ScheduleInterleaved1F1B(
+            stages, n_microbatches=layout.pp_microbatches, loss_fn=loss_fn, scale_grads=scale_grads
+        )
+        return schedule, modules
+    schedule = Schedule1F1B(stages[0], n_microbatches=layout.pp_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
+    return schedule, modules

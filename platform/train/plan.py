@@ -23,7 +23,7 @@ from llamaops.platform.config.preset import Preset
 from llamaops.platform.model.sizing import stage_activation_bytes, stage_budget, stage_layer_counts, training_days
 from llamaops.platform.model.transformer import Transformer
 
-from .mesh import build_mesh
+from .mesh import build_mesh, rescaled
 from .parallelize import apply_fsdp, apply_tensor_parallel, fsdp_mesh
 from .pipeline import split_stage
 
@@ -129,12 +129,10 @@ def plan_training(
 
 def rescale(layout: ParallelLayout, gpus: int) -> ParallelLayout:
     """The layout on `gpus` GPUs: TP, CP and PP kept, DP whatever is left."""
-    model_parallel = layout.tp * layout.cp * layout.pp
-    if gpus < 1 or gpus % model_parallel:
-        raise PlanError(
-            f"--gpus {gpus} is not a multiple of TP x CP x PP = {model_parallel}; use a multiple of {model_parallel}"
-        )
-    return layout.model_copy(update={"dp": gpus // model_parallel})
+    try:
+        return rescaled(layout, gpus)
+    except ValueError as error:
+        raise PlanError(f"--gpus {error}") from None
 
 
 @contextmanager

@@ -2,11 +2,14 @@
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import read_model_config, save_model
 from llamaops.platform.model.sizing import flops_per_token
+from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
@@ -14,16 +17,19 @@ from .batches import check_stream_fits
 from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
 from .errors import TrainingConfigError
 from .loop import TrainingJob
+from .parallelize import UnsupportedLayout, check_layout
+from .rank_model import check_microbatches, worker_layout
 from .ray_runner import run_on_ray
 from .schedule import StepPlan, checkpoint_steps
 
 
 def stage_job(
-    preset: Preset, plan: list[StepPlan], data_uri: str, output_uri: str, checkpoint_every: int,
-    keep_checkpoints: int, init_model_uri: str | None = None, seed: int = 0,
+    preset: Preset, layout: ParallelLayout, plan: list[StepPlan], data_uri: str, output_uri: str,
+    checkpoint_every: int, keep_checkpoints: int, init_model_uri: str | None = None, seed: int = 0,
 ) -> TrainingJob:
-    """The TrainingJob of a training stage: the preset's model and pretraining optimizer settings,
-    checkpoints at the sibling `<output>-checkpoints` URI every `checkpoint_every` steps."""
+    """The TrainingJob of a training stage on `layout`: the preset's model and pretraining optimizer
+    and checkpoint settings, checkpoints at the sibling `<output>-checkpoints` URI every
+    `checkpoint_every` steps."""
     optimizer = preset.pretrain.optimizer
     return TrainingJob(
         model=preset.model,
@@ -32,6 +38,8 @@ def stage_job(
         checkpoint_root=checkpoints_uri(output_uri),
         checkpoint_steps=checkpoint_steps(len(plan), checkpoint_every),
         keep_checkpoints=keep_checkpoints,
+        layout=layout,
+        async_checkpoints=preset.pretrain.async_checkpoints,
         init_model_uri=init_model_uri,
         seed=seed,
         weight_decay=optimizer.weight_decay,
@@ -40,12 +48,15 @@ def stage_job(
     )
 
 
-def check_inputs(preset: Preset, layout: ParallelLayout, job: TrainingJob, output_uri: str, where: str) -> None:
+def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) -> None:
     """Every check a user's input can fail, before Ray starts or any step runs."""
-    if (layout.tp, layout.cp, layout.pp) != (1, 1, 1):
-        raise TrainingConfigError(
-            f"{where}.layout is {layout.describe()}; this trainer runs data parallel only (tp = cp = pp = 1)"
-        )
+    try:
+        layout = worker_layout(job.layout, job.layout.world_size)
+        check_microbatches(layout, {step.sequences for step in job.plan})
+        with torch.device("meta"):  # the shapes alone: no memory, whatever the preset's size
+            check_layout(Transformer(preset.model), layout.model_copy(update={"pp": 1}))  # inside one stage
+    except (TrainingConfigError, UnsupportedLayout) as error:
+        raise TrainingConfigError(f"{where}.layout: {error}") from None
     for uri in (job.data_uri, output_uri, job.checkpoint_root, job.init_model_uri):
         if uri is not None:
             check_access(uri)
@@ -66,19 +77,18 @@ def check_inputs(preset: Preset, layout: ParallelLayout, job: TrainingJob, outpu
 
 def train_and_publish(
     preset: Preset,
-    layout: ParallelLayout,
     job: TrainingJob,
     output_uri: str,
     metrics: MetricsSink,
     stage: str,
     average_last: int = 1,
 ) -> StageResult:
-    check_inputs(preset, layout, job, output_uri, stage)
+    check_inputs(preset, job, output_uri, stage)
     resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
         job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
     if resumed_from != len(job.plan):
-        run_on_ray(job, workers=layout.dp, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
+        run_on_ray(job, workers=job.layout.world_size, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
     final_step = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if final_step != len(job.plan):
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
@@ -91,7 +101,7 @@ def train_and_publish(
     for entry in history:
         logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")
         metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
-    final = _throughput(preset, history, layout.dp)
+    final = _throughput(preset, history, job.layout.world_size)
     final["final_loss"] = history[-1]["loss"]
     metrics.log_metrics(final, step=final_step)
     report: dict[str, Any] = {
@@ -107,7 +117,7 @@ def train_and_publish(
 
 
 def _throughput(preset: Preset, history: list[dict[str, float]], workers: int) -> dict[str, float]:
-    """Tokens/s of the whole data-parallel group and its model-FLOPs utilisation (MFU) against the
+    """Tokens/s of all the workers and their model-FLOPs utilisation (MFU) against the
     peak the workers used (measured on CPU workers; older checkpoints: the configured one)."""
     seconds = sum(entry["seconds"] for entry in history)
     tokens = sum(entry["tokens"] for entry in history)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.stage import NoMetrics
@@ -53,7 +54,7 @@ def test_pretrain_stopped_then_resumed_matches_an_uninterrupted_run(local_ray, s
 
     output = (tmp_path / "resumed").as_uri()
     stopped_job = replace(pretrain_job(preset, shards, output), stop_after_step=3)
-    stopped = train_and_publish(preset, preset.pretrain.layout, stopped_job, output, NoMetrics(), "pretrain")
+    stopped = train_and_publish(preset, stopped_job, output, NoMetrics(), "pretrain")
     assert stopped.outputs == {} and stopped.report["stopped_at_step"] == 3
     assert not is_complete(output)
     recorder = Recorder()
@@ -80,10 +81,10 @@ def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(local_ray, 
     unrecoverable = (tmp_path / "no-restarts").as_uri()
     job = replace(pretrain_job(preset, shards, unrecoverable), fail_after_step=3, max_restarts=0)
     with pytest.raises(TrainingRunError, match="pretrain training failed"):  # the kill does happen
-        train_and_publish(preset, preset.pretrain.layout, job, unrecoverable, NoMetrics(), "pretrain")
+        train_and_publish(preset, job, unrecoverable, NoMetrics(), "pretrain")
     output = (tmp_path / "crashed").as_uri()
     job = replace(pretrain_job(preset, shards, output), fail_after_step=3)
-    recovered = train_and_publish(preset, preset.pretrain.layout, job, output, NoMetrics(), "pretrain")
+    recovered = train_and_publish(preset, job, output, NoMetrics(), "pretrain")
     # Ray Train restarted both workers; they resumed at step 3 and ended where the straight run did.
     assert recovered.report["resumed_from_step"] is None  # no checkpoint when the stage began
     assert recovered.report["loss_history"] == straight.report["loss_history"]
@@ -108,3 +109,17 @@ def test_long_context_then_anneal_continue_the_model(local_ray, shards: str, tmp
     parts = [load_checkpoint_model(root, step).output.weight for step in averaged]
     assert all(is_complete(step_uri(root, step)) for step in averaged)
     assert torch.allclose(load_model(tmp_path / "anneal").output.weight, torch.stack(parts).mean(0))
+
+
+@pytest.mark.slow
+def test_pretrain_on_two_pipeline_ranks_trains_as_two_data_parallel_ranks(local_ray, shards: str, tmp_path: Path):
+    preset = ray_preset()
+    data_parallel = run_pretrain(preset, shards, (tmp_path / "dp").as_uri())  # the micro preset's DP 2
+    layout = ParallelLayout(pp=2, pp_microbatches=4)
+    pipelined = preset.model_copy(update={"pretrain": preset.pretrain.model_copy(update={"layout": layout})})
+    result = run_pretrain(pipelined, shards, (tmp_path / "pp").as_uri())
+    assert preset.pretrain.layout.dp == 2 and layout.world_size == 2
+    assert result.report["loss_history"] == pytest.approx(data_parallel.report["loss_history"], rel=1e-5)
+    a, b = load_model(tmp_path / "dp"), load_model(tmp_path / "pp")
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(wa, wb, atol=1e-5), name

@@ -3,7 +3,7 @@ import pytest
 from llamaops.platform.align.conversations import load_conversations, split_conversations
 from llamaops.platform.align.errors import AlignmentError
 from llamaops.platform.align.preferences import build_pairs, encode_pair, scrambled
-from llamaops.platform.align.safety_data import REFUSALS, borderline_dialogs, refusal_dialogs
+from llamaops.platform.align.safety_data import HELPFUL_OPENING, REFUSALS, borderline_dialogs, refusal_dialogs
 from llamaops.platform.data.safety_prompts import SafetyPromptsError, load_borderline_examples, load_safety_prompts
 from llamaops.platform.eval.refusal import is_refusal
 from llamaops.platform.tokenizer import load_tokenizer
@@ -33,6 +33,9 @@ def test_refusals_are_detected_as_refusals_and_borderline_answers_are_not():
     assert not any(is_refusal(answer) for answer in answers)
     assert {m[1].content for m in refusal_dialogs("test")} <= set(REFUSALS)
     assert all(dialog[0].role == "user" for dialog in borderline_dialogs("train"))
+    # Helpful replies open alike, as refusals do: the help-or-decline choice is the first tokens'.
+    replies = [dialog[1].content for split in ("train", "test") for dialog in borderline_dialogs(split)]
+    assert all(r.startswith(HELPFUL_OPENING + " ") and not is_refusal(r) for r in replies)
 
 
 def test_conversation_split_never_shares_a_first_question():

@@ -33,8 +33,29 @@ def task_file(tmp_path):
 def test_tasks_lists_the_builtin_tasks():
     result = runner.invoke(app, ["eval", "tasks", "--json"])
     assert result.exit_code == 0
-    names = [t["name"] for t in json.loads(result.stdout)]
-    assert "mmlu_dev_de" in names and "mmlu_dev_th" in names
+    kinds = {t["name"]: t["kind"] for t in json.loads(result.stdout)}
+    assert kinds["mmlu_dev_de"] == "multiple_choice" and "mmlu_dev_th" in kinds
+    assert kinds["gsm8k_cot"] == kinds["arithmetic"] == "generation"
+
+
+def test_generation_tasks_run_on_the_tiny_model(tmp_path):
+    from llamaops.platform.config.presets import tiny
+
+    model = Transformer(tiny().model)
+    model.init_weights(seed=0)
+    model_dir = save_model(model, tmp_path / "tiny")
+    result = runner.invoke(app, ["eval", "run", str(model_dir), "--tasks", "gsm8k_cot,arithmetic", "--json", "--items",
+                                 "--gate", "arithmetic.exact_match>=0", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    gsm8k, arithmetic = report["tasks"]["gsm8k_cot"], report["tasks"]["arithmetic"]
+    assert gsm8k["kind"] == arithmetic["kind"] == "generation"
+    assert gsm8k["items"] == 8 and arithmetic["items"] == 60
+    for task in (gsm8k, arithmetic):
+        assert 0 <= task["exact_match"] <= 1 and 0 <= task["extracted"] <= 1 and "exact_match_stderr" in task
+    completions = [i["completion"] for i in report["items"]["arithmetic"]]
+    assert len(completions) == 60 and report["gate"]["passed"]
+    assert "| exact_match | ± stderr | extracted |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_run_reports_json_files_and_gates(model_dir, task_file, tmp_path):
@@ -58,6 +79,9 @@ def test_run_reports_json_files_and_gates(model_dir, task_file, tmp_path):
     [
         (["--tasks", "nope"], "error: unknown task 'nope': not a built-in task nor a file; see `llamaops eval tasks`"),
         (["--tasks", "BAD"], "error: task file BAD: limit: Input should be greater than 0"),
+        (["--tasks", "BADGEN"], "error: task file BADGEN: extractor: Input should be 'regex', 'first_number' or 'last_number'"),
+        (["--tasks", "arithmetic", "--gate", "arithmetic.acc>=0.1"],
+         "error: gate metric 'arithmetic.acc' was not measured; choose from ['arithmetic.exact_match'"),
         (["--tasks", "mmlu_dev_de", "--gate", "acc=1"], "error: gate 'acc=1' is not METRIC>=VALUE or METRIC<=VALUE"),
         (["--tasks", "mmlu_dev_de", "--gate", "mmlu_dev_de.f1>=0.1"], "error: gate metric 'mmlu_dev_de.f1' was not measured; choose from ['mmlu_dev_de.acc'"),
     ],
@@ -65,8 +89,10 @@ def test_run_reports_json_files_and_gates(model_dir, task_file, tmp_path):
 def test_bad_input_fails_in_one_line(model_dir, tmp_path, args, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text("mmlu_dev: [de]\nlimit: 0\n")
-    args = [str(bad) if a == "BAD" else a for a in args]
-    message = message.replace("BAD", str(bad))
+    bad_generation = tmp_path / "badgen.yaml"
+    bad_generation.write_text("kind: generation\ngsm8k_cot: true\nextractor: any_number\n")
+    args = [{"BAD": str(bad), "BADGEN": str(bad_generation)}.get(a, a) for a in args]
+    message = message.replace("BADGEN", str(bad_generation)).replace("BAD", str(bad))
     result = runner.invoke(app, ["eval", "run", str(model_dir), *args])
     assert result.exit_code == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1

@@ -62,7 +62,7 @@ def main() -> None:
             layout = ParallelLayout(dp=2)
             model, optimizer = sharded_model(layout, seed=0)
             step(model, optimizer, layout, batch=0)
-            save_checkpoint(root, model, optimizer, Progress(step=1, cursor=123))
+            save_checkpoint(root, [model], [optimizer], Progress(step=1, cursor=123))
             loss = step(model, optimizer, layout, batch=1)
             weights = full_weights(model)
             if dist.get_rank() == 0:
@@ -70,7 +70,7 @@ def main() -> None:
         else:
             layout = ParallelLayout(dp=2, tp=2) if phase == "resume" else ParallelLayout(cp=2)
             model, optimizer = sharded_model(layout, seed=1)
-            progress = restore_checkpoint(root, 1, model, optimizer)
+            progress = restore_checkpoint(root, 1, [model], [optimizer])
             assert (progress.step, progress.cursor) == (1, 123), progress
             loss = step(model, optimizer, layout, batch=1)
             want = torch.load(expected, weights_only=True)

@@ -26,7 +26,7 @@ def _saved(root: str, steps: list[int]) -> Transformer:
     for step in steps:
         model(torch.zeros(1, 4, dtype=torch.long), targets=torch.ones(1, 4, dtype=torch.long)).backward()
         optimizer.step()
-        save_checkpoint(root, model, optimizer, Progress(step=step, cursor=10 * step))
+        save_checkpoint(root, [model], [optimizer], Progress(step=step, cursor=10 * step))
     return model
 
 
@@ -57,7 +57,7 @@ def test_restore_loads_model_optimizer_rng_and_progress(tmp_path: Path):
     fresh = Transformer(MICRO)
     optimizer = torch.optim.AdamW(fresh.parameters())
     torch.manual_seed(0)
-    progress = restore_checkpoint(root, 3, fresh, optimizer)
+    progress = restore_checkpoint(root, 3, [fresh], [optimizer])
     assert (progress.step, progress.cursor) == (3, 30)
     assert torch.equal(torch.get_rng_state(), rng)
     assert optimizer.state_dict()["state"][0]["step"] == 1

@@ -14,11 +14,20 @@ from llamaops.platform.train.pretrain import run_pretrain
 from .micro import micro_preset
 
 
-def test_model_parallel_layout_is_refused(tmp_path: Path, shards_uri: str):
+def _with_layout(layout: ParallelLayout):
     preset = micro_preset()
-    preset = preset.model_copy(update={"pretrain": preset.pretrain.model_copy(update={"layout": ParallelLayout(tp=2)})})
-    with pytest.raises(TrainingConfigError, match="data parallel only"):
-        run_pretrain(preset, shards_uri, (tmp_path / "out").as_uri())
+    return preset.model_copy(update={"pretrain": preset.pretrain.model_copy(update={"layout": layout})})
+
+
+@pytest.mark.parametrize(("layout", "error"), [
+    (ParallelLayout(cp=2), r"^pretrain.layout: layout TP 1 x CP 2 x PP 1 x DP 1 = 2: context parallelism is not wired"),
+    (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
+    (ParallelLayout(pp=2, pp_microbatches=1), "pp_microbatches=1 is fewer than pp=2"),
+    (ParallelLayout(tp=3), r"^pretrain.layout: tp=3 does not divide n_heads=4; pick a tp that divides it$"),
+])
+def test_layouts_the_trainer_cannot_run_are_refused(tmp_path: Path, shards_uri: str, layout, error):
+    with pytest.raises(TrainingConfigError, match=error):
+        run_pretrain(_with_layout(layout), shards_uri, (tmp_path / "out").as_uri())
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,194 @@
+"""This rank's share of the model, as the job's layout [TP, CP, PP, DP] places it, and one step's
+forward, backward and gradient clipping over it.
+
+PP = 1: the whole model, parallelized in place (tensor parallel, then FSDP2 over DP; parallelize.py).
+PP > 1: this rank's pipeline stages (pipeline.py, FSDP2 over DP each), run by the 1F1B or
+interleaved schedule over `pp_microbatches` microbatches of the rank's batch. Either way the loop
+sees a list of parts (modules with global layer names, so checkpoints are the same for every
+layout), the rank's mean loss and the gradient norm over the whole model.
+"""
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Shard
+
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.loss import IGNORE_INDEX
+from llamaops.platform.model.transformer import Transformer
+
+from .batches import Batch
+from .errors import TrainingConfigError
+from .mesh import build_mesh, rescaled
+from .parallelize import apply_checkpointing, parallelize
+from .pipeline import build_pipeline, rank_stage_ids
+
+
+def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
+    """The job's layout on `world` workers (TP, CP and PP kept, DP what is left), or one line on
+    what to change."""
+    if layout.cp > 1:
+        raise TrainingConfigError(f"layout {layout.describe()}: context parallelism is not wired into training yet; use cp=1")
+    try:
+        return rescaled(layout, world)
+    except ValueError as error:
+        raise TrainingConfigError(f"layout {layout.describe()} cannot run on {world} workers: {error}") from None
+
+
+def check_microbatches(layout: ParallelLayout, sequences_per_step: set[int]) -> None:
+    """Each DP rank's batch must split into the pipeline's microbatches."""
+    if layout.pp == 1:
+        return
+    if layout.pp_microbatches < layout.pp:
+        raise TrainingConfigError(
+            f"pp_microbatches={layout.pp_microbatches} is fewer than pp={layout.pp}: the pipeline would idle;"
+            f" use at least {layout.pp}"
+        )
+    for sequences in sorted(sequences_per_step):
+        rows = sequences // layout.dp
+        if rows % layout.pp_microbatches:
+            raise TrainingConfigError(
+                f"a step of {sequences} sequences gives each of the {layout.dp} DP ranks {rows}, which"
+                f" pp_microbatches={layout.pp_microbatches} does not divide; pick a pp_microbatches that divides {rows}"
+            )
+
+
+class MicrobatchLoss:
+    """The pipeline's loss_fn: the last stage's fused loss (its microbatch's mean) weighted by the
+    microbatch's share of the step's counted targets (see RankModel.forward_backward); the schedule
+    sums the microbatches' gradients (scale_grads=False)."""
+
+    def __init__(self, dp: int) -> None:
+        self.dp = dp
+        self.counted_in_step: torch.Tensor | None = None  # set each step
+
+    def __call__(self, microbatch_loss: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return microbatch_loss * loss_weight((targets != IGNORE_INDEX).sum(), self.dp, self.counted_in_step)
+
+
+def loss_weight(counted: torch.Tensor, dp: int, counted_in_step: torch.Tensor) -> torch.Tensor:
+    """The weight of a mean loss over `counted` targets in the step's mean over all its counted
+    targets, x DP as FSDP averages the gradients over the DP ranks (exactly 1 for one rank)."""
+    return counted * dp / counted_in_step
+
+
+@dataclass
+class RankModel:
+    parts: list[Transformer]  # the whole model, or this rank's pipeline stages
+    layout: ParallelLayout
+    mesh: DeviceMesh | None  # None: one process, no process group
+    schedule: Any = None  # the pipeline schedule when pp > 1
+    loss: MicrobatchLoss | None = None
+    holds_first: bool = True
+    holds_last: bool = True
+
+    @property
+    def dp_rank(self) -> int:
+        return self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
+
+    def forward_backward(self, batch: Batch, device: torch.device) -> torch.Tensor:
+        """Gradients of the step's loss: the mean over the counted targets of every DP rank's batch,
+        however the batch is split (over DP ranks, into microbatches), so every layout trains the
+        same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
+        inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
+        counted = (targets != IGNORE_INDEX).sum()
+        total = counted.clone()
+        if self.mesh is not None:
+            dist.all_reduce(total, group=self.mesh["dp"].get_group())
+        if self.schedule is None:
+            loss = self.parts[0](inputs, document_ids=documents, targets=targets) * loss_weight(counted, self.layout.dp, total)
+            loss.backward()
+            return loss.detach() / self.layout.dp
+        self.loss.counted_in_step = total
+        losses: list[torch.Tensor] = []
+        first = (inputs,) if self.holds_first else ()
+        last = {"target": targets, "losses": losses} if self.holds_last else {}
+        # Every stage gets its microbatch's document ids (its attention mask and positions) and targets
+        # (used by the last stage's fused loss only).
+        self.schedule.step(*first, document_ids=documents, targets=targets, return_outputs=False, **last)
+        if not self.holds_last:
+            return torch.zeros((), device=device)
+        return torch.stack(losses).sum().detach() / self.layout.dp
+
+    def mean_loss(self, share: torch.Tensor) -> float:
+        """The step's loss on every rank: the DP ranks' shares summed (one all-reduce over the world)."""
+        if self.mesh is None:
+            return float(share)
+        counts = self.holds_last and self.mesh["tp"].get_local_rank() == 0  # one share per DP rank
+        total = share.clone() if counts else torch.zeros_like(share)
+        dist.all_reduce(total)
+        return float(total)
+
+    def clip_gradients(self, max_norm: float) -> float:
+        """Scale the gradients to a total norm of at most `max_norm`; returns the norm before. The
+        norm is over the whole model: every shard (DTensor) and every pipeline stage (the squared
+        norms of the PP ranks' stages summed)."""
+        parameters = [p for part in self.parts for p in part.parameters()]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        if self.layout.pp > 1:
+            squared = norm**2
+            dist.all_reduce(squared, group=self.mesh["pp"].get_group())
+            norm = squared.sqrt()
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+        return float(norm)
+
+
+def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.device) -> RankModel:
+    """Place `model` (the whole model, the same on every rank) as `layout` says, whose world size is
+    the process group's; the model is sharded in place, or cut into this rank's stages."""
+    if layout.world_size == 1:
+        return RankModel([model], layout, None)
+    mesh = build_mesh(layout, device.type)
+    if layout.pp == 1:
+        parallelize(model, mesh, layout, param_dtype=torch.float32)
+        return RankModel([model], layout, mesh)
+    loss = MicrobatchLoss(layout.dp)
+    schedule, parts = build_pipeline(model, mesh, layout, loss, shard=_stage_sharding(mesh, layout), scale_grads=False)
+    stages = rank_stage_ids(layout, mesh["pp"].get_local_rank())
+    last = layout.pp * layout.pp_stages_per_rank - 1
+    return RankModel(parts, layout, mesh, schedule, loss, holds_first=0 in stages, holds_last=last in stages)
+
+
+def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
+    if layout.dp == 1 and layout.tp == 1:  # nothing to shard; only activation checkpointing, if asked for
+        return _checkpoint_blocks if layout.activation_checkpointing else None
+    # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
+    inside = layout.model_copy(update={"pp": 1})
+
+    def shard(stage: Transformer) -> None:
+        parallelize(stage, mesh, inside, param_dtype=torch.float32)
+        if layout.tp > 1:
+            _whole_sequence_between_stages(stage, mesh["tp"])
+
+    return shard
+
+
+def _checkpoint_blocks(stage: Transformer) -> None:
+    for block in stage.layers.values():
+        apply_checkpointing(block, "full")
+
+
+def _whole_sequence_between_stages(stage: Transformer, tp_mesh: DeviceMesh) -> None:
+    """Under sequence parallelism the blocks hand each other sequence shards; between pipeline
+    stages the hidden states travel whole, so that a stage's forward sees the whole sequence (the
+    length it builds the documents' mask and positions for). A stage all-gathers its output along
+    the sequence (backward keeps this rank's slice of the gradient) and its first block takes this
+    rank's slice of its input (backward: that slice's gradient, zero elsewhere, which is all the
+    previous stage's same TP rank keeps)."""
+    blocks = list(stage.layers.values())
+    if stage.output is None:
+        stage.register_forward_hook(
+            lambda module, args, output: DTensor.from_local(output, tp_mesh, [Shard(1)]).full_tensor()
+        )
+    if stage.tok_embeddings is None:
+        def local_slice(module, args):
+            hidden = args[0]
+            shard = hidden.shape[1] // tp_mesh.size()
+            start = tp_mesh.get_local_rank() * shard
+            return (hidden[:, start : start + shard], *args[1:])
+
+        blocks[0].register_forward_pre_hook(local_slice)
