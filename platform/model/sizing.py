@@ -156,7 +156,8 @@ def memory_per_gpu(
     """Peak memory of one GPU training `cfg` with `layout`, for the busiest pipeline stage.
 
     Parameters are split over TP (embedding and output too, vocab-parallel; the norms are
-    replicated) and over PP stages (`stage_layer_counts`). FSDP2 then shards them over DP:
+    replicated) and over PP stages (`stage_layer_counts`). FSDP2 then shards them over the DP x CP
+    ranks (context-parallel ranks hold the same weights, so train/parallelize.py shards over both):
     - parameters: fp32 master shards (master_bytes / dp per parameter) plus the bf16 unsharded
       copies of the `gathered_units` largest units FSDP holds at once (the current layer and the
       prefetched next one);
@@ -168,10 +169,15 @@ def memory_per_gpu(
     are re-gathered in backward, as in Megatron). Under 1F1B, stage i holds pp - i micro-batches
     in flight. Full activation checkpointing keeps only each layer's input, plus one layer's working
     set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
-    bf16 and fp32 for the loss. Context parallelism is counted as a pure sequence split (ring
-    attention); CUDA context, communication buffers and fragmentation are not counted.
+    bf16 and fp32 for the loss. Context parallelism (train/context_parallel.py, the paper's
+    all-gather of keys and values) splits the tokens over CP, and each layer also keeps the whole
+    sequence's gathered keys and values for its attention backward. Not counted: the dense boolean
+    attention mask the SDPA path builds under CP ([seq / cp, seq] per micro-batch, shared by the
+    layers; 1 GiB at 128K over CP 16), which a block-sparse kernel does not hold; CUDA context,
+    communication buffers and fragmentation.
     """
     layer_parameters = (_attention_parameters(cfg) + _ffn_parameters(cfg)) / layout.tp + 2 * cfg.dim
+    shards = layout.dp * layout.cp  # FSDP's ranks
     counts = stage_layer_counts(cfg.n_layers, layout.pp)
 
     def stage_memory(stage: int) -> MemoryEstimate:
@@ -185,10 +191,10 @@ def memory_per_gpu(
         activations = stage_activation_bytes(cfg, layout, seq_len, stage, micro_batch_size, compute_bytes)
         return MemoryEstimate(
             parameters_bytes=round(
-                master_bytes * parameters / layout.dp + compute_bytes * sum(sorted(units)[-gathered_units:])
+                master_bytes * parameters / shards + compute_bytes * sum(sorted(units)[-gathered_units:])
             ),
-            gradients_bytes=round(gradient_bytes * (parameters / layout.dp + max(units))),
-            optimizer_bytes=round(optimizer_bytes_per_parameter * parameters / layout.dp),
+            gradients_bytes=round(gradient_bytes * (parameters / shards + max(units))),
+            optimizer_bytes=round(optimizer_bytes_per_parameter * parameters / shards),
             activations_bytes=round(activations),
             stage=stage,
             stage_layers=layers,
@@ -203,7 +209,9 @@ def stage_activation_bytes(
 ) -> float:
     """Activation bytes one GPU of pipeline stage `stage` holds at its peak (see memory_per_gpu)."""
     tokens = micro_batch_size * seq_len / layout.cp
-    layer_activations = activation_bytes_per_token(cfg, compute_bytes) * tokens / layout.tp
+    # Keys and values of the other CP ranks' tokens, gathered for attention (own tokens' are counted).
+    gathered_kv = compute_bytes * 2 * cfg.n_kv_heads * cfg.head_dim * micro_batch_size * (seq_len - tokens)
+    layer_activations = (activation_bytes_per_token(cfg, compute_bytes) * tokens + gathered_kv) / layout.tp
     layers = stage_layer_counts(cfg.n_layers, layout.pp)[stage]
     in_flight = layout.pp - stage  # 1F1B: stage i holds pp - i micro-batches
     if layout.activation_checkpointing:

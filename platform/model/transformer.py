@@ -5,6 +5,8 @@ in a ModuleDict keyed by index so a pipeline stage can drop layers and keep the 
 the embedding, final norm and output may be None on stages that do not own them.
 """
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,10 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        # Optional callable (keys, values) -> (keys, values) on [B, kv_heads, T, head_dim], run on the
+        # rotated keys before attention: a hook for whoever adds keys computed elsewhere (e.g. context
+        # parallelism gathering other ranks' keys). Forward's mask must then cover the keys it returns.
+        self.key_value_hook: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(
         self,
@@ -62,6 +68,10 @@ class Attention(nn.Module):
             k, v = k.type_as(q), v.type_as(q)
         else:
             k, v = k.transpose(1, 2), v.transpose(1, 2)
+            if self.key_value_hook is not None:
+                if mask is None:  # SDPA's is_causal would align the extra keys wrongly, silently
+                    raise ValueError("attention with a key_value_hook needs forward's attention_mask")
+                k, v = self.key_value_hook(k, v)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
         )
@@ -158,8 +168,10 @@ class Transformer(nn.Module):
         *,
         positions: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
+        loss_reduction: Literal["mean", "sum"] = "mean",
         loss_chunk_size: int | None = None,
         last_only: bool = False,
         project: bool = True,
@@ -168,9 +180,13 @@ class Transformer(nn.Module):
 
         document_ids [B, T]: packed sequences; attention stays within a document and positions
         restart at 0 for each document, so a packed row equals its documents run one by one.
+        attention_mask [B or 1, 1, T, S] bool (True: may attend), with positions [B, T]: a caller
+        that builds both itself, e.g. when attention's key_value_hook makes S keys out of the T
+        tokens (context parallelism); replaces the causal / document mask.
         cache: incremental decoding; positions [B, T] are then each row's absolute positions.
-        targets [B, T]: training; returns the mean cross-entropy of the logits against them
-        (IGNORE_INDEX = -100 where a position has no target) instead of the logits, with the
+        targets [B, T]: training; returns the cross-entropy of the logits against them
+        (IGNORE_INDEX = -100 where a position has no target; `loss_reduction` "mean" over the
+        counted targets or their "sum") instead of the logits, with the
         output projection fused into the loss (loss.linear_cross_entropy), `loss_chunk_size`
         tokens at a time (default: its own), so [B, T, vocab] logits are never held.
         last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
@@ -181,7 +197,12 @@ class Transformer(nn.Module):
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
-        positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
+        if attention_mask is None:
+            positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
+        elif positions is None or document_ids is not None or cache is not None:
+            raise ValueError("attention_mask needs explicit positions, and neither document_ids nor a cache")
+        else:
+            mask = attention_mask
         rotary = self.rotary[positions]
         for block in self.layers.values():
             h = block(h, rotary, mask, cache, positions)
@@ -193,7 +214,8 @@ class Transformer(nn.Module):
             return h
         if targets is not None:
             return linear_cross_entropy(
-                h, self.output.weight, targets, ignore_index=IGNORE_INDEX, chunk_size=loss_chunk_size
+                h, self.output.weight, targets, ignore_index=IGNORE_INDEX, reduction=loss_reduction,
+                chunk_size=loss_chunk_size,
             )
         return self.output(h)
 
@@ -207,14 +229,14 @@ class Transformer(nn.Module):
             same_doc = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
             causal = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
             if positions is None:
-                positions = _positions_within_documents(document_ids)
+                positions = positions_within_documents(document_ids)
             return positions, (same_doc & causal).unsqueeze(1)
         if positions is None:
             positions = torch.arange(seq, device=device).expand(batch, seq)
         return positions, None  # plain causal: SDPA's fast is_causal path
 
 
-def _positions_within_documents(document_ids: torch.Tensor) -> torch.Tensor:
+def positions_within_documents(document_ids: torch.Tensor) -> torch.Tensor:
     """[B, T] index of each token inside its own document (documents are contiguous runs)."""
     seq = document_ids.shape[1]
     index = torch.arange(seq, device=document_ids.device).expand_as(document_ids)

@@ -4,6 +4,9 @@ Order matters and follows torchtitan's: tensor parallel first (it turns weights 
 the "tp" mesh), then activation checkpointing and torch.compile per block, then FSDP2 last (it
 shards whatever it finds, DTensors included, over the "dp" mesh: 2D FSDP x TP).
 
+Context parallelism (train/context_parallel.py) gathers keys and values over the "cp" ranks in
+each attention layer; FSDP2 then shards over the dp x cp ranks together.
+
 Tensor parallel is Megatron's with sequence parallel: the residual stream between blocks is split
 along the sequence over the TP ranks; each block all-gathers it before wq/wk/wv and w1/w3 (split
 by column: heads, hidden units) and reduce-scatters after wo and w2 (split by row). The norms run
@@ -28,6 +31,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer, TransformerBlock
+
+from .context_parallel import apply_context_parallel
 
 Checkpointing = Literal["none", "full", "selective"]
 
@@ -69,6 +74,8 @@ def parallelize(
         checkpointing = "full" if layout.activation_checkpointing else "none"
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"])
+    if layout.cp > 1:
+        apply_context_parallel(model, mesh["cp"])
     for block in model.layers.values():
         if checkpointing != "none":
             apply_checkpointing(block, checkpointing)
@@ -77,15 +84,24 @@ def parallelize(
     # No casting of forward inputs: the hidden states follow the weights' dtype from the embedding
     # on, and the rotary table must stay fp32 (rope works in complex float).
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
-    apply_fsdp(model, mesh["dp"], policy)
+    apply_fsdp(model, fsdp_mesh(mesh, layout), policy)
     return model
+
+
+def fsdp_mesh(mesh: DeviceMesh, layout: ParallelLayout) -> DeviceMesh:
+    """The ranks FSDP2 shards over: dp, or dp x cp flattened under context parallelism, whose ranks
+    hold the same weights but see different tokens (their gradients are averaged like dp's)."""
+    if layout.cp == 1:
+        return mesh["dp"]
+    return mesh["dp", "cp"]._flatten("dp_cp")
 
 
 def check_layout(model: Transformer, layout: ParallelLayout) -> None:
     cfg = model.cfg
-    if layout.cp > 1 or layout.pp > 1:
+    if layout.pp > 1:
         raise UnsupportedLayout(
-            f"layout {layout.describe()}: context and pipeline parallelism are not implemented yet; use cp=1 and pp=1"
+            f"layout {layout.describe()}: parallelize does not build pipeline stages (pipeline.build_pipeline does); "
+            "use pp=1"
         )
     for what, count in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_hidden_dim", cfg.ffn_hidden_dim)):
         if count % layout.tp:

@@ -1,8 +1,9 @@
 """A layout check that needs no GPUs: shard the preset's model for real, on the meta device.
 
 Each distinct pipeline stage (first, middle, last) is built on the meta device (no memory) and
-parallelized with the same code as training (tensor parallel, then FSDP2) over a simulated mesh of
-the layout's full world size: a fake process group, whose collectives do nothing. The parameter,
+parallelized with the same code as training (tensor parallel, then FSDP2 over the dp x cp ranks)
+over a simulated mesh of the layout's full world size: a fake process group, whose collectives do
+nothing. The parameter,
 gradient and optimizer bytes are then counted from the shards rank 0 actually holds; activations
 come from the analytic count in model/sizing.py, as no step runs.
 """
@@ -23,7 +24,7 @@ from llamaops.platform.model.sizing import stage_activation_bytes, stage_budget,
 from llamaops.platform.model.transformer import Transformer
 
 from .mesh import build_mesh, rescaled
-from .parallelize import apply_fsdp, apply_tensor_parallel
+from .parallelize import apply_fsdp, apply_tensor_parallel, fsdp_mesh
 from .pipeline import split_stage
 
 COMPUTE_BYTES = 2  # bf16 gathered weights and activations
@@ -181,13 +182,14 @@ def shard_stage(cfg: ModelConfig, layout: ParallelLayout, mesh, stage: int):
         model = split_stage(Transformer(cfg), layout.pp, stage)
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"])
-    apply_fsdp(model, mesh["dp"], MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
+    shard_mesh = fsdp_mesh(mesh, layout)
+    apply_fsdp(model, shard_mesh, MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
     blocks = list(model.layers.values())
     embedding = [model.tok_embeddings] if model.tok_embeddings is not None else []
     unit_params = {id(p) for unit in blocks + embedding for p in unit.parameters()}
     root = [p for p in model.parameters() if id(p) not in unit_params]
     units = [_local_elements(unit.parameters()) for unit in blocks + embedding] + [_local_elements(root)]
-    return _local_elements(model.parameters()), [elements * layout.dp for elements in units if elements]
+    return _local_elements(model.parameters()), [elements * shard_mesh.size() for elements in units if elements]
 
 
 def _local_elements(parameters) -> int:

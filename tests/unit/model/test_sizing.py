@@ -93,10 +93,22 @@ def test_paper_405b_layouts_fit_an_80gb_h100(preset, stage):
 
 def test_128k_tokens_per_gpu_match_8k_when_cp_splits_the_sequence_16_ways():
     preset = load_preset("full-405b")
-    short = memory_per_gpu(preset.model, preset.pretrain.layout, 8192)
-    long = memory_per_gpu(preset.model, preset.long_context.layout, 131_072)
-    assert long.activations_bytes == short.activations_bytes
-    assert long.optimizer_bytes == 16 * short.optimizer_bytes  # DP 8 instead of 128
+    cfg = preset.model
+    short = memory_per_gpu(cfg, preset.pretrain.layout, 8192)
+    long = memory_per_gpu(cfg, preset.long_context.layout, 131_072)
+    # The same 8K tokens per GPU, plus every layer's keys and values of the other 15 CP ranks'
+    # tokens (all-gathered for attention), split over TP 8; 8 layers x 15 micro-batches in flight.
+    gathered_kv = 2 * 2 * cfg.n_kv_heads * cfg.head_dim * (131_072 - 8192) / 8
+    assert long.activations_bytes == pytest.approx(short.activations_bytes + 8 * 15 * gathered_kv, rel=1e-9)
+    assert long.optimizer_bytes == short.optimizer_bytes  # FSDP over DP 8 x CP 16 = DP 128
+
+
+def test_context_parallel_ranks_shard_weights_and_split_tokens():
+    cfg = load_preset("70b").model
+    cp1 = memory_per_gpu(cfg, ParallelLayout(tp=8, pp=4, dp=4), 32_768)
+    cp2 = memory_per_gpu(cfg, ParallelLayout(tp=8, cp=2, pp=4, dp=4), 32_768)
+    assert cp2.optimizer_bytes == pytest.approx(cp1.optimizer_bytes / 2)  # FSDP over DP x CP
+    assert cp1.activations_bytes / 2 < cp2.activations_bytes < 0.6 * cp1.activations_bytes  # + gathered K/V
 
 
 def test_unsharded_405b_on_one_gpu_does_not_fit():

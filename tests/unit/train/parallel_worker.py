@@ -85,7 +85,8 @@ def check(name: str) -> None:
         close(f"{name} logits", sharded(tokens[mine]).float(), reference(tokens[mine]), dtype, compiled)
 
 
-def main() -> None:
+def run_scenarios(check_scenario) -> None:
+    """argv STORE_FILE SCENARIO...: join the gloo group and run `check_scenario(name)` for each."""
     store_file, scenarios = sys.argv[1], sys.argv[2:]
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -94,10 +95,10 @@ def main() -> None:
     )
     try:
         for name in scenarios:
-            check(name)
+            check_scenario(name)
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    run_scenarios(check)

@@ -2,8 +2,8 @@
 
 argv: STORE_FILE PHASE ROOT EXPECTED. Phase "write" (2 ranks, FSDP over 2): one AdamW step,
 checkpoint, one more step; rank 0 saves that step's loss and the weights after it to EXPECTED.
-Phase "resume" (4 ranks, FSDP 2 x TP 2): fresh weights, restore the checkpoint, take the same
-second step; its loss and weights must match EXPECTED.
+Phase "resume" (4 ranks, FSDP 2 x TP 2) or "resume-cp" (2 ranks, CP 2): fresh weights, restore
+the checkpoint, take the same second step; its loss and weights must match EXPECTED.
 """
 import os
 import sys
@@ -15,6 +15,7 @@ from torch.distributed.tensor import DTensor
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.checkpointing import Progress, restore_checkpoint, save_checkpoint
+from llamaops.platform.train.context_parallel import cp_forward_loss
 from llamaops.platform.train.mesh import build_mesh
 from llamaops.platform.train.parallelize import parallelize
 
@@ -26,8 +27,12 @@ def step(model, optimizer, layout: ParallelLayout, batch: int) -> float:
     generator = torch.Generator().manual_seed(batch)
     tokens = torch.randint(0, MICRO.vocab_size, (BATCH, SEQ + 1), generator=generator)
     rows = BATCH // layout.dp
-    mine = slice(dist.get_rank() // layout.tp * rows, (dist.get_rank() // layout.tp + 1) * rows)
-    loss = model(tokens[mine, :-1], targets=tokens[mine, 1:])
+    dp_rank = dist.get_rank() // (layout.tp * layout.cp)
+    mine = slice(dp_rank * rows, (dp_rank + 1) * rows)
+    if layout.cp > 1:
+        loss = cp_forward_loss(model, tokens[mine, :-1], tokens[mine, 1:], None, build_mesh(layout))
+    else:
+        loss = model(tokens[mine, :-1], targets=tokens[mine, 1:])
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
@@ -63,7 +68,7 @@ def main() -> None:
             if dist.get_rank() == 0:
                 torch.save({"loss": loss, "weights": weights}, expected)
         else:
-            layout = ParallelLayout(dp=2, tp=2)
+            layout = ParallelLayout(dp=2, tp=2) if phase == "resume" else ParallelLayout(cp=2)
             model, optimizer = sharded_model(layout, seed=1)
             progress = restore_checkpoint(root, 1, [model], [optimizer])
             assert (progress.step, progress.cursor) == (1, 123), progress

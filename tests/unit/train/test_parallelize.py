@@ -20,8 +20,7 @@ def test_scenario_names_parse_into_layouts():
 @pytest.mark.parametrize(
     ("layout", "message"),
     [
-        (ParallelLayout(pp=2), "pipeline parallelism are not implemented"),
-        (ParallelLayout(cp=2), "context and pipeline"),
+        (ParallelLayout(pp=2), "parallelize does not build pipeline stages"),
         (ParallelLayout(tp=4), "tp=4 does not divide n_kv_heads=2"),
     ],
 )

@@ -1,0 +1,91 @@
+"""Context parallelism's single-process parts: the chunk split, the mask and positions it builds,
+and the model's generic hooks it relies on. The multi-process equivalence checks are in
+tests/integration/train/test_context_parallel.py."""
+import pytest
+import torch
+
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.transformer import Transformer, positions_within_documents
+from llamaops.platform.train.context_parallel import (
+    ContextParallelError,
+    check_seq_len,
+    gathered_token_index,
+    local_token_index,
+    shard_context,
+)
+from llamaops.platform.train.parallelize import check_layout
+
+from .parallel_worker import MICRO
+
+
+def test_rank_i_holds_chunks_i_and_its_mirror():
+    assert local_token_index(8, 2, 0).tolist() == [0, 1, 6, 7]
+    assert local_token_index(8, 2, 1).tolist() == [2, 3, 4, 5]
+    assert local_token_index(16, 4, 1).tolist() == [2, 3, 12, 13]
+    assert sorted(gathered_token_index(48, 4).tolist()) == list(range(48))
+
+
+@pytest.mark.parametrize("cp", [2, 4, 8])
+def test_every_rank_gets_the_same_causal_attention_work(cp):
+    seq = 64 * cp
+    work = [int((local_token_index(seq, cp, rank) + 1).sum()) for rank in range(cp)]  # keys each query sees
+    assert len(set(work)) == 1
+    contiguous = [sum(range(rank * seq // cp + 1, (rank + 1) * seq // cp + 1)) for rank in range(cp)]
+    assert max(contiguous) > 2 * min(contiguous)  # what the mirrored chunks avoid
+
+
+def test_a_sequence_that_does_not_split_into_2_cp_chunks_is_refused_in_one_line():
+    with pytest.raises(ContextParallelError, match="sequence length 12 is not divisible by 2 x cp x tp = 8"):
+        local_token_index(12, 4, 0)
+    check_seq_len(131_072, 16, 8)
+    with pytest.raises(ContextParallelError, match="2 x cp x tp = 32; pick a seq_len"):
+        check_seq_len(48, 2, 8)
+
+
+def test_shard_mask_and_positions_are_the_full_ones_at_global_indices():
+    seq, cp = 16, 2
+    document_ids = torch.tensor([[0] * 3 + [1] * 6 + [2] * 5 + [3] * 2, [0] * 16])  # cuts cross chunk ends
+    tokens = torch.arange(2 * seq).view(2, seq)
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()
+    full_mask = causal & (document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2))
+    keys = gathered_token_index(seq, cp)
+    for rank in range(cp):
+        local = local_token_index(seq, cp, rank)
+        shard = shard_context(tokens, tokens + 1, document_ids, cp, rank)
+        assert torch.equal(shard.tokens, tokens[:, local]) and torch.equal(shard.targets, tokens[:, local] + 1)
+        assert torch.equal(shard.mask[:, 0], full_mask[:, local][:, :, keys])
+        assert torch.equal(shard.positions, positions_within_documents(document_ids)[:, local])
+        plain = shard_context(tokens, None, None, cp, rank)
+        assert torch.equal(plain.mask[0, 0], causal[local][:, keys]) and torch.equal(plain.positions[0], local)
+
+
+def test_model_hooks_reproduce_the_document_masked_forward():
+    # The model's generic hooks: a key/value hook that reorders the keys, a mask built for that order
+    # and explicit positions give the same logits and summed loss as the model's own document mask.
+    torch.manual_seed(0)
+    model = Transformer(MICRO)
+    model.init_weights(seed=0)
+    tokens = torch.randint(0, MICRO.vocab_size, (2, 12))
+    document_ids = torch.tensor([[0] * 5 + [1] * 7, [0] * 2 + [1] * 8 + [2] * 2])
+    order = torch.randperm(12)
+    for block in model.layers.values():
+        block.attention.key_value_hook = lambda k, v: (k[:, :, order], v[:, :, order])
+    same = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
+    mask = (same & torch.ones(12, 12, dtype=torch.bool).tril())[:, :, order].unsqueeze(1)
+    positions = positions_within_documents(document_ids)
+    hooked = model(tokens, positions=positions, attention_mask=mask)
+    hooked_sum = model(tokens, positions=positions, attention_mask=mask, targets=tokens, loss_reduction="sum")
+    for block in model.layers.values():
+        block.attention.key_value_hook = None
+    torch.testing.assert_close(hooked, model(tokens, document_ids=document_ids))
+    mean = model(tokens, document_ids=document_ids, targets=tokens)
+    torch.testing.assert_close(hooked_sum, mean * tokens.numel())
+    with pytest.raises(ValueError, match="attention_mask needs explicit positions"):
+        model(tokens, attention_mask=mask)
+    model.layers["0"].attention.key_value_hook = lambda k, v: (k, v)
+    with pytest.raises(ValueError, match="key_value_hook needs forward's attention_mask"):
+        model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
+
+
+def test_context_parallel_layouts_are_accepted():
+    check_layout(Transformer(MICRO.model_copy(update={"vocab_size": 64})), ParallelLayout(tp=2, cp=4, dp=2))
