@@ -20,6 +20,7 @@ from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
 
 from .batches import Batch
+from .context_parallel import cp_forward_loss
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
 from .parallelize import apply_checkpointing, parallelize
@@ -29,8 +30,11 @@ from .pipeline import build_pipeline, rank_stage_ids
 def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
     """The job's layout on `world` workers (TP, CP and PP kept, DP what is left), or one line on
     what to change."""
-    if layout.cp > 1:
-        raise TrainingConfigError(f"layout {layout.describe()}: context parallelism is not wired into training yet; use cp=1")
+    if layout.cp > 1 and layout.pp > 1:
+        # build_pipeline shards each stage over "dp" alone and installs no key/value gather.
+        raise TrainingConfigError(
+            f"layout {layout.describe()}: context parallelism inside pipeline stages is not implemented; use pp=1 with cp>1"
+        )
     try:
         return rescaled(layout, world)
     except ValueError as error:
@@ -93,6 +97,12 @@ class RankModel:
         however the batch is split (over DP ranks, into microbatches), so every layout trains the
         same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
         inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
+        if self.layout.cp > 1:  # (pp = 1: worker_layout refuses CP with PP)
+            # The whole DP rank's rows, each cut into this CP rank's chunks; the mean over the
+            # counted targets of every DP x CP rank, the same value on each.
+            loss = cp_forward_loss(self.parts[0], inputs, targets, documents, self.mesh)
+            loss.backward()
+            return loss.detach() / (self.layout.dp * self.layout.cp)
         counted = (targets != IGNORE_INDEX).sum()
         total = counted.clone()
         if self.mesh is not None:

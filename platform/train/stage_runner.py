@@ -15,6 +15,7 @@ from llamaops.platform.store import ArtifactError, check_access, fetched, is_com
 
 from .batches import check_stream_fits
 from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
+from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
 from .parallelize import UnsupportedLayout, check_layout
@@ -53,9 +54,12 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
     try:
         layout = worker_layout(job.layout, job.layout.world_size)
         check_microbatches(layout, {step.sequences for step in job.plan})
+        if layout.cp > 1:
+            for seq_len in sorted({step.seq_len for step in job.plan}):
+                check_seq_len(seq_len, layout.cp, layout.tp)
         with torch.device("meta"):  # the shapes alone: no memory, whatever the preset's size
             check_layout(Transformer(preset.model), layout.model_copy(update={"pp": 1}))  # inside one stage
-    except (TrainingConfigError, UnsupportedLayout) as error:
+    except (TrainingConfigError, UnsupportedLayout, ContextParallelError) as error:
         raise TrainingConfigError(f"{where}.layout: {error}") from None
     for uri in (job.data_uri, output_uri, job.checkpoint_root, job.init_model_uri):
         if uri is not None:

@@ -1,6 +1,6 @@
 """The training loop (train_worker) on real gloo processes with the job's layout: pipeline
-(1F1B, interleaved), pipeline x FSDP and tensor parallel runs train the same as the one-process
-run of the same job (same per-step losses and grad norms within fp32 tolerance); a pipeline run
+(1F1B, interleaved), pipeline x FSDP, tensor parallel, context parallel and FSDP x context parallel
+runs train the same as the one-process run of the same job (same per-step losses and grad norms within fp32 tolerance); a pipeline run
 resumes bitwise; checkpoints move between pipeline and data-parallel layouts."""
 import json
 import pickle
@@ -55,7 +55,7 @@ PP2_INTERLEAVED = PP2.model_copy(update={"pp_schedule": "interleaved_1f1b", "pp_
 
 
 @pytest.mark.parametrize(("name", "layout"), [("pp2", PP2), ("pp2-interleaved", PP2_INTERLEAVED),
-                                             ("tp2", ParallelLayout(tp=2))])
+                                             ("tp2", ParallelLayout(tp=2)), ("cp2", ParallelLayout(cp=2))])
 def test_two_ranks_train_as_one_process(tmp_path: Path, name: str, layout: ParallelLayout):
     want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
     got = _run(tmp_path, _job(tmp_path, name, layout), 2, name)
@@ -67,6 +67,13 @@ def test_two_ranks_train_as_one_process(tmp_path: Path, name: str, layout: Paral
 def test_four_ranks_pipeline_x_fsdp_train_as_one_process(tmp_path: Path):
     want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
     got = _run(tmp_path, _job(tmp_path, "pp2dp2", PP2.model_copy(update={"pp_microbatches": 2})), 4, "pp2dp2")
+    _assert_same_training(got, want)
+
+
+@pytest.mark.slow
+def test_four_ranks_fsdp_x_context_parallel_train_as_one_process(tmp_path: Path):
+    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
+    got = _run(tmp_path, _job(tmp_path, "dp2cp2", ParallelLayout(dp=2, cp=2)), 4, "dp2cp2")
     _assert_same_training(got, want)
 
 
