@@ -20,7 +20,7 @@ from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
 
 from .batches import Batch
-from .context_parallel import cp_forward_loss
+from .context_parallel import cp_forward_loss, shard_context
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
 from .parallelize import apply_checkpointing, parallelize
@@ -30,11 +30,6 @@ from .pipeline import build_pipeline, rank_stage_ids
 def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
     """The job's layout on `world` workers (TP, CP and PP kept, DP what is left), or one line on
     what to change."""
-    if layout.cp > 1 and layout.pp > 1:
-        # build_pipeline shards each stage over "dp" alone and installs no key/value gather.
-        raise TrainingConfigError(
-            f"layout {layout.describe()}: context parallelism inside pipeline stages is not implemented; use pp=1 with cp>1"
-        )
     try:
         return rescaled(layout, world)
     except ValueError as error:
@@ -64,18 +59,18 @@ class MicrobatchLoss:
     microbatch's share of the step's counted targets (see RankModel.forward_backward); the schedule
     sums the microbatches' gradients (scale_grads=False)."""
 
-    def __init__(self, dp: int) -> None:
-        self.dp = dp
+    def __init__(self, averaged_ranks: int) -> None:
+        self.averaged_ranks = averaged_ranks  # the ranks FSDP averages gradients over: dp (x cp)
         self.counted_in_step: torch.Tensor | None = None  # set each step
 
     def __call__(self, microbatch_loss: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return microbatch_loss * loss_weight((targets != IGNORE_INDEX).sum(), self.dp, self.counted_in_step)
+        return microbatch_loss * loss_weight((targets != IGNORE_INDEX).sum(), self.averaged_ranks, self.counted_in_step)
 
 
-def loss_weight(counted: torch.Tensor, dp: int, counted_in_step: torch.Tensor) -> torch.Tensor:
+def loss_weight(counted: torch.Tensor, averaged_ranks: int, counted_in_step: torch.Tensor) -> torch.Tensor:
     """The weight of a mean loss over `counted` targets in the step's mean over all its counted
-    targets, x DP as FSDP averages the gradients over the DP ranks (exactly 1 for one rank)."""
-    return counted * dp / counted_in_step
+    targets, x the ranks FSDP averages the gradients over (exactly 1 for one rank)."""
+    return counted * averaged_ranks / counted_in_step
 
 
 @dataclass
@@ -97,16 +92,24 @@ class RankModel:
         however the batch is split (over DP ranks, into microbatches), so every layout trains the
         same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
         inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
-        if self.layout.cp > 1:  # (pp = 1: worker_layout refuses CP with PP)
+        cp = self.layout.cp
+        if cp > 1 and self.schedule is None:
             # The whole DP rank's rows, each cut into this CP rank's chunks; the mean over the
             # counted targets of every DP x CP rank, the same value on each.
             loss = cp_forward_loss(self.parts[0], inputs, targets, documents, self.mesh)
             loss.backward()
-            return loss.detach() / (self.layout.dp * self.layout.cp)
+            return loss.detach() / (self.layout.dp * cp)
+        stage_inputs = {"document_ids": documents}
+        if cp > 1:  # pipeline stages on this CP rank's chunks: explicit positions and mask
+            shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
+            inputs, targets = shard.tokens, shard.targets
+            stage_inputs = {"positions": shard.positions, "attention_mask": shard.mask.expand(len(inputs), -1, -1, -1)}
         counted = (targets != IGNORE_INDEX).sum()
         total = counted.clone()
         if self.mesh is not None:
-            dist.all_reduce(total, group=self.mesh["dp"].get_group())
+            for dim in ("dp", "cp"):
+                if self.mesh[dim].size() > 1:
+                    dist.all_reduce(total, group=self.mesh[dim].get_group())
         if self.schedule is None:
             loss = self.parts[0](inputs, document_ids=documents, targets=targets) * loss_weight(counted, self.layout.dp, total)
             loss.backward()
@@ -115,12 +118,12 @@ class RankModel:
         losses: list[torch.Tensor] = []
         first = (inputs,) if self.holds_first else ()
         last = {"target": targets, "losses": losses} if self.holds_last else {}
-        # Every stage gets its microbatch's document ids (its attention mask and positions) and targets
-        # (used by the last stage's fused loss only).
-        self.schedule.step(*first, document_ids=documents, targets=targets, return_outputs=False, **last)
+        # Every stage gets its microbatch's document ids (or, under CP, its positions and mask) and
+        # targets (used by the last stage's fused loss only).
+        self.schedule.step(*first, **stage_inputs, targets=targets, return_outputs=False, **last)
         if not self.holds_last:
             return torch.zeros((), device=device)
-        return torch.stack(losses).sum().detach() / self.layout.dp
+        return torch.stack(losses).sum().detach() / (self.layout.dp * cp)
 
     def mean_loss(self, share: torch.Tensor) -> float:
         """The step's loss on every rank: the DP ranks' shares summed (one all-reduce over the world)."""
@@ -156,7 +159,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
     if layout.pp == 1:
         parallelize(model, mesh, layout, param_dtype=torch.float32)
         return RankModel([model], layout, mesh)
-    loss = MicrobatchLoss(layout.dp)
+    loss = MicrobatchLoss(layout.dp * layout.cp)  # FSDP averages over dp x cp ranks
     schedule, parts = build_pipeline(model, mesh, layout, loss, shard=_stage_sharding(mesh, layout), scale_grads=False)
     stages = rank_stage_ids(layout, mesh["pp"].get_local_rank())
     last = layout.pp * layout.pp_stages_per_rank - 1
@@ -164,7 +167,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
 
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
-    if layout.dp == 1 and layout.tp == 1:  # nothing to shard; only activation checkpointing, if asked for
+    if layout.dp == 1 and layout.tp == 1 and layout.cp == 1:  # nothing to shard; only activation checkpointing, if asked for
         return _checkpoint_blocks if layout.activation_checkpointing else None
     # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
     inside = layout.model_copy(update={"pp": 1})

@@ -78,6 +78,21 @@ def test_four_ranks_fsdp_x_context_parallel_train_as_one_process(tmp_path: Path)
 
 
 @pytest.mark.slow
+def test_four_ranks_pipeline_x_context_parallel_train_as_one_process(tmp_path: Path):
+    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
+    got = _run(tmp_path, _job(tmp_path, "pp2cp2", PP2.model_copy(update={"cp": 2})), 4, "pp2cp2")
+    _assert_same_training(got, want)
+
+
+@pytest.mark.slow
+def test_eight_ranks_pipeline_x_context_x_tensor_parallel_train_as_one_process(tmp_path: Path):
+    """The shape of the 70B/405B long-context layouts (TP x CP x PP) at 2 x 2 x 2."""
+    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
+    got = _run(tmp_path, _job(tmp_path, "pp2cp2tp2", PP2.model_copy(update={"cp": 2, "tp": 2})), 8, "pp2cp2tp2")
+    _assert_same_training(got, want)
+
+
+@pytest.mark.slow
 def test_four_ranks_pipeline_x_tensor_parallel_train_as_one_process(tmp_path: Path):
     want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
     got = _run(tmp_path, _job(tmp_path, "pp2tp2", PP2.model_copy(update={"tp": 2})), 4, "pp2tp2")

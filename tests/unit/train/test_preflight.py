@@ -20,7 +20,6 @@ def _with_layout(layout: ParallelLayout):
 
 
 @pytest.mark.parametrize(("layout", "error"), [
-    (ParallelLayout(cp=2, pp=2), r"^pretrain.layout: layout TP 1 x CP 2 x PP 2 x DP 1 = 4: context parallelism inside"),
     (ParallelLayout(cp=3), r"^pretrain.layout: sequence length \d+ is not divisible by 2 x cp x tp = 6"),
     (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
     (ParallelLayout(pp=2, pp_microbatches=1), "pp_microbatches=1 is fewer than pp=2"),
