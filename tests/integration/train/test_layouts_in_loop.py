@@ -63,39 +63,18 @@ def test_two_ranks_train_as_one_process(tmp_path: Path, name: str, layout: Paral
     assert want[-1]["loss"] < want[0]["loss"]
 
 
+# Four and eight ranks; the last is the shape of the 70B/405B long-context layouts (TP x CP x PP).
 @pytest.mark.slow
-def test_four_ranks_pipeline_x_fsdp_train_as_one_process(tmp_path: Path):
+@pytest.mark.parametrize(("name", "layout"), [
+    ("pp2dp2", PP2.model_copy(update={"pp_microbatches": 2})),
+    ("dp2cp2", ParallelLayout(dp=2, cp=2)),
+    ("pp2cp2", PP2.model_copy(update={"cp": 2})),
+    ("pp2tp2", PP2.model_copy(update={"tp": 2})),
+    ("pp2cp2tp2", PP2.model_copy(update={"cp": 2, "tp": 2})),
+])
+def test_more_ranks_train_as_one_process(tmp_path: Path, name: str, layout: ParallelLayout):
     want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
-    got = _run(tmp_path, _job(tmp_path, "pp2dp2", PP2.model_copy(update={"pp_microbatches": 2})), 4, "pp2dp2")
-    _assert_same_training(got, want)
-
-
-@pytest.mark.slow
-def test_four_ranks_fsdp_x_context_parallel_train_as_one_process(tmp_path: Path):
-    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
-    got = _run(tmp_path, _job(tmp_path, "dp2cp2", ParallelLayout(dp=2, cp=2)), 4, "dp2cp2")
-    _assert_same_training(got, want)
-
-
-@pytest.mark.slow
-def test_four_ranks_pipeline_x_context_parallel_train_as_one_process(tmp_path: Path):
-    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
-    got = _run(tmp_path, _job(tmp_path, "pp2cp2", PP2.model_copy(update={"cp": 2})), 4, "pp2cp2")
-    _assert_same_training(got, want)
-
-
-@pytest.mark.slow
-def test_eight_ranks_pipeline_x_context_x_tensor_parallel_train_as_one_process(tmp_path: Path):
-    """The shape of the 70B/405B long-context layouts (TP x CP x PP) at 2 x 2 x 2."""
-    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
-    got = _run(tmp_path, _job(tmp_path, "pp2cp2tp2", PP2.model_copy(update={"cp": 2, "tp": 2})), 8, "pp2cp2tp2")
-    _assert_same_training(got, want)
-
-
-@pytest.mark.slow
-def test_four_ranks_pipeline_x_tensor_parallel_train_as_one_process(tmp_path: Path):
-    want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
-    got = _run(tmp_path, _job(tmp_path, "pp2tp2", PP2.model_copy(update={"tp": 2})), 4, "pp2tp2")
+    got = _run(tmp_path, _job(tmp_path, name, layout), layout.world_size, name)
     _assert_same_training(got, want)
 
 
