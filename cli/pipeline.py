@@ -143,13 +143,13 @@ def compile_(
 def list_pipelines() -> None:
     """Every preset and the steps its pipeline runs."""
     from llamaops.pipelines.resources import uses_gpus
-    from llamaops.pipelines.stages import STEP_NAMES
+    from llamaops.pipelines.stages import step_names
     from llamaops.platform.config import PRESETS, load_preset
 
     for preset_name in PRESETS:
         preset = load_preset(preset_name)
         where = f"KubeRay on {preset.resources.node_pool}" if uses_gpus(preset) else "local Ray"
-        typer.echo(f"{preset_name:<10} {' -> '.join(STEP_NAMES)}  (training: {where})")
+        typer.echo(f"{preset_name:<10} {' -> '.join(step_names(preset))}  (training: {where})")
 
 
 @app.command("runs")

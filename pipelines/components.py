@@ -50,24 +50,14 @@ def anneal(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def sft(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, init_model_uri: str) -> str:
+def post_training(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list,
+) -> str:
+    """A post-training step (SFT, DPO, a round's stages, averaging, safety), run in this pod."""
     from llamaops.pipelines.step import run_step
 
-    return run_step("sft", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [init_model_uri])
-
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def dpo(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, sft_model_uri: str) -> str:
-    from llamaops.pipelines.step import run_step
-
-    return run_step("dpo", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [sft_model_uri])
-
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def safety(preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, model_uri: str) -> str:
-    from llamaops.pipelines.step import run_step
-
-    return run_step("safety", preset_json, run_id, artifact_root, tracking_uri, parent_run_id, [model_uri])
+    return run_step(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -13,7 +13,7 @@ from .data_rayjob import data_runs_on_rayjob, data_step_rayjob
 from .lifecycle import compile_pipeline
 from .rayjob_launch import step_rayjob
 from .resources import uses_gpus
-from .stages import STAGES
+from .stages import lifecycle_stages
 
 
 def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root: str = "",
@@ -26,7 +26,7 @@ def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root
     if not uses_gpus(preset):
         return docs  # CPU presets train inside their steps: no training RayJobs
     preset_json = preset.model_dump_json()
-    for stage in STAGES:
+    for stage in lifecycle_stages(preset):
         if stage.trains:
             inputs = [run_uri(run_id, upstream, artifact_root or None) for upstream in stage.inputs]
             docs.append(step_rayjob(stage.name, preset_json, run_id, artifact_root, tracking_uri, "", inputs, namespace))

@@ -1,8 +1,9 @@
-"""The lifecycle pipeline: data -> pretrain -> long_context -> anneal -> sft -> dpo -> safety -> eval
--> register. CPU presets train inside the step (embedded Ray); GPU presets train through a KubeRay
-RayJob per training step, and single-node steps request a whole node of the preset's pool. On a
-cluster, GPU presets and presets with more than one data worker prepare data in a RayJob too
-(data_rayjob.data_runs_on_rayjob); `local=True` (`pipeline submit --local`) keeps it in-process."""
+"""The lifecycle pipeline: data -> pretrain -> long_context -> anneal -> post-training (sft -> dpo, or
+the preset's rounds and averaging; see stages.py) -> safety -> eval -> register. CPU presets train
+inside the step (embedded Ray); GPU presets train through a KubeRay RayJob per training step, and
+single-node steps request a whole node of the preset's pool. On a cluster, GPU presets and presets
+with more than one data worker prepare data in a RayJob too (data_rayjob.data_runs_on_rayjob);
+`local=True` (`pipeline submit --local`) keeps it in-process."""
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from llamaops.platform.deploy import model_name_for
 from . import components
 from .data_rayjob import data_runs_on_rayjob
 from .resources import PodShape, cpu_pod, gpu_node_pod, uses_gpus
+from .stages import lifecycle_stages
 
 PIPELINE_NAME_PREFIX = "llamaops-lifecycle"
 
@@ -32,6 +34,9 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
     """The pipeline function for `preset`; its parameters are filled by `llamaops pipeline submit`.
     `local`: for KFP's local runner, which cannot create RayJobs."""
     gpu = uses_gpus(preset)
+    stages = lifecycle_stages(preset)
+    names = [spec.name for spec in stages]
+    post_training = stages[names.index("anneal") + 1: names.index("eval")]
 
     def sized(task: dsl.PipelineTask, shape: PodShape, name: str) -> dsl.PipelineTask:
         task.set_display_name(name).set_caching_options(False)
@@ -49,10 +54,12 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
         run = {"preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
                "tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
 
+        def on_rayjob(step: str, inputs: list) -> dsl.PipelineTask:
+            return sized(components.train_on_rayjob(step=step, inputs=inputs, **run), cpu_pod(), step)
+
         def train(step: str, local: Callable, **inputs: object) -> dsl.PipelineTask:
             if gpu:
-                launcher = components.train_on_rayjob(step=step, inputs=list(inputs.values()), **run)
-                return sized(launcher, cpu_pod(), step)
+                return on_rayjob(step, list(inputs.values()))
             return sized(local(**run, **inputs), cpu_pod(), step)
 
         if data_runs_on_rayjob(preset) and not local:
@@ -63,9 +70,16 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
         long_context = train("long_context", components.long_context, data_uri=data.output,
                              init_model_uri=pretrain.output)
         anneal = train("anneal", components.anneal, data_uri=data.output, init_model_uri=long_context.output)
-        sft = train("sft", components.sft, init_model_uri=anneal.output)
-        dpo = train("dpo", components.dpo, sft_model_uri=sft.output)
-        safety = train("safety", components.safety, model_uri=dpo.output)
+        # Post-training's steps depend on the preset (its rounds, averaging): one task per spec.
+        tasks = {"anneal": anneal}
+        for spec in post_training:
+            inputs = [tasks[name].output for name in spec.inputs]
+            if gpu and spec.trains:
+                tasks[spec.name] = on_rayjob(spec.name, inputs)
+            else:  # averaging holds whole models in memory: a whole node on GPU pools
+                shape = gpu_node_pod(preset) if gpu else cpu_pod()
+                tasks[spec.name] = sized(components.post_training(step=spec.name, inputs=inputs, **run), shape, spec.name)
+        safety = tasks["safety"]
         evaluate = sized(components.evaluate(**run, model_uri=safety.output, data_uri=data.output),
                          gpu_node_pod(preset) if gpu else cpu_pod(), "eval")
         registered = sized(components.register(

@@ -1,5 +1,6 @@
 """KubeRay RayJob manifests for training steps on GPU pools: one head pod (driver, no GPUs) and
 a worker group of whole GPU nodes; the job's entrypoint runs the same pipeline step on the cluster."""
+import hashlib
 import re
 from importlib.metadata import version
 from typing import Any
@@ -12,12 +13,17 @@ RAYJOB_API_VERSION = "ray.io/v1"
 STEP_ENV = "LLAMAOPS_STEP"  # JSON of run_step's arguments, read by llamaops.pipelines.stage_main
 ENTRYPOINT = "python -m llamaops.pipelines.stage_main"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+_MAX_NAME = 40
 
 
 def rayjob_name(run_id: str, step: str) -> str:
-    """A DNS-1123 name, short enough for the pods KubeRay derives from it."""
+    """A DNS-1123 name, short enough for the pods KubeRay derives from it; a cut name ends in a hash
+    of the whole one, so steps that differ only past the cut (round1-reward_model,
+    round1-rejection_sampling) still get their own RayJobs."""
     name = _DNS_LABEL.sub("-", f"{run_id}-{step}".lower()).strip("-")
-    return name[:40].rstrip("-")
+    if len(name) <= _MAX_NAME:
+        return name
+    return f"{name[:_MAX_NAME - 7].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 def container(name: str, image: str, shape: PodShape, env: dict[str, str], secret: str | None) -> dict[str, Any]:

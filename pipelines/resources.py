@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from llamaops.platform.config import ParallelLayout, Preset
 
+from .stages import stage_kind
+
 GPU_RESOURCE = "nvidia.com/gpu"
 NODE_POOL_LABEL = "llamaops.io/node-pool"
 CPUS_PER_GPU = 12
@@ -61,13 +63,16 @@ def node_selector(preset: Preset) -> dict[str, str]:
 
 
 def training_layout(preset: Preset, step: str) -> ParallelLayout:
-    """The parallel layout a training step runs with (anneal continues long-context's; safety DPO's)."""
+    """The parallel layout a training step runs with (anneal continues long-context's; safety DPO's;
+    a round's reward model and rejection sampling SFT's)."""
     layouts = {
         "pretrain": preset.pretrain.layout,
         "long_context": preset.long_context.layout,
         "anneal": preset.long_context.layout,
+        "reward_model": preset.post_training.sft.layout,
+        "rejection_sampling": preset.post_training.sft.layout,
         "sft": preset.post_training.sft.layout,
         "dpo": preset.post_training.dpo.layout,
         "safety": preset.post_training.dpo.layout,
     }
-    return layouts[step]
+    return layouts[stage_kind(step)]

@@ -13,7 +13,7 @@ from llamaops.platform.tracking import PipelineTracker
 from .calls import call_stage
 from .errors import PipelineError
 from .events import StepEvent, emit
-from .stages import REGISTER_STEP, STAGES_BY_NAME
+from .stages import REGISTER_STEP, stage_spec
 
 
 def _check_run_parameters(run_id: str, parent_run_id: str) -> None:
@@ -34,8 +34,8 @@ def run_step(
 ) -> str:
     """Run one lifecycle stage of pipeline run `run_id`; return the URI of its published output."""
     _check_run_parameters(run_id, parent_run_id)
-    spec = STAGES_BY_NAME[step]
     preset = Preset.model_validate_json(preset_json)
+    spec = stage_spec(preset, step)
     output_uri = run_uri(run_id, step, artifact_root or None)
     started = time.monotonic()
     emit(StepEvent(step, "started"))
@@ -46,7 +46,7 @@ def run_step(
     try:
         params = {"output_uri": output_uri, **{f"input.{name}": uri for name, uri in zip(spec.inputs, inputs)}}
         with tracker.stage(step, params) as child:
-            result = call_stage(step, preset, inputs, output_uri, child)
+            result = call_stage(spec, preset, inputs, output_uri, child)
             child.log_result(result)
             if result.outputs.get(spec.output) != output_uri:
                 raise PipelineError(f"step {step} stopped without publishing {output_uri}; resume the run")

@@ -4,8 +4,10 @@ from collections.abc import Sequence
 
 import torch
 
+from llamaops.platform.config import Preset
 from llamaops.platform.model.checkpoint import load_model, read_model_config
-from llamaops.platform.store import fetched, staged_output
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.store import fetched
 
 from .errors import AlignmentError
 from .training import check_output_free, publish_model
@@ -39,3 +41,11 @@ def average_models(model_uris: Sequence[str], output_uri: str, weights: Sequence
     averaged.load_state_dict(sums)
     publish_model(averaged, output_uri)
     return output_uri
+
+
+def run_average(preset: Preset, *model_uris: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
+    """The pipeline's averaging step: the equal-weight mean of `model_uris` (the last rounds' DPO models)."""
+    average_models(model_uris, output_uri)
+    metrics.log_metrics({"averaged_models": float(len(model_uris))})
+    return StageResult(outputs={"model": output_uri}, metrics={"averaged_models": float(len(model_uris))},
+                       report={"averaged": list(model_uris)})

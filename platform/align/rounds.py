@@ -25,6 +25,13 @@ class _Prefixed:
         self.sink.log_metrics({f"{self.prefix}{k}": v for k, v in metrics.items()}, step=step)
 
 
+def run_round_sft(
+    preset: Preset, init_model_uri: str, rejection_samples_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
+) -> StageResult:
+    """A round's SFT: human-written dialogs plus the round's best rejection-sampled ones (a pipeline step)."""
+    return run_sft(preset, init_model_uri, output_uri, metrics, rejection_samples_uri=rejection_samples_uri)
+
+
 def run_rounds(preset: Preset, init_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
     root, model_uri = output_uri.rstrip("/"), init_model_uri
     result_metrics: dict[str, float] = {}
@@ -39,7 +46,7 @@ def run_rounds(preset: Preset, init_model_uri: str, output_uri: str, metrics: Me
         samples = run_rejection_sampling(
             preset, model_uri, reward.outputs["reward_model"], f"{where}/rejection_sampling", sink("rejection_sampling")
         )
-        sft = run_sft(preset, model_uri, f"{where}/sft", sink("sft"), rejection_samples_uri=samples.outputs["samples"])
+        sft = run_round_sft(preset, model_uri, samples.outputs["samples"], f"{where}/sft", sink("sft"))
         dpo = run_dpo(preset, sft.outputs["model"], f"{where}/dpo", sink("dpo"))
         for stage, result in (("reward_model", reward), ("rejection_sampling", samples), ("sft", sft), ("dpo", dpo)):
             result_metrics |= {f"round{number}.{stage}.{k}": v for k, v in result.metrics.items()}

@@ -231,8 +231,19 @@ class EvalGate(Config):
 
 class PostTrainingConfig(Config):
     rounds: PositiveInt = 6  # the paper runs six rounds of RM -> rejection sampling -> SFT -> DPO
+    # 0: safety tuning starts from the last round's DPO model; N >= 2: from the mean of the last
+    # N rounds' DPO models (the paper averages models of one stage trained on different data).
+    average_last_rounds: NonNegativeInt = 0
     sft: SFTConfig
     reward_model: RewardModelConfig = RewardModelConfig()
     rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
     dpo: DPOConfig
     safety: SafetyConfig = SafetyConfig()
+
+    @model_validator(mode="after")
+    def _check_averaging(self) -> "PostTrainingConfig":
+        if self.average_last_rounds == 1 or self.average_last_rounds > self.rounds:
+            raise ValueError(
+                f"average_last_rounds {self.average_last_rounds} must be 0 or between 2 and rounds ({self.rounds})"
+            )
+        return self

@@ -16,7 +16,8 @@ def test_every_rayjob_and_its_pods_pass_server_side_dry_run(kube, k8s_namespace,
 
     custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
     jobs = [doc for doc in dry_run_manifests(load_preset(preset_name), "run-1", k8s_namespace) if doc.get("kind") == "RayJob"]
-    assert len(jobs) == 7  # the data step and six training steps
+    rounds = load_preset(preset_name).post_training.rounds
+    assert len(jobs) == 5 + 4 * rounds  # data; pretrain, long_context, anneal, safety; 4 per post-training round
     assert jobs[0]["metadata"]["labels"]["llamaops.io/step"] == "data"
     for job in jobs:
         created = custom.create_namespaced_custom_object("ray.io", "v1", k8s_namespace, "rayjobs", job, dry_run="All")
@@ -34,7 +35,7 @@ def test_the_server_rejects_a_rayjob_without_an_entrypoint(kube, k8s_namespace, 
     from kubernetes.client.exceptions import ApiException
 
     (job,) = [doc for doc in dry_run_manifests(load_preset("8b"), "run-2", k8s_namespace)
-              if doc.get("kind") == "RayJob" and doc["metadata"]["labels"]["llamaops.io/step"] == "sft"]
+              if doc.get("kind") == "RayJob" and doc["metadata"]["labels"]["llamaops.io/step"] == "round1-sft"]
     del job["spec"]["entrypoint"]
     with pytest.raises(ApiException) as error:
         client.CustomObjectsApi(kube).create_namespaced_custom_object(

@@ -52,3 +52,19 @@ def test_cli_average(tmp_path):
     result = CliRunner().invoke(app, ["model", "average", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "avg")])
     assert result.exit_code == 0, result.output
     assert load_model(tmp_path / "avg").cfg == CFG
+
+
+def test_the_pipelines_average_step_publishes_the_mean_of_its_input_models(tmp_path):
+    from llamaops.pipelines.calls import call_stage
+    from llamaops.pipelines.stages import stage_spec
+    from llamaops.platform.config import load_preset
+    from llamaops.platform.stage import NoMetrics
+
+    preset = load_preset("tiny", None, ["post_training.rounds=3", "post_training.average_last_rounds=2"])
+    spec = stage_spec(preset, "average")
+    assert spec.inputs == ("round2-dpo", "round3-dpo")
+    (a_uri, a), (b_uri, b) = _saved(tmp_path, "a", 0), _saved(tmp_path, "b", 1)
+    result = call_stage(spec, preset, [a_uri, b_uri], (tmp_path / "avg").as_uri(), NoMetrics())
+    assert result.outputs == {"model": (tmp_path / "avg").as_uri()} and result.metrics["averaged_models"] == 2
+    for key, value in load_model(tmp_path / "avg").state_dict().items():
+        torch.testing.assert_close(value, 0.5 * a.state_dict()[key] + 0.5 * b.state_dict()[key])

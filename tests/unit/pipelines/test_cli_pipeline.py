@@ -55,8 +55,10 @@ def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_tra
     docs = list(yaml.safe_load_all(result.stdout))
     assert docs[0]["pipelineInfo"]["name"] == "llamaops-lifecycle-8b"
     jobs = [doc for doc in docs if doc.get("kind") == "RayJob"]
+    rounds = [f"round{n}-{stage}" for n in range(1, 7) for stage in ("reward_model", "rejection_sampling", "sft", "dpo")]
     assert [job["metadata"]["labels"]["llamaops.io/step"] for job in jobs] == [
-        "data", "pretrain", "long_context", "anneal", "sft", "dpo", "safety"]
+        "data", "pretrain", "long_context", "anneal", *rounds, "safety"]
+    assert len({job["metadata"]["name"] for job in jobs}) == len(jobs)
     assert jobs[0]["spec"]["entrypoint"].startswith("llamaops data prep s3://")
     worker = jobs[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert jobs[1]["metadata"]["namespace"] == "ml"
@@ -64,6 +66,19 @@ def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_tra
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])
     assert [doc.get("kind") for doc in yaml.safe_load_all(tiny.stdout)] == [None]  # CPU preset: no RayJobs
+
+
+def test_dry_run_of_a_two_round_preset_lists_its_round_and_averaging_steps_in_order():
+    sets = ["--set", "post_training.rounds=2", "--set", "post_training.average_last_rounds=2"]
+    result = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run", *sets])
+    assert result.exit_code == 0, result.output
+    spec = next(yaml.safe_load_all(result.stdout))
+    steps = [task["taskInfo"]["name"] for task in spec["root"]["dag"]["tasks"].values()]
+    rounds = [f"round{n}-{stage}" for n in (1, 2) for stage in ("reward_model", "rejection_sampling", "sft", "dpo")]
+    assert sorted(steps) == sorted(["data", "pretrain", "long_context", "anneal", *rounds, "average", "safety", "eval",
+                                    "register"])
+    bad = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run", "--set", "post_training.average_last_rounds=3"])
+    assert "average_last_rounds 3 must be 0 or between 2 and rounds (1)" in _error(bad)
 
 
 def test_submit_rejects_bad_input_before_any_compute(tmp_path):

@@ -1,14 +1,16 @@
 """Every preset compiles to KFP IR whose DAG runs the lifecycle in order, sized for its pool."""
+import re
+
 import pytest
 import yaml
 
 from llamaops.pipelines.lifecycle import compile_pipeline
-from llamaops.pipelines.stages import STEP_NAMES
+from llamaops.pipelines.stages import lifecycle_stages, step_names
 from llamaops.platform.config import PRESETS, load_preset
 
 
-def _compiled(name: str, tmp_path) -> dict:
-    path = compile_pipeline(load_preset(name), tmp_path / f"{name}.yaml")
+def _compiled(name: str, tmp_path, sets: list[str] | None = None) -> dict:
+    path = compile_pipeline(load_preset(name, None, sets or []), tmp_path / f"{name}.yaml")
     return yaml.safe_load(path.read_text())
 
 
@@ -32,7 +34,7 @@ def _order(tasks: dict) -> list[str]:
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_compiles_to_the_lifecycle_chain(name, tmp_path):
     ir = _compiled(name, tmp_path)
-    assert _order(ir["root"]["dag"]["tasks"]) == list(STEP_NAMES)
+    assert _order(ir["root"]["dag"]["tasks"]) == list(step_names(load_preset(name)))
     assert ir["pipelineInfo"]["name"] == f"llamaops-lifecycle-{name}"
     defaults = ir["root"]["inputDefinitions"]["parameters"]
     assert load_preset(name).model_dump_json() == defaults["preset_json"]["defaultValue"]
@@ -52,7 +54,10 @@ def test_gpu_presets_train_through_rayjobs_and_evaluate_on_a_whole_node(name, tm
     assert evaluate["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert int(evaluate["accelerator"]["resourceCount"]) == preset.resources.gpus_per_node
     assert evaluate["resourceCpuRequest"] and evaluate["resourceMemoryRequest"]
-    for step in ["pretrain", "long_context", "anneal", "sft", "dpo", "safety"]:
+    training = [spec.name for spec in lifecycle_stages(preset) if spec.trains]
+    assert training[3:7] == ["round1-reward_model", "round1-rejection_sampling", "round1-sft", "round1-dpo"]
+    assert len(training) == 4 * preset.post_training.rounds + 4  # pretrain, long_context, anneal, safety
+    for step in training:
         task = next(t for t in ir["root"]["dag"]["tasks"].values() if _step_of(t) == step)
         assert task["componentRef"]["name"].startswith("comp-train-on-rayjob")
         assert task["inputs"]["parameters"]["step"]["runtimeValue"]["constant"] == step
@@ -62,11 +67,49 @@ def test_gpu_presets_train_through_rayjobs_and_evaluate_on_a_whole_node(name, tm
 def test_the_cpu_preset_runs_training_in_its_steps_without_resource_requests(tmp_path):
     ir = _compiled("tiny", tmp_path)
     assert not any(name.startswith("comp-train-on-rayjob") for name in ir["components"])
-    assert all(not _executor_resources(ir, step) for step in STEP_NAMES)
+    assert all(not _executor_resources(ir, step) for step in step_names(load_preset("tiny")))
+
+
+def _task(ir: dict, step: str) -> dict:
+    return next(t for t in ir["root"]["dag"]["tasks"].values() if _step_of(t) == step)
+
+
+def _upstream_steps(ir: dict, step: str) -> list[str]:
+    """The steps whose outputs `step` takes as its inputs, in argument order."""
+    tasks = ir["root"]["dag"]["tasks"]
+    parameters = _task(ir, step)["inputs"]["parameters"]
+    if "inputs" in parameters:  # the post-training component: a list of upstream outputs
+        items = parameters["inputs"]["runtimeValue"]["constant"]
+        producers = [re.search(r"pipelinechannel--(.+)-Output", item).group(1) for item in items]
+    else:
+        producers = [p["taskOutputParameter"]["producerTask"] for p in parameters.values() if "taskOutputParameter" in p]
+    return [_step_of(tasks[key]) for key in producers]
+
+
+def test_a_two_round_preset_runs_each_round_from_the_previous_rounds_model_then_averages(tmp_path):
+    ir = _compiled("tiny", tmp_path, ["post_training.rounds=2", "post_training.average_last_rounds=2"])
+    rounds = [f"round{n}-{stage}" for n in (1, 2) for stage in ("reward_model", "rejection_sampling", "sft", "dpo")]
+    assert _order(ir["root"]["dag"]["tasks"]) == [
+        "data", "pretrain", "long_context", "anneal", *rounds, "average", "safety", "eval", "register"]
+    assert _upstream_steps(ir, "round1-reward_model") == ["anneal"]
+    assert _upstream_steps(ir, "round1-rejection_sampling") == ["anneal", "round1-reward_model"]
+    assert _upstream_steps(ir, "round1-sft") == ["anneal", "round1-rejection_sampling"]
+    assert _upstream_steps(ir, "round1-dpo") == ["round1-sft"]
+    assert _upstream_steps(ir, "round2-reward_model") == ["round1-dpo"]
+    assert _upstream_steps(ir, "round2-sft") == ["round1-dpo", "round2-rejection_sampling"]
+    assert _upstream_steps(ir, "average") == ["round1-dpo", "round2-dpo"]
+    assert _upstream_steps(ir, "safety") == ["average"]
+    assert _task(ir, "round2-dpo")["inputs"]["parameters"]["step"]["runtimeValue"]["constant"] == "round2-dpo"
+
+
+def test_without_averaging_safety_starts_from_the_last_rounds_dpo_model(tmp_path):
+    ir = _compiled("tiny", tmp_path, ["post_training.rounds=3"])
+    assert "average" not in _order(ir["root"]["dag"]["tasks"])
+    assert _upstream_steps(ir, "safety") == ["round3-dpo"]
 
 
 def _component_of(ir: dict, step: str) -> str:
-    return next(t for t in ir["root"]["dag"]["tasks"].values() if _step_of(t) == step)["componentRef"]["name"]
+    return _task(ir, step)["componentRef"]["name"]
 
 
 @pytest.mark.parametrize("name", ["8b", "405b"])

@@ -41,3 +41,10 @@ def test_each_training_step_gets_its_own_layouts_node_count():
 def test_rayjob_names_are_dns_labels():
     name = rayjob_name("Full-405B_run.2025", "long_context")
     assert len(name) <= 40 and name == name.lower() and "_" not in name and "." not in name
+
+
+def test_cut_rayjob_names_stay_distinct_per_step():
+    run_id = "full-405b-20260101-000000-ab12"
+    names = {rayjob_name(run_id, f"round{n}-{stage}") for n in (1, 2) for stage in ("reward_model", "rejection_sampling")}
+    assert len(names) == 4 and all(len(name) <= 40 and name[-7] == "-" for name in names)
+    assert rayjob_name("tiny-20260101-000000-ab12", "sft") == "tiny-20260101-000000-ab12-sft"  # short names stay as they are
