@@ -57,10 +57,11 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
         def on_rayjob(step: str, inputs: list) -> dsl.PipelineTask:
             return sized(components.train_on_rayjob(step=step, inputs=inputs, **run), cpu_pod(), step)
 
-        def train(step: str, local: Callable, **inputs: object) -> dsl.PipelineTask:
+        # (`in_step`, not `local`: that name is build_pipeline's flag for the local runner)
+        def train(step: str, in_step: Callable, **inputs: object) -> dsl.PipelineTask:
             if gpu:
                 return on_rayjob(step, list(inputs.values()))
-            return sized(local(**run, **inputs), cpu_pod(), step)
+            return sized(in_step(**run, **inputs), cpu_pod(), step)
 
         if data_runs_on_rayjob(preset) and not local:
             data = sized(components.data_on_rayjob(**run), cpu_pod(), "data")
