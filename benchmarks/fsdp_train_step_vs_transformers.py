@@ -7,7 +7,9 @@ both models with the same weights (train_step_vs_transformers.build_models) and 
 FSDP2 over all ranks in bf16 with fp32 gradient reduction: llamaops through its own parallelize
 step (platform/train/parallelize.py), transformers the way a plain FSDP2 loop does (fully_shard
 per decoder layer, then the root, same MixedPrecisionPolicy). A step is zero_grad, forward with
-the loss (llamaops: fused chunked loss; transformers: labels=), backward, AdamW step. The models
+the loss (llamaops: fused chunked loss; transformers: labels=), backward, AdamW step (llamaops:
+its own, platform/train/optimizer.py, fused; transformers: torch's foreach kernel, or the same
+fused kernel with --peer-fused-adamw, the ablation that isolates the rest of the step). The models
 alternate step by step (the order flips every step) after warm-up; the median step gives tokens/s
 of the whole group, and MFU is its model FLOP/s over the group's bf16 matmul peak measured by
 each rank in the same run. torchtitan (the peer the issue names first) cannot train on a CPU:
@@ -36,6 +38,7 @@ def rank_main(args) -> None:
 
     from llamaops.platform.config.parallel import ParallelLayout
     from llamaops.platform.train.mesh import build_mesh
+    from llamaops.platform.train.optimizer import adamw
     from llamaops.platform.train.parallelize import parallelize
 
     torch.set_num_threads(1)
@@ -50,8 +53,13 @@ def rank_main(args) -> None:
     for layer in theirs.model.layers:
         fully_shard(layer, mesh=mesh["dp"], mp_policy=policy)
     fully_shard(theirs, mesh=mesh["dp"], mp_policy=policy)
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, foreach=True)
-                  for name, m in (("llamaops", ours), ("transformers", theirs))}
+    betas, weight_decay = (0.9, 0.95), 0.1
+    peer_kernel = {"fused": True} if args.peer_fused_adamw else {"foreach": True}
+    optimizers = {
+        "llamaops": adamw(ours, lr=1e-4, betas=betas, weight_decay=weight_decay),
+        "transformers": torch.optim.AdamW(theirs.parameters(), lr=1e-4, betas=betas, weight_decay=weight_decay,
+                                          **peer_kernel),
+    }
     generator = torch.Generator().manual_seed(rank)
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq), generator=generator)
     targets = shifted_targets(tokens)
@@ -86,6 +94,8 @@ def rank_main(args) -> None:
     if rank == 0:
         tokens_per_step = world * batch * seq
         result = {"config": args.config, "world": world, "batch_per_rank": batch, "seq": seq, "dtype": "bf16",
+                  "peer_adamw": "fused" if args.peer_fused_adamw else "foreach",
+                  "load_average_1min": os.getloadavg()[0],
                   "first_losses": first_losses, "matmul_peak_bf16_flops_per_rank": peak}
         for name in order:
             median = statistics.median(times[name])
@@ -94,6 +104,9 @@ def rank_main(args) -> None:
                             "mfu": tps * flops_per_token(cfg, seq) / (peak * world)}
         result["speedup_llamaops_over_transformers"] = (
             result["llamaops"]["tokens_per_second"] / result["transformers"]["tokens_per_second"])
+        # Each step's two runs are back to back, so their ratio sees the same background load.
+        result["median_paired_speedup"] = statistics.median(
+            theirs / ours for ours, theirs in zip(times["llamaops"], times["transformers"]))
         print(json.dumps(result, indent=2))
     dist.destroy_process_group()
 
@@ -101,9 +114,12 @@ def rank_main(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--world", type=int, default=2)
+    parser.add_argument("--peer-fused-adamw", action="store_true",
+                        help="ablation: give the transformers loop llamaops's fused AdamW kernel too "
+                             "(by default it gets foreach, the fastest kernel a plain loop asks for)")
     parser.add_argument("--store")
     args = parser.parse_args()
     if "RANK" in os.environ:
@@ -112,7 +128,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "WORLD_SIZE": str(args.world), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
         command = [sys.executable, "-W", "ignore", __file__, "--config", args.config, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--store", f"{tmp}/store"]
+                   "--warmup", str(args.warmup), "--store", f"{tmp}/store"] + ["--peer-fused-adamw"] * args.peer_fused_adamw
         procs = [subprocess.Popen(command, env={**env, "RANK": str(r)}) for r in range(args.world)]
         return max(p.wait() for p in procs)
 

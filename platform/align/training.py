@@ -8,6 +8,7 @@ from llamaops.platform.config.stages import Optimizer
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import load_model, save_model
 from llamaops.platform.store import fetched, is_complete, staged_output
+from llamaops.platform.train.optimizer import adamw
 
 from .errors import AlignmentError
 from .examples import Example
@@ -53,7 +54,7 @@ def publish_model(model: Transformer, output_uri: str) -> None:
 def make_optimizer(model: Transformer, lr: float) -> torch.optim.AdamW:
     # Fine-tuning: the pretraining recipe's betas, no weight decay towards zero.
     betas = Optimizer.model_fields["betas"].default
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=0.0, fused=True)
+    return adamw(model, lr=lr, betas=betas, weight_decay=0.0)
 
 
 def optimizer_step(model: Transformer, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:

@@ -23,6 +23,7 @@ from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointer import Checkpointer
 from .checkpointing import Progress, latest_checkpoint, restore_checkpoint
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
+from .optimizer import adamw
 from .rank_model import RankModel, build_rank_model, check_microbatches, worker_layout
 from .schedule import StepPlan
 
@@ -61,11 +62,7 @@ def initial_model(job: TrainingJob, device: torch.device) -> Transformer:
 
 
 def build_optimizer(model: Transformer, job: TrainingJob) -> torch.optim.AdamW:
-    # Weight decay on matrices only: norms' gains are not decayed (as in Llama's recipe).
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    vectors = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": matrices, "weight_decay": job.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=job.plan[0].lr, betas=job.betas, foreach=True)
+    return adamw(model, lr=job.plan[0].lr, betas=job.betas, weight_decay=job.weight_decay)
 
 
 def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device = torch.device("cpu")) -> Progress:

@@ -169,4 +169,8 @@ def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, policy: MixedPrecisionPo
         fully_shard(block, mesh=dp_mesh, mp_policy=policy)
     if model.tok_embeddings is not None:
         fully_shard(model.tok_embeddings, mesh=dp_mesh, mp_policy=policy)
+        # The embedding's backward reads only the token ids, never the weight: gathering the
+        # vocab x dim table again for backward would be pure traffic (the largest unit of a small
+        # model, 2 x 16,384 x 128,256 bytes at 405B before TP).
+        model.tok_embeddings.set_unshard_in_backward(False)
     fully_shard(model, mesh=dp_mesh, mp_policy=policy)
