@@ -22,8 +22,9 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch.distributed.device_mesh import DeviceMesh
 
-from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer, positions_within_documents
+
+from .step_loss import counted_in_step, weighted_sum
 
 
 class ContextParallelError(ValueError):
@@ -139,14 +140,10 @@ def cp_forward_loss(
         shard.tokens, positions=shard.positions, attention_mask=shard.mask, targets=shard.targets,
         loss_reduction="sum",
     )
-    counted = (targets != IGNORE_INDEX).sum(dtype=torch.float32)
+    counted = counted_in_step(shard.targets, mesh)
+    share = weighted_sum(local_sum, cp_mesh.size() * dp_mesh.size(), counted)
     total = local_sum.detach().float().clone()
     for group_mesh in (cp_mesh, dp_mesh):
         if group_mesh.size() > 1:
             dist.all_reduce(total, group=group_mesh.get_group())
-    if dp_mesh.size() > 1:
-        dist.all_reduce(counted, group=dp_mesh.get_group())
-    counted = counted.clamp_min(1.0)
-    averaged_ranks = cp_mesh.size() * dp_mesh.size()
-    scaled = local_sum * (averaged_ranks / counted)
-    return scaled + (total / counted - scaled).detach()
+    return share + (total / counted - share).detach()

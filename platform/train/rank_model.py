@@ -16,15 +16,15 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard
 
 from llamaops.platform.config.parallel import ParallelLayout
-from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
 
 from .batches import Batch
-from .context_parallel import cp_forward_loss, shard_context
+from .context_parallel import shard_context
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
 from .parallelize import apply_checkpointing, parallelize
 from .pipeline import build_pipeline, rank_stage_ids
+from .step_loss import counted_in_step, weighted_sum
 
 
 def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
@@ -55,22 +55,15 @@ def check_microbatches(layout: ParallelLayout, sequences_per_step: set[int]) -> 
 
 
 class MicrobatchLoss:
-    """The pipeline's loss_fn: the last stage's fused loss (its microbatch's mean) weighted by the
-    microbatch's share of the step's counted targets (see RankModel.forward_backward); the schedule
-    sums the microbatches' gradients (scale_grads=False)."""
+    """The pipeline's loss_fn: the last stage's summed microbatch loss, weighted into the step's
+    mean (step_loss.py); the schedule sums the microbatches' gradients (scale_grads=False)."""
 
     def __init__(self, averaged_ranks: int) -> None:
         self.averaged_ranks = averaged_ranks  # the ranks FSDP averages gradients over: dp (x cp)
         self.counted_in_step: torch.Tensor | None = None  # set each step
 
-    def __call__(self, microbatch_loss: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return microbatch_loss * loss_weight((targets != IGNORE_INDEX).sum(), self.averaged_ranks, self.counted_in_step)
-
-
-def loss_weight(counted: torch.Tensor, averaged_ranks: int, counted_in_step: torch.Tensor) -> torch.Tensor:
-    """The weight of a mean loss over `counted` targets in the step's mean over all its counted
-    targets, x the ranks FSDP averages the gradients over (exactly 1 for one rank)."""
-    return counted * averaged_ranks / counted_in_step
+    def __call__(self, microbatch_sum: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return weighted_sum(microbatch_sum, self.averaged_ranks, self.counted_in_step)
 
 
 @dataclass
@@ -93,37 +86,28 @@ class RankModel:
         same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
         inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
         cp = self.layout.cp
-        if cp > 1 and self.schedule is None:
-            # The whole DP rank's rows, each cut into this CP rank's chunks; the mean over the
-            # counted targets of every DP x CP rank, the same value on each.
-            loss = cp_forward_loss(self.parts[0], inputs, targets, documents, self.mesh)
-            loss.backward()
-            return loss.detach() / (self.layout.dp * cp)
-        stage_inputs = {"document_ids": documents}
-        if cp > 1:  # pipeline stages on this CP rank's chunks: explicit positions and mask
+        model_inputs: dict[str, Any] = {"document_ids": documents}
+        if cp > 1:  # this CP rank's chunks of every row, with explicit positions and mask
             shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
             inputs, targets = shard.tokens, shard.targets
-            stage_inputs = {"positions": shard.positions, "attention_mask": shard.mask.expand(len(inputs), -1, -1, -1)}
-        counted = (targets != IGNORE_INDEX).sum()
-        total = counted.clone()
-        if self.mesh is not None:
-            for dim in ("dp", "cp"):
-                if self.mesh[dim].size() > 1:
-                    dist.all_reduce(total, group=self.mesh[dim].get_group())
+            model_inputs = {"positions": shard.positions, "attention_mask": shard.mask.expand(len(inputs), -1, -1, -1)}
+        averaged_ranks = self.layout.dp * cp  # FSDP averages the gradients over dp x cp ranks
+        counted = counted_in_step(targets, self.mesh)
         if self.schedule is None:
-            loss = self.parts[0](inputs, document_ids=documents, targets=targets) * loss_weight(counted, self.layout.dp, total)
-            loss.backward()
-            return loss.detach() / self.layout.dp
-        self.loss.counted_in_step = total
+            loss_sum = self.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum")
+            share = weighted_sum(loss_sum, averaged_ranks, counted)
+            share.backward()
+            return share.detach() / averaged_ranks
+        self.loss.counted_in_step = counted
         losses: list[torch.Tensor] = []
         first = (inputs,) if self.holds_first else ()
         last = {"target": targets, "losses": losses} if self.holds_last else {}
         # Every stage gets its microbatch's document ids (or, under CP, its positions and mask) and
         # targets (used by the last stage's fused loss only).
-        self.schedule.step(*first, **stage_inputs, targets=targets, return_outputs=False, **last)
+        self.schedule.step(*first, **model_inputs, targets=targets, loss_reduction="sum", return_outputs=False, **last)
         if not self.holds_last:
             return torch.zeros((), device=device)
-        return torch.stack(losses).sum().detach() / (self.layout.dp * cp)
+        return torch.stack(losses).sum().detach() / averaged_ranks
 
     def mean_loss(self, share: torch.Tensor) -> float:
         """The step's loss on every rank: the DP ranks' shares summed (one all-reduce over the world)."""
