@@ -80,7 +80,11 @@ def test_safety_lowers_held_out_refusal_and_helpful_losses(preset, init_uri, tmp
     assert m["held_out_borderline_helpful_loss_after"] < m["held_out_borderline_helpful_loss_before"]
     for when in ("before", "after"):
         assert 0 <= m[f"held_out_violation_rate_{when}"] <= 1 and 0 <= m[f"held_out_false_refusal_rate_{when}"] <= 1
-    assert m["false_refusal_within_bound"] in (0.0, 1.0)
+    # The flag says what the rates say, against the preset's bound (the rates' values on tiny are
+    # pinned by test_safety_rates.py).
+    rise = m["held_out_false_refusal_rate_after"] - m["held_out_false_refusal_rate_before"]
+    assert m["false_refusal_within_bound"] == float(rise <= preset.post_training.safety.max_false_refusal_increase)
+    assert m["false_refusal_within_bound"] == 1.0  # tiny's recipe keeps false refusals where they were
     _published(result.outputs["model"])
 
 
