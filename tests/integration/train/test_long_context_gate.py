@@ -78,7 +78,7 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
 ):
     output = (tmp_path / "lc").as_uri()
     root = output + "-checkpoints"
-    broken = gated_preset(lr=0.1, max_extra_steps_per_stage=1, check_every_extra_steps=1)  # 100x tiny's LR
+    broken = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1)  # AdamW steps of ~5 per weight
     with pytest.raises(ShortContextNotRecovered) as failure:
         run_long_context(broken, shards, pretrained, output)
     line = str(failure.value)
@@ -93,7 +93,7 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     assert is_valid_checkpoint(root, 1) and is_valid_checkpoint(root, 2)  # kept to resume from
     trained = load_progress(root, 2).history
 
-    relaxed = gated_preset(lr=0.1, max_extra_steps_per_stage=1, check_every_extra_steps=1,
+    relaxed = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1,
                            max_short_context_loss_increase=None)
     resumed = run_long_context(relaxed, shards, pretrained, output)
     assert resumed.report["resumed_from_step"] == 2
