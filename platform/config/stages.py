@@ -1,5 +1,5 @@
 """Settings of each lifecycle stage. Defaults are the Llama 3 paper's (arXiv:2407.21783)."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -148,6 +148,12 @@ class ShortContextGate(Config):
     # time, each followed by another check, up to this many extra steps; then the stage fails.
     max_extra_steps_per_stage: NonNegativeInt = 0
     check_every_extra_steps: PositiveInt = 100
+    # The paper's second test: needle in a haystack at each stage's length (greedy replies through
+    # the serving engine), one prompt per depth (0 = start); empty: not run. Reported per stage;
+    # a stage also needs every needle found to pass only when `needle_must_pass`.
+    needle_depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list)
+    needle_must_pass: bool = False
+    needle_max_new_tokens: PositiveInt = 16
 
 
 class LongContextConfig(Config):

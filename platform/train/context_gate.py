@@ -46,6 +46,12 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
             f"long_context.gate.seq_len: the short context {short} is not shorter than the first stage length"
             f" {cfg.seq_lens[0]}; set it to the pretraining length or below"
         )
+    if cfg.gate.needle_depths and needle_prompt_len(preset, cfg.seq_lens[0]) < 64:
+        raise TrainingConfigError(
+            f"long_context.gate: a needle prompt at the first stage length {cfg.seq_lens[0]} leaves"
+            f" {needle_prompt_len(preset, cfg.seq_lens[0])} tokens after the reply and chat format, fewer than 64;"
+            " lower gate.needle_max_new_tokens or set gate.needle_depths to []"
+        )
     try:
         stream = open_validation(data_dir, short)
     except EvalInputError as error:
@@ -69,6 +75,33 @@ def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
     return max_increase is None or loss - baseline <= max_increase
 
 
+def needle_prompt_len(preset: Preset, seq_len: int) -> int:
+    """A needle prompt's tokens at stage length `seq_len`: room left for the chat format and the reply."""
+    return seq_len - preset.long_context.gate.needle_max_new_tokens - 64
+
+
+def needle_accuracy_at(preset: Preset, model: Transformer, seq_len: int) -> float | None:
+    """Share of needles found in prompts of about `seq_len` tokens, greedy; None when not configured."""
+    gate = preset.long_context.gate
+    if not gate.needle_depths:
+        return None
+    from llamaops.platform.eval.generation import chat_replies
+    from llamaops.platform.eval.needle import needle_accuracy, needle_cases
+    from llamaops.platform.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    cases = needle_cases(tokenizer, [needle_prompt_len(preset, seq_len)], gate.needle_depths)
+    reply = lambda prompts: chat_replies(model, tokenizer, prompts, gate.needle_max_new_tokens, 1)  # noqa: E731
+    return needle_accuracy(reply, cases)["needle_accuracy"]
+
+
+def passes(check: dict, baseline: float, preset: Preset) -> bool:
+    """The verdict on one recorded check under today's settings (verdicts are never stored)."""
+    gate = preset.long_context.gate
+    needle_ok = not gate.needle_must_pass or check.get("needle_accuracy") in (None, 1.0)
+    return recovered(check["short_loss"], baseline, gate.max_short_context_loss_increase) and needle_ok
+
+
 @dataclass
 class GateRecord:
     seq_len: int  # the short context checked
@@ -77,14 +110,16 @@ class GateRecord:
     stage_steps: int
     baseline_loss: float  # the input (pretrained) model's
     extra_steps: list[int]  # per stage, given by the gate so far
-    checks: list[dict] = field(default_factory=list)  # {"stage", "seq_len", "step", "short_loss"}, in order
+    needle_depths: list[float] = field(default_factory=list)
+    # {"stage", "seq_len", "step", "short_loss", "needle_accuracy" (None: not run)}, in order
+    checks: list[dict] = field(default_factory=list)
 
-    def loss_at(self, step: int) -> float | None:
-        return next((check["short_loss"] for check in self.checks if check["step"] == step), None)
+    def check_at(self, step: int) -> dict | None:
+        return next((check for check in self.checks if check["step"] == step), None)
 
     def matches(self, other: "GateRecord") -> bool:
         """Whether `other` (built from today's config) gates the same plan the same way."""
-        keys = ("seq_len", "windows", "stage_lens", "stage_steps")
+        keys = ("seq_len", "windows", "stage_lens", "stage_steps", "needle_depths")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
 
@@ -96,6 +131,7 @@ def new_record(preset: Preset, stages: list[ContextStage], baseline_loss: float)
         stage_steps=stages[0].base_steps,
         baseline_loss=baseline_loss,
         extra_steps=[0] * len(stages),
+        needle_depths=list(preset.long_context.gate.needle_depths),
     )
 
 
@@ -116,13 +152,15 @@ def save_record(checkpoint_root: str, record: GateRecord) -> None:
         (out / RECORD_FILE).write_text(json.dumps(asdict(record), indent=1) + "\n")
 
 
-def stage_summary(record: GateRecord, stages: list[ContextStage], max_increase: float | None) -> list[dict]:
-    """Per checked stage: its length, steps, the short-context loss before (pretrained) and after, and the verdict."""
+def stage_summary(record: GateRecord, stages: list[ContextStage], preset: Preset) -> list[dict]:
+    """Per checked stage: its length, steps, the short-context loss before (pretrained) and after,
+    the needles found, and the verdict."""
     summary = []
     for index, stage in enumerate(stages):
-        loss = record.loss_at(stage.end)
-        if loss is None:
+        check = record.check_at(stage.end)
+        if check is None:
             continue
+        loss = check["short_loss"]
         summary.append({
             "seq_len": stage.seq_len,
             "steps": stage.base_steps + stage.extra_steps,
@@ -130,20 +168,24 @@ def stage_summary(record: GateRecord, stages: list[ContextStage], max_increase: 
             "short_loss_before": record.baseline_loss,
             "short_loss": loss,
             "loss_increase": loss - record.baseline_loss,
-            "recovered": recovered(loss, record.baseline_loss, max_increase),
-            "checks": [check["short_loss"] for check in record.checks if check["stage"] == index],
+            "needle_accuracy": check.get("needle_accuracy"),
+            "recovered": recovered(loss, record.baseline_loss, preset.long_context.gate.max_short_context_loss_increase),
+            "passed": passes(check, record.baseline_loss, preset),
+            "checks": [earlier["short_loss"] for earlier in record.checks if earlier["stage"] == index],
         })
     return summary
 
 
 def failure_line(stage_index: int, stage: ContextStage, record: GateRecord, preset: Preset, checkpoints: str) -> str:
     gate = preset.long_context.gate
-    loss = record.loss_at(stage.end)
+    check = record.check_at(stage.end)
+    loss, needle = check["short_loss"], check.get("needle_accuracy")
+    needles = f"; needles found {needle:.0%} of {len(gate.needle_depths)}, all required" if gate.needle_must_pass else ""
     return (
-        f"long_context stage {stage_index + 1} (seq_len {stage.seq_len}) did not recover short-context loss:"
+        f"long_context stage {stage_index + 1} (seq_len {stage.seq_len}) did not pass its gate: short-context loss"
         f" {loss:.4f} at seq_len {record.seq_len} after {stage.base_steps + stage.extra_steps} steps"
         f" ({stage.extra_steps} extra, max {gate.max_extra_steps_per_stage}) is {loss - record.baseline_loss:+.4f}"
-        f" from the pretrained model's {record.baseline_loss:.4f} (max increase {gate.max_short_context_loss_increase});"
+        f" from the pretrained model's {record.baseline_loss:.4f} (max increase {gate.max_short_context_loss_increase}){needles};"
         f" checkpoints kept at {checkpoints}: raise long_context.gate.max_extra_steps_per_stage or the tolerance"
         " and rerun with the same output to resume"
     )

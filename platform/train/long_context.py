@@ -26,7 +26,8 @@ from .context_gate import (
     failure_line,
     load_record,
     new_record,
-    recovered,
+    needle_accuracy_at,
+    passes,
     save_record,
     short_context_loss,
     stage_summary,
@@ -65,12 +66,13 @@ def run_long_context(
         for index in range(len(preset.long_context.seq_lens)):
             while True:
                 stage = long_context_stages(preset.long_context, record.extra_steps)[index]
-                loss = record.loss_at(stage.end)
-                if loss is None:
-                    loss = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index, stream)
-                if recovered(loss, record.baseline_loss, gate.max_short_context_loss_increase):
+                check = record.check_at(stage.end)
+                if check is None:
+                    check = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index, stream)
+                if passes(check, record.baseline_loss, preset):
                     break
                 if record.extra_steps[index] >= gate.max_extra_steps_per_stage:
+                    metrics.log_metrics(_gate_figures(record, preset)[0], step=stage.end)  # the failure's figures too
                     raise ShortContextNotRecovered(failure_line(index, stage, record, preset, root))
                 more = min(gate.check_every_extra_steps, gate.max_extra_steps_per_stage - record.extra_steps[index])
                 record.extra_steps[index] += more
@@ -106,8 +108,9 @@ def _record(preset: Preset, root: str, init_model_uri: str, stream) -> GateRecor
 
 def _train_and_check(
     preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord, index: int, stream
-) -> float:
-    """Train up to stage `index`'s end (from the latest checkpoint), then record its short-context loss."""
+) -> dict:
+    """Train up to stage `index`'s end (from the latest checkpoint), then record its short-context
+    loss and needles found."""
     job = _job(preset, data_uri, init_model_uri, output_uri, record)
     stage = long_context_stages(preset.long_context, record.extra_steps)[index]
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
@@ -117,24 +120,35 @@ def _train_and_check(
             f" {index + 1}'s end {stage.end} without its gate check; use a new output URI"
         )
     run_job(preset, replace(job, stop_after_step=stage.end), STAGE)
-    loss = short_context_loss(preset, load_checkpoint_model(job.checkpoint_root, stage.end), stream)
-    record.checks.append({"stage": index, "seq_len": stage.seq_len, "step": stage.end, "short_loss": loss})
+    model = load_checkpoint_model(job.checkpoint_root, stage.end)
+    check = {"stage": index, "seq_len": stage.seq_len, "step": stage.end,
+             "short_loss": short_context_loss(preset, model, stream),
+             "needle_accuracy": needle_accuracy_at(preset, model, stage.seq_len)}
+    record.checks.append(check)
     save_record(job.checkpoint_root, record)
-    return loss
+    return check
+
+
+def _gate_figures(record: GateRecord, preset: Preset) -> tuple[dict[str, float], list[dict]]:
+    """The checked stages' summaries and their flat metrics, `long_context.gate.<seq_len>.<name>`."""
+    summary = stage_summary(record, long_context_stages(preset.long_context, record.extra_steps), preset)
+    figures = {"long_context.gate.baseline_short_loss": record.baseline_loss}
+    for entry in summary:
+        prefix = f"long_context.gate.{entry['seq_len']}"
+        figures |= {f"{prefix}.short_loss": entry["short_loss"], f"{prefix}.loss_increase": entry["loss_increase"],
+                    f"{prefix}.recovered": float(entry["recovered"]), f"{prefix}.passed": float(entry["passed"]),
+                    f"{prefix}.extra_steps": entry["extra_steps"]}
+        if entry["needle_accuracy"] is not None:
+            figures[f"{prefix}.needle_accuracy"] = entry["needle_accuracy"]
+    return figures, summary
 
 
 def _with_gate(
     result: StageResult, record: GateRecord, preset: Preset, resumed_from: int | None, metrics: MetricsSink
 ) -> StageResult:
-    """The gate's figures in the report and as flat metrics, `long_context.gate.<seq_len>.<name>`."""
+    """The gate's figures in the report and the metrics."""
     gate = preset.long_context.gate
-    stages = long_context_stages(preset.long_context, record.extra_steps)
-    summary = stage_summary(record, stages, gate.max_short_context_loss_increase)
-    figures = {"long_context.gate.baseline_short_loss": record.baseline_loss}
-    for entry in summary:
-        prefix = f"long_context.gate.{entry['seq_len']}"
-        figures |= {f"{prefix}.short_loss": entry["short_loss"], f"{prefix}.loss_increase": entry["loss_increase"],
-                    f"{prefix}.recovered": float(entry["recovered"]), f"{prefix}.extra_steps": entry["extra_steps"]}
+    figures, summary = _gate_figures(record, preset)
     metrics.log_metrics(figures, step=result.report["steps"])
     result.metrics.update(figures)
     result.report["resumed_from_step"] = resumed_from
@@ -142,6 +156,8 @@ def _with_gate(
         "short_context_seq_len": record.seq_len,
         "windows": record.windows,
         "max_short_context_loss_increase": gate.max_short_context_loss_increase,
+        "needle_depths": record.needle_depths,
+        "needle_must_pass": gate.needle_must_pass,
         "baseline_short_loss": record.baseline_loss,
         "stages": summary,
     }

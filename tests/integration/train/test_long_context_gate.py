@@ -58,7 +58,8 @@ def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(shards: s
     result = run_long_context(gated_preset(), shards, pretrained, (tmp_path / "lc").as_uri(), recorder)
     gate = result.report["gate"]
     assert [stage["seq_len"] for stage in gate["stages"]] == [512, 1024]
-    assert all(stage["recovered"] and stage["extra_steps"] == 0 for stage in gate["stages"])
+    assert all(stage["recovered"] and stage["passed"] and stage["extra_steps"] == 0 for stage in gate["stages"])
+    assert all(stage["needle_accuracy"] is None for stage in gate["stages"])  # none configured: micro vocabulary
     assert gate["short_context_seq_len"] == 64 and gate["windows"] == 16
     baseline = gate["baseline_short_loss"]
     assert 0 < baseline < 6.0  # the pretrained model learnt the motifs (uniform: ln 512 = 6.2)
@@ -79,14 +80,17 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     output = (tmp_path / "lc").as_uri()
     root = output + "-checkpoints"
     broken = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1)  # AdamW steps of ~5 per weight
+    recorder = Recorder()
     with pytest.raises(ShortContextNotRecovered) as failure:
-        run_long_context(broken, shards, pretrained, output)
+        run_long_context(broken, shards, pretrained, output, recorder)
     line = str(failure.value)
     print(f"broken: {line}")
     assert "\n" not in line
-    assert line.startswith("long_context stage 1 (seq_len 512) did not recover short-context loss:")
+    assert line.startswith("long_context stage 1 (seq_len 512) did not pass its gate: short-context loss")
     assert "after 2 steps (1 extra, max 1)" in line and root in line
     assert not is_complete(output)
+    assert recorder.logged["long_context.gate.512.passed"] == 0.0  # the figures reach MLflow before the failure
+    assert recorder.logged["long_context.gate.512.extra_steps"] == 1
     record = load_record(root)
     assert record.extra_steps == [1, 0] and [check["step"] for check in record.checks] == [1, 2]
     assert all(check["short_loss"] - record.baseline_loss > 0.05 for check in record.checks)

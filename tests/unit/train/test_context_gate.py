@@ -11,6 +11,8 @@ from llamaops.platform.store import fetched, staged_output
 from llamaops.platform.train.context_gate import (
     check_gate_inputs,
     failure_line,
+    needle_accuracy_at,
+    passes,
     load_record,
     new_record,
     recovered,
@@ -36,6 +38,26 @@ def test_the_gate_passes_within_the_tolerance_and_fails_beyond_it():
     assert not recovered(3.2, baseline=3.0, max_increase=0.1)
     assert not recovered(3.0, baseline=3.0, max_increase=-0.01)  # negative: an improvement is required
     assert recovered(9.0, baseline=3.0, max_increase=None)  # report only
+
+
+def test_needles_count_only_when_required():
+    tiny = load_preset("tiny")  # needles reported, not required
+    required = _with_gate(tiny, needle_must_pass=True)
+    missed = {"short_loss": 4.0, "needle_accuracy": 2 / 3}
+    assert passes(missed, 4.0, tiny) and not passes(missed, 4.0, required)
+    assert passes({"short_loss": 4.0, "needle_accuracy": 1.0}, 4.0, required)
+    assert not passes({"short_loss": 4.2, "needle_accuracy": 1.0}, 4.0, required)  # tiny's 0.1 nats
+    with pytest.raises(ConfigError, match="needle_depths"):
+        load_preset("tiny", overrides=["long_context.gate.needle_depths=[0.5, 1.5]"])
+
+
+def test_the_needle_check_asks_the_model_for_each_depth():
+    preset = _with_gate(load_preset("tiny"), needle_max_new_tokens=4)
+    model = Transformer(preset.model.model_copy(update={"dim": 32, "n_layers": 1, "ffn_hidden_dim": 64}))
+    model.init_weights(seed=0)
+    accuracy = needle_accuracy_at(preset, model, 512)  # three prompts of ~440 tokens, greedy
+    assert accuracy in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert needle_accuracy_at(_with_gate(preset, needle_depths=[]), model, 512) is None
 
 
 def test_extra_steps_lengthen_their_stage_and_push_the_later_ones_back():
@@ -80,7 +102,7 @@ def test_the_record_round_trips_and_detects_other_settings(tmp_path: Path):
     save_record(root, record)
     save_record(root, record)  # overwritten in place, atomically
     loaded = load_record(root)
-    assert loaded == record and loaded.loss_at(2) == 4.9 and loaded.loss_at(4) is None
+    assert loaded == record and loaded.check_at(2)["short_loss"] == 4.9 and loaded.check_at(4) is None
     other = _with_gate(preset, windows=2)
     assert not loaded.matches(new_record(other, stages, 4.5))
     assert loaded.matches(new_record(_with_gate(preset, max_extra_steps_per_stage=9), stages, 0.0))
@@ -93,12 +115,12 @@ def test_the_summary_and_the_failure_line_carry_the_figures():
     record.checks += [{"stage": 0, "seq_len": 512, "step": 2, "short_loss": 4.6},
                       {"stage": 0, "seq_len": 512, "step": 4, "short_loss": 4.3}]
     stages = long_context_stages(preset.long_context, record.extra_steps)
-    [summary] = stage_summary(record, stages, 0.1)
-    assert summary["recovered"] is False and summary["checks"] == [4.6, 4.3]
+    [summary] = stage_summary(record, stages, preset)
+    assert summary["recovered"] is False and summary["passed"] is False and summary["checks"] == [4.6, 4.3]
     assert summary["steps"] == 4 and summary["loss_increase"] == pytest.approx(0.3)
     line = failure_line(0, stages[0], record, preset, "file:///x-checkpoints")
     assert "\n" not in line
-    for figure in ("stage 1 (seq_len 512)", "4.3000 at seq_len 256", "after 4 steps (2 extra, max 2)",
+    for figure in ("stage 1 (seq_len 512) did not pass its gate: short-context loss 4.3000 at seq_len 256", "after 4 steps (2 extra, max 2)",
                    "+0.3000", "4.0000", "max increase 0.1", "file:///x-checkpoints"):
         assert figure in line
 
@@ -124,6 +146,13 @@ def test_a_short_context_as_long_as_a_stage_is_refused(tmp_path: Path, shards_ur
     with pytest.raises(TrainingConfigError, match="short context 512 is not shorter than the first stage length 512"):
         run_long_context(preset, shards_uri, _init_model(tmp_path, preset), (tmp_path / "lc").as_uri())
     assert not (tmp_path / "lc-checkpoints").exists()
+
+
+def test_a_first_stage_too_short_for_a_needle_is_refused(shards_uri: str):
+    preset = _with_gate(micro_preset(), needle_depths=[0.5], needle_max_new_tokens=400)
+    with fetched(shards_uri) as data_dir:
+        with pytest.raises(TrainingConfigError, match="needle prompt at the first stage length 512 leaves 48 tokens"):
+            check_gate_inputs(preset, data_dir)
 
 
 def test_too_little_validation_data_for_the_gate_is_refused(shards_uri: str):
