@@ -41,9 +41,9 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
             " (the length RoPE and its scaling are built for); lower the stage or raise model.max_seq_len"
         )
     short = short_context_len(preset)
-    if short >= cfg.seq_lens[0]:
+    if short > cfg.seq_lens[0]:  # also a Preset rule; checked again for presets built without validation
         raise TrainingConfigError(
-            f"long_context.gate.seq_len: the short context {short} is not shorter than the first stage length"
+            f"long_context.gate.seq_len: the short context {short} is longer than the first stage length"
             f" {cfg.seq_lens[0]}; set it to the pretraining length or below"
         )
     if cfg.gate.needle_depths and needle_prompt_len(preset, cfg.seq_lens[0]) < 64:

@@ -87,7 +87,7 @@ def test_stage_lengths_must_increase():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_gates_a_short_context_its_model_holds(name: str):
     preset = load_preset(name)
-    assert short_context_len(preset) == preset.pretrain.seq_len < preset.long_context.seq_lens[0]
+    assert short_context_len(preset) == preset.pretrain.seq_len <= preset.long_context.seq_lens[0]
     assert preset.long_context.seq_lens[-1] <= preset.model.max_seq_len
     assert preset.long_context.gate.max_short_context_loss_increase is not None
 
@@ -141,11 +141,13 @@ def test_a_stage_longer_than_the_model_holds_is_refused(tmp_path: Path, shards_u
     assert not (tmp_path / "lc").exists() and not (tmp_path / "lc-checkpoints").exists()
 
 
-def test_a_short_context_as_long_as_a_stage_is_refused(tmp_path: Path, shards_uri: str):
-    preset = _with_gate(micro_preset(), seq_len=512)
-    with pytest.raises(TrainingConfigError, match="short context 512 is not shorter than the first stage length 512"):
+def test_a_short_context_longer_than_a_stage_is_refused(tmp_path: Path, shards_uri: str):
+    preset = _with_gate(micro_preset(), seq_len=768)
+    with pytest.raises(TrainingConfigError, match="short context 768 is longer than the first stage length 512"):
         run_long_context(preset, shards_uri, _init_model(tmp_path, preset), (tmp_path / "lc").as_uri())
     assert not (tmp_path / "lc-checkpoints").exists()
+    with pytest.raises(ConfigError, match="^preset: long_context.gate.seq_len 768 is longer than the first stage length 512"):
+        load_preset("tiny", overrides=["long_context.gate.seq_len=768"])  # at load time, before any step runs
 
 
 def test_a_first_stage_too_short_for_a_needle_is_refused(shards_uri: str):
