@@ -56,7 +56,9 @@ def _first_difference(recorded: Any, current: Any, path: str = "") -> str | None
 
 # What a failed long-context gate tells the user to change before resuming: how far a stage may
 # train on and how close it must come. They never change a finished step's output.
-RESUMABLE_GATE_SETTINGS = ("max_short_context_loss_increase", "max_extra_steps_per_stage", "check_every_extra_steps")
+RESUMABLE_GATE_SETTINGS = (
+    "max_short_context_loss_increase", "needle_must_pass", "max_extra_steps_per_stage", "check_every_extra_steps"
+)
 
 
 def _fixed_settings(preset_values: dict) -> dict:
@@ -73,8 +75,8 @@ def _resumed(resume: str, preset: Preset) -> RunRecord:
     if difference:
         raise PipelineError(
             f"run {resume} was started with other settings ({difference}); "
-            "resume it with the same preset, --config and --set (only long_context.gate's tolerance and"
-            " extra steps may change), or start a new run"
+            "resume it with the same preset, --config and --set (only long_context.gate's"
+            f" {', '.join(RESUMABLE_GATE_SETTINGS)} may change), or start a new run"
         )
     record.preset_json = preset.model_dump_json()
     return record

@@ -180,7 +180,9 @@ def failure_line(stage_index: int, stage: ContextStage, record: GateRecord, pres
     gate = preset.long_context.gate
     check = record.check_at(stage.end)
     loss, needle = check["short_loss"], check.get("needle_accuracy")
-    needles = f"; needles found {needle:.0%} of {len(gate.needle_depths)}, all required" if gate.needle_must_pass else ""
+    needles = ""
+    if gate.needle_must_pass:
+        needles = f"; needles found {needle:.0%} of {len(gate.needle_depths)}, all required (gate.needle_must_pass)"
     return (
         f"long_context stage {stage_index + 1} (seq_len {stage.seq_len}) did not pass its gate: short-context loss"
         f" {loss:.4f} at seq_len {record.seq_len} after {stage.base_steps + stage.extra_steps} steps"
