@@ -54,14 +54,31 @@ def _first_difference(recorded: Any, current: Any, path: str = "") -> str | None
     return None if recorded == current else f"{path.rstrip('.')} was {recorded!r}, now {current!r}"
 
 
+# What a failed long-context gate tells the user to change before resuming: how far a stage may
+# train on and how close it must come. They never change a finished step's output.
+RESUMABLE_GATE_SETTINGS = (
+    "max_short_context_loss_increase", "needle_must_pass", "max_extra_steps_per_stage", "check_every_extra_steps"
+)
+
+
+def _fixed_settings(preset_values: dict) -> dict:
+    """The preset's settings a resumed run must keep: all but the gate's resumable ones."""
+    gate = preset_values.get("long_context", {}).get("gate", {})
+    kept_gate = {key: value for key, value in gate.items() if key not in RESUMABLE_GATE_SETTINGS}
+    return preset_values | {"long_context": preset_values.get("long_context", {}) | {"gate": kept_gate}}
+
+
 def _resumed(resume: str, preset: Preset) -> RunRecord:
     record = load_run(resume)
-    difference = _first_difference(json.loads(record.preset_json), preset.model_dump(mode="json"))
+    current = preset.model_dump(mode="json")
+    difference = _first_difference(_fixed_settings(json.loads(record.preset_json)), _fixed_settings(current))
     if difference:
         raise PipelineError(
             f"run {resume} was started with other settings ({difference}); "
-            "resume it with the same preset, --config and --set, or start a new run"
+            "resume it with the same preset, --config and --set (only long_context.gate's"
+            f" {', '.join(RESUMABLE_GATE_SETTINGS)} may change), or start a new run"
         )
+    record.preset_json = preset.model_dump_json()
     return record
 
 

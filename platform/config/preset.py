@@ -50,4 +50,10 @@ class Preset(Config):
             )
         if self.pretrain.seq_len > self.long_context.seq_lens[0]:
             raise ValueError("long_context.seq_lens must start above the pretraining seq_len")
+        short = self.long_context.gate.seq_len or self.pretrain.seq_len
+        if short > self.long_context.seq_lens[0]:
+            raise ValueError(
+                f"long_context.gate.seq_len {short} is longer than the first stage length {self.long_context.seq_lens[0]};"
+                " the gate checks a short context: use the pretraining length"
+            )
         return self

@@ -1,5 +1,5 @@
 """Settings of each lifecycle stage. Defaults are the Llama 3 paper's (arXiv:2407.21783)."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -130,8 +130,35 @@ class PretrainConfig(Config):
         return self
 
 
+class ShortContextGate(Config):
+    """Each long-context stage must recover the pretrained model's loss on short windows of the
+    validation split (the paper's first adaptation test, §3.4.2) before the next stage starts.
+
+    The tolerance is absolute, in nats of mean next-token loss: a loss difference is the log of a
+    perplexity ratio, so 0.01 lets short-context perplexity rise by at most 1%, whatever its level.
+    """
+
+    seq_len: PositiveInt | None = None  # the short context; None: pretraining's final seq_len
+    windows: PositiveInt = 64  # validation windows of seq_len evaluated; the split must hold this many
+    batch_size: PositiveInt = 4  # windows per forward pass
+    # A stage passes when its short-context loss is at most this much above the pretrained model's;
+    # negative demands an improvement; None measures and reports without gating.
+    max_short_context_loss_increase: float | None = 0.01
+    # A stage that has not recovered trains on at its length, `check_every_extra_steps` steps at a
+    # time, each followed by another check, up to this many extra steps; then the stage fails.
+    max_extra_steps_per_stage: NonNegativeInt = 0
+    check_every_extra_steps: PositiveInt = 100
+    # The paper's second test: needle in a haystack at each stage's length (greedy replies through
+    # the serving engine), one prompt per depth (0 = start); empty: not run. Reported per stage;
+    # a stage also needs every needle found to pass only when `needle_must_pass`.
+    needle_depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list)
+    needle_must_pass: bool = False
+    needle_max_new_tokens: PositiveInt = 16
+
+
 class LongContextConfig(Config):
-    """Staged context extension: train on each length in turn until the final one."""
+    """Staged context extension: train on each length in turn until the final one, each stage
+    gated on recovering short-context loss."""
 
     layout: ParallelLayout
     seq_lens: list[PositiveInt] = Field(min_length=1)
@@ -139,6 +166,13 @@ class LongContextConfig(Config):
     global_batch_tokens: PositiveInt
     lr: PositiveFloat
     checkpoint_every_steps: PositiveInt = 500
+    gate: ShortContextGate = ShortContextGate()
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> "LongContextConfig":
+        if any(later <= earlier for earlier, later in zip(self.seq_lens, self.seq_lens[1:])):
+            raise ValueError(f"seq_lens {self.seq_lens} must increase from stage to stage")
+        return self
 
 
 class AnnealConfig(Config):

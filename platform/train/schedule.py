@@ -4,6 +4,7 @@ A plan is a pure function of the config, so every worker and every resumed run a
 a checkpoint only needs the step number to know where the schedule stands.
 """
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llamaops.platform.config.stages import (
@@ -68,14 +69,38 @@ def pretrain_plan(cfg: PretrainConfig) -> list[StepPlan]:
     return plan
 
 
-def long_context_plan(cfg: LongContextConfig) -> list[StepPlan]:
-    """An equal share of the tokens at each length in turn, at a constant LR."""
+@dataclass(frozen=True)
+class ContextStage:
+    """One long-context length's steps in the plan: its share, then any extra steps the
+    short-context gate asked for (recorded with the checkpoints, so the plan is reproducible)."""
+
+    seq_len: int
+    first_step: int  # completed steps before the stage starts
+    base_steps: int
+    extra_steps: int = 0
+
+    @property
+    def end(self) -> int:
+        """Completed steps once the stage is done: where its gate check runs."""
+        return self.first_step + self.base_steps + self.extra_steps
+
+
+def long_context_stages(cfg: LongContextConfig, extra_steps: Sequence[int] = ()) -> list[ContextStage]:
+    """An equal share of the tokens at each length in turn, plus `extra_steps[i]` more at length i."""
+    steps = max(1, math.ceil(cfg.total_tokens / len(cfg.seq_lens) / cfg.global_batch_tokens))
+    stages: list[ContextStage] = []
+    for index, seq_len in enumerate(cfg.seq_lens):
+        extra = extra_steps[index] if index < len(extra_steps) else 0
+        stages.append(ContextStage(seq_len, stages[-1].end if stages else 0, steps, extra))
+    return stages
+
+
+def long_context_plan(cfg: LongContextConfig, extra_steps: Sequence[int] = ()) -> list[StepPlan]:
+    """The stages' steps in turn, at a constant LR."""
     plan: list[StepPlan] = []
-    share = cfg.total_tokens / len(cfg.seq_lens)
-    for seq_len in cfg.seq_lens:
-        sequences = sequences_per_step(cfg.global_batch_tokens, seq_len, cfg.layout.dp, "long_context")
-        steps = max(1, math.ceil(share / cfg.global_batch_tokens))
-        plan += [StepPlan(seq_len, sequences, cfg.lr)] * steps
+    for stage in long_context_stages(cfg, extra_steps):
+        sequences = sequences_per_step(cfg.global_batch_tokens, stage.seq_len, cfg.layout.dp, "long_context")
+        plan += [StepPlan(stage.seq_len, sequences, cfg.lr)] * (stage.base_steps + stage.extra_steps)
     return plan
 
 

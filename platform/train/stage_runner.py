@@ -79,6 +79,17 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
                 )
 
 
+def run_job(preset: Preset, job: TrainingJob, stage: str) -> int | None:
+    """Train `job` on Ray from its latest checkpoint to the end of its plan (or its stop step),
+    unless it is there already; returns the checkpoint step it started from (None: the start)."""
+    resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+    if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
+        job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
+    if resumed_from != (job.stop_after_step or len(job.plan)):
+        run_on_ray(job, workers=job.layout.world_size, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
+    return resumed_from
+
+
 def train_and_publish(
     preset: Preset,
     job: TrainingJob,
@@ -88,11 +99,7 @@ def train_and_publish(
     average_last: int = 1,
 ) -> StageResult:
     check_inputs(preset, job, output_uri, stage)
-    resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
-    if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
-        job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
-    if resumed_from != len(job.plan):
-        run_on_ray(job, workers=job.layout.world_size, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
+    resumed_from = run_job(preset, job, stage)
     final_step = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if final_step != len(job.plan):
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.

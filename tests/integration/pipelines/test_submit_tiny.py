@@ -85,6 +85,9 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path):
     losses = [m.value for m in sorted(client.get_metric_history(pretrain, "loss"), key=lambda m: m.step)]
     assert len(losses) > 5 and losses[-1] < losses[0] * 0.8
     assert "gate_passed" in children["eval"].data.metrics
+    gate = children["long_context"].data.metrics  # each stage passed tiny's short-context gate
+    assert gate["long_context.gate.512.passed"] == gate["long_context.gate.1024.passed"] == 1.0
+    assert "long_context.gate.baseline_short_loss" in gate and "long_context.gate.1024.needle_accuracy" in gate
     assert "report.json" in [f.path for f in client.list_artifacts(children["eval"].info.run_id)]
     version = client.get_model_version_by_alias("llamaops-tiny", "candidate")
     assert version.source == (home / "artifacts" / run_id / "safety").as_uri()

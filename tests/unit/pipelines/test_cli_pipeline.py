@@ -99,6 +99,19 @@ def test_resume_refuses_other_settings_than_the_runs():
     save_run(RunRecord("r1", "tiny", load_preset("tiny").model_dump_json(), "sqlite:///x.db", "file:///a", "m1"))
     assert "other settings" in _error(runner.invoke(app, [
         "pipeline", "submit", "tiny", "--local", "--resume", "r1", "--set", "pretrain.seed=7"]))
+    assert "other settings (long_context.gate.windows was 64, now 8)" in _error(runner.invoke(app, [
+        "pipeline", "submit", "tiny", "--local", "--resume", "r1", "--set", "long_context.gate.windows=8"]))
+
+
+def test_resume_accepts_a_relaxed_long_context_gate():
+    from llamaops.pipelines.local import _resumed
+    from llamaops.platform.config import load_preset
+
+    save_run(RunRecord("r2", "tiny", load_preset("tiny").model_dump_json(), "sqlite:///x.db", "file:///a", "m1"))
+    relaxed = load_preset("tiny", overrides=["long_context.gate.max_extra_steps_per_stage=8",
+                                             "long_context.gate.max_short_context_loss_increase=1.0"])
+    record = _resumed("r2", relaxed)
+    assert json.loads(record.preset_json)["long_context"]["gate"]["max_extra_steps_per_stage"] == 8
 
 
 def test_compile_writes_ir_yaml(tmp_path):

@@ -1,0 +1,110 @@
+"""The long-context stages gated on short-context loss, on two Ray Train workers (gloo), micro model."""
+import json
+from pathlib import Path
+
+import pytest
+
+from llamaops.platform.config import Preset
+from llamaops.platform.config.stages import BatchRampStep, Optimizer
+from llamaops.platform.store import is_complete
+from llamaops.platform.train.checkpointing import is_valid_checkpoint, load_progress
+from llamaops.platform.train.context_gate import ShortContextNotRecovered, load_record
+from llamaops.platform.train.long_context import run_long_context
+from llamaops.platform.train.pretrain import run_pretrain
+
+from ...unit.train.micro import micro_preset, write_shards
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.logged: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.update(metrics)
+
+
+def gated_preset(lr: float = 1e-3, **gate) -> Preset:
+    """Pretraining at 64 tokens, then one step at 512 and one at 1024, checked on 16 windows of 64."""
+    preset = micro_preset()
+    pretrain = preset.pretrain.model_copy(update={
+        "total_tokens": 512 * 12,
+        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=64, global_batch_tokens=512)],
+        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=10),
+        "checkpoint_every_steps": 12,
+    })
+    settings = {"windows": 16, "max_short_context_loss_increase": 0.05} | gate
+    long_context = preset.long_context.model_copy(update={
+        "total_tokens": 4096, "global_batch_tokens": 2048, "lr": lr, "checkpoint_every_steps": 100,
+        "gate": preset.long_context.gate.model_copy(update=settings),
+    })
+    return preset.model_copy(update={"pretrain": pretrain, "long_context": long_context})
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = (tmp_path_factory.mktemp("data") / "shards").as_uri()
+    return write_shards(uri, train_tokens=30_000, validation_documents=20)
+
+
+@pytest.fixture(scope="module")
+def pretrained(local_ray, shards: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = (tmp_path_factory.mktemp("pretrain") / "model").as_uri()
+    return run_pretrain(gated_preset(), shards, out).outputs["model"]
+
+
+@pytest.mark.slow
+def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(shards: str, pretrained: str, tmp_path: Path):
+    recorder = Recorder()
+    result = run_long_context(gated_preset(), shards, pretrained, (tmp_path / "lc").as_uri(), recorder)
+    gate = result.report["gate"]
+    assert [stage["seq_len"] for stage in gate["stages"]] == [512, 1024]
+    assert all(stage["recovered"] and stage["passed"] and stage["extra_steps"] == 0 for stage in gate["stages"])
+    assert all(stage["needle_accuracy"] is None for stage in gate["stages"])  # none configured: micro vocabulary
+    assert gate["short_context_seq_len"] == 64 and gate["windows"] == 16
+    baseline = gate["baseline_short_loss"]
+    assert 0 < baseline < 6.0  # the pretrained model learnt the motifs (uniform: ln 512 = 6.2)
+    for stage in gate["stages"]:
+        assert stage["short_loss_before"] == baseline and stage["loss_increase"] <= 0.05
+        assert recorder.logged[f"long_context.gate.{stage['seq_len']}.short_loss"] == stage["short_loss"]
+        assert recorder.logged[f"long_context.gate.{stage['seq_len']}.recovered"] == 1.0
+    assert recorder.logged["long_context.gate.baseline_short_loss"] == baseline
+    assert [entry["seq_len"] for entry in result.report["history"]] == [512, 1024]
+    assert is_complete(result.outputs["model"])
+    print(f"healthy: baseline {baseline:.4f}, after stages {[round(s['short_loss'], 4) for s in gate['stages']]}")
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed_gate(
+    shards: str, pretrained: str, tmp_path: Path
+):
+    output = (tmp_path / "lc").as_uri()
+    root = output + "-checkpoints"
+    broken = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1)  # AdamW steps of ~5 per weight
+    recorder = Recorder()
+    with pytest.raises(ShortContextNotRecovered) as failure:
+        run_long_context(broken, shards, pretrained, output, recorder)
+    line = str(failure.value)
+    print(f"broken: {line}")
+    assert "\n" not in line
+    assert line.startswith("long_context stage 1 (seq_len 512) did not pass its gate: short-context loss")
+    assert "after 2 steps (1 extra, max 1)" in line and root in line
+    assert not is_complete(output)
+    assert recorder.logged["long_context.gate.512.passed"] == 0.0  # the figures reach MLflow before the failure
+    assert recorder.logged["long_context.gate.512.extra_steps"] == 1
+    record = load_record(root)
+    assert record.extra_steps == [1, 0] and [check["step"] for check in record.checks] == [1, 2]
+    assert all(check["short_loss"] - record.baseline_loss > 0.05 for check in record.checks)
+    assert is_valid_checkpoint(root, 1) and is_valid_checkpoint(root, 2)  # kept to resume from
+    trained = load_progress(root, 2).history
+
+    relaxed = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1,
+                           max_short_context_loss_increase=None)
+    resumed = run_long_context(relaxed, shards, pretrained, output)
+    assert resumed.report["resumed_from_step"] == 2
+    assert resumed.report["history"][:2] == trained  # the finished segments were not trained again
+    assert [entry["seq_len"] for entry in resumed.report["history"]] == [512, 512, 1024]
+    gate = resumed.report["gate"]
+    assert [len(stage["checks"]) for stage in gate["stages"]] == [2, 1]  # stage 1 not checked again
+    assert gate["stages"][0]["short_loss"] == record.checks[1]["short_loss"]
+    assert json.loads(json.dumps(gate)) == gate  # JSON-able, as the pipeline step writes it
+    assert is_complete(output)
