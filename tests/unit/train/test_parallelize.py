@@ -50,5 +50,7 @@ def test_activation_checkpointing_keeps_names_and_gradients():
 def test_compiled_blocks_under_tensor_parallelism_are_refused_with_one_line():
     # TP + compiled blocks gave wrong tok_embeddings gradients on 2 gloo ranks: refused, not run.
     model = Transformer(MICRO.model_copy(update={"vocab_size": 64}))
-    with pytest.raises(UnsupportedLayout, match="compile_blocks with tp=2 gives wrong embedding gradients"):
+    with pytest.raises(UnsupportedLayout, match="^compile with tp=2 gives wrong embedding gradients"):
         parallelize(model, None, ParallelLayout(tp=2), compile_blocks=True)
+    with pytest.raises(UnsupportedLayout, match="^compile with tp=2 gives wrong embedding gradients"):
+        parallelize(model, None, ParallelLayout(tp=2, compile=True))  # the layout's own flag
