@@ -72,11 +72,7 @@ def parallelize(
         apply_tensor_parallel(model, mesh["tp"])
     if layout.cp > 1:
         apply_context_parallel(model, mesh["cp"])
-    for block in model.layers.values():
-        if checkpointing != "none":
-            apply_checkpointing(block, checkpointing)
-        if compile_blocks:
-            block.compile()
+    checkpoint_and_compile(model, checkpointing, compile_blocks)
     # No casting of forward inputs: the hidden states follow the weights' dtype from the embedding
     # on, and the rotary table must stay fp32 (rope works in complex float).
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
@@ -168,6 +164,15 @@ def apply_checkpointing(block: TransformerBlock, mode: Checkpointing) -> None:
         return checkpoint(inner, *args, use_reentrant=False, **extra, **kwargs)
 
     block.forward = forward
+
+
+def checkpoint_and_compile(model: Transformer, checkpointing: Checkpointing, compile_blocks: bool) -> None:
+    """Activation checkpointing, then torch.compile, per block (what a block gets besides sharding)."""
+    for block in model.layers.values():
+        if checkpointing != "none":
+            apply_checkpointing(block, checkpointing)
+        if compile_blocks:
+            block.compile()
 
 
 def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, policy: MixedPrecisionPolicy) -> None:

@@ -23,7 +23,7 @@ from .batches import Batch
 from .context_parallel import cp_forward_loss, shard_context
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
-from .parallelize import PARAM_DTYPES, apply_checkpointing, parallelize
+from .parallelize import PARAM_DTYPES, checkpoint_and_compile, parallelize
 from .pipeline import build_pipeline, rank_stage_ids
 
 
@@ -160,7 +160,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
                 f"param_dtype={layout.param_dtype} needs FSDP2's mixed precision, which needs a process group"
                 " (Ray Train or torchrun starts one); use param_dtype=fp32 in a bare process"
             )
-        _checkpoint_and_compile(model, layout)
+        checkpoint_and_compile(model, layout.activation_checkpointing, layout.compile)
         return RankModel([model], layout, None)
     mesh = build_mesh(layout, device.type)
     if layout.pp == 1:
@@ -175,7 +175,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
     if layout.dp == layout.tp == layout.cp == 1 and layout.param_dtype == "fp32":  # nothing to shard
-        return lambda stage: _checkpoint_and_compile(stage, layout)
+        return lambda stage: checkpoint_and_compile(stage, layout.activation_checkpointing, layout.compile)
     # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
     # Under bf16, FSDP2 wraps it even over one DP rank: its mixed precision is what keeps fp32
     # master weights under bf16 compute (the stages' activations then travel in bf16).
@@ -187,15 +187,6 @@ def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
             _whole_sequence_between_stages(stage, mesh["tp"])
 
     return shard
-
-
-def _checkpoint_and_compile(model: Transformer, layout: ParallelLayout) -> None:
-    """What parallelize does to each block besides sharding, for a model that is not sharded."""
-    for block in model.layers.values():
-        if layout.activation_checkpointing != "none":
-            apply_checkpointing(block, layout.activation_checkpointing)
-        if layout.compile:
-            block.compile()
 
 
 def _whole_sequence_between_stages(stage: Transformer, tp_mesh: DeviceMesh) -> None:
