@@ -91,14 +91,14 @@ def average(
 def _format_report(r: dict) -> str:
     gib = 2**30
     parts, memory, layout = r["parameters_breakdown"], r["memory_breakdown"], r["layout"]
-    checkpointing = "on" if layout["activation_checkpointing"] else "off"
     lines = [
         f"preset            {r['preset']} ({r['stage']}, seq_len {r['seq_len']:,})",
         f"parameters        {r['parameters']:>19,}  ({r['parameters'] / 1e9:.2f}B)",
         *(f"  {part:<16}{count:>19,}" for part, count in parts.items()),
         f"flops/token       {r['flops_per_token']:>19.4g}  (training: 6N + attention)",
         f"layout            TP {layout['tp']} x CP {layout['cp']} x PP {layout['pp']} x DP {layout['dp']}"
-        f" = {layout['world_size']:,} GPUs, activation checkpointing {checkpointing}",
+        f" = {layout['world_size']:,} GPUs, {layout['param_dtype']} params,"
+        f" activation checkpointing {layout['activation_checkpointing']}",
         f"memory per GPU    {r['memory_per_gpu_bytes'] / gib:>15.1f} GiB  of {r['accelerator_memory_bytes'] / gib:.1f} GiB:"
         f" {'fits' if r['fits'] else 'DOES NOT FIT'}",
         *(

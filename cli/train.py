@@ -39,7 +39,8 @@ def _format_plan(r: dict) -> str:
     kinds = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "loss_weight_bytes")
     return "\n".join([
         f"preset            {r['preset']} ({r['stage']}, seq_len {r['seq_len']:,})",
-        f"layout            TP {r['tp']} x CP {r['cp']} x PP {r['pp']} x DP {r['dp']} = {r['gpus']:,} GPUs",
+        f"layout            TP {r['tp']} x CP {r['cp']} x PP {r['pp']} x DP {r['dp']} = {r['gpus']:,} GPUs,"
+        f" {r['param_dtype']} params, activation checkpointing {r['activation_checkpointing']}",
         f"memory per GPU    {r['memory_per_gpu_bytes'] / gib:>10.1f} GiB of {r['accelerator_memory_bytes'] / gib:.1f} GiB:"
         f" {'fits' if r['fits'] else 'DOES NOT FIT'} (stage {memory['stage']}, {memory['layers']} layers)",
         *(f"  {kind.removesuffix('_bytes'):<16}{memory[kind] / gib:>10.2f} GiB" for kind in kinds),

@@ -54,6 +54,16 @@ _PAPER_GATE = EvalGate(
     max_false_refusal_rate=0.1,
     max_worsening_vs_production=0.02,  # llamaops's choice: two points of any rate
 )
+
+
+def _bf16(**layout) -> Layout:
+    """A GPU training layout: bf16 compute on fp32 master weights (FSDP2 mixed precision), the
+    Llama 3 recipe. Each train plan fits 80 GB without activation checkpointing, except that the
+    405B long-context stages (70.0 GiB counted, before the CP mask, CUDA context and NCCL buffers)
+    use selective checkpointing (47.5 GiB)."""
+    return Layout(param_dtype="bf16", **layout)
+
+
 # Six context-extension stages up to 128K (the paper gives the count, not the lengths).
 _PAPER_CONTEXT_STAGES = [16_384, 32_768, 49_152, 65_536, 98_304, 131_072]
 
@@ -187,8 +197,8 @@ def llama_8b() -> Preset:
         _h100_pool(nodes=64),
         peak_lr=3e-4,  # llamaops's choice, from the Llama 2 7B recipe; the paper gives 405B's only
         min_lr=3e-6,
-        pretrain_layout=Layout(dp=512),
-        long_context_layout=Layout(tp=8, cp=8, dp=8),
+        pretrain_layout=_bf16(dp=512),
+        long_context_layout=_bf16(tp=8, cp=8, dp=8),
         post_training_layout=Layout(dp=64),
     )
 
@@ -201,8 +211,8 @@ def llama_70b() -> Preset:
         _h100_pool(nodes=256),
         peak_lr=1.5e-4,  # llamaops's choice, from the Llama 2 70B recipe
         min_lr=1.5e-6,
-        pretrain_layout=Layout(tp=8, pp=4, dp=64),
-        long_context_layout=Layout(tp=8, cp=16, pp=4, dp=4),
+        pretrain_layout=_bf16(tp=8, pp=4, dp=64),
+        long_context_layout=_bf16(tp=8, cp=16, pp=4, dp=4),
         post_training_layout=Layout(tp=8, dp=16),
     )
 
@@ -215,8 +225,8 @@ def llama_405b() -> Preset:
         _h100_pool(nodes=1024),
         peak_lr=8e-5,
         min_lr=8e-7,
-        pretrain_layout=Layout(tp=8, pp=16, dp=64),
-        long_context_layout=Layout(tp=8, cp=16, pp=16, dp=4),
+        pretrain_layout=_bf16(tp=8, pp=16, dp=64, pp_microbatches=16),
+        long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=4, pp_microbatches=16, activation_checkpointing="selective"),
         post_training_layout=Layout(tp=8, pp=16, dp=8),
     )
 
@@ -229,8 +239,8 @@ def full_405b() -> Preset:
         _h100_pool(nodes=2048),
         peak_lr=8e-5,
         min_lr=8e-7,
-        pretrain_layout=Layout(tp=8, pp=16, dp=128),
-        long_context_layout=Layout(tp=8, cp=16, pp=16, dp=8),
+        pretrain_layout=_bf16(tp=8, pp=16, dp=128, pp_microbatches=16),
+        long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=8, pp_microbatches=16, activation_checkpointing="selective"),
         post_training_layout=Layout(tp=8, pp=16, dp=8),
     )
 

@@ -10,6 +10,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 
 SECONDS_PER_DAY = 86_400
+DTYPE_BYTES = {"bf16": 2, "fp32": 4}  # ParallelLayout.param_dtype: the weights' and activations' compute dtype
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,16 @@ def activation_bytes_per_token(cfg: ModelConfig, compute_bytes: int = 2) -> int:
     return compute_bytes * elements + 4 * (cfg.n_heads + 2)
 
 
+def selective_activation_bytes_per_token(cfg: ModelConfig, compute_bytes: int = 2) -> int:
+    """Bytes one layer keeps per token under selective checkpointing (train/parallelize.py keeps
+    the matmul and attention outputs, recomputes the rest): the layer's input, q, k, v, the
+    attention output and its fp32 log-sum-exp, the outputs of wo, w1, w3 and w2 (under TP, those
+    of wo and w2 reduce-scattered along the sequence, so everything divides by TP)."""
+    kv_dim = cfg.n_kv_heads * cfg.head_dim
+    elements = 5 * cfg.dim + 2 * kv_dim + 2 * cfg.ffn_hidden_dim
+    return compute_bytes * elements + 4 * cfg.n_heads
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Peak bytes on one GPU of the busiest pipeline stage."""
@@ -147,7 +158,7 @@ def memory_per_gpu(
     seq_len: int,
     micro_batch_size: int = 1,
     *,
-    compute_bytes: int = 2,
+    compute_bytes: int | None = None,
     master_bytes: int = 4,
     gradient_bytes: int = 4,
     optimizer_bytes_per_parameter: int = 8,
@@ -155,6 +166,7 @@ def memory_per_gpu(
 ) -> MemoryEstimate:
     """Peak memory of one GPU training `cfg` with `layout`, for the busiest pipeline stage.
 
+    compute_bytes: the layout's param_dtype's (bf16: 2) unless given.
     Parameters are split over TP (embedding and output too, vocab-parallel; the norms are
     replicated) and over PP stages (`stage_layer_counts`). FSDP2 then shards them over the DP x CP
     ranks (context-parallel ranks hold the same weights, so train/parallelize.py shards over both):
@@ -167,8 +179,8 @@ def memory_per_gpu(
     Activations: `activation_bytes_per_token` per layer for micro_batch_size * seq_len / cp tokens,
     divided by TP (sequence parallel splits the rest of the layer; its all-gathered norm outputs
     are re-gathered in backward, as in Megatron). Under 1F1B, stage i holds pp - i micro-batches
-    in flight. Full activation checkpointing keeps only each layer's input, plus one layer's working
-    set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
+    in flight. Full activation checkpointing keeps only each layer's input, selective
+    `selective_activation_bytes_per_token`, plus one layer's working set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
     bf16 and fp32 for the loss. Context parallelism (train/context_parallel.py, the paper's
     all-gather of keys and values) splits the tokens over CP, and each layer also keeps the whole
     sequence's gathered keys and values for its attention backward. Not counted: the dense boolean
@@ -176,6 +188,7 @@ def memory_per_gpu(
     layers; 1 GiB at 128K over CP 16), which a block-sparse kernel does not hold; CUDA context,
     communication buffers and fragmentation.
     """
+    compute_bytes = compute_bytes or DTYPE_BYTES[layout.param_dtype]
     layer_parameters = (_attention_parameters(cfg) + _ffn_parameters(cfg)) / layout.tp + 2 * cfg.dim
     shards = layout.dp * layout.cp  # FSDP's ranks
     counts = stage_layer_counts(cfg.n_layers, layout.pp)
@@ -214,11 +227,13 @@ def stage_activation_bytes(
     layer_activations = (activation_bytes_per_token(cfg, compute_bytes) * tokens + gathered_kv) / layout.tp
     layers = stage_layer_counts(cfg.n_layers, layout.pp)[stage]
     in_flight = layout.pp - stage  # 1F1B: stage i holds pp - i micro-batches
-    if layout.activation_checkpointing:
-        layer_inputs = compute_bytes * cfg.dim * tokens / layout.tp
-        activations = layers * in_flight * layer_inputs + layer_activations
-    else:
+    if layout.activation_checkpointing == "none":
         activations = layers * in_flight * layer_activations
+    else:  # what each layer keeps, plus one layer's whole working set while it is recomputed
+        kept_per_token = compute_bytes * cfg.dim
+        if layout.activation_checkpointing == "selective":
+            kept_per_token = selective_activation_bytes_per_token(cfg, compute_bytes)
+        activations = layers * in_flight * kept_per_token * tokens / layout.tp + layer_activations
     if stage == layout.pp - 1:
         activations += tokens * (compute_bytes * cfg.dim + (compute_bytes + 4) * cfg.vocab_size) / layout.tp
     return activations

@@ -24,6 +24,7 @@ from .checkpointer import Checkpointer
 from .checkpointing import Progress, latest_checkpoint, restore_checkpoint
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
+from .parallelize import PARAM_DTYPES
 from .rank_model import RankModel, build_rank_model, check_microbatches, worker_layout
 from .schedule import StepPlan
 
@@ -68,8 +69,9 @@ def build_optimizer(model: Transformer, job: TrainingJob) -> torch.optim.AdamW:
 def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device = torch.device("cpu")) -> Progress:
     """Train from the latest complete checkpoint (or the start) to the end of the plan.
 
-    Weights and optimizer stay fp32 without autocast: on these CPUs bf16 autocast measured 0.65x
-    the fp32 tokens/s (the casts around the 128K-wide logits cost more than the matmuls save).
+    Master weights and optimizer stay fp32; the layout's param_dtype is what FSDP2 gathers the
+    weights in for compute (no autocast: on these CPUs bf16 autocast measured 0.65x the fp32
+    tokens/s, the casts around the 128K-wide logits costing more than the matmuls save).
     """
     torch.set_num_threads(job.threads_per_worker)
     torch.manual_seed(job.seed)
@@ -122,7 +124,8 @@ def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, j
         optimizer.zero_grad(set_to_none=True)
     mean_loss = placed.mean_loss(rank_loss)
     seconds = time.perf_counter() - start
-    peak = job.peak_flops or measured_matmul_peak(torch.float32, job.threads_per_worker)
+    # On CPU the peak of the dtype the step computes in.
+    peak = job.peak_flops or measured_matmul_peak(PARAM_DTYPES[layout.param_dtype], job.threads_per_worker)
     return {
         "loss": mean_loss,
         "lr": spec.lr,

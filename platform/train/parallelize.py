@@ -13,13 +13,11 @@ by column: heads, hidden units) and reduce-scatters after wo and w2 (split by ro
 on the sequence shards. The output projection's weight is split by vocabulary; the fused chunked
 loss (model/loss.py) gathers it and each TP rank computes the loss of its own sequence shard.
 """
-from typing import Literal
-
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import Replicate, Shard
+from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleInput,
@@ -29,18 +27,22 @@ from torch.distributed.tensor.parallel import (
 )
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.config.parallel import Checkpointing, ParallelLayout
 from llamaops.platform.model.transformer import Transformer, TransformerBlock
 
 from .context_parallel import apply_context_parallel
 
-Checkpointing = Literal["none", "full", "selective"]
+PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-# Selective checkpointing keeps the matmul outputs (costly to recompute) and recomputes the
-# cheap elementwise work (norms, rotary, silu) in backward.
+# Selective checkpointing keeps the matmul and attention outputs (costly to recompute) and
+# recomputes the cheap elementwise work (norms, rotary, silu) in backward. Under tensor parallel a
+# row-parallel matmul (wo, w2: the contraction dim is sharded) gives whole-sequence partial sums;
+# keeping those would cost more than no checkpointing, so its reduce-scattered (sequence-sharded)
+# result is kept instead and the matmul recomputed (wo's only: w2's output is not needed again).
 _SAVED_OPS = {torch.ops.aten.mm.default, torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
               torch.ops.aten._scaled_dot_product_efficient_attention.default,
-              torch.ops.aten._scaled_dot_product_flash_attention.default}
+              torch.ops.aten._scaled_dot_product_flash_attention.default,
+              torch.ops._c10d_functional.reduce_scatter_tensor.default}
 
 
 class UnsupportedLayout(ValueError):
@@ -55,32 +57,22 @@ def parallelize(
     param_dtype: torch.dtype = torch.bfloat16,
     reduce_dtype: torch.dtype = torch.float32,
     checkpointing: Checkpointing | None = None,
-    compile_blocks: bool = False,
+    compile_blocks: bool | None = None,
 ) -> Transformer:
     """Shard `model` (fp32 weights, on its device or meta) over `mesh` as `layout` says.
 
     FSDP2 keeps fp32 master shards, gathers them in `param_dtype` and reduces gradients in
-    `reduce_dtype`. `checkpointing` defaults to "full" when the layout asks for activation
-    checkpointing, else "none".
+    `reduce_dtype`. `checkpointing` and `compile_blocks` default to the layout's
+    activation_checkpointing and compile.
     """
-    check_layout(model, layout)
-    if compile_blocks and layout.tp > 1:
-        # Measured on torch 2.13 CPU/gloo: compiled blocks under TP + sequence parallelism give a
-        # wrong tok_embeddings gradient (tests/integration/train/test_distributed_equivalence.py).
-        raise UnsupportedLayout(
-            f"compile_blocks with tp={layout.tp} gives wrong embedding gradients; use tp=1 or compile_blocks=False"
-        )
-    if checkpointing is None:
-        checkpointing = "full" if layout.activation_checkpointing else "none"
+    checkpointing = checkpointing or layout.activation_checkpointing
+    compile_blocks = layout.compile if compile_blocks is None else compile_blocks
+    check_layout(model, layout.model_copy(update={"compile": compile_blocks}))
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"])
     if layout.cp > 1:
         apply_context_parallel(model, mesh["cp"])
-    for block in model.layers.values():
-        if checkpointing != "none":
-            apply_checkpointing(block, checkpointing)
-        if compile_blocks:
-            block.compile()
+    checkpoint_and_compile(model, checkpointing, compile_blocks)
     # No casting of forward inputs: the hidden states follow the weights' dtype from the embedding
     # on, and the rotary table must stay fp32 (rope works in complex float).
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
@@ -98,6 +90,12 @@ def fsdp_mesh(mesh: DeviceMesh, layout: ParallelLayout) -> DeviceMesh:
 
 def check_layout(model: Transformer, layout: ParallelLayout) -> None:
     cfg = model.cfg
+    if layout.compile and layout.tp > 1:
+        # Measured on torch 2.13 CPU/gloo: compiled blocks under TP + sequence parallelism give a
+        # wrong tok_embeddings gradient (tests/integration/train/test_distributed_equivalence.py).
+        raise UnsupportedLayout(
+            f"compile with tp={layout.tp} gives wrong embedding gradients (torch 2.13); use tp=1 or compile=false"
+        )
     if layout.pp > 1:
         raise UnsupportedLayout(
             f"layout {layout.describe()}: parallelize does not build pipeline stages (pipeline.build_pipeline does); "
@@ -143,7 +141,14 @@ def _block_plan() -> dict:
 
 
 def _save_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    if op is torch.ops.aten.mm.default and _partial_sums(args[0]):
+        return CheckpointPolicy.PREFER_RECOMPUTE
     return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _partial_sums(left: torch.Tensor) -> bool:
+    """Whether a matmul with this left operand gives partial sums: its contraction dim is sharded."""
+    return isinstance(left, DTensor) and any(isinstance(p, Shard) and p.dim == left.ndim - 1 for p in left.placements)
 
 
 def apply_checkpointing(block: TransformerBlock, mode: Checkpointing) -> None:
@@ -159,6 +164,15 @@ def apply_checkpointing(block: TransformerBlock, mode: Checkpointing) -> None:
         return checkpoint(inner, *args, use_reentrant=False, **extra, **kwargs)
 
     block.forward = forward
+
+
+def checkpoint_and_compile(model: Transformer, checkpointing: Checkpointing, compile_blocks: bool) -> None:
+    """Activation checkpointing, then torch.compile, per block (what a block gets besides sharding)."""
+    for block in model.layers.values():
+        if checkpointing != "none":
+            apply_checkpointing(block, checkpointing)
+        if compile_blocks:
+            block.compile()
 
 
 def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, policy: MixedPrecisionPolicy) -> None:

@@ -20,14 +20,19 @@ from torch.distributed.tensor import DTensor
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
-from llamaops.platform.model.sizing import stage_activation_bytes, stage_budget, stage_layer_counts, training_days
+from llamaops.platform.model.sizing import (
+    DTYPE_BYTES,
+    stage_activation_bytes,
+    stage_budget,
+    stage_layer_counts,
+    training_days,
+)
 from llamaops.platform.model.transformer import Transformer
 
 from .mesh import build_mesh, rescaled
-from .parallelize import apply_fsdp, apply_tensor_parallel, fsdp_mesh
+from .parallelize import PARAM_DTYPES, apply_fsdp, apply_tensor_parallel, fsdp_mesh
 from .pipeline import split_stage
 
-COMPUTE_BYTES = 2  # bf16 gathered weights and activations
 MASTER_BYTES = 4  # fp32 weight shards
 GRADIENT_BYTES = 4  # fp32 gradient shards (reduced in fp32)
 ADAM_BYTES = 8  # two fp32 moments
@@ -84,6 +89,7 @@ class TrainingPlan:
             "dp": self.layout.dp,
             "gpus": self.layout.world_size,
             "activation_checkpointing": self.layout.activation_checkpointing,
+            "param_dtype": self.layout.param_dtype,
             "memory_per_gpu_bytes": self.busiest.total_bytes,
             "memory_breakdown": {**asdict(self.busiest), "total_bytes": self.busiest.total_bytes},
             "accelerator_memory_bytes": self.accelerator_memory_bytes,
@@ -153,6 +159,7 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
     counts = stage_layer_counts(cfg.n_layers, layout.pp)
     measured: dict[tuple, tuple[int, list[int]]] = {}
     memories = []
+    compute_bytes = DTYPE_BYTES[layout.param_dtype]  # gathered weights and activations
     for stage, layers in enumerate(counts):
         first, last = stage == 0, stage == layout.pp - 1
         key = (layers, first, last)
@@ -161,15 +168,15 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
         local, units = measured[key]
         loss_weight = 0
         if last and layout.tp > 1:
-            loss_weight = 2 * COMPUTE_BYTES * cfg.vocab_size * cfg.dim * (layout.tp - 1) // layout.tp
+            loss_weight = 2 * compute_bytes * cfg.vocab_size * cfg.dim * (layout.tp - 1) // layout.tp
         memories.append(StageMemory(
             stage=stage,
             layers=layers,
             local_parameters=local,
-            parameters_bytes=MASTER_BYTES * local + COMPUTE_BYTES * sum(sorted(units)[-GATHERED_UNITS:]),
+            parameters_bytes=MASTER_BYTES * local + compute_bytes * sum(sorted(units)[-GATHERED_UNITS:]),
             gradients_bytes=GRADIENT_BYTES * (local + max(units)),
             optimizer_bytes=ADAM_BYTES * local,
-            activations_bytes=round(stage_activation_bytes(cfg, layout, seq_len, stage, 1, COMPUTE_BYTES)),
+            activations_bytes=round(stage_activation_bytes(cfg, layout, seq_len, stage, 1, compute_bytes)),
             loss_weight_bytes=loss_weight,
         ))
     return memories
@@ -183,7 +190,8 @@ def shard_stage(cfg: ModelConfig, layout: ParallelLayout, mesh, stage: int):
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"])
     shard_mesh = fsdp_mesh(mesh, layout)
-    apply_fsdp(model, shard_mesh, MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
+    policy = MixedPrecisionPolicy(param_dtype=PARAM_DTYPES[layout.param_dtype], reduce_dtype=torch.float32)
+    apply_fsdp(model, shard_mesh, policy)
     blocks = list(model.layers.values())
     embedding = [model.tok_embeddings] if model.tok_embeddings is not None else []
     unit_params = {id(p) for unit in blocks + embedding for p in unit.parameters()}

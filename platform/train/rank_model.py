@@ -22,7 +22,7 @@ from .batches import Batch
 from .context_parallel import shard_context
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
-from .parallelize import apply_checkpointing, parallelize
+from .parallelize import PARAM_DTYPES, checkpoint_and_compile, parallelize
 from .pipeline import build_pipeline, rank_stage_ids
 from .step_loss import counted_in_step, weighted_sum
 
@@ -136,12 +136,19 @@ class RankModel:
 
 def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.device) -> RankModel:
     """Place `model` (the whole model, the same on every rank) as `layout` says, whose world size is
-    the process group's; the model is sharded in place, or cut into this rank's stages."""
-    if layout.world_size == 1:
+    the process group's; the model is sharded in place, or cut into this rank's stages, with the
+    layout's parameter dtype, activation checkpointing and compile."""
+    if layout.world_size == 1 and not dist.is_initialized():  # one process without a group: no FSDP
+        if layout.param_dtype != "fp32":
+            raise TrainingConfigError(
+                f"param_dtype={layout.param_dtype} needs FSDP2's mixed precision, which needs a process group"
+                " (Ray Train or torchrun starts one); use param_dtype=fp32 in a bare process"
+            )
+        checkpoint_and_compile(model, layout.activation_checkpointing, layout.compile)
         return RankModel([model], layout, None)
     mesh = build_mesh(layout, device.type)
     if layout.pp == 1:
-        parallelize(model, mesh, layout, param_dtype=torch.float32)
+        parallelize(model, mesh, layout, param_dtype=PARAM_DTYPES[layout.param_dtype])
         return RankModel([model], layout, mesh)
     loss = MicrobatchLoss(layout.dp * layout.cp)  # FSDP averages over dp x cp ranks
     schedule, parts = build_pipeline(model, mesh, layout, loss, shard=_stage_sharding(mesh, layout), scale_grads=False)
@@ -151,22 +158,19 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
 
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):
-    if layout.dp == 1 and layout.tp == 1 and layout.cp == 1:  # nothing to shard; only activation checkpointing, if asked for
-        return _checkpoint_blocks if layout.activation_checkpointing else None
+    if layout.dp == layout.tp == layout.cp == 1 and layout.param_dtype == "fp32":  # nothing to shard
+        return lambda stage: checkpoint_and_compile(stage, layout.activation_checkpointing, layout.compile)
     # A stage is parallelized as a whole model of its own: its layout inside the stage has pp = 1.
+    # Under bf16, FSDP2 wraps it even over one DP rank: its mixed precision is what keeps fp32
+    # master weights under bf16 compute (the stages' activations then travel in bf16).
     inside = layout.model_copy(update={"pp": 1})
 
     def shard(stage: Transformer) -> None:
-        parallelize(stage, mesh, inside, param_dtype=torch.float32)
+        parallelize(stage, mesh, inside, param_dtype=PARAM_DTYPES[layout.param_dtype])
         if layout.tp > 1:
             _whole_sequence_between_stages(stage, mesh["tp"])
 
     return shard
-
-
-def _checkpoint_blocks(stage: Transformer) -> None:
-    for block in stage.layers.values():
-        apply_checkpointing(block, "full")
 
 
 def _whole_sequence_between_stages(stage: Transformer, tp_mesh: DeviceMesh) -> None:

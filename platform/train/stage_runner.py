@@ -49,8 +49,9 @@ def stage_job(
     )
 
 
-def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) -> None:
-    """Every check a user's input can fail, before Ray starts or any step runs."""
+def check_job_layout(preset: Preset, job: TrainingJob, where: str) -> None:
+    """The job's plan on its layout: microbatches, CP chunks and TP splits, in one line prefixed
+    with the stage's layout setting. Needs no data, model or GPU (a meta-device model)."""
     try:
         layout = worker_layout(job.layout, job.layout.world_size)
         check_microbatches(layout, {step.sequences for step in job.plan})
@@ -61,6 +62,11 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
             check_layout(Transformer(preset.model), layout.model_copy(update={"pp": 1}))  # inside one stage
     except (TrainingConfigError, UnsupportedLayout, ContextParallelError) as error:
         raise TrainingConfigError(f"{where}.layout: {error}") from None
+
+
+def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) -> None:
+    """Every check a user's input can fail, before Ray starts or any step runs."""
+    check_job_layout(preset, job, where)
     for uri in (job.data_uri, output_uri, job.checkpoint_root, job.init_model_uri):
         if uri is not None:
             check_access(uri)

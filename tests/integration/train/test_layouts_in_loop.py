@@ -2,53 +2,16 @@
 (1F1B, interleaved), pipeline x FSDP, tensor parallel, context parallel and FSDP x context parallel
 runs train the same as the one-process run of the same job (same per-step losses and grad norms within fp32 tolerance); a pipeline run
 resumes bitwise; checkpoints move between pipeline and data-parallel layouts."""
-import json
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from llamaops.platform.config.parallel import ParallelLayout
-from llamaops.platform.train.loop import TrainingJob, train_worker
-from llamaops.platform.train.schedule import StepPlan
 
-from ...unit.train.micro import micro_preset, write_shards
-from ...unit.train.parallel_launch import launch
-
-LOOP_WORKER = Path(__file__).parents[2] / "unit" / "train" / "loop_worker.py"
-STEPS = 4
-
-
-def _job(tmp_path: Path, name: str, layout: ParallelLayout, **changes) -> TrainingJob:
-    data = tmp_path / "shards"
-    if not data.exists():
-        write_shards(data.as_uri(), train_tokens=20_000)
-    model = micro_preset().model.model_copy(update={"n_layers": 4})  # 4 stages for interleaved PP2
-    plan = [StepPlan(seq_len=32, sequences=8, lr=1e-2 / (1 + step)) for step in range(STEPS)]
-    job = TrainingJob(
-        model=model, plan=plan, data_uri=data.as_uri(), checkpoint_root=(tmp_path / name).as_uri(),
-        checkpoint_steps=[2, 4], keep_checkpoints=2, layout=layout, async_checkpoints=True,
-        peak_flops=1e12,  # no matmul-peak measurement in the ranks
-    )
-    return replace(job, **changes)
-
-
-def _run(tmp_path: Path, job: TrainingJob, world: int, name: str) -> list[dict]:
-    if world == 1:
-        return train_worker(job, rank=0, world=1).history
-    job_file, history = tmp_path / f"{name}.job", tmp_path / f"{name}.json"
-    job_file.write_bytes(pickle.dumps(job))
-    (tmp_path / f"{name}-ranks").mkdir()
-    launch(world, [str(job_file), str(history)], tmp_path / f"{name}-ranks", worker=LOOP_WORKER)
-    return json.loads(history.read_text())
-
-
-def _assert_same_training(got: list[dict], want: list[dict]) -> None:
-    assert [e["step"] for e in got] == [e["step"] for e in want]
-    for key in ("loss", "grad_norm"):
-        assert [e[key] for e in got] == pytest.approx([e[key] for e in want], rel=1e-5, abs=1e-6), key
-
+from .loop_runs import assert_same_training as _assert_same_training
+from .loop_runs import loop_job as _job
+from .loop_runs import run_loop as _run
 
 PP2 = ParallelLayout(pp=2, pp_microbatches=4)
 PP2_INTERLEAVED = PP2.model_copy(update={"pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2})

@@ -27,7 +27,8 @@ def test_show_prints_the_validated_preset_as_yaml_or_json():
     expected = load_preset("full-405b").model_dump(mode="json")
     assert yaml.safe_load(as_yaml.stdout) == expected == json.loads(as_json.stdout)
     assert json.loads(as_json.stdout)["long_context"]["layout"] == {
-        "tp": 8, "cp": 16, "pp": 16, "dp": 8, "activation_checkpointing": False,
+        "tp": 8, "cp": 16, "pp": 16, "dp": 8, "activation_checkpointing": "selective",
+        "param_dtype": "bf16", "compile": False,
         "pp_schedule": "1f1b", "pp_stages_per_rank": 1, "pp_microbatches": 4,
     }
 

@@ -11,7 +11,9 @@ from llamaops.platform.model.sizing import (
     memory_per_gpu,
     parameter_breakdown,
     parameter_count,
+    selective_activation_bytes_per_token,
     size_preset,
+    stage_activation_bytes,
     stage_layer_counts,
     training_days,
 )
@@ -95,7 +97,7 @@ def test_128k_tokens_per_gpu_match_8k_when_cp_splits_the_sequence_16_ways():
     preset = load_preset("full-405b")
     cfg = preset.model
     short = memory_per_gpu(cfg, preset.pretrain.layout, 8192)
-    long = memory_per_gpu(cfg, preset.long_context.layout, 131_072)
+    long = memory_per_gpu(cfg, preset.long_context.layout.model_copy(update={"activation_checkpointing": "none"}), 131_072)
     # The same 8K tokens per GPU, plus every layer's keys and values of the other 15 CP ranks'
     # tokens (all-gathered for attention), split over TP 8; 8 layers x 15 micro-batches in flight.
     gathered_kv = 2 * 2 * cfg.n_kv_heads * cfg.head_dim * (131_072 - 8192) / 8
@@ -129,8 +131,10 @@ def test_activation_checkpointing_and_more_dp_cut_memory():
     cfg = load_preset("405b").model
     layout = ParallelLayout(tp=8, pp=16, dp=8)
     plain = memory_per_gpu(cfg, layout, 8192)
-    checkpointed = memory_per_gpu(cfg, layout.model_copy(update={"activation_checkpointing": True}), 8192)
+    checkpointed = memory_per_gpu(cfg, layout.model_copy(update={"activation_checkpointing": "full"}), 8192)
     assert checkpointed.activations_bytes < plain.activations_bytes / 10
+    selective = memory_per_gpu(cfg, layout.model_copy(update={"activation_checkpointing": "selective"}), 8192)
+    assert checkpointed.activations_bytes < selective.activations_bytes < 0.8 * plain.activations_bytes
     wider = memory_per_gpu(cfg, layout.model_copy(update={"dp": 64}), 8192)
     assert wider.optimizer_bytes == pytest.approx(plain.optimizer_bytes / 8, rel=1e-6)
     assert memory_per_gpu(cfg, layout, 8192, micro_batch_size=2).activations_bytes > 1.9 * plain.activations_bytes
@@ -145,3 +149,25 @@ def test_size_preset_report_is_json_ready():
     assert data["layout"]["world_size"] == 2
     assert dataclasses.is_dataclass(report)
     assert size_preset(load_preset("tiny"), seq_len=64).seq_len == 64
+
+
+def test_selective_checkpointing_keeps_the_matmul_and_attention_outputs_of_every_layer():
+    cfg = load_preset("405b").model
+    layout = ParallelLayout(tp=8, pp=16, dp=8)
+    plain = stage_activation_bytes(cfg, layout, 8192, stage=0)
+    selective = stage_activation_bytes(cfg, layout.model_copy(update={"activation_checkpointing": "selective"}), 8192, stage=0)
+    # Stage 0: 7 layers x 16 micro-batches in flight keep (5 d + 2 kv + 2 ffn) bf16 + fp32 lse per
+    # token over TP 8, plus one layer's whole working set while it is recomputed.
+    kept = 2 * (5 * 16_384 + 2 * 1024 + 2 * 53_248) + 4 * 128
+    assert selective_activation_bytes_per_token(cfg) == kept
+    layer = activation_bytes_per_token(cfg) * 8192 / 8
+    assert selective == pytest.approx(7 * 16 * kept * 8192 / 8 + layer, rel=1e-9)
+    assert plain == pytest.approx(7 * 16 * layer, rel=1e-9)
+
+
+def test_the_layouts_param_dtype_sets_the_compute_bytes():
+    cfg = load_preset("8b").model
+    bf16 = memory_per_gpu(cfg, ParallelLayout(dp=512, param_dtype="bf16"), 8192)
+    fp32 = memory_per_gpu(cfg, ParallelLayout(dp=512, param_dtype="fp32"), 8192)
+    assert fp32.activations_bytes > 1.9 * bf16.activations_bytes
+    assert fp32.optimizer_bytes == bf16.optimizer_bytes  # fp32 moments either way

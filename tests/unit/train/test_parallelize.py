@@ -50,5 +50,29 @@ def test_activation_checkpointing_keeps_names_and_gradients():
 def test_compiled_blocks_under_tensor_parallelism_are_refused_with_one_line():
     # TP + compiled blocks gave wrong tok_embeddings gradients on 2 gloo ranks: refused, not run.
     model = Transformer(MICRO.model_copy(update={"vocab_size": 64}))
-    with pytest.raises(UnsupportedLayout, match="compile_blocks with tp=2 gives wrong embedding gradients"):
+    with pytest.raises(UnsupportedLayout, match="^compile with tp=2 gives wrong embedding gradients"):
         parallelize(model, None, ParallelLayout(tp=2), compile_blocks=True)
+    with pytest.raises(UnsupportedLayout, match="^compile with tp=2 gives wrong embedding gradients"):
+        parallelize(model, None, ParallelLayout(tp=2, compile=True))  # the layout's own flag
+
+
+def test_selective_policy_keeps_reduce_scattered_outputs_not_partial_sums():
+    # Under TP a row-parallel matmul (contraction dim sharded) gives whole-sequence partial sums;
+    # the policy recomputes it and keeps the reduce-scattered result instead (a fake group: no traffic).
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from llamaops.platform.train.parallelize import _save_matmuls
+    from llamaops.platform.train.plan import fake_process_group
+
+    mm, scatter = torch.ops.aten.mm.default, torch.ops._c10d_functional.reduce_scatter_tensor.default
+    with fake_process_group(2):
+        mesh = init_device_mesh("cpu", (2,))
+        sharded = DTensor.from_local(torch.ones(4, 2), mesh, [Shard(1)])
+        whole = DTensor.from_local(torch.ones(4, 4), mesh, [Replicate()])
+        assert _save_matmuls(None, mm, sharded, whole) == CheckpointPolicy.PREFER_RECOMPUTE  # wo, w2 under TP
+        assert _save_matmuls(None, mm, whole, whole) == CheckpointPolicy.MUST_SAVE  # wq, w1, ... under TP
+        assert _save_matmuls(None, mm, torch.ones(4, 4), torch.ones(4, 4)) == CheckpointPolicy.MUST_SAVE  # no TP
+        assert _save_matmuls(None, scatter, torch.ones(4, 4)) == CheckpointPolicy.MUST_SAVE
+        assert _save_matmuls(None, torch.ops.aten.mul.Tensor, whole, whole) == CheckpointPolicy.PREFER_RECOMPUTE

@@ -24,6 +24,7 @@ def _with_layout(layout: ParallelLayout):
     (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
     (ParallelLayout(pp=2, pp_microbatches=1), "pp_microbatches=1 is fewer than pp=2"),
     (ParallelLayout(tp=3), r"^pretrain.layout: tp=3 does not divide n_heads=4; pick a tp that divides it$"),
+    (ParallelLayout(tp=2, compile=True), r"^pretrain.layout: compile with tp=2 gives wrong embedding gradients"),
 ])
 def test_layouts_the_trainer_cannot_run_are_refused(tmp_path: Path, shards_uri: str, layout, error):
     with pytest.raises(TrainingConfigError, match=error):
