@@ -87,19 +87,36 @@ class ContextStage:
 
 def long_context_stages(cfg: LongContextConfig, extra_steps: Sequence[int] = ()) -> list[ContextStage]:
     """An equal share of the tokens at each length in turn, plus `extra_steps[i]` more at length i."""
-    steps = max(1, math.ceil(cfg.total_tokens / len(cfg.seq_lens) / cfg.global_batch_tokens))
+    share = cfg.total_tokens / len(cfg.seq_lens)
     stages: list[ContextStage] = []
     for index, seq_len in enumerate(cfg.seq_lens):
+        steps = max(1, math.ceil(share / (stage_sequences(cfg, seq_len) * seq_len)))
         extra = extra_steps[index] if index < len(extra_steps) else 0
         stages.append(ContextStage(seq_len, stages[-1].end if stages else 0, steps, extra))
     return stages
+
+
+def stage_sequences(cfg: LongContextConfig, seq_len: int) -> int:
+    """Sequences per step at a context stage's `seq_len`: the most whole sequences within
+    `global_batch_tokens` that split evenly over the DP ranks and, under PP, over each rank's
+    microbatches. The paper's 48K and 96K stages (3 x 2^k) divide no power-of-two batch, so their
+    batch is the nearest below it (16M tokens: 320 x 48K over DP 4 x 16 microbatches)."""
+    layout = cfg.layout
+    split = layout.dp * (layout.pp_microbatches if layout.pp > 1 else 1)
+    sequences = cfg.global_batch_tokens // seq_len // split * split
+    if not sequences:
+        raise TrainingConfigError(
+            f"long_context: global_batch_tokens {cfg.global_batch_tokens} holds fewer than dp x microbatches = {split}"
+            f" sequences of {seq_len} tokens; raise it to at least {split * seq_len}"
+        )
+    return sequences
 
 
 def long_context_plan(cfg: LongContextConfig, extra_steps: Sequence[int] = ()) -> list[StepPlan]:
     """The stages' steps in turn, at a constant LR."""
     plan: list[StepPlan] = []
     for stage in long_context_stages(cfg, extra_steps):
-        sequences = sequences_per_step(cfg.global_batch_tokens, stage.seq_len, cfg.layout.dp, "long_context")
+        sequences = stage_sequences(cfg, stage.seq_len)
         plan += [StepPlan(stage.seq_len, sequences, cfg.lr)] * (stage.base_steps + stage.extra_steps)
     return plan
 

@@ -18,14 +18,7 @@ JOBS = {
     "long_context": lambda preset: long_context_job(preset, DATA, MODEL, OUT),
     "anneal": lambda preset: anneal_job(preset, DATA, MODEL, OUT),
 }
-# 48K and 96K context stages do not divide a 16M-token batch into whole sequences per DP rank
-# and microbatch; the plan needs a per-stage batch rule.
-_LONG_BATCH = "the 48K/96K context stages do not split a 16M-token batch evenly"
 KNOWN_GAPS = {
-    ("8b", "long_context"): _LONG_BATCH,
-    ("70b", "long_context"): _LONG_BATCH,
-    ("405b", "long_context"): _LONG_BATCH,
-    ("full-405b", "long_context"): _LONG_BATCH,
     # 4M tokens of 4K at the ramp's start are 8 sequences per DP rank over DP 128, fewer than
     # the 16 microbatches a 16-stage 1F1B pipeline needs (torch refuses fewer).
     ("full-405b", "pretrain"): "the 4M-token ramp start over DP 128 is fewer sequences than PP 16 needs",
