@@ -106,8 +106,8 @@ def passes(check: dict, baseline: float, preset: Preset) -> bool:
 class GateRecord:
     seq_len: int  # the short context checked
     windows: int
-    stage_lens: list[int]  # the stages' lengths and their share of steps: the plan the record is for
-    stage_steps: int
+    stage_lens: list[int]  # the stages' lengths and steps (before extra ones): the plan the record is for
+    stage_steps: list[int]
     baseline_loss: float  # the input (pretrained) model's
     extra_steps: list[int]  # per stage, given by the gate so far
     needle_depths: list[float] = field(default_factory=list)
@@ -128,7 +128,7 @@ def new_record(preset: Preset, stages: list[ContextStage], baseline_loss: float)
         seq_len=short_context_len(preset),
         windows=preset.long_context.gate.windows,
         stage_lens=[stage.seq_len for stage in stages],
-        stage_steps=stages[0].base_steps,
+        stage_steps=[stage.base_steps for stage in stages],
         baseline_loss=baseline_loss,
         extra_steps=[0] * len(stages),
         needle_depths=list(preset.long_context.gate.needle_depths),

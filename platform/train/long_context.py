@@ -96,7 +96,7 @@ def _record(preset: Preset, root: str, init_model_uri: str, stream) -> GateRecor
             raise TrainingConfigError(
                 f"long_context: the checkpoints at {root} were gated with other stage or gate settings"
                 f" (short context {record.seq_len} over {record.windows} windows, stages {record.stage_lens}"
-                f" of {record.stage_steps} steps); use those settings to resume, or a new output URI"
+                f" of {record.stage_steps} steps each); use those settings to resume, or a new output URI"
             )
         return record
     with fetched(init_model_uri) as model_dir:

@@ -1,4 +1,5 @@
 """The long-context gate's decisions, plan, record and preflight checks (no training)."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,9 @@ def test_the_record_round_trips_and_detects_other_settings(tmp_path: Path):
     other = _with_gate(preset, windows=2)
     assert not loaded.matches(new_record(other, stages, 4.5))
     assert loaded.matches(new_record(_with_gate(preset, max_extra_steps_per_stage=9), stages, 0.0))
+    # Stages have steps of their own (each its share of tokens at its batch): a later one differing counts.
+    longer_last = [*stages[:-1], replace(stages[-1], base_steps=stages[-1].base_steps + 1)]
+    assert not loaded.matches(new_record(preset, longer_last, 4.5))
 
 
 def test_the_summary_and_the_failure_line_carry_the_figures():
