@@ -2,25 +2,17 @@
 from dataclasses import replace
 from pathlib import Path
 
-from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.checkpointing import step_uri
 from llamaops.platform.train.loop import train_worker
 from llamaops.platform.train.pretrain import pretrain_job
 
-from ...unit.train.micro import micro_preset, write_shards
+from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
 
 
 def test_checkpoints_on_s3_are_pruned_and_resume_exactly(s3_server, s3_bucket: str, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("LLAMAOPS_HOME", str(tmp_path / "home"))
-    preset = micro_preset()
-    pretrain = preset.pretrain.model_copy(update={
-        "total_tokens": 256 * 9,
-        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=32, global_batch_tokens=256)],
-        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=9),
-        "checkpoint_every_steps": 3,
-    })
-    preset = preset.model_copy(update={"pretrain": pretrain})
+    preset = micro_pretraining(micro_preset(), seq_len=32, batch_tokens=256, steps=9, checkpoint_every=3)
     data = write_shards(f"{s3_bucket}/shards", train_tokens=5_000)
 
     local = train_worker(pretrain_job(preset, data, (tmp_path / "local").as_uri()), rank=0, world=1)

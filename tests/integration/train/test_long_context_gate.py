@@ -5,14 +5,13 @@ from pathlib import Path
 import pytest
 
 from llamaops.platform.config import Preset
-from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.checkpointing import is_valid_checkpoint, load_progress
 from llamaops.platform.train.context_gate import ShortContextNotRecovered, load_record
 from llamaops.platform.train.long_context import run_long_context
 from llamaops.platform.train.pretrain import run_pretrain
 
-from ...unit.train.micro import micro_preset, write_shards
+from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
 
 
 class Recorder:
@@ -25,19 +24,14 @@ class Recorder:
 
 def gated_preset(lr: float = 1e-3, **gate) -> Preset:
     """Pretraining at 64 tokens, then one step at 512 and one at 1024, checked on 16 windows of 64."""
-    preset = micro_preset()
-    pretrain = preset.pretrain.model_copy(update={
-        "total_tokens": 512 * 12,
-        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=64, global_batch_tokens=512)],
-        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=10),
-        "checkpoint_every_steps": 12,
-    })
+    preset = micro_pretraining(micro_preset(), seq_len=64, batch_tokens=512, steps=12, checkpoint_every=12,
+                               decay_steps=10)
     settings = {"windows": 16, "max_short_context_loss_increase": 0.05} | gate
     long_context = preset.long_context.model_copy(update={
         "total_tokens": 4096, "global_batch_tokens": 2048, "lr": lr, "checkpoint_every_steps": 100,
         "gate": preset.long_context.gate.model_copy(update=settings),
     })
-    return preset.model_copy(update={"pretrain": pretrain, "long_context": long_context})
+    return preset.model_copy(update={"long_context": long_context})
 
 
 @pytest.fixture(scope="module")

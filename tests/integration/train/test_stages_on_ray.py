@@ -7,7 +7,6 @@ import torch
 
 from llamaops.platform.config import Preset
 from llamaops.platform.config.parallel import ParallelLayout
-from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.stage import NoMetrics
 from llamaops.platform.store import is_complete
@@ -18,7 +17,7 @@ from llamaops.platform.train.pretrain import pretrain_job, run_pretrain
 from llamaops.platform.train.ray_runner import TrainingRunError
 from llamaops.platform.train.stage_runner import train_and_publish
 
-from ...unit.train.micro import micro_preset, write_shards
+from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
 
 
 class Recorder:
@@ -30,16 +29,10 @@ class Recorder:
 
 
 def ray_preset() -> Preset:
-    preset = micro_preset()
-    pretrain = preset.pretrain.model_copy(update={
-        "total_tokens": 512 * 8,
-        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=64, global_batch_tokens=512)],
-        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=8),
-        "checkpoint_every_steps": 3,
-    })
+    preset = micro_pretraining(micro_preset(), seq_len=64, batch_tokens=512, steps=8, checkpoint_every=3)
     long_context = preset.long_context.model_copy(update={"total_tokens": 4096, "global_batch_tokens": 2048})
     anneal = preset.anneal.model_copy(update={"total_tokens": 4096, "global_batch_tokens": 2048})
-    return preset.model_copy(update={"pretrain": pretrain, "long_context": long_context, "anneal": anneal})
+    return preset.model_copy(update={"long_context": long_context, "anneal": anneal})
 
 
 @pytest.fixture(scope="module")

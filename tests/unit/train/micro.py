@@ -2,6 +2,7 @@
 import numpy as np
 
 from llamaops.platform.config import Preset, load_preset
+from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.data.shards import write_meta, write_split
 from llamaops.platform.store import staged_output
 
@@ -19,6 +20,19 @@ def micro_preset() -> Preset:
     long_context = tiny.long_context.model_copy(update={"gate": gate})
     return tiny.model_copy(update={"model": model, "long_context": long_context})
 
+
+
+def micro_pretraining(preset: Preset, *, seq_len: int, batch_tokens: int, steps: int, checkpoint_every: int,
+                      decay_steps: int | None = None) -> Preset:
+    """`preset` with a short pretraining: `steps` steps of `batch_tokens` at `seq_len`, lr 1e-2
+    warming up over 2 steps then decaying to 1e-3 over `decay_steps` (default: `steps`)."""
+    pretrain = preset.pretrain.model_copy(update={
+        "total_tokens": batch_tokens * steps,
+        "batch_ramp": [BatchRampStep(after_tokens=0, seq_len=seq_len, global_batch_tokens=batch_tokens)],
+        "optimizer": Optimizer(peak_lr=1e-2, min_lr=1e-3, warmup_steps=2, decay_steps=decay_steps or steps),
+        "checkpoint_every_steps": checkpoint_every,
+    })
+    return preset.model_copy(update={"pretrain": pretrain})
 
 def write_shards(uri: str, train_tokens: int, seed: int = 0, validation_documents: int = 3) -> str:
     """Random documents of 20-200 tokens, repeating short motifs so a model can learn something."""
