@@ -46,19 +46,21 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
             f"long_context.gate.seq_len: the short context {short} is longer than the first stage length"
             f" {cfg.seq_lens[0]}; set it to the pretraining length or below"
         )
-    if cfg.gate.needle_depths and needle_prompt_len(preset, cfg.seq_lens[0]) < 64:
+    prompt_len = needle_prompt_len(preset, cfg.seq_lens[0])
+    if cfg.gate.needle_depths and prompt_len < 64:
         raise TrainingConfigError(
             f"long_context.gate: a needle prompt at the first stage length {cfg.seq_lens[0]} leaves"
-            f" {needle_prompt_len(preset, cfg.seq_lens[0])} tokens after the reply and chat format, fewer than 64;"
+            f" {prompt_len} tokens after the reply and chat format, fewer than 64;"
             " lower gate.needle_max_new_tokens or set gate.needle_depths to []"
         )
     try:
         stream = open_validation(data_dir, short)
     except EvalInputError as error:
         raise TrainingConfigError(f"long_context.gate: {error}") from None
-    if stream.num_windows(short) < cfg.gate.windows:
+    windows = stream.num_windows(short)
+    if windows < cfg.gate.windows:
         raise TrainingConfigError(
-            f"long_context.gate: the validation split holds {stream.num_windows(short)} windows of {short} tokens,"
+            f"long_context.gate: the validation split holds {windows} windows of {short} tokens,"
             f" fewer than long_context.gate.windows {cfg.gate.windows}; prepare more validation data or lower windows"
         )
     return stream

@@ -35,7 +35,7 @@ from .context_gate import (
 from .errors import TrainingConfigError
 from .loop import TrainingJob
 from .schedule import long_context_plan, long_context_stages
-from .stage_runner import check_inputs, run_job, stage_job, train_and_publish
+from .stage_runner import check_inputs, publish_trained, run_job, stage_job
 
 STAGE = "long_context"
 
@@ -77,9 +77,10 @@ def run_long_context(
                 more = min(gate.check_every_extra_steps, gate.max_extra_steps_per_stage - record.extra_steps[index])
                 record.extra_steps[index] += more
                 save_record(root, record)
-    result = train_and_publish(preset, _job(preset, data_uri, init_model_uri, output_uri, record), output_uri,
-                               metrics, STAGE)
-    return _with_gate(result, record, preset, resumed_from, metrics)
+    # Every stage has been trained to its end and checked: the last one's end is the plan's.
+    result = publish_trained(preset, _job(preset, data_uri, init_model_uri, output_uri, record), output_uri,
+                             metrics, resumed_from)
+    return _with_gate(result, record, preset, metrics)
 
 
 def _job(preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord) -> TrainingJob:
@@ -143,15 +144,12 @@ def _gate_figures(record: GateRecord, preset: Preset) -> tuple[dict[str, float],
     return figures, summary
 
 
-def _with_gate(
-    result: StageResult, record: GateRecord, preset: Preset, resumed_from: int | None, metrics: MetricsSink
-) -> StageResult:
+def _with_gate(result: StageResult, record: GateRecord, preset: Preset, metrics: MetricsSink) -> StageResult:
     """The gate's figures in the report and the metrics."""
     gate = preset.long_context.gate
     figures, summary = _gate_figures(record, preset)
     metrics.log_metrics(figures, step=result.report["steps"])
     result.metrics.update(figures)
-    result.report["resumed_from_step"] = resumed_from
     result.report["gate"] = {
         "short_context_seq_len": record.seq_len,
         "windows": record.windows,

@@ -105,7 +105,20 @@ def train_and_publish(
     average_last: int = 1,
 ) -> StageResult:
     check_inputs(preset, job, output_uri, stage)
-    resumed_from = run_job(preset, job, stage)
+    return publish_trained(preset, job, output_uri, metrics, run_job(preset, job, stage), average_last)
+
+
+def publish_trained(
+    preset: Preset,
+    job: TrainingJob,
+    output_uri: str,
+    metrics: MetricsSink,
+    resumed_from: int | None,
+    average_last: int = 1,
+) -> StageResult:
+    """After `job` has run: the model of its last `average_last` checkpoints (averaged) published
+    at `output_uri`, its per-step metrics logged and its report; or, when it stopped early on
+    purpose, a report of where it stopped."""
     final_step = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if final_step != len(job.plan):
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
