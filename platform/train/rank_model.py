@@ -87,10 +87,11 @@ class RankModel:
         inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
         cp = self.layout.cp
         model_inputs: dict[str, Any] = {"document_ids": documents}
-        if cp > 1:  # this CP rank's chunks of every row, with explicit positions and mask
+        if cp > 1:  # this CP rank's chunks of every row, with explicit positions
             shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
             inputs, targets = shard.tokens, shard.targets
-            model_inputs = {"positions": shard.positions, "attention_mask": shard.mask.expand(len(inputs), -1, -1, -1)}
+            # the attention kernel's mask is the whole rows' document ids (context_parallel.py)
+            model_inputs = {"positions": shard.positions, "attention_mask": shard.document_ids}
         averaged_ranks = self.layout.dp * cp  # FSDP averages the gradients over dp x cp ranks
         counted = counted_in_step(targets, self.mesh)
         if self.schedule is None:
@@ -102,8 +103,8 @@ class RankModel:
         losses: list[torch.Tensor] = []
         first = (inputs,) if self.holds_first else ()
         last = {"target": targets, "losses": losses} if self.holds_last else {}
-        # Every stage gets its microbatch's document ids (or, under CP, its positions and mask) and
-        # targets (used by the last stage's fused loss only).
+        # Every stage gets its microbatch's document ids (under CP: positions, and the ids as the
+        # attention's mask) and targets (used by the last stage's fused loss only).
         self.schedule.step(*first, **model_inputs, targets=targets, loss_reduction="sum", return_outputs=False, **last)
         if not self.holds_last:
             return torch.zeros((), device=device)
