@@ -209,6 +209,9 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
         if attention_mask is None:
+            if positions is None and any(b.attention.attention_kernel is not None for b in self.layers.values()):
+                # the kernel brings keys from elsewhere: positions 0..T-1 of the local tokens would be wrong
+                raise ValueError("attention with an attention_kernel needs forward's explicit positions")
             positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
         elif positions is None or document_ids is not None or cache is not None:
             raise ValueError("attention_mask needs explicit positions, and neither document_ids nor a cache")

@@ -99,5 +99,12 @@ def test_model_hooks_reproduce_the_document_masked_forward():
         model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
 
 
+def test_a_model_with_an_attention_kernel_refuses_a_call_without_positions():
+    model = Transformer(MICRO)
+    model.layers["1"].attention.attention_kernel = lambda q, k, v, mask: q  # e.g. context parallelism's
+    with pytest.raises(ValueError, match="attention_kernel needs forward's explicit positions"):
+        model(torch.zeros(1, 4, dtype=torch.long))  # e.g. a context-parallel model called without cp_forward_loss
+
+
 def test_context_parallel_layouts_are_accepted():
     check_layout(Transformer(MICRO.model_copy(update={"vocab_size": 64})), ParallelLayout(tp=2, cp=4, dp=2))
