@@ -7,14 +7,14 @@ import torch
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
-from llamaops.platform.model.checkpoint import read_model_config, save_model
+from llamaops.platform.model.checkpoint import read_model_config
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
 from .batches import check_stream_fits
-from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
+from .checkpointing import checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
@@ -124,9 +124,8 @@ def publish_trained(
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
         return StageResult(outputs={}, report={"stopped_at_step": final_step, "resumed_from_step": resumed_from})
     averaged = job.checkpoint_steps[-average_last:]
-    model = average_models([load_checkpoint_model(job.checkpoint_root, step) for step in averaged])
     with staged_output(output_uri) as out:
-        save_model(model, out)
+        publish_checkpoint_model(job.checkpoint_root, averaged, out)
     history = load_progress(job.checkpoint_root, final_step).history
     for entry in history:
         logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")
