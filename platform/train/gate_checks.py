@@ -86,7 +86,7 @@ def short_context_loss(placed: RankModel, stream: TokenStream, gate: GateChecks,
     indices = window_indices(stream.num_windows(gate.seq_len), gate.windows)
     dp, dp_rank = placed.layout.dp, placed.dp_rank
     mine, per_rank = indices[dp_rank::dp], math.ceil(len(indices) / dp)
-    sums = torch.zeros(3, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     for start in range(0, per_rank, gate.batch_size):
         rows = min(gate.batch_size, per_rank - start)
         picked = mine[start : start + rows]
@@ -118,7 +118,7 @@ def needle_found_sums(placed: RankModel, cases: list[tuple[list[int], list[int]]
     (hits == counted) exactly when greedy decoding would begin its reply with them. DP rank d
     takes cases d, d + dp, ...; the others' rows fill up with rows that count nothing."""
     dp, dp_rank = placed.layout.dp, placed.dp_rank
-    sums = torch.zeros(len(cases), 3, device=device)
+    sums = torch.zeros(len(cases), 3, dtype=torch.float64, device=device)
     for index in range(dp_rank, math.ceil(len(cases) / dp) * dp, dp):
         prompt, reply = cases[index % len(cases)]
         row = teacher_forced_row(prompt, reply, seq_len)

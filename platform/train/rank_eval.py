@@ -28,8 +28,9 @@ LOSS, COUNTED, HITS = 0, 1, 2
 
 @torch.no_grad()
 def local_sums(placed: RankModel, batch: Batch, device: torch.device) -> torch.Tensor:
-    """[loss, counted, hits] (fp32) of this rank's share of `batch`; zeros on ranks whose sums
-    another rank reports (TP ranks but the first, pipeline ranks without the last stage)."""
+    """[loss, counted, hits] (fp64, so that sums over many windows and ranks stay exact to the
+    last nat's digit) of this rank's share of `batch`; zeros on ranks whose sums another rank
+    reports (TP ranks but the first, pipeline ranks without the last stage)."""
     inputs, targets, model_inputs = placed.rank_inputs(batch, device)
     if placed.schedule is None:
         loss_hits = placed.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum", count_hits=True)
@@ -37,9 +38,9 @@ def local_sums(placed: RankModel, batch: Batch, device: torch.device) -> torch.T
         loss_hits = _pipeline_forward(placed, inputs, targets, model_inputs)
     reports = placed.holds_last and (placed.mesh is None or placed.mesh["tp"].get_local_rank() == 0)
     if not reports:
-        return torch.zeros(3, device=device)
-    counted = (targets != IGNORE_INDEX).sum(dtype=torch.float32)
-    return torch.stack((loss_hits[0].float(), counted, loss_hits[1].float()))
+        return torch.zeros(3, dtype=torch.float64, device=device)
+    counted = (targets != IGNORE_INDEX).sum(dtype=torch.float64)
+    return torch.stack((loss_hits[0].double(), counted, loss_hits[1].double()))
 
 
 def summed_over_ranks(placed: RankModel, sums: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,7 @@ def main() -> None:
             layout = ParallelLayout.model_validate_json(layout_json)
             placed = build_rank_model(model(), layout, torch.device("cpu"))
             got_loss = short_context_loss(placed, stream, GATE, torch.device("cpu"))
-            got_sums = needle_found_sums(placed, the_cases, ROW_LEN, torch.device("cpu"))
+            got_sums = needle_found_sums(placed, the_cases, ROW_LEN, torch.device("cpu")).float()
             if layout.param_dtype == "bf16":  # bf16 weights: the loss within its rounding, hits may differ
                 assert abs(got_loss - want_loss) < 2e-2 * want_loss, (layout.describe(), got_loss, want_loss)
                 assert torch.equal(got_sums[:, 1], want_sums[:, 1]), (got_sums, want_sums)

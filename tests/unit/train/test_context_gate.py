@@ -76,8 +76,11 @@ def test_the_job_checkpoints_every_stage_end_and_every_checked_step():
     preset = micro_preset()  # checkpoint_every_steps 2
     lc = preset.long_context.model_copy(update={"checkpoint_every_steps": 100})
     preset = preset.model_copy(update={"long_context": lc})
-    job = long_context_job(preset, "file:///d", "file:///m", "file:///out", extra_steps=[3], checked_steps=[2])
+    job = long_context_job(preset, "file:///d", "file:///m", "file:///out", extra_steps=[3], checked_steps=[2],
+                           gate_steps=[5, 0])
     assert job.checkpoint_steps == [2, 5, 7]  # 2: the check before the extra steps; 5, 7: the stage ends
+    # The workers measure the gate at step 5's end and on the input model, as the preset's gate says.
+    assert job.gate.steps == (0, 5) and (job.gate.seq_len, job.gate.windows) == (short_context_len(preset), 1)
 
 
 def test_stage_lengths_must_increase():
@@ -152,6 +155,16 @@ def test_a_short_context_longer_than_a_stage_is_refused(tmp_path: Path, shards_u
     assert not (tmp_path / "lc-checkpoints").exists()
     with pytest.raises(ConfigError, match="^preset: long_context.gate.seq_len 768 is longer than the first stage length 512"):
         load_preset("tiny", overrides=["long_context.gate.seq_len=768"])  # at load time, before any step runs
+
+
+def test_a_short_context_the_long_context_layout_cannot_split_is_refused(shards_uri: str):
+    preset = _with_gate(micro_preset(), seq_len=100)
+    layout = preset.long_context.layout.model_copy(update={"cp": 2, "tp": 2})
+    preset = preset.model_copy(update={"long_context": preset.long_context.model_copy(update={"layout": layout})})
+    with fetched(shards_uri) as data_dir:
+        with pytest.raises(TrainingConfigError, match="^long_context.gate.seq_len: the short context 100 does not split"
+                           r" over the long-context layout \(TP 2 x CP 2 .*a multiple of 8"):
+            check_gate_inputs(preset, data_dir)
 
 
 def test_a_first_stage_too_short_for_a_needle_is_refused(shards_uri: str):
