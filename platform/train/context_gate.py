@@ -107,7 +107,7 @@ def needle_prompt_len(preset: Preset, seq_len: int) -> int:
 def needle_accuracy_at(preset: Preset, model: Transformer, seq_len: int) -> float | None:
     """Share of needles found in prompts of about `seq_len` tokens by greedy generation with a
     whole `model` in one process (eval/needle.py's judge); None when not configured. The reference
-    for the workers' teacher-forced check (gate_checks.needle_accuracy; tests)."""
+    for the workers' teacher-forced check (gate_checks.teacher_forced_needle_accuracy; tests)."""
     gate = preset.long_context.gate
     if not gate.needle_depths:
         return None

@@ -70,16 +70,16 @@ def check_at_step(
     are not published yet; `seq_len` is the length of the step just trained (the needles')."""
     if gate is None or step not in gate.steps or is_complete(figures_uri(checkpoint_root, step)):
         return
-    figures = {"step": step, "short_loss": short_context_loss(placed, open_validation(data_dir, gate.seq_len), gate, device),
-               "needle_accuracy": None}
+    stream = open_validation(data_dir, gate.seq_len)
+    figures = {"step": step, "short_loss": sharded_short_context_loss(placed, stream, gate, device), "needle_accuracy": None}
     if step > 0 and gate.needle_depths:
-        figures["needle_accuracy"] = needle_accuracy(placed, gate, seq_len, device)
+        figures["needle_accuracy"] = teacher_forced_needle_accuracy(placed, gate, seq_len, device)
     if rank == 0:
         with staged_output(figures_uri(checkpoint_root, step), overwrite=True) as out:
             (out / FIGURES_FILE).write_text(json.dumps(figures, indent=1) + "\n")
 
 
-def short_context_loss(placed: RankModel, stream: TokenStream, gate: GateChecks, device: torch.device) -> float:
+def sharded_short_context_loss(placed: RankModel, stream: TokenStream, gate: GateChecks, device: torch.device) -> float:
     """(Collective) the mean next-token loss over the gate's validation windows, the same on every
     rank. DP rank d takes windows d, d + dp, ...; every DP rank runs the same number of forwards
     (FSDP2 gathers collectively), a rank short of windows filling up with rows that count nothing."""
@@ -128,7 +128,7 @@ def needle_found_sums(placed: RankModel, cases: list[tuple[list[int], list[int]]
     return summed_over_ranks(placed, sums)
 
 
-def needle_accuracy(placed: RankModel, gate: GateChecks, seq_len: int, device: torch.device) -> float:
+def teacher_forced_needle_accuracy(placed: RankModel, gate: GateChecks, seq_len: int, device: torch.device) -> float:
     """(Collective) the share of the needle cases at length `seq_len` (eval/needle.py's prompts)
     whose secret number greedy decoding would give first, right after the assistant header:
     stricter than eval/needle.py's judge, which accepts the number anywhere in the reply."""
