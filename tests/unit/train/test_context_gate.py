@@ -94,6 +94,8 @@ def test_every_preset_gates_a_short_context_its_model_holds(name: str):
     assert short_context_len(preset) == preset.pretrain.seq_len <= preset.long_context.seq_lens[0]
     assert preset.long_context.seq_lens[-1] <= preset.model.max_seq_len
     assert preset.long_context.gate.max_short_context_loss_increase is not None
+    layout = preset.long_context.layout  # the workers measure the short windows on the long-context layout
+    assert short_context_len(preset) % (2 * layout.cp * layout.tp if layout.cp > 1 else layout.tp) == 0
 
 
 def test_the_record_round_trips_and_detects_other_settings(tmp_path: Path):
