@@ -1,4 +1,5 @@
 """The long-context gate's decisions, plan, record and preflight checks (no training)."""
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,3 +189,24 @@ def test_too_little_validation_data_for_the_gate_is_refused(shards_uri: str):
         })
         with pytest.raises(TrainingConfigError, match="^long_context.gate: the validation split .* fewer than one window of 4097"):
             check_gate_inputs(long, data_dir)
+
+
+def test_figures_the_workers_published_are_read_not_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A driver stopped after a stage's run but before recording its check: on resume the
+    published figures make the record (baseline and check) and no worker starts."""
+    from llamaops.platform.train import long_context
+    from llamaops.platform.train.gate_checks import FIGURES_FILE, figures_uri
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the workers were started again")
+
+    monkeypatch.setattr(long_context, "run_job", no_run)
+    output = (tmp_path / "lc").as_uri()
+    root = output + "-checkpoints"
+    for step, loss, needles in ((0, 4.0, None), (2, 4.2, 0.5)):  # the input model's, stage 1's end
+        with staged_output(figures_uri(root, step)) as out:
+            (out / FIGURES_FILE).write_text(f'{{"step": {step}, "short_loss": {loss}, "needle_accuracy": {json.dumps(needles)}}}')
+    record, check = long_context._train_and_check(micro_preset(), "file:///d", "file:///m", output, None, 0)
+    assert record.baseline_loss == 4.0 and check == {"stage": 0, "seq_len": 512, "step": 2, "short_loss": 4.2,
+                                                     "needle_accuracy": 0.5}
+    assert load_record(root) == record
