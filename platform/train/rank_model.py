@@ -73,18 +73,24 @@ class RankModel:
     def dp_rank(self) -> int:
         return self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
 
+    def rank_inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(tokens, targets, the model's other inputs) of this rank's part of `batch`: the whole
+        rows with their document ids, or under CP this rank's chunks of every row with explicit
+        positions and mask (expanded to the rows, so that a pipeline can split them)."""
+        inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
+        cp = self.layout.cp
+        if cp == 1:
+            return inputs, targets, {"document_ids": documents}
+        shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
+        mask = shard.mask.expand(len(shard.tokens), -1, -1, -1)
+        return shard.tokens, shard.targets, {"positions": shard.positions, "attention_mask": mask}
+
     def forward_backward(self, batch: Batch, device: torch.device) -> torch.Tensor:
         """Gradients of the step's loss: the mean over the counted targets of every DP rank's batch,
         however the batch is split (over DP ranks, into microbatches), so every layout trains the
         same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
-        inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
-        cp = self.layout.cp
-        model_inputs: dict[str, Any] = {"document_ids": documents}
-        if cp > 1:  # this CP rank's chunks of every row, with explicit positions and mask
-            shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
-            inputs, targets = shard.tokens, shard.targets
-            model_inputs = {"positions": shard.positions, "attention_mask": shard.mask.expand(len(inputs), -1, -1, -1)}
-        averaged_ranks = self.layout.dp * cp  # FSDP averages the gradients over dp x cp ranks
+        inputs, targets, model_inputs = self.rank_inputs(batch, device)
+        averaged_ranks = self.layout.dp * self.layout.cp  # FSDP averages the gradients over dp x cp ranks
         counted = counted_in_step(targets, self.mesh)
         if self.stages is None:
             loss_sum = self.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum")

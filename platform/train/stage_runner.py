@@ -85,13 +85,14 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
                 )
 
 
-def run_job(preset: Preset, job: TrainingJob, stage: str) -> int | None:
+def run_job(preset: Preset, job: TrainingJob, stage: str, always: bool = False) -> int | None:
     """Train `job` on Ray from its latest checkpoint to the end of its plan (or its stop step),
-    unless it is there already; returns the checkpoint step it started from (None: the start)."""
+    unless it is there already (`always`: start the workers anyway, e.g. for the gate figures they
+    measure at a restored step); returns the checkpoint step it started from (None: the start)."""
     resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
         job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
-    if resumed_from != (job.stop_after_step or len(job.plan)):
+    if always or resumed_from != (job.stop_after_step or len(job.plan)):
         run_on_ray(job, workers=job.layout.world_size, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
     return resumed_from
 
