@@ -32,7 +32,7 @@ def local_sums(placed: RankModel, batch: Batch, device: torch.device) -> torch.T
     last nat's digit) of this rank's share of `batch`; zeros on ranks whose sums another rank
     reports (TP ranks but the first, pipeline ranks without the last stage)."""
     inputs, targets, model_inputs = placed.rank_inputs(batch, device)
-    if placed.schedule is None:
+    if placed.stages is None:
         loss_hits = placed.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum", count_hits=True)
     else:
         loss_hits = _pipeline_forward(placed, inputs, targets, model_inputs)

@@ -51,28 +51,28 @@ def pretrained(local_ray, shards: str, tmp_path_factory: pytest.TempPathFactory)
     return run_pretrain(gated_preset(), shards, out).outputs["model"]
 
 
-def _no_model_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make any forward pass or model load in this (the driver's) process fail, but for the
-    publishing of the trained model (which averages the last checkpoint, no forward): the steps
-    it loads are returned."""
+def _no_model_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Make any forward pass or whole-model load in this (the driver's) process fail; publishing
+    the trained model streams it from the checkpoints a group of tensors at a time (no forward, no
+    whole model): the checkpoint steps each publish reads are returned."""
     def no_forward(*args, **kwargs):
         raise AssertionError("the driver ran a forward pass")
 
     def no_load(*args, **kwargs):
         raise AssertionError("the driver loaded a whole model")
 
-    published: list[int] = []
-    load_checkpoint_model = stage_runner.load_checkpoint_model
+    published: list[list[int]] = []
+    publish = stage_runner.publish_checkpoint_model
 
-    def publishing(root: str, step: int):
-        published.append(step)
-        return load_checkpoint_model(root, step)
+    def publishing(root: str, steps: list[int], output):
+        published.append(list(steps))
+        return publish(root, steps, output)
 
     monkeypatch.setattr(Transformer, "forward", no_forward)
     monkeypatch.setattr("llamaops.platform.model.checkpoint.load_model", no_load)
     monkeypatch.setattr("llamaops.platform.train.loop.load_model", no_load)
     monkeypatch.setattr("llamaops.platform.train.checkpointing.load_checkpoint_model", no_load)
-    monkeypatch.setattr(stage_runner, "load_checkpoint_model", publishing)
+    monkeypatch.setattr(stage_runner, "publish_checkpoint_model", publishing)
     return published
 
 
@@ -83,7 +83,7 @@ def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(
     recorder = Recorder()
     published = _no_model_in_the_driver(monkeypatch)
     result = run_long_context(gated_preset(), shards, pretrained, (tmp_path / "lc").as_uri(), recorder)
-    assert published == [2]  # the final model only; every gate figure came from the workers
+    assert published == [[2]]  # the final model only; every gate figure came from the workers
     root = (tmp_path / "lc-checkpoints").as_uri()
     assert [load_figures(root, step)["short_loss"] for step in (0, 1, 2)] == [
         result.report["gate"]["baseline_short_loss"], *(s["short_loss"] for s in result.report["gate"]["stages"])]
