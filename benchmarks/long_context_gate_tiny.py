@@ -3,6 +3,8 @@
 Data prep and pretraining of the real tiny preset, then the long-context stage twice from the same
 pretrained model with the gate reporting only (tolerance null): at tiny's LR (healthy) and at 100x
 (broken). Prints the pretrained model's short-context loss and each stage's, per run. ~9 min on 2 cores.
+The figures are measured by the Ray training workers on the sharded model (train/gate_checks.py);
+they equal those of the earlier driver-side, one-process computation (results/ holds both).
 
     .venv/bin/python benchmarks/long_context_gate_tiny.py /tmp/gate-tiny [EXTRA_LR ...]
 """

@@ -239,7 +239,9 @@ def full_405b() -> Preset:
         _h100_pool(nodes=2048),
         peak_lr=8e-5,
         min_lr=8e-7,
-        pretrain_layout=_bf16(tp=8, pp=16, dp=128, pp_microbatches=16),
+        # The ramp's start (4M tokens of 4K) gives each of the 128 DP ranks 8 sequences, fewer than
+        # the 16 stages: the paper's flexible schedule (interleaved 1F1B in torch) runs 8 microbatches.
+        pretrain_layout=_bf16(tp=8, pp=16, dp=128, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=8, pp_microbatches=16, activation_checkpointing="selective"),
         post_training_layout=Layout(tp=8, pp=16, dp=8),
     )

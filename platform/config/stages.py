@@ -148,8 +148,9 @@ class ShortContextGate(Config):
     # time, each followed by another check, up to this many extra steps; then the stage fails.
     max_extra_steps_per_stage: NonNegativeInt = 0
     check_every_extra_steps: PositiveInt = 100
-    # The paper's second test: needle in a haystack at each stage's length (greedy replies through
-    # the serving engine), one prompt per depth (0 = start); empty: not run. Reported per stage;
+    # The paper's second test: needle in a haystack at each stage's length, one prompt per depth
+    # (0 = start); empty: not run. Teacher-forced by the training workers: found when greedy
+    # decoding would begin its reply with the number (train/gate_checks.py). Reported per stage;
     # a stage also needs every needle found to pass only when `needle_must_pass`.
     needle_depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list)
     needle_must_pass: bool = False

@@ -48,6 +48,13 @@ def open_validation(shards_dir: Path, seq_len: int) -> TokenStream:
     return stream
 
 
+def window_rows(stream: TokenStream, indices: list[int], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows' tokens and document ids, [len(indices), seq_len + 1] each: inputs are [:, :-1],
+    targets (every one counted) [:, 1:]."""
+    windows = [stream.window(i, seq_len) for i in indices]
+    return torch.from_numpy(np.stack([w[0] for w in windows])), torch.from_numpy(np.stack([w[1] for w in windows]))
+
+
 @torch.no_grad()
 def validation_perplexity(
     model: Transformer, stream: TokenStream, seq_len: int, max_windows: int, batch_size: int
@@ -55,9 +62,7 @@ def validation_perplexity(
     indices = window_indices(stream.num_windows(seq_len), max_windows)
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(indices), batch_size):
-        windows = [stream.window(i, seq_len) for i in indices[start : start + batch_size]]
-        tokens = torch.from_numpy(np.stack([w[0] for w in windows]))
-        document_ids = torch.from_numpy(np.stack([w[1] for w in windows]))
+        tokens, document_ids = window_rows(stream, indices[start : start + batch_size], seq_len)
         mean_nll = model(tokens[:, :-1], document_ids=document_ids[:, :-1], targets=tokens[:, 1:])
         count = tokens[:, 1:].numel()
         total_nll += float(mean_nll) * count

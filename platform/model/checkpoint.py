@@ -1,8 +1,11 @@
 """The native llamaops model directory: `llamaops_model.json` (the ModelConfig) + `model.safetensors`
-(the state dict in Meta's names). Directories are written atomically: a temp sibling, then a rename.
+(the state dict in Meta's names), or, for a model written a group of tensors at a time (train
+stages publish straight from their sharded checkpoints), `model-00001-of-0000N.safetensors` files
+and `model.safetensors.index.json` mapping each tensor to its file, as Hugging Face shards.
+Directories are written atomically: a temp sibling, then a rename.
 """
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from .transformer import Transformer
 
 CONFIG_FILE = "llamaops_model.json"
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
 FORMAT = "llamaops-model"
 FORMAT_VERSION = 1
 
@@ -49,13 +53,7 @@ def atomic_directory(dst: Path, overwrite: bool = False) -> Iterator[Path]:
 def save_model(model: Transformer, directory: Path, overwrite: bool = False) -> Path:
     """Write `model` as a native model directory and return its path."""
     require_whole_model(model)
-    directory = Path(directory)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.cfg.model_dump(mode="json")}
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    with atomic_directory(directory, overwrite) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2) + "\n")
-        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-    return directory
+    return write_model_shards(model.cfg, [model.state_dict()], 1, directory, overwrite)
 
 
 def read_model_config(directory: Path) -> ModelConfig:
@@ -85,22 +83,83 @@ def read_model_config(directory: Path) -> ModelConfig:
         raise ModelDirectoryError(f"{path}: invalid model config: {first_error(exc)}") from None
 
 
+def shard_file(index: int, count: int) -> str:
+    """The name of weights file `index` (from 1) of `count`, as Hugging Face names its shards."""
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
+
+
+def plan_shards(sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
+    """Tensor names (in order) grouped into shards of at most `max_bytes` (bytes per name in
+    `sizes`), greedily; a tensor bigger than that gets a shard of its own."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, nbytes in sizes.items():
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def write_model_shards(
+    cfg: ModelConfig, shards: Iterable[dict[str, torch.Tensor]], count: int, directory: Path, overwrite: bool = False
+) -> Path:
+    """Write a native model directory one group of tensors at a time (`count` groups, each a
+    name -> tensor dict, produced while the previous one is already on disk), so a model far
+    bigger than memory can be written. One group is the plain `model.safetensors`."""
+    directory = Path(directory)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.model_dump(mode="json")}
+    with atomic_directory(directory, overwrite) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2) + "\n")
+        weight_map: dict[str, str] = {}
+        written = 0
+        for written, tensors in enumerate(shards, start=1):
+            file = WEIGHTS_FILE if count == 1 else shard_file(written, count)
+            save_file({n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}, tmp / file,
+                      metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(tensors, file))
+        if written != count:
+            raise ValueError(f"write_model_shards: {written} groups of tensors given, {count} announced")
+        if count > 1:
+            (tmp / INDEX_FILE).write_text(json.dumps({"weight_map": dict(sorted(weight_map.items()))}, indent=1) + "\n")
+    return directory
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weights files of a native model directory, or one line on what is missing."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_FILE).is_file():
+        return [directory / WEIGHTS_FILE]
+    index = directory / INDEX_FILE
+    if not index.is_file():
+        raise ModelDirectoryError(f"{directory / WEIGHTS_FILE} is missing; re-create the model directory")
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelDirectoryError(f"{index} is unreadable or corrupt ({exc}); re-create the model directory") from None
+    missing = [name for name in files if not (directory / name).is_file()]
+    if missing:
+        raise ModelDirectoryError(f"{directory / missing[0]} is missing ({len(missing)} of {len(files)} weights files);"
+                                  " re-create the model directory")
+    return [directory / name for name in files]
+
+
 def load_model(directory: Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Transformer:
     """Read a native model directory; weights keep their stored dtype unless `dtype` is given."""
     directory = Path(directory)
     cfg = read_model_config(directory)
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise ModelDirectoryError(f"{path} is missing; re-create the model directory")
     state: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            for name in f.keys():
-                tensor = f.get_tensor(name)
-                state[name] = tensor if dtype is None else tensor.to(dtype)
-    except (SafetensorError, OSError) as exc:
-        raise ModelDirectoryError(f"{path} is corrupt ({exc}); re-create the model directory") from None
-    return build_model(cfg, state, str(path), device)
+    files = weight_files(directory)
+    for path in files:
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    tensor = f.get_tensor(name)
+                    state[name] = tensor if dtype is None else tensor.to(dtype)
+        except (SafetensorError, OSError) as exc:
+            raise ModelDirectoryError(f"{path} is corrupt ({exc}); re-create the model directory") from None
+    return build_model(cfg, state, str(files[0] if len(files) == 1 else directory), device)
 
 
 def build_model(

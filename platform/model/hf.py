@@ -19,8 +19,10 @@ from .checkpoint import (
     build_model,
     check_destination,
     load_model,
+    plan_shards,
     require_whole_model,
     save_model,
+    shard_file,
 )
 from .hf_config import hf_config_from_model_config, hf_generation_config, model_config_from_hf
 from .transformer import Transformer
@@ -113,14 +115,14 @@ def save_hf(
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     cfg, state = model.cfg, model.state_dict()
-    shards = _plan_shards(state, dtype.itemsize, max_shard_bytes)
+    shards = plan_shards({name: t.numel() * dtype.itemsize for name, t in state.items()}, max_shard_bytes)
     dtype_name = str(dtype).removeprefix("torch.")
     with atomic_directory(dst, overwrite) as tmp:
         _write_json(tmp / "config.json", hf_config_from_model_config(cfg, dtype_name))
         _write_json(tmp / "generation_config.json", hf_generation_config())
         weight_map, total = {}, 0
         for i, names in enumerate(shards, start=1):
-            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            file = shard_file(i, len(shards))
             tensors = dict(to_hf_tensor(cfg, n, state[n].detach().to("cpu", dtype)) for n in names)
             save_file({n: t.contiguous() for n, t in tensors.items()}, tmp / file, metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(tensors, file))
@@ -146,20 +148,6 @@ def export_hf(
     check_destination(dst, overwrite)
     model = load_model(src, dtype=dtype)
     return save_hf(model, dst, max_shard_bytes, dtype, overwrite, tokenizer)
-
-
-def _plan_shards(state: dict[str, torch.Tensor], itemsize: int, max_bytes: int) -> list[list[str]]:
-    """Greedy, in model order; a tensor bigger than max_bytes gets a shard of its own."""
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * itemsize
-        if shards[-1] and size + nbytes > max_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    return shards
 
 
 def _write_json(path: Path, data: dict) -> None:

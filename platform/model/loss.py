@@ -33,6 +33,7 @@ def linear_cross_entropy(
     ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    count_hits: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of the logits `hidden @ weight.T` against `targets`, computed in chunks.
 
@@ -43,9 +44,11 @@ def linear_cross_entropy(
     within 10% of the unfused loss at 1024, with a quarter of its memory). A chunk holds
     chunk_size x vocab logits in the compute dtype, plus two fp32 buffers of that size on an
     accelerator (of a few rows on a CPU).
+    count_hits (evaluation, without autograd): returns [loss, hits] instead, hits being the
+    counted targets that are their row's argmax logit, i.e. what greedy decoding would pick.
     """
     if isinstance(hidden, DTensor):
-        return _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size)
+        return _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits)
     if chunk_size is None:
         chunk_size = 256 if hidden.device.type == "cpu" else 1024
     if reduction not in ("mean", "sum"):
@@ -65,13 +68,17 @@ def linear_cross_entropy(
     elif hidden.dtype != weight.dtype:
         raise ValueError(f"hidden is {hidden.dtype} but weight is {weight.dtype}")
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        if count_hits:
+            raise ValueError("count_hits is for evaluation: call under torch.no_grad()")
         return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, chunk_size)
     with torch.autocast(device_type, enabled=False):
-        loss, _, _ = _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, (False, False))
-    return loss
+        loss, _, _, hits = _chunked(
+            hidden, weight, targets, ignore_index, reduction, chunk_size, (False, False), count_hits
+        )
+    return torch.stack((loss, hits)) if count_hits else loss
 
 
-def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size) -> torch.Tensor:
+def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits) -> torch.Tensor:
     """The loss when a tensor-parallel model (train/parallelize.py) hands over hidden states split
     along the sequence (a DTensor, Shard(1) on a 1-D mesh) and a vocab-split output weight (a
     DTensor on the same mesh). Each rank gathers the weight and computes the summed loss of its own
@@ -92,19 +99,20 @@ def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_s
     local_weight = weight.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
     local_sum = linear_cross_entropy(
         hidden.to_local(), local_weight, targets[:, start : start + shard],
-        ignore_index=ignore_index, reduction="sum", chunk_size=chunk_size,
+        ignore_index=ignore_index, reduction="sum", chunk_size=chunk_size, count_hits=count_hits,
     )
-    total = DTensor.from_local(local_sum, mesh, [Partial()]).full_tensor()
+    total = DTensor.from_local(local_sum, mesh, [Partial()]).full_tensor()  # [loss, hits] with count_hits
     if reduction == "sum":
         return total
-    return total / (targets != ignore_index).sum(dtype=torch.float32)  # every rank has all targets
+    count = (targets != ignore_index).sum(dtype=torch.float32)  # every rank has all targets
+    return torch.stack((total[0] / count, total[1])) if count_hits else total / count
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size):
         with torch.autocast(hidden.device.type, enabled=False):
-            loss, grad_hidden, grad_weight = _chunked(
+            loss, grad_hidden, grad_weight, _ = _chunked(
                 hidden, weight, targets, ignore_index, reduction, chunk_size, ctx.needs_input_grad[:2]
             )
         ctx.save_for_backward(grad_hidden, grad_weight)
@@ -125,8 +133,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None
 
 
-def _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, needs_grad: tuple[bool, bool]):
-    """Loss (fp32 scalar), d loss / d hidden and d loss / d weight (each None unless needed)."""
+def _chunked(
+    hidden, weight, targets, ignore_index, reduction, chunk_size, needs_grad: tuple[bool, bool], count_hits=False
+):
+    """Loss (fp32 scalar), d loss / d hidden and d loss / d weight (each None unless needed), and
+    the counted targets that are their row's argmax (fp32 scalar; None unless count_hits)."""
     grads = any(needs_grad)
     tokens, vocab = hidden.shape[0], weight.shape[0]
     device, compute_dtype = hidden.device, hidden.dtype
@@ -157,6 +168,7 @@ def _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, needs
     target_logp = torch.empty(tokens, 1, dtype=torch.float32, device=device)
     grad_hidden = torch.empty_like(hidden) if needs_grad[0] else None
     grad_weight = torch.empty_like(weight) if needs_grad[1] else None
+    hits = torch.zeros((), dtype=torch.float32, device=device) if count_hits else None
 
     weight_t = weight.t()
     for start in range(0, tokens, chunk):
@@ -164,6 +176,8 @@ def _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, needs
         h = hidden[start:end]
         logits = logits_buf[: end - start]
         torch.mm(h, weight_t, out=logits)
+        if hits is not None:  # before the loop below overwrites the logits with their gradient
+            hits += ((logits.argmax(-1) == targets[start:end]) & valid[start:end]).sum(dtype=torch.float32)
         for row in range(start, end, block):
             stop = min(row + block, end)
             n = stop - row
@@ -194,7 +208,7 @@ def _chunked(hidden, weight, targets, ignore_index, reduction, chunk_size, needs
                 torch.addmm(grad_weight, logits.t(), h, out=grad_weight)
     total = -(target_logp.squeeze(1) * valid).sum()
     loss = total / count if reduction == "mean" else total
-    return loss, grad_hidden, grad_weight
+    return loss, grad_hidden, grad_weight, hits
 
 
 # Bytes of fp32 per elementwise block on a CPU: about a core's L2.

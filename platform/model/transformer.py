@@ -183,6 +183,7 @@ class Transformer(nn.Module):
         targets: torch.Tensor | None = None,
         loss_reduction: Literal["mean", "sum"] = "mean",
         loss_chunk_size: int | None = None,
+        count_hits: bool = False,
         last_only: bool = False,
         project: bool = True,
     ) -> torch.Tensor:
@@ -200,6 +201,8 @@ class Transformer(nn.Module):
         counted targets or their "sum") instead of the logits, with the
         output projection fused into the loss (loss.linear_cross_entropy), `loss_chunk_size`
         tokens at a time (default: its own), so [B, T, vocab] logits are never held.
+        count_hits (with targets, under no_grad): returns [loss, hits], hits the counted targets
+        that are their position's argmax logit (a teacher-forced greedy check).
         last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
         with a 128K vocabulary most of a small model's prefill cost otherwise.
         project=False: the final-normed hidden states instead of logits; the serving engine
@@ -229,7 +232,7 @@ class Transformer(nn.Module):
         if targets is not None:
             return linear_cross_entropy(
                 h, self.output.weight, targets, ignore_index=IGNORE_INDEX, reduction=loss_reduction,
-                chunk_size=loss_chunk_size,
+                chunk_size=loss_chunk_size, count_hits=count_hits,
             )
         return self.output(h)
 

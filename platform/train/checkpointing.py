@@ -24,6 +24,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.model.checkpoint import plan_shards, write_model_shards
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import ArtifactError, fetched, is_complete, staged_output
 from llamaops.platform.store.uri import local_path
@@ -32,6 +33,7 @@ STATE_DIR = "state"
 RNG_DIR = "rng"
 CONFIG_FILE = "model_config.json"
 PROGRESS_FILE = "progress.json"
+DEFAULT_SHARD_BYTES = 2 * 2**30  # a published model's weights files: at most this much each
 
 
 def checkpoints_uri(output_uri: str) -> str:
@@ -205,13 +207,46 @@ def restore_checkpoint(
 
 
 def load_checkpoint_model(root_uri: str, step: int) -> Transformer:
-    """The whole model of checkpoint `step`, unsharded, in one process (no process group needed)."""
+    """The whole model of checkpoint `step`, unsharded, in one process (no process group needed).
+    For tests and small models: publishing goes through `publish_checkpoint_model`."""
     with fetched(step_uri(root_uri, step)) as directory:
         model = Transformer(ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text()))
         state = {"model": model.state_dict()}
         dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=True)
         model.load_state_dict(state["model"])
         return model
+
+
+def publish_checkpoint_model(
+    root_uri: str, steps: list[int], output: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES
+) -> None:
+    """Write the model of checkpoints `steps` (their element-wise mean, Polyak averaging, when
+    several) as a native model directory at `output`, one group of at most `max_shard_bytes` of
+    tensors at a time: each group is read from every checkpoint's shards (DCP loads only the
+    tensors asked for), averaged and written before the next is read, so memory holds
+    len(steps) groups, never the whole model (a 405B model is 1.6 TB in fp32)."""
+    with ExitStack() as stack:
+        directories = [stack.enter_context(fetched(step_uri(root_uri, step))) for step in steps]
+        cfg = ModelConfig.model_validate_json((directories[0] / CONFIG_FILE).read_text())
+        with torch.device("meta"):
+            shapes = {name: t for name, t in Transformer(cfg).state_dict().items()}
+        stored = dcp.FileSystemReader(str(directories[0] / STATE_DIR)).read_metadata().state_dict_metadata
+        dtypes = {name: stored[f"model.{name}"].properties.dtype for name in shapes}
+        groups = plan_shards({name: t.numel() * dtypes[name].itemsize for name, t in shapes.items()}, max_shard_bytes)
+
+        def averaged_groups():
+            for names in groups:
+                parts = []
+                for directory in directories:
+                    part = {name: torch.empty(shapes[name].shape, dtype=dtypes[name]) for name in names}
+                    dcp.load({"model": part}, checkpoint_id=directory / STATE_DIR, no_dist=True)
+                    parts.append(part)
+                if len(parts) == 1:
+                    yield parts[0]
+                    continue
+                yield {name: torch.stack([part[name].float() for part in parts]).mean(0).to(dtypes[name]) for name in names}
+
+        write_model_shards(cfg, averaged_groups(), len(groups), output)
 
 
 def remove_checkpoint(root_uri: str, step: int) -> None:
@@ -231,12 +266,3 @@ def _remove_s3_prefix(uri: str) -> None:
     for obj in client.list_objects(where.bucket, prefix=f"{where.prefix}/", recursive=True):
         if not obj.object_name.endswith(COMPLETE_MARKER):
             client.remove_object(where.bucket, obj.object_name)
-
-
-def average_models(models: list[Transformer]) -> Transformer:
-    """Polyak averaging: the element-wise mean of the models' weights, into the first model."""
-    target = models[0]
-    states: list[dict[str, Any]] = [m.state_dict() for m in models]
-    averaged = {name: torch.stack([s[name].float() for s in states]).mean(0).to(t.dtype) for name, t in states[0].items()}
-    target.load_state_dict(averaged)
-    return target

@@ -2,6 +2,9 @@
 validation split is back near the pretrained model's (Llama 3 paper §3.4.2: "model performance on
 short-context evaluations has recovered completely").
 
+The training workers measure the figures (gate_checks.py, on the sharded model); this module
+holds what the driver needs to decide on them: the preflight, the verdict, the record, the report.
+
 The gate's record (the pretrained model's loss, each check's loss, the extra steps each stage was
 given) lives next to the checkpoints, published atomically after every change, so a resumed run
 neither redoes a checked segment nor loses the baseline, and rebuilds the same plan.
@@ -18,6 +21,8 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched, is_complete, staged_output
 
 from .errors import TrainingConfigError
+from .gate_checks import GateChecks
+from .gate_checks import needle_prompt_len as _needle_prompt_len
 from .schedule import ContextStage
 
 RECORD_FILE = "short_context_gate.json"
@@ -46,6 +51,13 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
             f"long_context.gate.seq_len: the short context {short} is longer than the first stage length"
             f" {cfg.seq_lens[0]}; set it to the pretraining length or below"
         )
+    layout = cfg.layout
+    split = 2 * layout.cp * layout.tp if layout.cp > 1 else layout.tp  # CP chunks, TP sequence shards
+    if short % split:
+        raise TrainingConfigError(
+            f"long_context.gate.seq_len: the short context {short} does not split over the long-context layout"
+            f" ({layout.describe()}, which needs a multiple of {split}); pick a multiple of {split}"
+        )
     prompt_len = needle_prompt_len(preset, cfg.seq_lens[0])
     if cfg.gate.needle_depths and prompt_len < 64:
         raise TrainingConfigError(
@@ -66,8 +78,18 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
     return stream
 
 
+def gate_checks(preset: Preset, steps: list[int]) -> GateChecks:
+    """What the training workers measure for the gate, at `steps` (0: the input model)."""
+    gate = preset.long_context.gate
+    return GateChecks(
+        steps=tuple(steps), seq_len=short_context_len(preset), windows=gate.windows, batch_size=gate.batch_size,
+        needle_depths=tuple(gate.needle_depths), needle_max_new_tokens=gate.needle_max_new_tokens,
+    )
+
+
 def short_context_loss(preset: Preset, model: Transformer, stream: TokenStream) -> float:
-    """Mean next-token loss (nats) of `model` on the gate's validation windows, under no_grad."""
+    """Mean next-token loss (nats) of a whole `model` on the gate's validation windows, under
+    no_grad, in one process: the reference that the workers' sharded figure equals (tests)."""
     gate = preset.long_context.gate
     model.eval()
     return validation_perplexity(model, stream, short_context_len(preset), gate.windows, gate.batch_size).mean_nll
@@ -79,11 +101,13 @@ def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
 
 def needle_prompt_len(preset: Preset, seq_len: int) -> int:
     """A needle prompt's tokens at stage length `seq_len`: room left for the chat format and the reply."""
-    return seq_len - preset.long_context.gate.needle_max_new_tokens - 64
+    return _needle_prompt_len(seq_len, preset.long_context.gate.needle_max_new_tokens)
 
 
 def needle_accuracy_at(preset: Preset, model: Transformer, seq_len: int) -> float | None:
-    """Share of needles found in prompts of about `seq_len` tokens, greedy; None when not configured."""
+    """Share of needles found in prompts of about `seq_len` tokens by greedy generation with a
+    whole `model` in one process (eval/needle.py's judge); None when not configured. The reference
+    for the workers' teacher-forced check (gate_checks.teacher_forced_needle_accuracy; tests)."""
     gate = preset.long_context.gate
     if not gate.needle_depths:
         return None

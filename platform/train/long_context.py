@@ -5,35 +5,38 @@ The model's Llama 3.1 RoPE scaling (in its config) is what lets positions beyond
 length work; it is one fixed frequency map, the same in every stage, so a stage changes only the
 sequence length the weights adapt to (never above model.max_seq_len, the RoPE table's length).
 
-Each stage runs as one Ray run that stops at the stage's end (a checkpoint step); the driver then
-loads that checkpoint and checks the gate. A stage that has not recovered gets
-`check_every_extra_steps` more steps at its length (recorded, so the plan stays a function of the
-config and the record), up to `max_extra_steps_per_stage`, then the stage fails in one line.
+Each stage runs as one Ray run that stops at the stage's end (a checkpoint step). The training
+workers measure the gate's figures there, on the model as the stage's layout shards it
+(train/gate_checks.py), and in the first run also the input model's before its first step; the
+driver only reads them, decides and records, and never loads a model. A stage that has not
+recovered gets `check_every_extra_steps` more steps at its length (recorded, so the plan stays a
+function of the config and the record), up to `max_extra_steps_per_stage`, then the stage fails
+in one line.
 """
 from collections.abc import Sequence
 from dataclasses import replace
 
 from llamaops.platform.config.preset import Preset
-from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched
 
-from .checkpointing import checkpoints_uri, latest_checkpoint, load_checkpoint_model
+from .checkpointing import checkpoints_uri, latest_checkpoint
 from .context_gate import (
     GateRecord,
     ShortContextNotRecovered,
     check_gate_inputs,
     failure_line,
+    gate_checks,
     load_record,
     new_record,
-    needle_accuracy_at,
     passes,
     save_record,
-    short_context_loss,
     stage_summary,
 )
 from .errors import TrainingConfigError
+from .gate_checks import load_figures
 from .loop import TrainingJob
+from .ray_runner import TrainingRunError
 from .schedule import long_context_plan, long_context_stages
 from .stage_runner import check_inputs, publish_trained, run_job, stage_job
 
@@ -42,15 +45,17 @@ STAGE = "long_context"
 
 def long_context_job(
     preset: Preset, data_uri: str, init_model_uri: str, output_uri: str,
-    extra_steps: Sequence[int] = (), checked_steps: Sequence[int] = (),
+    extra_steps: Sequence[int] = (), checked_steps: Sequence[int] = (), gate_steps: Sequence[int] = (),
 ) -> TrainingJob:
     """The job of the plan with the gate's extra steps; besides the regular checkpoints, one at
-    every stage end and every step the gate has checked (so a resumed run finds them)."""
+    every stage end and every step the gate has checked (so a resumed run finds them). The
+    workers measure the gate at `gate_steps` (0: the input model)."""
     cfg = preset.long_context
     job = stage_job(preset, cfg.layout, long_context_plan(cfg, extra_steps), data_uri, output_uri,
                     cfg.checkpoint_every_steps, preset.pretrain.keep_checkpoints, init_model_uri)
     ends = {stage.end for stage in long_context_stages(cfg, extra_steps)}
-    return replace(job, checkpoint_steps=sorted({*job.checkpoint_steps, *ends, *checked_steps}))
+    return replace(job, checkpoint_steps=sorted({*job.checkpoint_steps, *ends, *checked_steps}),
+                   gate=gate_checks(preset, sorted(gate_steps)))
 
 
 def run_long_context(
@@ -60,74 +65,92 @@ def run_long_context(
     root = checkpoints_uri(output_uri)
     check_inputs(preset, long_context_job(preset, data_uri, init_model_uri, output_uri), output_uri, STAGE)
     with fetched(data_uri) as data_dir:
-        stream = check_gate_inputs(preset, data_dir)
-        record = _record(preset, root, init_model_uri, stream)
-        resumed_from = latest_checkpoint(root, _job(preset, data_uri, init_model_uri, output_uri, record).checkpoint_steps)
-        for index in range(len(preset.long_context.seq_lens)):
-            while True:
-                stage = long_context_stages(preset.long_context, record.extra_steps)[index]
-                check = record.check_at(stage.end)
-                if check is None:
-                    check = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index, stream)
-                if passes(check, record.baseline_loss, preset):
-                    break
-                if record.extra_steps[index] >= gate.max_extra_steps_per_stage:
-                    metrics.log_metrics(_gate_figures(record, preset)[0], step=stage.end)  # the failure's figures too
-                    raise ShortContextNotRecovered(failure_line(index, stage, record, preset, root))
-                more = min(gate.check_every_extra_steps, gate.max_extra_steps_per_stage - record.extra_steps[index])
-                record.extra_steps[index] += more
-                save_record(root, record)
+        check_gate_inputs(preset, data_dir)
+    record = _resumed_record(preset, root)  # None: no stage checked yet; the first run measures the baseline
+    resumed_from = latest_checkpoint(root, _job(preset, data_uri, init_model_uri, output_uri, record).checkpoint_steps)
+    for index in range(len(preset.long_context.seq_lens)):
+        while True:
+            stage = long_context_stages(preset.long_context, _extra_steps(preset, record))[index]
+            check = record.check_at(stage.end) if record is not None else None
+            if check is None:
+                record, check = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index)
+            if passes(check, record.baseline_loss, preset):
+                break
+            if record.extra_steps[index] >= gate.max_extra_steps_per_stage:
+                metrics.log_metrics(_gate_figures(record, preset)[0], step=stage.end)  # the failure's figures too
+                raise ShortContextNotRecovered(failure_line(index, stage, record, preset, root))
+            more = min(gate.check_every_extra_steps, gate.max_extra_steps_per_stage - record.extra_steps[index])
+            record.extra_steps[index] += more
+            save_record(root, record)
     # Every stage has been trained to its end and checked: the last one's end is the plan's.
     result = publish_trained(preset, _job(preset, data_uri, init_model_uri, output_uri, record), output_uri,
                              metrics, resumed_from)
     return _with_gate(result, record, preset, metrics)
 
 
-def _job(preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord) -> TrainingJob:
-    checked = [check["step"] for check in record.checks]
-    return long_context_job(preset, data_uri, init_model_uri, output_uri, record.extra_steps, checked)
+def _extra_steps(preset: Preset, record: GateRecord | None) -> list[int]:
+    return record.extra_steps if record is not None else [0] * len(preset.long_context.seq_lens)
 
 
-def _record(preset: Preset, root: str, init_model_uri: str, stream) -> GateRecord:
-    """The recorded gate of an interrupted run, or a new one with the input model's short-context loss."""
-    stages = long_context_stages(preset.long_context)
+def _job(
+    preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord | None,
+    gate_steps: Sequence[int] = (),
+) -> TrainingJob:
+    checked = [check["step"] for check in record.checks] if record is not None else []
+    return long_context_job(preset, data_uri, init_model_uri, output_uri, _extra_steps(preset, record), checked,
+                            gate_steps)
+
+
+def _resumed_record(preset: Preset, root: str) -> GateRecord | None:
+    """The recorded gate of an interrupted run (this code's or the earlier driver-side gate's, the
+    same format), refused in one line when today's settings gate another plan."""
     record = load_record(root)
-    if record is not None:
-        if not record.matches(new_record(preset, stages, record.baseline_loss)):
-            raise TrainingConfigError(
-                f"long_context: the checkpoints at {root} were gated with other stage or gate settings"
-                f" (short context {record.seq_len} over {record.windows} windows, stages {record.stage_lens}"
-                f" of {record.stage_steps} steps each); use those settings to resume, or a new output URI"
-            )
-        return record
-    with fetched(init_model_uri) as model_dir:
-        baseline = short_context_loss(preset, load_model(model_dir), stream)
-    record = new_record(preset, stages, baseline)
-    save_record(root, record)
+    if record is not None and not record.matches(new_record(preset, long_context_stages(preset.long_context),
+                                                            record.baseline_loss)):
+        raise TrainingConfigError(
+            f"long_context: the checkpoints at {root} were gated with other stage or gate settings"
+            f" (short context {record.seq_len} over {record.windows} windows, stages {record.stage_lens}"
+            f" of {record.stage_steps} steps each); use those settings to resume, or a new output URI"
+        )
     return record
 
 
 def _train_and_check(
-    preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord, index: int, stream
-) -> dict:
-    """Train up to stage `index`'s end (from the latest checkpoint), then record its short-context
-    loss and needles found."""
-    job = _job(preset, data_uri, init_model_uri, output_uri, record)
-    stage = long_context_stages(preset.long_context, record.extra_steps)[index]
+    preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord | None, index: int
+) -> tuple[GateRecord, dict]:
+    """Train up to stage `index`'s end (from the latest checkpoint), the workers measuring the gate
+    there (and, without a record yet, on the input model first); record the figures. Returns the
+    record (new with the baseline when there was none) and the stage's check."""
+    stage = long_context_stages(preset.long_context, _extra_steps(preset, record))[index]
+    gate_steps = [stage.end] if record is not None else [0, stage.end]
+    job = _job(preset, data_uri, init_model_uri, output_uri, record, gate_steps)
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if latest is not None and latest > stage.end:
         raise TrainingConfigError(
             f"long_context: the checkpoints at {job.checkpoint_root} reach step {latest}, past stage"
             f" {index + 1}'s end {stage.end} without its gate check; use a new output URI"
         )
-    run_job(preset, replace(job, stop_after_step=stage.end), STAGE)
-    model = load_checkpoint_model(job.checkpoint_root, stage.end)
+    # Figures already published (a driver stopped after the run) are read, not measured again; a
+    # run resumed at the stage's end only measures what is missing.
+    if any(load_figures(job.checkpoint_root, step) is None for step in gate_steps):
+        run_job(preset, replace(job, stop_after_step=stage.end), STAGE, always=True)
+    figures = _published(job.checkpoint_root, stage.end)
+    if record is None:
+        baseline = _published(job.checkpoint_root, 0)["short_loss"]
+        record = new_record(preset, long_context_stages(preset.long_context), baseline)
     check = {"stage": index, "seq_len": stage.seq_len, "step": stage.end,
-             "short_loss": short_context_loss(preset, model, stream),
-             "needle_accuracy": needle_accuracy_at(preset, model, stage.seq_len)}
+             "short_loss": figures["short_loss"], "needle_accuracy": figures["needle_accuracy"]}
     record.checks.append(check)
     save_record(job.checkpoint_root, record)
-    return check
+    return record, check
+
+
+def _published(checkpoint_root: str, step: int) -> dict:
+    figures = load_figures(checkpoint_root, step)
+    if figures is None:
+        raise TrainingRunError(f"long_context: the training workers published no gate figures for step {step}"
+                               f" under {checkpoint_root}")
+    return figures
 
 
 def _gate_figures(record: GateRecord, preset: Preset) -> tuple[dict[str, float], list[dict]]:

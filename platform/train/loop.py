@@ -3,7 +3,9 @@ FSDP2, TP, pipeline stages), AdamW, clipping, distributed checkpoints (train/che
 
 Runs the same in a Ray Train worker (world > 1, process group already up) and in-process
 (world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
-in the checkpoints and the driver reports it from the last one.
+in the checkpoints and the driver reports it from the last one; likewise the long-context gate's
+figures, which the workers measure at the job's gate steps (gate_checks.py) and publish next to
+the checkpoints.
 """
 import os
 import time
@@ -22,6 +24,7 @@ from llamaops.platform.store import fetched
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointer import Checkpointer
 from .checkpointing import Progress, latest_checkpoint, restore_checkpoint
+from .gate_checks import GateChecks, check_at_step
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
@@ -51,6 +54,7 @@ class TrainingJob:
     max_restarts: int = 2  # Ray Train restarts of the worker group after a failure, each from the last checkpoint
     fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
+    gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
 
 
 def initial_model(job: TrainingJob, device: torch.device) -> Transformer:
@@ -91,7 +95,9 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     with fetched(job.data_uri) as data_dir:
         stream = TokenStream.open(data_dir, "train")
         check_stream_fits(stream, {step.seq_len for step in job.plan})
-        while progress.step < len(job.plan):
+        # The input model's gate figures (step 0), or those a restart lost (a restored gate step).
+        _check_gate(placed, job, data_dir, progress.step, rank, device)
+        while progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
             record = _train_step(placed, optimizers, stream, spec, progress.cursor, job, device)
             progress.step += 1
@@ -100,6 +106,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
             checkpointer.poll()
             if progress.step in job.checkpoint_steps:
                 checkpointer.save(placed.parts, optimizers, progress)
+                _check_gate(placed, job, data_dir, progress.step, rank, device)
                 if progress.step == job.stop_after_step:
                     break
                 if progress.step == job.fail_after_step and latest != progress.step:
@@ -108,6 +115,11 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                         os._exit(1)  # as a killed worker would: no cleanup, no Python exception
     checkpointer.close()
     return progress
+
+
+def _check_gate(placed: RankModel, job: TrainingJob, data_dir, step: int, rank: int, device) -> None:
+    seq_len = job.plan[step - 1].seq_len if step else 0  # the length just trained (the needles')
+    check_at_step(placed, job.gate, job.checkpoint_root, data_dir, step, seq_len, rank, device)
 
 
 def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, job, device) -> dict[str, float]:

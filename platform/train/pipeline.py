@@ -45,18 +45,14 @@ def rank_stage_ids(layout: ParallelLayout, pp_rank: int) -> list[int]:
     return [pp_rank + layout.pp * v for v in range(layout.pp_stages_per_rank)]
 
 
-def build_pipeline(
+def build_stages(
     whole: Transformer,
     mesh: DeviceMesh,
     layout: ParallelLayout,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     shard: Callable[[Transformer], None] | None = None,
-    scale_grads: bool = True,
-):
-    """(the schedule `layout` selects, this rank's stage modules) for `whole` over mesh["pp"].
-    `shard` (e.g. FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped.
-    scale_grads=False: the gradients are the sum over microbatches (`loss_fn` weighs each one)
-    instead of their mean."""
+) -> tuple[list[PipelineStage], list[Transformer]]:
+    """This rank's pipeline stages of `whole` over mesh["pp"] and their modules. `shard` (e.g.
+    FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped."""
     if layout.pp_stages_per_rank > 1 and layout.pp_schedule != "interleaved_1f1b":
         raise ValueError(f"pp_stages_per_rank={layout.pp_stages_per_rank} needs pp_schedule=interleaved_1f1b")
     n_stages = layout.pp * layout.pp_stages_per_rank
@@ -67,11 +63,58 @@ def build_pipeline(
             shard(module)
     device = next(whole.parameters()).device
     group = mesh["pp"].get_group()
-    stages = [PipelineStage(m, i, n_stages, device, group=group) for m, i in zip(modules, ids)]
+    return [PipelineStage(m, i, n_stages, device, group=group) for m, i in zip(modules, ids)], modules
+
+
+def step_microbatches(layout: ParallelLayout, rows: int) -> int:
+    """Microbatches a step of `rows` sequences per DP rank runs: `pp_microbatches`, or one sequence
+    each when the rank has fewer rows than that (the batch-size ramp's first steps). Fewer
+    microbatches than stages is what the Llama 3 paper's flexible schedule allows (section 3.3.2);
+    torch's interleaved 1F1B runs it, its plain 1F1B refuses it (`check_step_microbatches`)."""
+    return min(layout.pp_microbatches, rows)
+
+
+def check_step_microbatches(layout: ParallelLayout, rows: int) -> str | None:
+    """Why the pipeline cannot run a step of `rows` sequences per DP rank, or None."""
+    count = step_microbatches(layout, rows)
+    if rows % count:
+        return (f"pp_microbatches={layout.pp_microbatches} does not divide the {rows} sequences of each DP rank;"
+                f" pick a pp_microbatches that divides {rows}")
+    if layout.pp_schedule == "1f1b" and count < layout.pp:
+        return (f"the 1F1B schedule needs at least pp={layout.pp} microbatches and a DP rank has {count}"
+                " (one sequence each); use pp_schedule=interleaved_1f1b (the Llama 3 flexible schedule) or more"
+                " sequences per step")
+    rounds = max(1, count // layout.pp)
+    if count % rounds:
+        return (f"the interleaved schedule splits {count} microbatches into rounds of pp={layout.pp} and {count}"
+                f" is not a multiple of {rounds} rounds; pick a pp_microbatches that is")
+    return None
+
+
+def pipeline_schedule(
+    stages: list[PipelineStage],
+    layout: ParallelLayout,
+    n_microbatches: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scale_grads: bool = True,
+):
+    """The schedule `layout` selects over this rank's `stages`, for steps of `n_microbatches`.
+    scale_grads=False: the gradients are the sum over microbatches (`loss_fn` weighs each one)
+    instead of their mean. A schedule infers its stages' send/receive shapes on its first step, so
+    a step of another microbatch count or shape needs a new one over the same stages."""
     if layout.pp_schedule == "interleaved_1f1b":
-        schedule = ScheduleInterleaved1F1B(
-            stages, n_microbatches=layout.pp_microbatches, loss_fn=loss_fn, scale_grads=scale_grads
-        )
-        return schedule, modules
-    schedule = Schedule1F1B(stages[0], n_microbatches=layout.pp_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
-    return schedule, modules
+        return ScheduleInterleaved1F1B(stages, n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
+    return Schedule1F1B(stages[0], n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
+
+
+def build_pipeline(
+    whole: Transformer,
+    mesh: DeviceMesh,
+    layout: ParallelLayout,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shard: Callable[[Transformer], None] | None = None,
+    scale_grads: bool = True,
+):
+    """(the schedule for `layout.pp_microbatches` microbatches, this rank's stage modules)."""
+    stages, modules = build_stages(whole, mesh, layout, shard)
+    return pipeline_schedule(stages, layout, layout.pp_microbatches, loss_fn, scale_grads), modules

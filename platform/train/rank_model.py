@@ -3,11 +3,11 @@ forward, backward and gradient clipping over it.
 
 PP = 1: the whole model, parallelized in place (tensor parallel, then FSDP2 over DP; parallelize.py).
 PP > 1: this rank's pipeline stages (pipeline.py, FSDP2 over DP each), run by the 1F1B or
-interleaved schedule over `pp_microbatches` microbatches of the rank's batch. Either way the loop
+interleaved schedule over the step's microbatches of the rank's batch (pipeline.step_microbatches). Either way the loop
 sees a list of parts (modules with global layer names, so checkpoints are the same for every
 layout), the rank's mean loss and the gradient norm over the whole model.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from .context_parallel import shard_context
 from .errors import TrainingConfigError
 from .mesh import build_mesh, rescaled
 from .parallelize import PARAM_DTYPES, checkpoint_and_compile, parallelize
-from .pipeline import build_pipeline, rank_stage_ids
+from .pipeline import build_stages, check_step_microbatches, pipeline_schedule, rank_stage_ids, step_microbatches
 from .step_loss import counted_in_step, weighted_sum
 
 
@@ -37,21 +37,13 @@ def worker_layout(layout: ParallelLayout, world: int) -> ParallelLayout:
 
 
 def check_microbatches(layout: ParallelLayout, sequences_per_step: set[int]) -> None:
-    """Each DP rank's batch must split into the pipeline's microbatches."""
+    """Each DP rank's batch of every step must split into microbatches the schedule can run."""
     if layout.pp == 1:
         return
-    if layout.pp_microbatches < layout.pp:
-        raise TrainingConfigError(
-            f"pp_microbatches={layout.pp_microbatches} is fewer than pp={layout.pp}: the pipeline would idle;"
-            f" use at least {layout.pp}"
-        )
     for sequences in sorted(sequences_per_step):
-        rows = sequences // layout.dp
-        if rows % layout.pp_microbatches:
-            raise TrainingConfigError(
-                f"a step of {sequences} sequences gives each of the {layout.dp} DP ranks {rows}, which"
-                f" pp_microbatches={layout.pp_microbatches} does not divide; pick a pp_microbatches that divides {rows}"
-            )
+        problem = check_step_microbatches(layout, sequences // layout.dp)
+        if problem:
+            raise TrainingConfigError(f"a step of {sequences} sequences over {layout.dp} DP ranks: {problem}")
 
 
 class MicrobatchLoss:
@@ -71,44 +63,61 @@ class RankModel:
     parts: list[Transformer]  # the whole model, or this rank's pipeline stages
     layout: ParallelLayout
     mesh: DeviceMesh | None  # None: one process, no process group
-    schedule: Any = None  # the pipeline schedule when pp > 1
+    stages: list | None = None  # this rank's PipelineStages when pp > 1
     loss: MicrobatchLoss | None = None
     holds_first: bool = True
     holds_last: bool = True
+    _schedule: tuple[tuple, Any] | None = field(default=None, repr=False)  # (microbatch count and batch shape, schedule)
 
     @property
     def dp_rank(self) -> int:
         return self.mesh["dp"].get_local_rank() if self.mesh is not None else 0
 
+    def rank_inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(tokens, targets, the model's other inputs) of this rank's part of `batch`: the whole
+        rows with their document ids, or under CP this rank's chunks of every row with explicit
+        positions, and the whole rows' document ids (or None) as the CP attention kernel's mask
+        (context_parallel.py): per-row tensors, so that a pipeline can split them."""
+        inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
+        cp = self.layout.cp
+        if cp == 1:
+            return inputs, targets, {"document_ids": documents}
+        shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
+        return shard.tokens, shard.targets, {"positions": shard.positions, "attention_mask": shard.document_ids}
+
     def forward_backward(self, batch: Batch, device: torch.device) -> torch.Tensor:
         """Gradients of the step's loss: the mean over the counted targets of every DP rank's batch,
         however the batch is split (over DP ranks, into microbatches), so every layout trains the
         same. Returns this rank's share of that loss (zero on ranks without the last stage)."""
-        inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
-        cp = self.layout.cp
-        model_inputs: dict[str, Any] = {"document_ids": documents}
-        if cp > 1:  # this CP rank's chunks of every row, with explicit positions
-            shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
-            inputs, targets = shard.tokens, shard.targets
-            # the attention kernel's mask is the whole rows' document ids (context_parallel.py)
-            model_inputs = {"positions": shard.positions, "attention_mask": shard.document_ids}
-        averaged_ranks = self.layout.dp * cp  # FSDP averages the gradients over dp x cp ranks
+        inputs, targets, model_inputs = self.rank_inputs(batch, device)
+        averaged_ranks = self.layout.dp * self.layout.cp  # FSDP averages the gradients over dp x cp ranks
         counted = counted_in_step(targets, self.mesh)
-        if self.schedule is None:
+        if self.stages is None:
             loss_sum = self.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum")
             share = weighted_sum(loss_sum, averaged_ranks, counted)
             share.backward()
             return share.detach() / averaged_ranks
         self.loss.counted_in_step = counted
+        schedule = self._schedule_for(tuple(inputs.shape))
         losses: list[torch.Tensor] = []
         first = (inputs,) if self.holds_first else ()
         last = {"target": targets, "losses": losses} if self.holds_last else {}
         # Every stage gets its microbatch's document ids (under CP: positions, and the ids as the
         # attention's mask) and targets (used by the last stage's fused loss only).
-        self.schedule.step(*first, **model_inputs, targets=targets, loss_reduction="sum", return_outputs=False, **last)
+        schedule.step(*first, **model_inputs, targets=targets, loss_reduction="sum", return_outputs=False, **last)
         if not self.holds_last:
             return torch.zeros((), device=device)
         return torch.stack(losses).sum().detach() / averaged_ranks
+
+    def _schedule_for(self, batch_shape: tuple[int, ...]) -> Any:
+        """The schedule for this step's microbatches: the last one while their count and shape stay
+        (a schedule fixes both on its first step), else a new one over the same stages (at the
+        batch-size ramp's and the context stages' changes)."""
+        key = (step_microbatches(self.layout, batch_shape[0]), batch_shape)
+        if self._schedule is None or self._schedule[0] != key:
+            schedule = pipeline_schedule(self.stages, self.layout, key[0], self.loss, scale_grads=False)
+            self._schedule = (key, schedule)
+        return self._schedule[1]
 
     def mean_loss(self, share: torch.Tensor) -> float:
         """The step's loss on every rank: the DP ranks' shares summed (one all-reduce over the world)."""
@@ -152,10 +161,10 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
         parallelize(model, mesh, layout, param_dtype=PARAM_DTYPES[layout.param_dtype])
         return RankModel([model], layout, mesh)
     loss = MicrobatchLoss(layout.dp * layout.cp)  # FSDP averages over dp x cp ranks
-    schedule, parts = build_pipeline(model, mesh, layout, loss, shard=_stage_sharding(mesh, layout), scale_grads=False)
-    stages = rank_stage_ids(layout, mesh["pp"].get_local_rank())
+    stages, parts = build_stages(model, mesh, layout, shard=_stage_sharding(mesh, layout))
+    ids = rank_stage_ids(layout, mesh["pp"].get_local_rank())
     last = layout.pp * layout.pp_stages_per_rank - 1
-    return RankModel(parts, layout, mesh, schedule, loss, holds_first=0 in stages, holds_last=last in stages)
+    return RankModel(parts, layout, mesh, stages, loss, holds_first=0 in ids, holds_last=last in ids)
 
 
 def _stage_sharding(mesh: DeviceMesh, layout: ParallelLayout):

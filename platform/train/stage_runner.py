@@ -7,14 +7,14 @@ import torch
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
-from llamaops.platform.model.checkpoint import read_model_config, save_model
+from llamaops.platform.model.checkpoint import read_model_config
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
 from .batches import check_stream_fits
-from .checkpointing import average_models, checkpoints_uri, latest_checkpoint, load_checkpoint_model, load_progress
+from .checkpointing import checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
@@ -85,13 +85,14 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
                 )
 
 
-def run_job(preset: Preset, job: TrainingJob, stage: str) -> int | None:
+def run_job(preset: Preset, job: TrainingJob, stage: str, always: bool = False) -> int | None:
     """Train `job` on Ray from its latest checkpoint to the end of its plan (or its stop step),
-    unless it is there already; returns the checkpoint step it started from (None: the start)."""
+    unless it is there already (`always`: start the workers anyway, e.g. for the gate figures they
+    measure at a restored step); returns the checkpoint step it started from (None: the start)."""
     resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
         job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
-    if resumed_from != (job.stop_after_step or len(job.plan)):
+    if always or resumed_from != (job.stop_after_step or len(job.plan)):
         run_on_ray(job, workers=job.layout.world_size, use_gpu=preset.resources.gpus_per_node > 0, name=stage)
     return resumed_from
 
@@ -124,9 +125,8 @@ def publish_trained(
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
         return StageResult(outputs={}, report={"stopped_at_step": final_step, "resumed_from_step": resumed_from})
     averaged = job.checkpoint_steps[-average_last:]
-    model = average_models([load_checkpoint_model(job.checkpoint_root, step) for step in averaged])
     with staged_output(output_uri) as out:
-        save_model(model, out)
+        publish_checkpoint_model(job.checkpoint_root, averaged, out)
     history = load_progress(job.checkpoint_root, final_step).history
     for entry in history:
         logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")

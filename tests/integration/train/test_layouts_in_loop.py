@@ -1,6 +1,7 @@
 """The training loop (train_worker) on real gloo processes with the job's layout: pipeline
 (1F1B, interleaved), pipeline x FSDP, tensor parallel, context parallel and FSDP x context parallel
-runs train the same as the one-process run of the same job (same per-step losses and grad norms within fp32 tolerance); a pipeline run
+runs train the same as the one-process run of the same job (same per-step losses and grad norms within fp32 tolerance), also
+through a batch-size ramp; a pipeline run
 resumes bitwise; checkpoints move between pipeline and data-parallel layouts."""
 from dataclasses import replace
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.train.schedule import StepPlan
 
 from .loop_runs import assert_same_training as _assert_same_training
 from .loop_runs import loop_job as _job
@@ -24,6 +26,22 @@ def test_two_ranks_train_as_one_process(tmp_path: Path, name: str, layout: Paral
     got = _run(tmp_path, _job(tmp_path, name, layout), 2, name)
     _assert_same_training(got, want)
     assert want[-1]["loss"] < want[0]["loss"]
+
+
+# A batch-size ramp: sequences and sequence length grow during the run. Each change of the
+# microbatches' count or shape needs a new schedule (torch infers a stage's send and receive shapes
+# on the first step); interleaved runs the first steps with fewer microbatches than its 4 stages.
+RAMP = [StepPlan(16, 1, 1e-2), StepPlan(16, 2, 1e-2), StepPlan(32, 4, 5e-3), StepPlan(32, 4, 5e-3)]
+
+
+@pytest.mark.parametrize(("name", "layout", "plan"), [
+    ("pp2", PP2, [replace(step, sequences=max(2, step.sequences)) for step in RAMP]),  # 1F1B: at least pp
+    ("pp2-interleaved", PP2_INTERLEAVED, RAMP),
+])
+def test_a_batch_ramp_trains_through_the_pipeline_as_one_process(tmp_path: Path, name, layout, plan):
+    want = _run(tmp_path, replace(_job(tmp_path, "one", ParallelLayout()), plan=plan), 1, "one")
+    got = _run(tmp_path, replace(_job(tmp_path, name, layout), plan=plan), 2, name)
+    _assert_same_training(got, want)
 
 
 # Four and eight ranks; the last is the shape of the 70B/405B long-context layouts (TP x CP x PP).

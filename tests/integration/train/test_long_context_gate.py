@@ -1,13 +1,18 @@
-"""The long-context stages gated on short-context loss, on two Ray Train workers (gloo), micro model."""
+"""The long-context stages gated on short-context loss, on two Ray Train workers (gloo), micro model.
+The workers measure the gate; the driver loads no model for it and runs no forward pass."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from llamaops.platform.config import Preset
+from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import is_complete
+from llamaops.platform.train import stage_runner
 from llamaops.platform.train.checkpointing import is_valid_checkpoint, load_progress
-from llamaops.platform.train.context_gate import ShortContextNotRecovered, load_record
+from llamaops.platform.train.context_gate import ShortContextNotRecovered, load_record, save_record
+from llamaops.platform.train.gate_checks import figures_uri, load_figures
 from llamaops.platform.train.long_context import run_long_context
 from llamaops.platform.train.pretrain import run_pretrain
 
@@ -46,10 +51,42 @@ def pretrained(local_ray, shards: str, tmp_path_factory: pytest.TempPathFactory)
     return run_pretrain(gated_preset(), shards, out).outputs["model"]
 
 
+def _no_model_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Make any forward pass or whole-model load in this (the driver's) process fail; publishing
+    the trained model streams it from the checkpoints a group of tensors at a time (no forward, no
+    whole model): the checkpoint steps each publish reads are returned."""
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the driver ran a forward pass")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the driver loaded a whole model")
+
+    published: list[list[int]] = []
+    publish = stage_runner.publish_checkpoint_model
+
+    def publishing(root: str, steps: list[int], output):
+        published.append(list(steps))
+        return publish(root, steps, output)
+
+    monkeypatch.setattr(Transformer, "forward", no_forward)
+    monkeypatch.setattr("llamaops.platform.model.checkpoint.load_model", no_load)
+    monkeypatch.setattr("llamaops.platform.train.loop.load_model", no_load)
+    monkeypatch.setattr("llamaops.platform.train.checkpointing.load_checkpoint_model", no_load)
+    monkeypatch.setattr(stage_runner, "publish_checkpoint_model", publishing)
+    return published
+
+
 @pytest.mark.slow
-def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(shards: str, pretrained: str, tmp_path: Path):
+def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(
+    shards: str, pretrained: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     recorder = Recorder()
+    published = _no_model_in_the_driver(monkeypatch)
     result = run_long_context(gated_preset(), shards, pretrained, (tmp_path / "lc").as_uri(), recorder)
+    assert published == [[2]]  # the final model only; every gate figure came from the workers
+    root = (tmp_path / "lc-checkpoints").as_uri()
+    assert [load_figures(root, step)["short_loss"] for step in (0, 1, 2)] == [
+        result.report["gate"]["baseline_short_loss"], *(s["short_loss"] for s in result.report["gate"]["stages"])]
     gate = result.report["gate"]
     assert [stage["seq_len"] for stage in gate["stages"]] == [512, 1024]
     assert all(stage["recovered"] and stage["passed"] and stage["extra_steps"] == 0 for stage in gate["stages"])
@@ -90,6 +127,11 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     assert all(check["short_loss"] - record.baseline_loss > 0.05 for check in record.checks)
     assert is_valid_checkpoint(root, 1) and is_valid_checkpoint(root, 2)  # kept to resume from
     trained = load_progress(root, 2).history
+    # As a run of the earlier driver-side gate, stopped after training the extra step but before
+    # its check: the same record format, without the check and without the workers' figures.
+    measured = record.checks.pop()
+    save_record(root, record)
+    shutil.rmtree(figures_uri(root, 2).removeprefix("file://"))
 
     relaxed = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1,
                            max_short_context_loss_increase=None)
@@ -99,6 +141,6 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     assert [entry["seq_len"] for entry in resumed.report["history"]] == [512, 512, 1024]
     gate = resumed.report["gate"]
     assert [len(stage["checks"]) for stage in gate["stages"]] == [2, 1]  # stage 1 not checked again
-    assert gate["stages"][0]["short_loss"] == record.checks[1]["short_loss"]
+    assert gate["stages"][0]["short_loss"] == measured["short_loss"]  # measured again at the restored step 2
     assert json.loads(json.dumps(gate)) == gate  # JSON-able, as the pipeline step writes it
     assert is_complete(output)

@@ -38,26 +38,6 @@ def test_tasks_lists_the_builtin_tasks():
     assert kinds["gsm8k_cot"] == kinds["arithmetic"] == "generation"
 
 
-def test_generation_tasks_run_on_the_tiny_model(tmp_path):
-    from llamaops.platform.config.presets import tiny
-
-    model = Transformer(tiny().model)
-    model.init_weights(seed=0)
-    model_dir = save_model(model, tmp_path / "tiny")
-    result = runner.invoke(app, ["eval", "run", str(model_dir), "--tasks", "gsm8k_cot,arithmetic", "--json", "--items",
-                                 "--gate", "arithmetic.exact_match>=0", "--output", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    gsm8k, arithmetic = report["tasks"]["gsm8k_cot"], report["tasks"]["arithmetic"]
-    assert gsm8k["kind"] == arithmetic["kind"] == "generation"
-    assert gsm8k["items"] == 8 and arithmetic["items"] == 60
-    for task in (gsm8k, arithmetic):
-        assert 0 <= task["exact_match"] <= 1 and 0 <= task["extracted"] <= 1 and "exact_match_stderr" in task
-    completions = [i["completion"] for i in report["items"]["arithmetic"]]
-    assert len(completions) == 60 and report["gate"]["passed"]
-    assert "| exact_match | ± stderr | extracted |" in (tmp_path / "out" / "report.md").read_text()
-
-
 def test_run_reports_json_files_and_gates(model_dir, task_file, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["eval", "run", str(model_dir), "--tasks", str(task_file), "--json",

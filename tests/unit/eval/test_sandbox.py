@@ -30,7 +30,9 @@ def test_sleeping_forever_is_stopped_by_the_wall_clock():
 
 
 def test_unbounded_allocation_fails():
-    outcome = run_sandboxed("chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))", LIMITS)
+    # As above: the memory limit, not a clock a loaded machine can run out first, must stop it.
+    limits = LIMITS.model_copy(update={"cpu_seconds": 60, "wall_seconds": 120})
+    outcome = run_sandboxed("chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))", limits)
     assert not outcome.passed and "MemoryError" in outcome.output
 
 

@@ -126,3 +126,24 @@ def test_cli_reports_model_directory_errors_as_usage_errors():
     from llamaops.cli.errors import is_user_error
 
     assert is_user_error(ModelDirectoryError("x"))
+
+
+def _groups(model: Transformer, count: int) -> list[dict[str, torch.Tensor]]:
+    names = list(model.state_dict())
+    return [{name: model.state_dict()[name] for name in names[i::count]} for i in range(count)]
+
+
+def test_a_model_written_in_groups_loads_whole_and_a_missing_weights_file_is_named(model, tmp_path):
+    written = checkpoint.write_model_shards(CFG, _groups(model, 3), 3, tmp_path / "sharded")
+    assert sorted(p.name for p in written.glob("*.safetensors")) == [checkpoint.shard_file(i, 3) for i in (1, 2, 3)]
+    for (name, want), got in zip(model.state_dict().items(), load_model(written).state_dict().values()):
+        assert torch.equal(want, got), name
+    (written / checkpoint.shard_file(2, 3)).unlink()
+    with pytest.raises(ModelDirectoryError, match=r"model-00002-of-00003.safetensors is missing \(1 of 3 weights files\)"):
+        load_model(written)
+
+
+def test_fewer_groups_than_announced_leave_no_model_directory(model, tmp_path):
+    with pytest.raises(ValueError, match="2 groups of tensors given, 3 announced"):
+        checkpoint.write_model_shards(CFG, _groups(model, 2), 3, tmp_path / "short")
+    assert not (tmp_path / "short").exists()

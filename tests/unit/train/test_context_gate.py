@@ -1,4 +1,5 @@
 """The long-context gate's decisions, plan, record and preflight checks (no training)."""
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,8 +77,11 @@ def test_the_job_checkpoints_every_stage_end_and_every_checked_step():
     preset = micro_preset()  # checkpoint_every_steps 2
     lc = preset.long_context.model_copy(update={"checkpoint_every_steps": 100})
     preset = preset.model_copy(update={"long_context": lc})
-    job = long_context_job(preset, "file:///d", "file:///m", "file:///out", extra_steps=[3], checked_steps=[2])
+    job = long_context_job(preset, "file:///d", "file:///m", "file:///out", extra_steps=[3], checked_steps=[2],
+                           gate_steps=[5, 0])
     assert job.checkpoint_steps == [2, 5, 7]  # 2: the check before the extra steps; 5, 7: the stage ends
+    # The workers measure the gate at step 5's end and on the input model, as the preset's gate says.
+    assert job.gate.steps == (0, 5) and (job.gate.seq_len, job.gate.windows) == (short_context_len(preset), 1)
 
 
 def test_stage_lengths_must_increase():
@@ -91,6 +95,8 @@ def test_every_preset_gates_a_short_context_its_model_holds(name: str):
     assert short_context_len(preset) == preset.pretrain.seq_len <= preset.long_context.seq_lens[0]
     assert preset.long_context.seq_lens[-1] <= preset.model.max_seq_len
     assert preset.long_context.gate.max_short_context_loss_increase is not None
+    layout = preset.long_context.layout  # the workers measure the short windows on the long-context layout
+    assert short_context_len(preset) % (2 * layout.cp * layout.tp if layout.cp > 1 else layout.tp) == 0
 
 
 def test_the_record_round_trips_and_detects_other_settings(tmp_path: Path):
@@ -154,6 +160,16 @@ def test_a_short_context_longer_than_a_stage_is_refused(tmp_path: Path, shards_u
         load_preset("tiny", overrides=["long_context.gate.seq_len=768"])  # at load time, before any step runs
 
 
+def test_a_short_context_the_long_context_layout_cannot_split_is_refused(shards_uri: str):
+    preset = _with_gate(micro_preset(), seq_len=100)
+    layout = preset.long_context.layout.model_copy(update={"cp": 2, "tp": 2})
+    preset = preset.model_copy(update={"long_context": preset.long_context.model_copy(update={"layout": layout})})
+    with fetched(shards_uri) as data_dir:
+        with pytest.raises(TrainingConfigError, match="^long_context.gate.seq_len: the short context 100 does not split"
+                           r" over the long-context layout \(TP 2 x CP 2 .*a multiple of 8"):
+            check_gate_inputs(preset, data_dir)
+
+
 def test_a_first_stage_too_short_for_a_needle_is_refused(shards_uri: str):
     preset = _with_gate(micro_preset(), needle_depths=[0.5], needle_max_new_tokens=400)
     with fetched(shards_uri) as data_dir:
@@ -173,3 +189,24 @@ def test_too_little_validation_data_for_the_gate_is_refused(shards_uri: str):
         })
         with pytest.raises(TrainingConfigError, match="^long_context.gate: the validation split .* fewer than one window of 4097"):
             check_gate_inputs(long, data_dir)
+
+
+def test_figures_the_workers_published_are_read_not_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A driver stopped after a stage's run but before recording its check: on resume the
+    published figures make the record (baseline and check) and no worker starts."""
+    from llamaops.platform.train import long_context
+    from llamaops.platform.train.gate_checks import FIGURES_FILE, figures_uri
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the workers were started again")
+
+    monkeypatch.setattr(long_context, "run_job", no_run)
+    output = (tmp_path / "lc").as_uri()
+    root = output + "-checkpoints"
+    for step, loss, needles in ((0, 4.0, None), (2, 4.2, 0.5)):  # the input model's, stage 1's end
+        with staged_output(figures_uri(root, step)) as out:
+            (out / FIGURES_FILE).write_text(f'{{"step": {step}, "short_loss": {loss}, "needle_accuracy": {json.dumps(needles)}}}')
+    record, check = long_context._train_and_check(micro_preset(), "file:///d", "file:///m", output, None, 0)
+    assert record.baseline_loss == 4.0 and check == {"stage": 0, "seq_len": 512, "step": 2, "short_loss": 4.2,
+                                                     "needle_accuracy": 0.5}
+    assert load_record(root) == record

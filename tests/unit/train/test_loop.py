@@ -1,9 +1,11 @@
-"""The training loop in-process (one rank): learning, checkpoints, exact resume, averaging."""
+"""The training loop in-process (one rank): learning, checkpoints, exact resume, averaged publishing."""
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+
 from .micro import micro_preset
 
 from llamaops.platform.config import Preset
@@ -11,9 +13,9 @@ from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.checkpointing import (
-    average_models,
     latest_checkpoint,
     load_checkpoint_model,
+    publish_checkpoint_model,
     step_uri,
 )
 from llamaops.platform.train.loop import train_worker
@@ -60,18 +62,29 @@ def test_resume_after_a_stop_repeats_the_uninterrupted_losses_exactly(tmp_path: 
         assert torch.equal(a, b), name
 
 
-def test_averaging_takes_the_elementwise_mean(tmp_path: Path):
-    preset = micro_preset()
-    from llamaops.platform.model.transformer import Transformer
+def test_a_published_model_is_the_mean_of_its_checkpoints_written_a_shard_at_a_time(tmp_path: Path, shards_uri: str):
+    job = pretrain_job(short_pretrain(steps=3), shards_uri, (tmp_path / "run").as_uri())
+    job = replace(job, checkpoint_steps=[1, 2, 3], keep_checkpoints=3)
+    train_worker(job, rank=0, world=1)
+    parts = [load_checkpoint_model(job.checkpoint_root, step).state_dict() for step in (2, 3)]
+    largest = max(t.numel() * t.element_size() for t in parts[0].values())
+    max_shard_bytes = largest + 1  # every weights file holds at most one big tensor
 
-    models = []
-    for seed in (1, 2):
-        model = Transformer(preset.model)
-        model.init_weights(seed=seed)
-        models.append(model)
-    expected = (models[0].output.weight + models[1].output.weight) / 2
-    averaged = average_models(models)
-    assert torch.allclose(averaged.output.weight, expected)
+    publish_checkpoint_model(job.checkpoint_root, [2, 3], tmp_path / "averaged", max_shard_bytes)
+    files = sorted(path.name for path in (tmp_path / "averaged").glob("*.safetensors"))
+    assert len(files) > 2 and files[0] == "model-00001-of-%05d.safetensors" % len(files)
+    for path in (tmp_path / "averaged").glob("*.safetensors"):  # each within the bound or one tensor alone
+        with safe_open(path, framework="pt") as f:
+            assert len(f.keys()) == 1 or path.stat().st_size <= max_shard_bytes + 4096
+    averaged = load_model(tmp_path / "averaged").state_dict()
+    assert averaged.keys() == parts[0].keys()
+    for name, got in averaged.items():
+        assert torch.equal(got, torch.stack([parts[0][name], parts[1][name]]).mean(0)), name
+
+    publish_checkpoint_model(job.checkpoint_root, [3], tmp_path / "last")  # one file, the checkpoint as it is
+    assert [path.name for path in (tmp_path / "last").glob("*.safetensors")] == ["model.safetensors"]
+    for name, got in load_model(tmp_path / "last").state_dict().items():
+        assert torch.equal(got, parts[1][name]), name
 
 
 def test_continuing_from_an_init_model_starts_from_its_weights(tmp_path: Path, shards_uri: str):

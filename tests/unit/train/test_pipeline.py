@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from llamaops.platform.model.transformer import Transformer
-from llamaops.platform.train.pipeline import split_stage, stage_layer_ids
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.train.pipeline import check_step_microbatches, split_stage, stage_layer_ids, step_microbatches
 
 from .parallel_worker import MICRO
 
@@ -43,3 +44,25 @@ def test_stages_run_in_sequence_give_the_whole_models_loss_and_gradients(n_stage
     assert sorted(got) == sorted(name for name, _ in whole.named_parameters())  # global names kept
     for name, p in whole.named_parameters():
         torch.testing.assert_close(got[name], p.grad, msg=name)
+
+
+INTERLEAVED_PP16 = ParallelLayout(pp=16, pp_microbatches=16, pp_schedule="interleaved_1f1b")
+
+
+@pytest.mark.parametrize(("layout", "rows", "count", "problem"), [
+    (INTERLEAVED_PP16, 16, 16, None),
+    (INTERLEAVED_PP16, 8, 8, None),  # full-405b's ramp start: fewer microbatches than stages
+    (INTERLEAVED_PP16, 32, 16, None),
+    (INTERLEAVED_PP16, 24, 16, "pp_microbatches=16 does not divide the 24 sequences"),
+    (INTERLEAVED_PP16.model_copy(update={"pp_microbatches": 24}), 24, 24, None),  # one round of 24
+    (INTERLEAVED_PP16.model_copy(update={"pp_microbatches": 33}), 33, 33, "33 is not a multiple of 2 rounds"),
+    (ParallelLayout(pp=16, pp_microbatches=16), 8, 8, "the 1F1B schedule needs at least pp=16 microbatches"),
+    (ParallelLayout(pp=4, pp_microbatches=16), 8, 8, None),
+])
+def test_a_step_runs_its_rows_as_microbatches_the_schedule_accepts(layout, rows, count, problem):
+    assert step_microbatches(layout, rows) == count
+    found = check_step_microbatches(layout, rows)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found

@@ -22,7 +22,7 @@ def _with_layout(layout: ParallelLayout):
 @pytest.mark.parametrize(("layout", "error"), [
     (ParallelLayout(cp=3), r"^pretrain.layout: sequence length \d+ is not divisible by 2 x cp x tp = 6"),
     (ParallelLayout(pp=2, pp_microbatches=3), "pp_microbatches=3 does not divide"),
-    (ParallelLayout(pp=2, pp_microbatches=1), "pp_microbatches=1 is fewer than pp=2"),
+    (ParallelLayout(pp=2, pp_microbatches=1), "the 1F1B schedule needs at least pp=2 microbatches and a DP rank has 1"),
     (ParallelLayout(tp=3), r"^pretrain.layout: tp=3 does not divide n_heads=4; pick a tp that divides it$"),
     (ParallelLayout(tp=2, compile=True), r"^pretrain.layout: compile with tp=2 gives wrong embedding gradients"),
 ])
