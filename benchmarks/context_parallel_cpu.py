@@ -2,10 +2,15 @@
 batch, same weights, same run. Prints the training step time (forward + backward), tokens/s and,
 per rank, the bytes autograd saves for backward (activations) and the peak RSS.
 
-    .venv/bin/python benchmarks/context_parallel_cpu.py [--seq 2048] [--steps 3] [--rounds 3] [--no-documents]
+    .venv/bin/python benchmarks/context_parallel_cpu.py [--seq 2048] [--steps 3] [--rounds 3] [--no-documents] [--vocab N]
 
-The model is the tiny preset's (dim 128, 4 layers, the real 128K vocabulary) with max_seq_len
-raised to --seq. CP 1 runs with 1 and with 2 threads: CP 2 uses two processes of one thread each,
+"CP 2, dense mask" is the attention CP used before the prefix kernel, reimplemented here only: the
+keys and values all-gathered in rank order and every local query attending to all T of them under
+a dense [B or 1, 1, T / cp, T] bool mask (ContextShard.mask). Its ratio to "CP 2" (the prefix
+kernel, what training runs) is printed last.
+
+The model is the tiny preset's (dim 128, 4 layers, the real 128K vocabulary unless --vocab) with
+max_seq_len raised to --seq. CP 1 runs with 1 and with 2 threads: CP 2 uses two processes of one thread each,
 so "CP 1, 2 threads" is the same-cores comparison. On a shared 2-core machine the timings move
 with other users' load; the activation bytes do not.
 """
@@ -51,6 +56,33 @@ def saved_bytes(step, weight_shape: tuple[int, int]) -> int:
     return sum(storages.values())
 
 
+def dense_mask_attention(model, mesh):
+    """Install the old CP attention (see the docstring); returns the forward to call instead of
+    cp_forward_loss's."""
+    import torch.distributed._functional_collectives as funcol
+
+    from llamaops.platform.train.context_parallel import shard_context
+
+    group, cp, rank = mesh["cp"].get_group(), mesh["cp"].size(), mesh["cp"].get_local_rank()
+
+    def rank_order_gather(keys, values):
+        both = torch.stack((keys, values)).movedim(3, 0).contiguous()
+        gathered = funcol.all_gather_single_autograd(both, gather_dim=0, group=group)
+        gathered = funcol.wait_tensor(gathered) if isinstance(gathered, funcol.AsyncCollectiveTensor) else gathered
+        return gathered.movedim(0, 3).unbind(0)
+
+    for block in model.layers.values():
+        block.attention.attention_kernel = None
+        block.attention.key_value_hook = rank_order_gather
+
+    def loss(tokens, targets, document_ids):
+        shard = shard_context(tokens, targets, document_ids, cp, rank)
+        # one rank's mean (the benchmark compares time and memory; cp_forward_loss adds the all-reduce)
+        return model(shard.tokens, positions=shard.positions, attention_mask=shard.mask, targets=shard.targets)
+
+    return loss
+
+
 def run_rank(args) -> dict:
     from llamaops.platform.config import load_preset
     from llamaops.platform.config.parallel import ParallelLayout
@@ -61,7 +93,8 @@ def run_rank(args) -> dict:
     from llamaops.platform.train.parallelize import parallelize
 
     torch.set_num_threads(args.threads)
-    cfg = load_preset("tiny").model.model_copy(update={"max_seq_len": args.seq})
+    cfg = load_preset("tiny").model
+    cfg = cfg.model_copy(update={"max_seq_len": args.seq, "vocab_size": args.vocab or cfg.vocab_size})
     model = Transformer(cfg)
     model.init_weights(seed=0)
     tokens, targets, document_ids = batch(args.seq, cfg.vocab_size, not args.no_documents)
@@ -69,8 +102,11 @@ def run_rank(args) -> dict:
         layout = ParallelLayout(cp=args.cp)
         mesh = build_mesh(layout)
         parallelize(model, mesh, layout, param_dtype=torch.float32)
+        dense = dense_mask_attention(model, mesh) if args.attention == "dense" else None
 
         def step():
+            if dense is not None:
+                return dense(tokens, targets, document_ids)
             return cp_forward_loss(model, tokens, targets, document_ids, mesh)
     else:
 
@@ -90,12 +126,13 @@ def run_rank(args) -> dict:
     return {"seconds": statistics.median(times), "activations": activations, "rss": peak_memory_bytes(torch.device("cpu"))}
 
 
-def launch(args, cp: int, threads: int) -> list[dict]:
+def launch(args, cp: int, threads: int, attention: str = "prefix") -> list[dict]:
     """Run this script's worker mode on `cp` processes; every rank's result."""
     store = Path(tempfile.mkdtemp(prefix="cp-bench-")) / "store"
     env = {**os.environ, "WORLD_SIZE": str(cp), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(threads)}
     argv = [sys.executable, __file__, "--worker", str(store), "--cp", str(cp), "--threads", str(threads),
-            "--seq", str(args.seq), "--steps", str(args.steps)] + (["--no-documents"] if args.no_documents else [])
+            "--seq", str(args.seq), "--steps", str(args.steps), "--attention", attention, "--vocab", str(args.vocab)]
+    argv += ["--no-documents"] if args.no_documents else []
     procs = [subprocess.Popen(argv, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True) for r in range(cp)]
     outputs = [proc.communicate()[0] for proc in procs]
     if any(proc.returncode for proc in procs):
@@ -109,9 +146,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-documents", action="store_true", help="plain causal rows instead of packed documents")
+    parser.add_argument("--vocab", type=int, default=0,
+                        help="vocabulary size (default: the preset's 128,256, whose loss dominates the step at this width)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cp", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--attention", default="prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         if args.cp > 1:
@@ -121,28 +161,32 @@ def main() -> None:
         if args.cp > 1:
             dist.destroy_process_group()
         return
-    rows = [("CP 1, 1 thread", 1, 1), ("CP 1, 2 threads", 1, 2), ("CP 2, 1 thread/rank", 2, 1)]
-    print(f"tiny preset width (dim 128, 4 layers, vocab 128,256), fp32, batch 1 x {args.seq}, "
+    rows = [("CP 1, 1 thread", 1, 1, "prefix"), ("CP 1, 2 threads", 1, 2, "prefix"),
+            ("CP 2, 1 thread/rank", 2, 1, "prefix"), ("CP 2, dense mask", 2, 1, "dense")]
+    print(f"tiny preset width (dim 128, 4 layers, vocab {args.vocab or 128_256:,}), fp32, batch 1 x {args.seq}, "
           f"{'plain causal' if args.no_documents else 'packed documents of 300 tokens'}; step time: median of "
           f"{args.steps} steps, best of {args.rounds} rounds (the runs alternate, so load hits each alike)")
-    runs: dict[str, list[list[dict]]] = {name: [] for name, _, _ in rows}
+    runs: dict[str, list[list[dict]]] = {name: [] for name, *_ in rows}
     for round_ in range(args.rounds):
-        for name, cp, threads in rows if round_ % 2 == 0 else reversed(rows):
-            runs[name].append(launch(args, cp, threads))
+        for name, cp, threads, attention in rows if round_ % 2 == 0 else reversed(rows):
+            runs[name].append(launch(args, cp, threads, attention))
     print(f"{'run':<22}{'step s':>8}{'tokens/s':>10}{'saved activations/rank':>24}{'peak RSS/rank':>15}  rounds' step s")
     results = {}
-    for name, _, _ in rows:
+    for name, *_ in rows:
         per_round = [max(r["seconds"] for r in ranks) for ranks in runs[name]]
         seconds = min(per_round)
         activations = max(r["activations"] for ranks in runs[name] for r in ranks)
         rss = max(r["rss"] for ranks in runs[name] for r in ranks)
-        results[name] = (args.seq / seconds, activations)
+        results[name] = (args.seq / seconds, activations, rss)
         print(f"{name:<22}{seconds:8.3f}{args.seq / seconds:10.0f}{activations / 2**20:20.1f} MiB"
               f"{rss / 2**20:11.0f} MiB  {' '.join(f'{t:.2f}' for t in per_round)}")
-    cp2_speed, cp2_act = results["CP 2, 1 thread/rank"]
+    cp2_speed, cp2_act, cp2_rss = results["CP 2, 1 thread/rank"]
     print(f"CP 2 / CP 1 tokens/s: {cp2_speed / results['CP 1, 1 thread'][0]:.2f}x (vs 1 thread), "
           f"{cp2_speed / results['CP 1, 2 threads'][0]:.2f}x (vs 2 threads, same cores)")
     print(f"CP 2 / CP 1 saved activations per rank: {cp2_act / results['CP 1, 1 thread'][1]:.2f}")
+    dense_speed, dense_act, dense_rss = results["CP 2, dense mask"]
+    print(f"CP 2 prefix kernel / dense mask: step time {dense_speed / cp2_speed:.2f}x, saved activations per rank "
+          f"{cp2_act / dense_act:.2f}x, peak RSS per rank {cp2_rss / dense_rss:.2f}x")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def plan(
 def _format_plan(r: dict) -> str:
     gib = 2**30
     memory = r["memory_breakdown"]
-    kinds = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "loss_weight_bytes")
+    kinds = ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "loss_weight_bytes",
+             "attention_bias_bytes")
     return "\n".join([
         f"preset            {r['preset']} ({r['stage']}, seq_len {r['seq_len']:,})",
         f"layout            TP {r['tp']} x CP {r['cp']} x PP {r['pp']} x DP {r['dp']} = {r['gpus']:,} GPUs,"

@@ -137,13 +137,15 @@ class MemoryEstimate:
     gradients_bytes: int
     optimizer_bytes: int
     activations_bytes: int
+    attention_bias_bytes: int  # CP with packed documents, built per layer (cp_attention_bias_bytes)
     stage: int  # index of the busiest pipeline stage
     stage_layers: int
     micro_batches_in_flight: int
 
     @property
     def total_bytes(self) -> int:
-        return self.parameters_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+        return (self.parameters_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+                + self.attention_bias_bytes)
 
     def fits(self, capacity_bytes: float) -> bool:
         return self.total_bytes <= capacity_bytes
@@ -183,10 +185,9 @@ def memory_per_gpu(
     `selective_activation_bytes_per_token`, plus one layer's working set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
     bf16 and fp32 for the loss. Context parallelism (train/context_parallel.py, the paper's
     all-gather of keys and values) splits the tokens over CP, and each layer also keeps the whole
-    sequence's gathered keys and values for its attention backward. Not counted: the dense boolean
-    attention mask the SDPA path builds under CP ([seq / cp, seq] per micro-batch, shared by the
-    layers; 1 GiB at 128K over CP 16), which a block-sparse kernel does not hold; CUDA context,
-    communication buffers and fragmentation.
+    sequence's gathered keys and values for its attention backward; with packed documents, each
+    layer briefly builds an attention bias (`cp_attention_bias_bytes`). Not counted:
+    CUDA context, communication buffers and fragmentation.
     """
     compute_bytes = compute_bytes or DTYPE_BYTES[layout.param_dtype]
     layer_parameters = (_attention_parameters(cfg) + _ffn_parameters(cfg)) / layout.tp + 2 * cfg.dim
@@ -209,6 +210,7 @@ def memory_per_gpu(
             gradients_bytes=round(gradient_bytes * (parameters / shards + max(units))),
             optimizer_bytes=round(optimizer_bytes_per_parameter * parameters / shards),
             activations_bytes=round(activations),
+            attention_bias_bytes=round(cp_attention_bias_bytes(layout, seq_len, micro_batch_size, compute_bytes)),
             stage=stage,
             stage_layers=layers,
             micro_batches_in_flight=layout.pp - stage,
@@ -237,6 +239,20 @@ def stage_activation_bytes(
     if stage == layout.pp - 1:
         activations += tokens * (compute_bytes * cfg.dim + (compute_bytes + 4) * cfg.vocab_size) / layout.tp
     return activations
+
+
+def cp_attention_bias_bytes(layout: ParallelLayout, seq_len: int, micro_batch_size: int = 1, compute_bytes: int = 2) -> float:
+    """Peak bytes of context parallelism's same-document attention bias on one GPU (packed
+    documents; train/context_parallel.py). Each layer builds, for one local chunk of
+    c = seq / (2 cp) queries at a time, a [c, key prefix] additive bias in the compute dtype, and
+    builds it again in backward; nothing is held between the two. The longest prefix is the whole
+    sequence (rank 0's mirror chunk), so the peak is c x seq elements per sequence, whatever the
+    pipeline's micro-batches in flight or TP. Plain causal rows need none (prefix attention has no
+    mask). The dense [seq / cp, seq] bool mask this replaced was held per micro-batch in flight
+    (15 GiB at 128K over CP 16 with 15 in flight), and SDPA kept a float copy of it per layer."""
+    if layout.cp == 1:
+        return 0.0
+    return micro_batch_size * seq_len / (2 * layout.cp) * seq_len * compute_bytes
 
 
 @dataclass(frozen=True)

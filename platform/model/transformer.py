@@ -18,6 +18,8 @@ from .kv_cache import KVCache
 from .loss import IGNORE_INDEX, linear_cross_entropy
 from .rope import apply_rotary, rotary_table
 
+AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -49,6 +51,11 @@ class Attention(nn.Module):
         # rotated keys before attention: a hook for whoever adds keys computed elsewhere (e.g. context
         # parallelism gathering other ranks' keys). Forward's mask must then cover the keys it returns.
         self.key_value_hook: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        # Optional replacement for the attention itself: (q [B, heads, T, head_dim], k, v [B, kv_heads, T,
+        # head_dim] rotated, mask) -> [B, heads, T, head_dim], where mask is forward's attention_mask passed as
+        # is (None, or whatever the kernel takes). For a kernel that brings its own keys and knows which ones
+        # each query sees without a dense mask (e.g. context parallelism's per-chunk key prefixes).
+        self.attention_kernel: AttentionKernel | None = None
 
     def forward(
         self,
@@ -68,6 +75,9 @@ class Attention(nn.Module):
             k, v = k.type_as(q), v.type_as(q)
         else:
             k, v = k.transpose(1, 2), v.transpose(1, 2)
+            if self.attention_kernel is not None:
+                out = self.attention_kernel(q.transpose(1, 2), k, v, mask)
+                return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
             if self.key_value_hook is not None:
                 if mask is None:  # SDPA's is_causal would align the extra keys wrongly, silently
                     raise ValueError("attention with a key_value_hook needs forward's attention_mask")
@@ -183,7 +193,8 @@ class Transformer(nn.Module):
         restart at 0 for each document, so a packed row equals its documents run one by one.
         attention_mask [B or 1, 1, T, S] bool (True: may attend), with positions [B, T]: a caller
         that builds both itself, e.g. when attention's key_value_hook makes S keys out of the T
-        tokens (context parallelism); replaces the causal / document mask.
+        tokens; replaces the causal / document mask. With an attention_kernel installed, whatever
+        that kernel takes (None with positions: the kernel's own causal rule; context parallelism).
         cache: incremental decoding; positions [B, T] are then each row's absolute positions.
         targets [B, T]: training; returns the cross-entropy of the logits against them
         (IGNORE_INDEX = -100 where a position has no target; `loss_reduction` "mean" over the
@@ -201,6 +212,9 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
         if attention_mask is None:
+            if positions is None and any(b.attention.attention_kernel is not None for b in self.layers.values()):
+                # the kernel brings keys from elsewhere: positions 0..T-1 of the local tokens would be wrong
+                raise ValueError("attention with an attention_kernel needs forward's explicit positions")
             positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)
         elif positions is None or document_ids is not None or cache is not None:
             raise ValueError("attention_mask needs explicit positions, and neither document_ids nor a cache")

@@ -4,16 +4,24 @@ The sequence is cut into 2 x cp chunks and cp rank i holds chunks i and 2 cp - 1
 rank gets the same share of causal attention work (an early chunk attends to few keys, its
 mirror to many). Each rank embeds and projects only its own tokens; in each layer it all-gathers
 the rotated keys and values of the whole sequence over the "cp" mesh dimension (the backward
-reduce-scatters their gradients) and attends with its local queries under a mask built from
-GLOBAL token indices: causal, and within a document for packed sequences. RoPE rotates each
-token at its global position (or its position inside its document), as the unsharded model does.
-The gathered keys stay in rank order (rank 0's two chunks, then rank 1's, ...): attention does
-not care about key order once the mask says which keys each query sees.
+reduce-scatters their gradients) and puts them back in GLOBAL order (one index_select). Each local
+query chunk j then attends only to the key prefix it can see, [0, (j + 1) x chunk), causal aligned
+to the lower right (model/prefix_attention.py): no mask, and no scores for keys a mask would drop,
+about half the attention FLOPs of attending to all T keys. With packed documents a chunk also
+needs a same-document mask over its [chunk, prefix] only, which the kernel builds from the rows'
+document ids in each layer's forward and again in its backward: nothing but the ids is held between
+the two (a dense [T / cp, T] bool mask used to be held per micro-batch, and SDPA kept a float copy
+of it per layer for backward). RoPE rotates each token at its global position (or its position
+inside its document), as the unsharded model does.
 
-The model stays parallelism-free: it offers a generic per-layer `key_value_hook` and a forward
-that takes precomputed positions and mask; this module fills them in. Parameters are replicated
-across cp ranks, which each see different tokens: parallelize() shards them with FSDP2 over the
-dp x cp ranks together (as torchtitan does), whose gradient average `cp_forward_loss` accounts for.
+The model stays parallelism-free: each attention layer takes an `attention_kernel` (this module's
+`ContextParallelAttention`: gather + prefix attention; `RankChunks` says which keys each local
+chunk sees) and the forward takes precomputed positions and the kernel's mask, here the rows'
+[B, T] document ids or None: per-row tensors, so the pipeline schedule splits them into
+microbatches like the tokens.
+Parameters are replicated across cp ranks, which each see different tokens: parallelize() shards
+them with FSDP2 over the dp x cp ranks together (as torchtitan does), whose gradient average
+`cp_forward_loss` accounts for.
 """
 from dataclasses import dataclass
 
@@ -22,6 +30,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch.distributed.device_mesh import DeviceMesh
 
+from llamaops.platform.model.prefix_attention import document_prefix_attention, prefix_causal_attention
 from llamaops.platform.model.transformer import Transformer, positions_within_documents
 
 from .step_loss import counted_in_step, weighted_sum
@@ -54,13 +63,46 @@ def gathered_token_index(seq_len: int, cp: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class RankChunks:
+    """The attention plan of one cp rank: which global chunks it holds and which keys each sees."""
+
+    cp: int
+    rank: int
+
+    @property
+    def chunks(self) -> tuple[int, int]:
+        return self.rank, 2 * self.cp - 1 - self.rank
+
+    def key_spans(self, chunk: int) -> tuple[int, int]:
+        """Keys each local chunk attends to (a prefix of the global sequence), `chunk` tokens a chunk."""
+        return tuple((j + 1) * chunk for j in self.chunks)
+
+
+@dataclass(frozen=True)
 class ContextShard:
     """One cp rank's part of a batch, ready for Transformer.forward."""
 
     tokens: torch.Tensor  # [B, T / cp]
     targets: torch.Tensor | None  # [B, T / cp]
     positions: torch.Tensor  # [B, T / cp] RoPE positions: global, or within each document
-    mask: torch.Tensor  # [B or 1, 1, T / cp, T] bool: local queries x gathered keys
+    # The whole rows' [B, T] document ids (None: plain causal rows): forward's attention_mask, which
+    # ContextParallelAttention takes to mask each chunk's key prefix within documents.
+    document_ids: torch.Tensor | None
+    chunks: RankChunks
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The dense [B or 1, 1, T / cp, T] bool mask of the local queries over the keys in gathered
+        (rank) order, which attention used before the prefix kernel: a reference for tests and the
+        benchmark; no training path builds it."""
+        seq_len = self.tokens.shape[1] * self.chunks.cp
+        local = local_token_index(seq_len, self.chunks.cp, self.chunks.rank).to(self.tokens.device)
+        keys = gathered_token_index(seq_len, self.chunks.cp).to(self.tokens.device)
+        mask = (keys.view(1, -1) <= local.view(-1, 1)).view(1, 1, local.numel(), seq_len)
+        if self.document_ids is None:
+            return mask
+        same_document = self.document_ids[:, local].unsqueeze(-1) == self.document_ids[:, keys].unsqueeze(-2)
+        return mask & same_document.unsqueeze(1)
 
 
 def shard_context(
@@ -70,52 +112,66 @@ def shard_context(
     cp: int,
     rank: int,
 ) -> ContextShard:
-    """Rank `rank`'s tokens, targets, positions and attention mask out of a [B, T] batch."""
+    """Rank `rank`'s tokens, targets and positions out of a [B, T] batch."""
     batch, seq_len = tokens.shape
-    device = tokens.device
-    local = local_token_index(seq_len, cp, rank).to(device)
-    keys = gathered_token_index(seq_len, cp).to(device)
-    mask = (keys.view(1, -1) <= local.view(-1, 1)).view(1, 1, local.numel(), seq_len)
+    local = local_token_index(seq_len, cp, rank).to(tokens.device)
     if document_ids is None:
         positions = local.expand(batch, -1)
     else:
         positions = positions_within_documents(document_ids)[:, local]
-        same_document = document_ids[:, local].unsqueeze(-1) == document_ids[:, keys].unsqueeze(-2)
-        mask = mask & same_document.unsqueeze(1)
     return ContextShard(
         tokens=tokens[:, local],
         targets=None if targets is None else targets[:, local],
         positions=positions,
-        mask=mask,
+        document_ids=document_ids,
+        chunks=RankChunks(cp, rank),
     )
 
 
 def gather_keys_values(keys: torch.Tensor, values: torch.Tensor, group) -> tuple[torch.Tensor, torch.Tensor]:
-    """All-gather [B, H, T_local, D] keys and values along the sequence in one collective, rank
-    order; autograd reduce-scatters the gradients back to their owners."""
+    """All-gather [B, H, T_local, D] keys and values along the sequence in one collective and put
+    them in global token order; autograd reduce-scatters the gradients back to their owners."""
     both = torch.stack((keys, values)).movedim(3, 0).contiguous()  # [T_local, 2, B, H, D]: gather dim 0
     gathered = funcol.all_gather_single_autograd(both, gather_dim=0, group=group)
     gathered = funcol.wait_tensor(gathered) if isinstance(gathered, funcol.AsyncCollectiveTensor) else gathered
-    keys, values = gathered.movedim(0, 3).unbind(0)
+    cp = gathered.shape[0] // both.shape[0]
+    in_global_order = gathered_token_index(gathered.shape[0], cp).argsort().to(gathered.device)
+    keys, values = gathered.index_select(0, in_global_order).movedim(0, 3).unbind(0)
     return keys, values
 
 
-class _KeyValueGather:
-    """The attention hook context parallelism installs: a plain callable, so not a submodule."""
+class ContextParallelAttention:
+    """The attention kernel context parallelism installs in every layer (a plain callable, so not
+    a submodule): gather the keys and values, then each local chunk over its key prefix, within
+    documents when given the rows' document ids."""
 
-    def __init__(self, group: dist.ProcessGroup):
+    def __init__(self, group: dist.ProcessGroup, chunks: RankChunks):
         self.group = group
+        self.chunks = chunks
 
-    def __call__(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return gather_keys_values(keys, values, self.group)
+    def __call__(self, query, keys, values, document_ids: torch.Tensor | None) -> torch.Tensor:
+        keys, values = gather_keys_values(keys, values, self.group)
+        chunk = query.shape[2] // 2
+        outputs = []
+        for i, (j, span) in enumerate(zip(self.chunks.chunks, self.chunks.key_spans(chunk))):
+            chunk_query = query[:, :, i * chunk : (i + 1) * chunk]
+            prefix_keys, prefix_values = keys[:, :, :span], values[:, :, :span]
+            if document_ids is None:
+                outputs.append(prefix_causal_attention(chunk_query, prefix_keys, prefix_values))
+            else:
+                query_documents = document_ids[:, j * chunk : (j + 1) * chunk]
+                outputs.append(document_prefix_attention(
+                    chunk_query, prefix_keys, prefix_values, query_documents, document_ids[:, :span]
+                ))
+        return torch.cat(outputs, dim=2)
 
 
 def apply_context_parallel(model: Transformer, cp_mesh: DeviceMesh) -> None:
     """Make every attention layer attend over the keys and values of all cp ranks. From then on the
     model must be called on cp-sharded batches: use `cp_forward_loss`."""
-    hook = _KeyValueGather(cp_mesh.get_group())
+    kernel = ContextParallelAttention(cp_mesh.get_group(), RankChunks(cp_mesh.size(), cp_mesh.get_local_rank()))
     for block in model.layers.values():
-        block.attention.key_value_hook = hook
+        block.attention.attention_kernel = kernel
 
 
 def cp_forward_loss(
@@ -137,7 +193,7 @@ def cp_forward_loss(
     cp_mesh, dp_mesh = mesh["cp"], mesh["dp"]
     shard = shard_context(inputs, targets, document_ids, cp_mesh.size(), cp_mesh.get_local_rank())
     local_sum = model(
-        shard.tokens, positions=shard.positions, attention_mask=shard.mask, targets=shard.targets,
+        shard.tokens, positions=shard.positions, attention_mask=shard.document_ids, targets=shard.targets,
         loss_reduction="sum",
     )
     counted = counted_in_step(shard.targets, mesh)

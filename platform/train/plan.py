@@ -22,6 +22,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.model.sizing import (
     DTYPE_BYTES,
+    cp_attention_bias_bytes,
     stage_activation_bytes,
     stage_budget,
     stage_layer_counts,
@@ -55,11 +56,12 @@ class StageMemory:
     optimizer_bytes: int
     activations_bytes: int
     loss_weight_bytes: int  # last stage under TP: the output weight gathered for the loss, and its gradient
+    attention_bias_bytes: int  # CP with packed documents: one chunk's bias at a time (sizing.cp_attention_bias_bytes)
 
     @property
     def total_bytes(self) -> int:
         return (self.parameters_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
-                + self.loss_weight_bytes)
+                + self.loss_weight_bytes + self.attention_bias_bytes)
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
             optimizer_bytes=ADAM_BYTES * local,
             activations_bytes=round(stage_activation_bytes(cfg, layout, seq_len, stage, 1, compute_bytes)),
             loss_weight_bytes=loss_weight,
+            attention_bias_bytes=round(cp_attention_bias_bytes(layout, seq_len, 1, compute_bytes)),
         ))
     return memories
 

@@ -76,14 +76,14 @@ class RankModel:
     def rank_inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """(tokens, targets, the model's other inputs) of this rank's part of `batch`: the whole
         rows with their document ids, or under CP this rank's chunks of every row with explicit
-        positions and mask (expanded to the rows, so that a pipeline can split them)."""
+        positions, and the whole rows' document ids (or None) as the CP attention kernel's mask
+        (context_parallel.py): per-row tensors, so that a pipeline can split them."""
         inputs, targets, documents = (t.to(device) for t in (batch.inputs, batch.targets, batch.document_ids))
         cp = self.layout.cp
         if cp == 1:
             return inputs, targets, {"document_ids": documents}
         shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
-        mask = shard.mask.expand(len(shard.tokens), -1, -1, -1)
-        return shard.tokens, shard.targets, {"positions": shard.positions, "attention_mask": mask}
+        return shard.tokens, shard.targets, {"positions": shard.positions, "attention_mask": shard.document_ids}
 
     def forward_backward(self, batch: Batch, device: torch.device) -> torch.Tensor:
         """Gradients of the step's loss: the mean over the counted targets of every DP rank's batch,
@@ -102,8 +102,8 @@ class RankModel:
         losses: list[torch.Tensor] = []
         first = (inputs,) if self.holds_first else ()
         last = {"target": targets, "losses": losses} if self.holds_last else {}
-        # Every stage gets its microbatch's document ids (or, under CP, its positions and mask) and
-        # targets (used by the last stage's fused loss only).
+        # Every stage gets its microbatch's document ids (under CP: positions, and the ids as the
+        # attention's mask) and targets (used by the last stage's fused loss only).
         schedule.step(*first, **model_inputs, targets=targets, loss_reduction="sum", return_outputs=False, **last)
         if not self.holds_last:
             return torch.zeros((), device=device)

@@ -13,9 +13,11 @@ RESHARD_WORKER = CP_WORKER.with_name("reshard_worker.py")
 
 
 def test_two_context_parallel_ranks_match_the_unsharded_model(tmp_path: Path):
-    # plain causal; packed documents crossing chunk boundaries; with activation checkpointing; bf16
-    # and three AdamW steps with clipping, as the training loop runs them
-    launch(2, ["cp2", "cp2-docs", "cp2-docs-selective", "cp2-full-bf16", "cp2-docs-steps"], tmp_path, worker=CP_WORKER)
+    # plain causal; packed documents crossing chunk boundaries; with activation checkpointing (both
+    # prefix kernels under selective's recompute); bf16 and three AdamW steps with clipping, as the
+    # training loop runs them
+    launch(2, ["cp2", "cp2-docs", "cp2-docs-selective", "cp2-selective", "cp2-full-bf16", "cp2-docs-steps"], tmp_path,
+           worker=CP_WORKER)
 
 
 @pytest.mark.slow
@@ -27,8 +29,9 @@ def test_four_ranks_context_parallel_with_fsdp_and_tensor_parallel_match_the_uns
 @pytest.mark.slow
 @pytest.mark.skipif(_inductor_cpu_toolchain_missing() is not None, reason=str(_inductor_cpu_toolchain_missing()))
 def test_compiled_blocks_under_context_parallelism_match_the_unsharded_model(tmp_path: Path):
-    # torch.compile per block with the K/V all-gather inside attention, packed documents.
-    launch(2, ["cp2-docs-compile"], tmp_path, worker=CP_WORKER, timeout=600)
+    # torch.compile per block with the K/V all-gather inside attention, packed documents or plain
+    # rows (each prefix kernel's autograd function under dynamo).
+    launch(2, ["cp2-docs-compile", "cp2-compile"], tmp_path, worker=CP_WORKER, timeout=600)
 
 
 @pytest.mark.slow

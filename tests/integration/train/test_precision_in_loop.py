@@ -3,7 +3,8 @@
 bf16 parameters (FSDP2's mixed precision: fp32 master weights, optimizer and gradient reduction)
 train under DP2, PP2 (1F1B), CP2 and PP2 interleaved x TP2 like the one-process bf16 run, within
 bf16's rounding, and measurably unlike the fp32 run (so the dtype did reach the ranks). Full and
-selective checkpointing train as none; compiled blocks as eager ones.
+selective checkpointing train as none (selective also under TP2); compiled blocks as eager ones,
+under DP2 and inside pipeline stages. bf16 also holds for PP2 x CP2 (4 processes).
 """
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from llamaops.platform.config.parallel import ParallelLayout
 
 from .loop_runs import assert_same_training, loop_job, run_loop
+from .test_distributed_equivalence import _inductor_cpu_toolchain_missing
 
 BF16 = {"param_dtype": "bf16"}
 
@@ -43,6 +45,8 @@ PP2 = ParallelLayout(pp=2, pp_microbatches=4, **BF16)
     ("cp2", ParallelLayout(cp=2, **BF16)),
     pytest.param("pp2-interleaved-tp2", PP2.model_copy(update={
         "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2, "tp": 2}), marks=pytest.mark.slow),
+    # CP's prefix attention and documents' bias (built in bf16) inside pipeline stages: 4 processes
+    pytest.param("pp2cp2", PP2.model_copy(update={"cp": 2}), marks=pytest.mark.slow),
 ])
 def test_bf16_params_train_as_the_one_process_bf16_run(tmp_path: Path, name: str, layout: ParallelLayout):
     fp32 = run_loop(tmp_path, loop_job(tmp_path, "one", ParallelLayout()), 1, "one")
@@ -55,6 +59,8 @@ def test_bf16_params_train_as_the_one_process_bf16_run(tmp_path: Path, name: str
 @pytest.mark.parametrize(("mode", "name", "layout"), [
     ("full", "pp2", ParallelLayout(pp=2, pp_microbatches=4)),
     ("selective", "dp2", ParallelLayout(dp=2)),
+    # under TP the selective rule keeps the reduce-scattered row-parallel outputs, recomputes wo
+    ("selective", "tp2", ParallelLayout(tp=2)),
 ])
 def test_checkpointed_runs_train_as_none(tmp_path: Path, mode: str, name: str, layout: ParallelLayout):
     want = run_loop(tmp_path, loop_job(tmp_path, "one", ParallelLayout()), 1, "one")
@@ -69,3 +75,14 @@ def test_compiled_blocks_train_as_eager_ones_under_dp2(tmp_path: Path):
     layout = ParallelLayout(dp=2, compile=True, activation_checkpointing="selective")
     got = run_loop(tmp_path, loop_job(tmp_path, "dp2-compiled", layout), 2, "dp2-compiled")
     assert_same_training(got, want, rel=1e-3, abs=1e-4)  # Inductor reorders fp32 reductions
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_inductor_cpu_toolchain_missing() is not None, reason=str(_inductor_cpu_toolchain_missing()))
+def test_compiled_blocks_inside_pipeline_stages_train_as_eager_ones(tmp_path: Path):
+    # The stages are compiled block by block after the pipeline cut them (pipeline.py's shard hook).
+    want = run_loop(tmp_path, loop_job(tmp_path, "one", ParallelLayout()), 1, "one")
+    layout = ParallelLayout(pp=2, pp_microbatches=4, compile=True)
+    got = run_loop(tmp_path, loop_job(tmp_path, "pp2-compiled", layout), 2, "pp2-compiled")
+    assert_same_training(got, want, rel=1e-3, abs=1e-4)
+

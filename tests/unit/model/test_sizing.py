@@ -105,6 +105,17 @@ def test_128k_tokens_per_gpu_match_8k_when_cp_splits_the_sequence_16_ways():
     assert long.optimizer_bytes == short.optimizer_bytes  # FSDP over DP 8 x CP 16 = DP 128
 
 
+def test_context_parallel_document_bias_is_one_chunk_over_the_whole_sequence_at_a_time():
+    # Built per layer and again in backward (context_parallel.py), never held per micro-batch in
+    # flight: rank 0's mirror chunk (131072 / 32 queries) over all 131072 keys, in bf16.
+    preset = load_preset("full-405b")
+    long = memory_per_gpu(preset.model, preset.long_context.layout, 131_072)
+    assert long.attention_bias_bytes == 2 * 4096 * 131_072 == GIB
+    assert long.total_bytes == (long.parameters_bytes + long.gradients_bytes + long.optimizer_bytes
+                                + long.activations_bytes + GIB)
+    assert memory_per_gpu(preset.model, preset.pretrain.layout, 8192).attention_bias_bytes == 0  # no CP
+
+
 def test_context_parallel_ranks_shard_weights_and_split_tokens():
     cfg = load_preset("70b").model
     cp1 = memory_per_gpu(cfg, ParallelLayout(tp=8, pp=4, dp=4), 32_768)

@@ -8,6 +8,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer, positions_within_documents
 from llamaops.platform.train.context_parallel import (
     ContextParallelError,
+    RankChunks,
     check_seq_len,
     gathered_token_index,
     local_token_index,
@@ -32,6 +33,17 @@ def test_every_rank_gets_the_same_causal_attention_work(cp):
     assert len(set(work)) == 1
     contiguous = [sum(range(rank * seq // cp + 1, (rank + 1) * seq // cp + 1)) for rank in range(cp)]
     assert max(contiguous) > 2 * min(contiguous)  # what the mirrored chunks avoid
+
+
+@pytest.mark.parametrize("cp", [2, 4, 16])
+def test_each_local_chunk_attends_to_the_key_prefix_ending_with_it(cp):
+    chunk = 8
+    for rank in range(cp):
+        chunks = RankChunks(cp, rank)
+        assert chunks.chunks == (rank, 2 * cp - 1 - rank)
+        assert chunks.key_spans(chunk) == ((rank + 1) * chunk, (2 * cp - rank) * chunk)
+        # (2 cp + 1) c keys per pair of queries instead of all 2 cp c for each: about half the scores
+        assert sum(chunks.key_spans(chunk)) == (2 * cp + 1) * chunk
 
 
 def test_a_sequence_that_does_not_split_into_2_cp_chunks_is_refused_in_one_line():
@@ -85,6 +97,13 @@ def test_model_hooks_reproduce_the_document_masked_forward():
     model.layers["0"].attention.key_value_hook = lambda k, v: (k, v)
     with pytest.raises(ValueError, match="key_value_hook needs forward's attention_mask"):
         model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
+
+
+def test_a_model_with_an_attention_kernel_refuses_a_call_without_positions():
+    model = Transformer(MICRO)
+    model.layers["1"].attention.attention_kernel = lambda q, k, v, mask: q  # e.g. context parallelism's
+    with pytest.raises(ValueError, match="attention_kernel needs forward's explicit positions"):
+        model(torch.zeros(1, 4, dtype=torch.long))  # e.g. a context-parallel model called without cp_forward_loss
 
 
 def test_context_parallel_layouts_are_accepted():

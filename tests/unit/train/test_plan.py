@@ -19,6 +19,8 @@ def test_paper_405b_layouts_fit_an_80gb_h100_and_agree_with_the_analytic_sizing(
     assert plan.busiest.optimizer_bytes == pytest.approx(analytic.memory.optimizer_bytes, rel=0.01)
     assert plan.busiest.total_bytes == pytest.approx(analytic.memory.total_bytes, rel=0.01)
     assert plan.training_days == pytest.approx(analytic.training_days)
+    assert plan.busiest.attention_bias_bytes == analytic.memory.attention_bias_bytes  # CP's document bias
+    assert (plan.busiest.attention_bias_bytes > 0) == (stage == "long_context")
     assert not dist.is_initialized()  # the fake group is gone
 
 
