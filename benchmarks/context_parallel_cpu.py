@@ -65,15 +65,15 @@ def dense_mask_attention(model, mesh):
 
     group, cp, rank = mesh["cp"].get_group(), mesh["cp"].size(), mesh["cp"].get_local_rank()
 
-    def rank_order_gather(keys, values):
+    def rank_order_gather_dense_mask(queries, keys, values, mask):
         both = torch.stack((keys, values)).movedim(3, 0).contiguous()
         gathered = funcol.all_gather_single_autograd(both, gather_dim=0, group=group)
         gathered = funcol.wait_tensor(gathered) if isinstance(gathered, funcol.AsyncCollectiveTensor) else gathered
-        return gathered.movedim(0, 3).unbind(0)
+        keys, values = gathered.movedim(0, 3).unbind(0)
+        return torch.nn.functional.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, enable_gqa=True)
 
     for block in model.layers.values():
-        block.attention.attention_kernel = None
-        block.attention.key_value_hook = rank_order_gather
+        block.attention.attention_kernel = rank_order_gather_dense_mask
 
     def loss(tokens, targets, document_ids):
         shard = shard_context(tokens, targets, document_ids, cp, rank)

@@ -47,10 +47,6 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
-        # Optional callable (keys, values) -> (keys, values) on [B, kv_heads, T, head_dim], run on the
-        # rotated keys before attention: a hook for whoever adds keys computed elsewhere (e.g. context
-        # parallelism gathering other ranks' keys). Forward's mask must then cover the keys it returns.
-        self.key_value_hook: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
         # Optional replacement for the attention itself: (q [B, heads, T, head_dim], k, v [B, kv_heads, T,
         # head_dim] rotated, mask) -> [B, heads, T, head_dim], where mask is forward's attention_mask passed as
         # is (None, or whatever the kernel takes). For a kernel that brings its own keys and knows which ones
@@ -78,10 +74,6 @@ class Attention(nn.Module):
             if self.attention_kernel is not None:
                 out = self.attention_kernel(q.transpose(1, 2), k, v, mask)
                 return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
-            if self.key_value_hook is not None:
-                if mask is None:  # SDPA's is_causal would align the extra keys wrongly, silently
-                    raise ValueError("attention with a key_value_hook needs forward's attention_mask")
-                k, v = self.key_value_hook(k, v)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
         )
@@ -191,10 +183,10 @@ class Transformer(nn.Module):
 
         document_ids [B, T]: packed sequences; attention stays within a document and positions
         restart at 0 for each document, so a packed row equals its documents run one by one.
-        attention_mask [B or 1, 1, T, S] bool (True: may attend), with positions [B, T]: a caller
-        that builds both itself, e.g. when attention's key_value_hook makes S keys out of the T
-        tokens; replaces the causal / document mask. With an attention_kernel installed, whatever
-        that kernel takes (None with positions: the kernel's own causal rule; context parallelism).
+        attention_mask [B or 1, 1, T, T] bool (True: may attend), with positions [B, T]: a caller
+        that builds both itself; replaces the causal / document mask. With an attention_kernel
+        installed, whatever that kernel takes (None with positions: the kernel's own causal rule;
+        context parallelism passes the rows' document ids).
         cache: incremental decoding; positions [B, T] are then each row's absolute positions.
         targets [B, T]: training; returns the cross-entropy of the logits against them
         (IGNORE_INDEX = -100 where a position has no target; `loss_reduction` "mean" over the

@@ -3,6 +3,7 @@ and the model's generic hooks it relies on. The multi-process equivalence checks
 tests/integration/train/test_context_parallel.py."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer, positions_within_documents
@@ -71,32 +72,36 @@ def test_shard_mask_and_positions_are_the_full_ones_at_global_indices():
         assert torch.equal(plain.mask[0, 0], causal[local][:, keys]) and torch.equal(plain.positions[0], local)
 
 
-def test_model_hooks_reproduce_the_document_masked_forward():
-    # The model's generic hooks: a key/value hook that reorders the keys, a mask built for that order
-    # and explicit positions give the same logits and summed loss as the model's own document mask.
+def test_an_attention_kernel_and_explicit_positions_reproduce_the_document_masked_forward():
+    # The model's generic hook: an attention kernel that brings its keys in another order with a
+    # mask built for that order, and explicit positions, give the same logits and summed loss as
+    # the model's own document mask.
     torch.manual_seed(0)
     model = Transformer(MICRO)
     model.init_weights(seed=0)
     tokens = torch.randint(0, MICRO.vocab_size, (2, 12))
     document_ids = torch.tensor([[0] * 5 + [1] * 7, [0] * 2 + [1] * 8 + [2] * 2])
     order = torch.randperm(12)
-    for block in model.layers.values():
-        block.attention.key_value_hook = lambda k, v: (k[:, :, order], v[:, :, order])
     same = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
     mask = (same & torch.ones(12, 12, dtype=torch.bool).tril())[:, :, order].unsqueeze(1)
+
+    def reordered_keys(q, k, v, kernel_mask):
+        return F.scaled_dot_product_attention(q, k[:, :, order], v[:, :, order], attn_mask=kernel_mask, enable_gqa=True)
+
+    for block in model.layers.values():
+        block.attention.attention_kernel = reordered_keys
     positions = positions_within_documents(document_ids)
     hooked = model(tokens, positions=positions, attention_mask=mask)
     hooked_sum = model(tokens, positions=positions, attention_mask=mask, targets=tokens, loss_reduction="sum")
+    with pytest.raises(ValueError, match="attention_kernel needs forward's explicit positions"):
+        model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
     for block in model.layers.values():
-        block.attention.key_value_hook = None
+        block.attention.attention_kernel = None
     torch.testing.assert_close(hooked, model(tokens, document_ids=document_ids))
     mean = model(tokens, document_ids=document_ids, targets=tokens)
     torch.testing.assert_close(hooked_sum, mean * tokens.numel())
     with pytest.raises(ValueError, match="attention_mask needs explicit positions"):
         model(tokens, attention_mask=mask)
-    model.layers["0"].attention.key_value_hook = lambda k, v: (k, v)
-    with pytest.raises(ValueError, match="key_value_hook needs forward's attention_mask"):
-        model(tokens)  # e.g. a context-parallel model called without cp_forward_loss
 
 
 def test_a_model_with_an_attention_kernel_refuses_a_call_without_positions():
