@@ -59,8 +59,8 @@ _PAPER_GATE = EvalGate(
 def _bf16(**layout) -> Layout:
     """A GPU training layout: bf16 compute on fp32 master weights (FSDP2 mixed precision), the
     Llama 3 recipe. Each train plan fits 80 GB without activation checkpointing, except that the
-    405B long-context stages (70.0 GiB counted, before the CP mask, CUDA context and NCCL buffers)
-    use selective checkpointing (47.5 GiB)."""
+    405B long-context stages (71.3 GiB counted, before CUDA context and NCCL buffers) use selective
+    checkpointing (48.9 GiB; `llamaops train plan 405b --stage long_context`)."""
     return Layout(param_dtype="bf16", **layout)
 
 

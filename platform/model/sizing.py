@@ -181,7 +181,7 @@ def memory_per_gpu(
     Activations: `activation_bytes_per_token` per layer for micro_batch_size * seq_len / cp tokens,
     divided by TP (sequence parallel splits the rest of the layer; its all-gathered norm outputs
     are re-gathered in backward, as in Megatron). Under 1F1B, stage i holds pp - i micro-batches
-    in flight. Full activation checkpointing keeps only each layer's input, selective
+    in flight; interleaved, more (`forwards_in_flight`). Full activation checkpointing keeps only each layer's input, selective
     `selective_activation_bytes_per_token`, plus one layer's working set while it is recomputed. The last stage also holds one micro-batch's vocab-parallel logits in
     bf16 and fp32 for the loss. Context parallelism (train/context_parallel.py, the paper's
     all-gather of keys and values) splits the tokens over CP, and each layer also keeps the whole
@@ -213,10 +213,25 @@ def memory_per_gpu(
             attention_bias_bytes=round(cp_attention_bias_bytes(layout, seq_len, micro_batch_size, compute_bytes)),
             stage=stage,
             stage_layers=layers,
-            micro_batches_in_flight=layout.pp - stage,
+            micro_batches_in_flight=forwards_in_flight(layout, stage),
         )
 
     return max((stage_memory(stage) for stage in range(layout.pp)), key=lambda m: m.total_bytes)
+
+
+def forwards_in_flight(layout: ParallelLayout, stage: int) -> int:
+    """Microbatch forwards whose activations pipeline rank `stage` holds at its peak, each through
+    one of its `pp_stages_per_rank` stages. 1F1B: pp - stage before its first backward. torch's
+    interleaved 1F1B: (v - 1) x a round's microbatches + 2 x (pp - 1 - stage) warm-up forwards,
+    then one more before the first backward (so even with v = 1 it holds about twice 1F1B's).
+    Either way no more than the step's forwards (pp_microbatches x v)."""
+    microbatches, v = layout.pp_microbatches, layout.pp_stages_per_rank
+    if layout.pp == 1:
+        return 1
+    if layout.pp_schedule == "1f1b":
+        return min(microbatches, layout.pp - stage)
+    per_round = microbatches // max(1, microbatches // layout.pp)
+    return min((v - 1) * per_round + 2 * (layout.pp - 1 - stage) + 1, microbatches * v)
 
 
 def stage_activation_bytes(
@@ -228,7 +243,8 @@ def stage_activation_bytes(
     gathered_kv = compute_bytes * 2 * cfg.n_kv_heads * cfg.head_dim * micro_batch_size * (seq_len - tokens)
     layer_activations = (activation_bytes_per_token(cfg, compute_bytes) * tokens + gathered_kv) / layout.tp
     layers = stage_layer_counts(cfg.n_layers, layout.pp)[stage]
-    in_flight = layout.pp - stage  # 1F1B: stage i holds pp - i micro-batches
+    # in whole-stage equivalents: under interleaving each forward runs one of the rank's v stages
+    in_flight = forwards_in_flight(layout, stage) / layout.pp_stages_per_rank
     if layout.activation_checkpointing == "none":
         activations = layers * in_flight * layer_activations
     else:  # what each layer keeps, plus one layer's whole working set while it is recomputed

@@ -8,6 +8,7 @@ from llamaops.platform.model import Transformer
 from llamaops.platform.model.sizing import (
     activation_bytes_per_token,
     flops_per_token,
+    forwards_in_flight,
     memory_per_gpu,
     parameter_breakdown,
     parameter_count,
@@ -89,14 +90,16 @@ def test_paper_405b_layouts_fit_an_80gb_h100(preset, stage):
     assert report.accelerator_memory_bytes == 80 * GIB
     assert report.memory.fits(80 * GIB), f"{report.memory.total_bytes / GIB:.1f} GiB"
     assert report.memory.total_bytes > 40 * GIB  # and not absurdly far from it
-    # the busiest stage is the second: 8 layers with 15 micro-batches in flight under 1F1B
-    assert (report.memory.stage, report.memory.stage_layers, report.memory.micro_batches_in_flight) == (1, 8, 15)
+    # The busiest stage is the second: 8 layers with 15 micro-batches in flight under 1F1B, 16 (all
+    # of the step's) under full-405b pretraining's interleaved schedule (2 x 14 + 1 warm-up, capped).
+    in_flight = 16 if report.layout.pp_schedule == "interleaved_1f1b" else 15
+    assert (report.memory.stage, report.memory.stage_layers, report.memory.micro_batches_in_flight) == (1, 8, in_flight)
 
 
 def test_128k_tokens_per_gpu_match_8k_when_cp_splits_the_sequence_16_ways():
     preset = load_preset("full-405b")
     cfg = preset.model
-    short = memory_per_gpu(cfg, preset.pretrain.layout, 8192)
+    short = memory_per_gpu(cfg, preset.pretrain.layout.model_copy(update={"pp_schedule": "1f1b"}), 8192)  # as long's
     long = memory_per_gpu(cfg, preset.long_context.layout.model_copy(update={"activation_checkpointing": "none"}), 131_072)
     # The same 8K tokens per GPU, plus every layer's keys and values of the other 15 CP ranks'
     # tokens (all-gathered for attention), split over TP 8; 8 layers x 15 micro-batches in flight.
@@ -164,7 +167,7 @@ def test_size_preset_report_is_json_ready():
 
 def test_selective_checkpointing_keeps_the_matmul_and_attention_outputs_of_every_layer():
     cfg = load_preset("405b").model
-    layout = ParallelLayout(tp=8, pp=16, dp=8)
+    layout = ParallelLayout(tp=8, pp=16, dp=8, pp_microbatches=16)
     plain = stage_activation_bytes(cfg, layout, 8192, stage=0)
     selective = stage_activation_bytes(cfg, layout.model_copy(update={"activation_checkpointing": "selective"}), 8192, stage=0)
     # Stage 0: 7 layers x 16 micro-batches in flight keep (5 d + 2 kv + 2 ffn) bf16 + fp32 lse per
@@ -182,3 +185,14 @@ def test_the_layouts_param_dtype_sets_the_compute_bytes():
     fp32 = memory_per_gpu(cfg, ParallelLayout(dp=512, param_dtype="fp32"), 8192)
     assert fp32.activations_bytes > 1.9 * bf16.activations_bytes
     assert fp32.optimizer_bytes == bf16.optimizer_bytes  # fp32 moments either way
+
+
+@pytest.mark.parametrize(("layout", "per_stage"), [
+    (ParallelLayout(pp=4, pp_microbatches=8), [4, 3, 2, 1]),
+    (ParallelLayout(pp=4, pp_microbatches=8, pp_schedule="interleaved_1f1b"), [7, 5, 3, 1]),
+    (ParallelLayout(pp=4, pp_microbatches=4, pp_schedule="interleaved_1f1b"), [4, 4, 3, 1]),
+    (ParallelLayout(pp=4, pp_microbatches=8, pp_schedule="interleaved_1f1b", pp_stages_per_rank=2), [11, 9, 7, 5]),
+])
+def test_forwards_in_flight_follow_the_schedules_warm_up(layout, per_stage):
+    # torch's 1F1B: pp - i; interleaved: (v - 1) x a round + 2 (pp - 1 - i) + 1, capped at the step's.
+    assert [forwards_in_flight(layout, stage) for stage in range(layout.pp)] == per_stage
