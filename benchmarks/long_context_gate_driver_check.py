@@ -10,21 +10,23 @@ from pathlib import Path
 import torch
 
 from llamaops.platform.config import load_preset
-from llamaops.platform.eval.perplexity import open_validation
+from llamaops.platform.eval.perplexity import open_validation, validation_perplexity
 from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.train.checkpointing import load_checkpoint_model
-from llamaops.platform.train.context_gate import short_context_loss, short_context_len
+from llamaops.platform.train.context_gate import short_context_len
 from llamaops.platform.train.gate_checks import load_figures
 
 
 torch.set_num_threads(2)
 root = Path(sys.argv[1])
 preset = load_preset("tiny")
+gate = preset.long_context.gate
 stream = open_validation(root / "shards", short_context_len(preset))
 for ckpt in sorted(root.glob("lc-*-checkpoints")):
     uri = ckpt.as_uri()
     for step in (0, 2, 4):
         model = load_model(root / "pretrain") if step == 0 else load_checkpoint_model(uri, step)
-        driver = short_context_loss(preset, model, stream)
+        short = short_context_len(preset)
+        driver = validation_perplexity(model.eval(), stream, short, gate.windows, gate.batch_size).mean_nll
         workers = load_figures(uri, step)["short_loss"]
         print(f"{ckpt.name} step {step}: workers {workers:.10f} driver-side {driver:.10f} diff {workers - driver:+.1e}", flush=True)

@@ -16,8 +16,7 @@ from pathlib import Path
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.eval.errors import EvalInputError
-from llamaops.platform.eval.perplexity import open_validation, validation_perplexity
-from llamaops.platform.model.transformer import Transformer
+from llamaops.platform.eval.perplexity import open_validation
 from llamaops.platform.store import fetched, is_complete, staged_output
 
 from .errors import TrainingConfigError
@@ -87,14 +86,6 @@ def gate_checks(preset: Preset, steps: list[int]) -> GateChecks:
     )
 
 
-def short_context_loss(preset: Preset, model: Transformer, stream: TokenStream) -> float:
-    """Mean next-token loss (nats) of a whole `model` on the gate's validation windows, under
-    no_grad, in one process: the reference that the workers' sharded figure equals (tests)."""
-    gate = preset.long_context.gate
-    model.eval()
-    return validation_perplexity(model, stream, short_context_len(preset), gate.windows, gate.batch_size).mean_nll
-
-
 def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
     return max_increase is None or loss - baseline <= max_increase
 
@@ -102,23 +93,6 @@ def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
 def needle_prompt_len(preset: Preset, seq_len: int) -> int:
     """A needle prompt's tokens at stage length `seq_len`: room left for the chat format and the reply."""
     return _needle_prompt_len(seq_len, preset.long_context.gate.needle_max_new_tokens)
-
-
-def needle_accuracy_at(preset: Preset, model: Transformer, seq_len: int) -> float | None:
-    """Share of needles found in prompts of about `seq_len` tokens by greedy generation with a
-    whole `model` in one process (eval/needle.py's judge); None when not configured. The reference
-    for the workers' teacher-forced check (gate_checks.teacher_forced_needle_accuracy; tests)."""
-    gate = preset.long_context.gate
-    if not gate.needle_depths:
-        return None
-    from llamaops.platform.eval.generation import chat_replies
-    from llamaops.platform.eval.needle import needle_accuracy, needle_cases
-    from llamaops.platform.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer()
-    cases = needle_cases(tokenizer, [needle_prompt_len(preset, seq_len)], gate.needle_depths)
-    reply = lambda prompts: chat_replies(model, tokenizer, prompts, gate.needle_max_new_tokens, 1)  # noqa: E731
-    return needle_accuracy(reply, cases)["needle_accuracy"]
 
 
 def passes(check: dict, baseline: float, preset: Preset) -> bool:
