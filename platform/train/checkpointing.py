@@ -229,7 +229,7 @@ def publish_checkpoint_model(
         directories = [stack.enter_context(fetched(step_uri(root_uri, step))) for step in steps]
         cfg = ModelConfig.model_validate_json((directories[0] / CONFIG_FILE).read_text())
         with torch.device("meta"):
-            shapes = {name: t for name, t in Transformer(cfg).state_dict().items()}
+            shapes = Transformer(cfg).state_dict()
         stored = dcp.FileSystemReader(str(directories[0] / STATE_DIR)).read_metadata().state_dict_metadata
         dtypes = {name: stored[f"model.{name}"].properties.dtype for name in shapes}
         groups = plan_shards({name: t.numel() * dtypes[name].itemsize for name, t in shapes.items()}, max_shard_bytes)

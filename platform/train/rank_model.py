@@ -67,7 +67,7 @@ class RankModel:
     loss: MicrobatchLoss | None = None
     holds_first: bool = True
     holds_last: bool = True
-    _schedule: tuple[tuple, Any] | None = field(default=None, repr=False)  # (microbatch count and batch shape, schedule)
+    _schedule: tuple[tuple[int, ...], Any] | None = field(default=None, repr=False)  # (batch shape, its schedule)
 
     @property
     def dp_rank(self) -> int:
@@ -113,10 +113,10 @@ class RankModel:
         """The schedule for this step's microbatches: the last one while their count and shape stay
         (a schedule fixes both on its first step), else a new one over the same stages (at the
         batch-size ramp's and the context stages' changes)."""
-        key = (step_microbatches(self.layout, batch_shape[0]), batch_shape)
-        if self._schedule is None or self._schedule[0] != key:
-            schedule = pipeline_schedule(self.stages, self.layout, key[0], self.loss, scale_grads=False)
-            self._schedule = (key, schedule)
+        if self._schedule is None or self._schedule[0] != batch_shape:  # the shape fixes the count too
+            count = step_microbatches(self.layout, batch_shape[0])
+            schedule = pipeline_schedule(self.stages, self.layout, count, self.loss, scale_grads=False)
+            self._schedule = (batch_shape, schedule)
         return self._schedule[1]
 
     def mean_loss(self, share: torch.Tensor) -> float:
