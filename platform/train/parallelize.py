@@ -98,7 +98,7 @@ def check_layout(model: Transformer, layout: ParallelLayout) -> None:
         )
     if layout.pp > 1:
         raise UnsupportedLayout(
-            f"layout {layout.describe()}: parallelize does not build pipeline stages (pipeline.build_pipeline does); "
+            f"layout {layout.describe()}: parallelize does not build pipeline stages (pipeline.build_stages does); "
             "use pp=1"
         )
     for what, count in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_hidden_dim", cfg.ffn_hidden_dim)):

@@ -105,16 +105,3 @@ def pipeline_schedule(
     if layout.pp_schedule == "interleaved_1f1b":
         return ScheduleInterleaved1F1B(stages, n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
     return Schedule1F1B(stages[0], n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=scale_grads)
-
-
-def build_pipeline(
-    whole: Transformer,
-    mesh: DeviceMesh,
-    layout: ParallelLayout,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    shard: Callable[[Transformer], None] | None = None,
-    scale_grads: bool = True,
-):
-    """(the schedule for `layout.pp_microbatches` microbatches, this rank's stage modules)."""
-    stages, modules = build_stages(whole, mesh, layout, shard)
-    return pipeline_schedule(stages, layout, layout.pp_microbatches, loss_fn, scale_grads), modules

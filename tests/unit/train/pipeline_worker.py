@@ -19,7 +19,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.mesh import build_mesh
 from llamaops.platform.train.parallelize import apply_fsdp
-from llamaops.platform.train.pipeline import build_pipeline, rank_stage_ids
+from llamaops.platform.train.pipeline import build_stages, pipeline_schedule, rank_stage_ids
 
 from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 
@@ -51,7 +51,8 @@ def main() -> None:
         indices = rank_stage_ids(layout, mesh["pp"].get_local_rank())
         policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
         shard = (lambda module: apply_fsdp(module, mesh["dp"], policy)) if dp > 1 else None
-        schedule, modules = build_pipeline(whole, mesh, layout, cross_entropy, shard)
+        stages, modules = build_stages(whole, mesh, layout, shard)
+        schedule = pipeline_schedule(stages, layout, layout.pp_microbatches, cross_entropy)
         generator = torch.Generator().manual_seed(1)
         tokens = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=generator)
         targets = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=generator)
