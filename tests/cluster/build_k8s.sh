@@ -10,6 +10,11 @@
 set -euo pipefail
 CACHE="${LLAMAOPS_K8S_CACHE:-$HOME/.cache/llamaops/k8s}"
 BIN="$CACHE/bin"
+# One build at a time: a second caller (local-up while scripts/test.sh prepares in the
+# background) waits here, then finds the binaries cached.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
 TARGETS=(kube-apiserver kube-controller-manager)
 case "${1:-}" in
   --node) TARGETS+=(kube-scheduler kubelet kube-proxy) ;;

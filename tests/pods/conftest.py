@@ -37,15 +37,6 @@ def _why_not_here() -> str | None:
     return None
 
 
-def _host_view() -> dict:
-    """What local-down must restore: links, iptables chains, touched sysctls."""
-    links = run("ip", "-o", "link", "show").stdout
-    return {"links": sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines()),
-            "chains": localup_host.iptables_chains(),
-            "sysctls": {n: Path("/proc/sys", n.replace(".", "/")).read_text().strip()
-                        for n in localup_host.TOUCHED_SYSCTLS}}
-
-
 @dataclass
 class NodeCluster:
     settings: Settings
@@ -64,7 +55,7 @@ def node_cluster() -> Iterator[NodeCluster]:
         pytest.skip(why)
     # Start from a host without the cluster, so teardown can check that local-down restores it.
     run(CLUSTER_DIR / "local-down", timeout=600)
-    before = _host_view()
+    before = localup_host.view_before_node()
     cached = all((CACHE / "bin" / b).exists() for b in ("kubelet", "kube-proxy", "kube-scheduler", "pause"))
     t0 = time.monotonic()
     out = subprocess.run([str(CLUSTER_DIR / "local-up")], capture_output=True, text=True, timeout=3600)
@@ -83,8 +74,8 @@ def node_cluster() -> Iterator[NodeCluster]:
         if os.environ.get("LLAMAOPS_KEEP_CLUSTER") != "1":
             down = subprocess.run([str(CLUSTER_DIR / "local-down")], capture_output=True, text=True, timeout=600)
             assert down.returncode == 0, f"local-down failed:\n{down.stderr[-3000:]}"
-            after = _host_view()
-            assert after == before, f"local-down left the host changed:\nbefore {before}\nafter  {after}"
+            changed = localup_host.view_differences(before, localup_host.host_view())
+            assert not changed, "local-down left the host changed: " + "; ".join(changed)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """local-up / local-down: bring the single-node cluster up (idempotent) or tear it down and
 restore every host change (idempotent). Run as root: it starts dockerd, a kubelet and iptables.
 
-  python3 -m localup up     # ... prints `export KUBECONFIG=...` as its last line
+  python3 -m localup up       # ... prints `export KUBECONFIG=...` as its last line
   python3 -m localup down
+  python3 -m localup prepare  # only install the packages and build the binaries (the slow part)
 """
 import os
 import shutil
@@ -13,14 +14,11 @@ from pathlib import Path
 
 from . import components, docker, host, pki, procs
 from .api import Api, answers_200, node_ready, wait_for
+from .packages import install_packages
 from .settings import CACHE, Settings
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE.parent / "build_k8s.sh"
-# Debian packages the node needs besides the binaries we build.
-PACKAGES = {"dockerd": "docker.io", "runc": "runc", "conntrack": "conntrack", "iptables": "iptables",
-            "socat": "socat", "openssl": "openssl", "gcc": "gcc"}
-CNI_PLUGINS = Path("/usr/lib/cni")
 # Start order; local-down stops them in reverse (the apiserver before etcd).
 CONTROL_PLANE = ("etcd", "kube-apiserver")
 NODE = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
@@ -28,23 +26,6 @@ NODE = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 
 def say(msg: str) -> None:
     print(f"local-up: {msg}", file=sys.stderr, flush=True)
-
-
-def install_packages() -> None:
-    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
-    if not (CNI_PLUGINS / "bridge").exists():
-        missing.append("containernetworking-plugins")
-    if not missing:
-        return
-    if shutil.which("apt-get") is None:
-        raise RuntimeError(f"missing {', '.join(missing)} and no apt-get to install them")
-    say(f"installing {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
-        out = subprocess.run(argv, capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:2])} failed: {out.stderr.strip()[-500:]}")
 
 
 def build_binaries() -> Path:
@@ -99,7 +80,7 @@ def up(s: Settings) -> None:
     if s.state.exists():
         say("a previous cluster is partly up: tearing it down first")
         down(s)
-    install_packages()
+    install_packages(say)
     bin_dir = build_binaries()
     t_build = time.monotonic() - t0
     s.state.mkdir(parents=True)
@@ -140,6 +121,14 @@ def up(s: Settings) -> None:
     print(f"export KUBECONFIG={s.kubeconfig}")
 
 
+def prepare(s: Settings) -> None:
+    """The slow, host-wide part of a cold `up`, with no host change a `down` must undo."""
+    t0 = time.monotonic()
+    install_packages(say)
+    build_binaries()
+    say(f"packages and binaries ready in {time.monotonic() - t0:.1f}s")
+
+
 def down(s: Settings) -> None:
     if not s.state.exists():
         say("nothing to tear down")
@@ -163,14 +152,15 @@ def down(s: Settings) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("up", "down"):
-        print("usage: python3 -m localup up|down", file=sys.stderr)
+    commands = {"up": up, "down": down, "prepare": prepare}
+    if len(argv) != 1 or argv[0] not in commands:
+        print("usage: python3 -m localup up|down|prepare", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("error: the local cluster needs root (dockerd, kubelet, iptables); run it as root", file=sys.stderr)
         return 2
     try:
-        (up if argv[0] == "up" else down)(Settings())
+        commands[argv[0]](Settings())
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

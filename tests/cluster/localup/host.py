@@ -5,8 +5,11 @@ overwritten by a second `local-up`, so originals survive a crash or a repeated s
 """
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
+
+from .packages import install_packages
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Parents the kubelet (cgroupsPerQOS) and dockerd (cgroupfs driver) create in every hierarchy.
@@ -32,11 +35,41 @@ def _sysctl_path(name: str) -> Path:
 
 
 def iptables_chains() -> dict[str, list[str]]:
+    """User-defined chains per table; none on a host without iptables (nothing to restore)."""
     chains = {}
     for table in ("filter", "nat", "mangle"):
+        if shutil.which("iptables") is None:
+            chains[table] = []
+            continue
         out = run("iptables", "-t", table, "-S", check=False).stdout
         chains[table] = sorted(line.split()[1] for line in out.splitlines() if line.startswith("-N "))
     return chains
+
+
+def host_view() -> dict:
+    """What local-down must restore, as a test compares it: links, iptables chains, sysctls."""
+    links = run("ip", "-o", "link", "show").stdout
+    return {"links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
+            "chains": iptables_chains(),
+            "sysctls": {n: _sysctl_path(n).read_text().strip() for n in TOUCHED_SYSCTLS if _sysctl_path(n).exists()}}
+
+
+def view_before_node() -> dict:
+    """The host before local-up, read once the node's packages are in: a tool they bring
+    (iptables) must exist to read the state it will change, and their own install changes
+    nothing local-down undoes."""
+    install_packages()
+    return host_view()
+
+
+def view_differences(before: dict, after: dict) -> list[str]:
+    """What differs between two host views. A sysctl that appeared (its module was loaded by
+    the node, and modules stay) is not a difference: only values that existed before count."""
+    problems = [f"{key}: before {before[key]}, after {after[key]}" for key in ("links", "chains")
+                if before[key] != after[key]]
+    problems += [f"sysctl {n}: before {v}, after {after['sysctls'].get(n)}"
+                 for n, v in before["sysctls"].items() if after["sysctls"].get(n) != v]
+    return problems
 
 
 def _cgroup_dirs() -> list[str]:
