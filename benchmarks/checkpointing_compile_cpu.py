@@ -62,8 +62,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from llamaops.platform.model.precision import cpu_has_bf16, no_bf16_note
+
+    variants = VARIANTS
+    if not cpu_has_bf16():
+        print(f"{no_bf16_note()}: the bf16 variant is left out")
+        variants = [(name, options) for name, options in VARIANTS if options.get("param_dtype") != "bf16"]
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    built = {name: build(options, args.seq) for name, options in VARIANTS}
+    built = {name: build(options, args.seq) for name, options in variants}
     vocab = next(iter(built.values()))[0].vocab_size
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, vocab, (args.batch, args.seq), generator=generator)

@@ -1,7 +1,7 @@
 """One training step (forward + full LM cross-entropy + backward) of llamaops' Transformer against
 Hugging Face transformers' LlamaForCausalLM, same weights, same tokens, on this machine's CPU.
 
-    .venv/bin/python benchmarks/train_step_vs_transformers.py                 # fp32 and bf16
+    .venv/bin/python benchmarks/train_step_vs_transformers.py                 # fp32, and bf16 where the CPU has it
     .venv/bin/python benchmarks/train_step_vs_transformers.py --dtype bf16 --steps 10 --json
 
 What is compared (see benchmarks/README.md for how to read the output):
@@ -34,11 +34,9 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -53,6 +51,7 @@ except ImportError:  # pragma: no cover
 
 from llamaops.platform.config.model import ModelConfig, RopeScaling  # noqa: E402
 from llamaops.platform.model import Transformer  # noqa: E402
+from llamaops.platform.model.precision import cpu_flags, cpu_has_bf16, cpu_name, no_bf16_note  # noqa: E402
 
 IGNORE_INDEX = -100
 
@@ -323,7 +322,8 @@ def compile_blocks(ours, theirs) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "both"], default="auto",
+                   help="auto (default): fp32, and bf16 too where the CPU has bf16 instructions")
     p.add_argument("--steps", type=int, default=8, help="timed steps per model and dtype (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model and dtype first")
     p.add_argument("--config", choices=sorted(CONFIGS), default="small")
@@ -352,7 +352,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg, batch, seq = CONFIGS[args.config]
     batch, seq = args.batch or batch, args.seq or seq
-    dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
+    dtypes = {"auto": ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"], "both": ["fp32", "bf16"]}.get(
+        args.dtype, [args.dtype])
+    if "bf16" not in dtypes and args.dtype == "auto":
+        log(f"{no_bf16_note()}: bf16 not measured (--dtype bf16 forces it)")
 
     import transformers
 
@@ -440,17 +443,8 @@ def main(argv=None) -> int:
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    flags = ""
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-        flags = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text)
-    return f"{cpu}, {os.cpu_count()} logical CPUs ({flags}), {torch.get_num_threads()} torch threads"
+    flags = ", ".join(sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "bf16") if f in cpu_flags()))
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs ({flags}), {torch.get_num_threads()} torch threads"
 
 
 def print_table(r: dict) -> None:

@@ -1,5 +1,6 @@
 """Find and load the model to serve: a registry alias, an s3:// or file:// checkpoint, or a
 Hugging Face-layout directory."""
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,8 +9,12 @@ import torch
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import CONFIG_FILE, ModelDirectoryError, load_model
 from llamaops.platform.model.hf import load_hf
+from llamaops.platform.model.precision import cpu_compute_dtype, no_bf16_note
 from llamaops.platform.store import ArtifactError, fetched
 from llamaops.platform.store.uri import local_path
+
+
+log = logging.getLogger("llamaops.serve")
 
 
 class ModelNotFound(ValueError):
@@ -56,6 +61,11 @@ def load_for_serving(
             model = _load_directory(path, dtype)
     except (ArtifactError, ModelDirectoryError) as exc:
         raise ModelNotFound(str(exc)) from None
+    if dtype is None and device == "cpu":  # "as stored", unless stored in bf16 for a CPU without it
+        stored = next(model.parameters()).dtype
+        if cpu_compute_dtype(stored) != stored:
+            log.warning("%s: serving the bf16 weights in fp32", no_bf16_note())
+            model = model.float()
     return LoadedModel(model.to(device).eval(), name or served_name(reference), source)
 
 
