@@ -13,6 +13,7 @@ background thread and callers only `submit()` (thread-safe) and receive `Output`
 request's callback.
 """
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -28,6 +29,8 @@ from .head import OutputHead
 from .kv_store import DenseRows, PagedRows
 from .metrics import EngineMetrics
 from .sampling import SamplingParams, make_generator, sample
+
+log = logging.getLogger("llamaops.serve")
 from .text import IncrementalText
 
 
@@ -190,6 +193,7 @@ class Engine:
             try:
                 self.step()
             except Exception as exc:  # a bug must not hang every client: fail what is in flight
+                log.exception("engine step failed; failing every request in flight")
                 self._fail_all(f"error: {type(exc).__name__}: {exc}")
 
     def run_until_idle(self) -> None:
@@ -231,10 +235,7 @@ class Engine:
             for request, _ in completed:
                 self._start_decoding(request)
             if completed:
-                requests = [request for request, _ in completed]
-                hidden = torch.cat([h for _, h in completed])
-                for request, token in zip(requests, self._next_tokens(requests, hidden)):
-                    self._accept(request, token)
+                self._advance([request for request, _ in completed], torch.cat([h for _, h in completed]))
 
     def _admit(self) -> bool:
         """Move waiting requests into free prefill slots; True when any request is prefilling."""
@@ -273,19 +274,28 @@ class Engine:
             self.kv.grow(request, request.length)
         tokens = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in rows], device=self.device)
-        hidden = self._forward(tokens, positions, rows, 0)
-        for request, token in zip(list(rows), self._next_tokens(rows, hidden[:, -1])):
-            self._accept(request, token)
+        self._advance(rows, self._forward(tokens, positions, rows, 0)[:, -1])
 
     def _forward(self, tokens, positions, requests, first: int, last_only: bool = False) -> torch.Tensor:
         """Final hidden states [B, T, dim] of `requests`, which occupy the slots from `first` on."""
         view = self.kv.view(requests, first)
         return self.model(tokens, positions=positions, cache=view, last_only=last_only, project=False)
 
-    def _next_tokens(self, requests: Sequence[Request], hidden: torch.Tensor) -> list[int]:
+    def _advance(self, requests: Sequence[Request], hidden: torch.Tensor) -> None:
+        """Accept each request's next token; a request whose own token could not be drawn fails
+        alone, with a log line, and the others go on."""
+        for request, token in zip(list(requests), self._next_tokens(requests, hidden)):
+            if isinstance(token, Exception):
+                log.error("request %d failed while sampling (%s): %s", request.id, request.params, token)
+                self._finish(request, f"error: {type(token).__name__}: {token}")
+            else:
+                self._accept(request, token)
+
+    def _next_tokens(self, requests: Sequence[Request], hidden: torch.Tensor) -> list[int | Exception]:
         """The next token of each request from its last hidden state [N, dim]: greedy rows through
-        the head's exact argmax, the others sampled from their logits."""
-        tokens = [0] * len(requests)
+        the head's exact argmax, the others sampled from their logits (the error, for a row whose
+        draw failed)."""
+        tokens: list[int | Exception] = [0] * len(requests)
         greedy = [i for i, r in enumerate(requests) if r.params.greedy]
         sampled = [i for i, r in enumerate(requests) if not r.params.greedy]
         if greedy:
@@ -295,7 +305,10 @@ class Engine:
         if sampled:
             # Sampling draws with a CPU generator: the logits come to it (a no-op on a CPU).
             for i, logits in zip(sampled, self.head.logits(hidden[sampled]).cpu()):
-                tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
+                try:
+                    tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
+                except Exception as exc:  # one request's parameters must not fail the batch
+                    tokens[i] = exc
         return tokens
 
     def _accept(self, request: Request, token: int) -> None:

@@ -4,6 +4,11 @@ from dataclasses import dataclass, field
 import torch
 
 
+# Below this temperature the distribution is a point mass on the argmax for any logits a model
+# makes; dividing by it would only overflow the scores to inf and the softmax to NaN.
+MIN_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 16
@@ -26,7 +31,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature < MIN_TEMPERATURE or self.top_k == 1
 
 
 TOP_P_CANDIDATES = 1024  # tokens ranked before falling back to sorting the whole vocabulary
@@ -64,8 +69,11 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     if params.top_p < 1:
         if ids is None:
             probs, ids = _top_p_candidates(probs, params.top_p)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        probs = probs.masked_fill(probs.cumsum(0) - probs >= params.top_p, 0.0)
+        # Keep the smallest prefix whose mass reaches top_p. The first token always stays: a top_p
+        # below float32's smallest value (1e-46) rounds to 0, which would otherwise drop them all.
+        beyond = probs.cumsum(0) - probs >= params.top_p
+        beyond[0] = False
+        probs = probs.masked_fill(beyond, 0.0)
     cdf = probs.cumsum(0)
     u = torch.rand(1, generator=generator) * cdf[-1]
     # The first index whose CDF exceeds u: a token of zero probability never is one.

@@ -145,6 +145,9 @@ def create_app(
         if body.stream:
             async def events():
                 async for output in _outputs(queue, engine, request):
+                    if _failed(output):
+                        yield _sse(_generation_error(output).body())
+                        break
                     yield _sse(completion_chunk(rid, state.model_name, output.text, _finish(output)))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -172,6 +175,9 @@ def create_app(
                 yield _sse(chat_chunk(rid, state.model_name, {"role": "assistant", "content": ""}, None))
                 held = []  # with tools, the answer may be a call: it is sent whole at the end
                 async for output in _outputs(queue, engine, request):
+                    if _failed(output):
+                        yield _sse(_generation_error(output).body())
+                        break
                     if tools:
                         held.append(output.text)
                         if output.finish_reason is None:
@@ -278,9 +284,19 @@ async def _collect(queue: asyncio.Queue, engine: Engine, request: Request) -> tu
     async for output in _outputs(queue, engine, request):
         parts.append(output.text)
         finish = output.finish_reason
-    if finish and finish.startswith("error"):
-        raise APIError(500, f"generation failed: {finish}", "server_error")
+    if _failed(Output("", None, finish)):
+        raise _generation_error(Output("", None, finish))
     return "".join(parts), _finish(Output("", None, finish))
+
+
+def _failed(output: Output) -> bool:
+    return bool(output.finish_reason and output.finish_reason.startswith("error"))
+
+
+def _generation_error(output: Output) -> APIError:
+    """What a client whose generation failed gets: the error body (an SSE event when streaming),
+    never a finish_reason that looks like a normal end."""
+    return APIError(500, f"generation failed: {output.finish_reason}", "server_error")
 
 
 def _finish(output: Output) -> str | None:
