@@ -5,7 +5,7 @@ from typing import Any
 from ..config import Preset
 from ..config.stages import DataConfig
 from ..stage import MetricsSink, NoMetrics, StageResult
-from ..store import is_complete, staged_output
+from ..store import ArtifactError, check_output, staged_output
 from ..tokenizer import load_tokenizer
 from .documents import DataError, Document
 from .pipeline import prepare
@@ -30,8 +30,10 @@ def prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink = NoMet
 
 
 def _prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink, workers: int) -> StageResult:
-    if is_complete(output_uri):
-        raise DataError(f"artifact {output_uri} already exists; write the shards to a new URI")
+    try:
+        check_output(output_uri)
+    except ArtifactError as exc:
+        raise DataError(str(exc)) from None
     check_sources(data.sources + data.quality_reference_sources)
     report = PrepReport()
     tokenized, documents = prepare(data, load_tokenizer(), report, workers)

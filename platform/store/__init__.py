@@ -6,8 +6,8 @@ the block succeeds, with a completion marker written last). A URI without the ma
 unfinished artifact and is never read.
 """
 from .paths import home, run_uri
-from .uri import COMPLETE_MARKER, ArtifactError, check_access, fetched, is_complete, staged_output
+from .uri import COMPLETE_MARKER, ArtifactError, check_access, check_output, fetched, is_complete, staged_output
 
 __all__ = [
-    "COMPLETE_MARKER", "ArtifactError", "check_access", "fetched", "home", "is_complete", "run_uri", "staged_output",
+    "COMPLETE_MARKER", "ArtifactError", "check_access", "check_output", "fetched", "home", "is_complete", "run_uri", "staged_output",
 ]

@@ -19,13 +19,13 @@ def replace_directory(dst: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        if dst.is_dir():
+            old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+            dst.rename(old)
+            tmp.rename(dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dst)  # a file at dst fails here, and stays
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dst.is_dir():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        dst.rename(old)
-        tmp.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dst)

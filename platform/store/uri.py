@@ -57,6 +57,27 @@ def fetched(uri: str) -> Iterator[Path]:
     yield path
 
 
+def check_output(uri: str, overwrite: bool = False) -> None:
+    """Preflight for a destination, before any compute: refuse a destination that a publish would
+    have to destroy without llamaops having made it (a file, or a non-empty directory with no
+    completion marker: `-o ~` must never wipe a home directory), and a complete artifact unless
+    `overwrite`."""
+    if uri.startswith("s3://"):
+        check_access(uri)
+        if not overwrite and is_complete(uri):
+            raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
+        return
+    final = local_path(uri)
+    if final.exists() and not final.is_dir():
+        raise ArtifactError(f"output {final} is a file; give a new or empty directory instead")
+    if (final / COMPLETE_MARKER).is_file():
+        if not overwrite:
+            raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
+    elif final.is_dir() and any(final.iterdir()):
+        raise ArtifactError(f"output {final} is a non-empty directory that llamaops did not write (no "
+                            f"{COMPLETE_MARKER} marker); nothing was changed: give a new or empty directory")
+
+
 @contextmanager
 def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty local directory; on success publish it to `uri` with its completion marker.
@@ -69,9 +90,7 @@ def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
         with s3.staged_output(uri, overwrite) as path:
             yield path
         return
-    final = local_path(uri)
-    if (final / COMPLETE_MARKER).is_file() and not overwrite:
-        raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
-    with replace_directory(final) as tmp:
+    check_output(uri, overwrite)
+    with replace_directory(local_path(uri)) as tmp:
         yield tmp
         (tmp / COMPLETE_MARKER).write_text("")

@@ -48,3 +48,40 @@ def test_prep_text_summary_and_one_line_errors(tmp_path):
     assert bad_set.exit_code == 2 and "minhash_bands" in bad_set.output and not (tmp_path / "b").exists()
     missing = runner.invoke(app, ["data", "prep", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_prep_refuses_a_non_empty_folder_it_did_not_write_and_leaves_every_file(tmp_path):
+    write_corpus(tmp_path / "in")
+    home = tmp_path / "home"
+    (home / "projects").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    (home / "projects" / "thesis.tex").write_text("years of work")
+    before = _tree(home)
+    result = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(home)])
+    assert result.exit_code == 2
+    assert "non-empty directory that llamaops did not write" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert _tree(home) == before and sorted(p.name for p in tmp_path.iterdir()) == ["home", "in"]
+
+
+def test_prep_refuses_a_file_as_output_before_any_work_and_leaves_no_temp_folder(tmp_path):
+    write_corpus(tmp_path / "in")
+    target = tmp_path / "shards.npy"
+    target.write_bytes(b"user data")
+    result = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(target)])
+    assert result.exit_code == 2 and "is a file" in result.output
+    assert target.read_bytes() == b"user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "shards.npy"]
+
+
+def test_prep_writes_into_an_empty_folder(tmp_path):
+    write_corpus(tmp_path / "in")
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["data", "prep", str(tmp_path / "in"), "-o", str(tmp_path / "empty"),
+                                 "-s", "validation_fraction=0.2"])
+    assert result.exit_code == 0, result.output
+    assert is_complete((tmp_path / "empty").as_uri())
