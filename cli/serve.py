@@ -8,6 +8,10 @@ import typer
 API_KEY_ENV = "LLAMAOPS_API_KEY"
 
 
+class ApiKeyError(ValueError):
+    """The API key the user pointed at is not there."""
+
+
 def serve(
     model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, a registered NAME, s3:// or file:// checkpoint, or a model directory (native or Hugging Face).")],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -37,10 +41,40 @@ def serve(
     if device != "cpu" and not (device.split(":")[0] == "cuda" and torch.cuda.is_available()):
         raise typer.BadParameter(f"'{device}' is not available here: use cpu, or cuda on a machine with a GPU",
                                  param_hint="--device")
-    key = api_key_file.read_text().strip() if api_key_file else os.environ.get(API_KEY_ENV) or None
+    key = _api_key(api_key_file)
+    if key is None and not _is_loopback(host):
+        typer.echo(f"warning: serving on {host} with no API key: anyone who can reach it can use it; "
+                   f"give --api-key-file or set {API_KEY_ENV}", err=True)
     settings = ServerSettings(max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
                               max_prefills=max_prefills, max_seq_len=max_seq_len, kv_block_size=kv_block_size,
                               kv_blocks=kv_blocks, api_key=key)
     torch.set_grad_enabled(False)
     run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name,
                                         device=device), settings, host, port)
+
+
+def _api_key(api_key_file: Path | None) -> str | None:
+    """The key from the file, else the environment; a file or variable holding only whitespace is
+    a mistake that would silently turn auth off, so it is refused."""
+    if api_key_file is not None:
+        key, where = api_key_file.read_text().strip(), f"--api-key-file {api_key_file}"
+    else:
+        raw = os.environ.get(API_KEY_ENV, "")
+        key, where = raw.strip(), API_KEY_ENV
+        if not raw:
+            return None
+    if not key:
+        raise ApiKeyError(f"{where} holds no key (only whitespace); put the key in it, or drop it to serve "
+                          "without auth")
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
