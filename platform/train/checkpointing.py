@@ -29,6 +29,8 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import ArtifactError, fetched, is_complete, staged_output
 from llamaops.platform.store.uri import local_path
 
+from . import safe_dcp
+
 STATE_DIR = "state"
 RNG_DIR = "rng"
 CONFIG_FILE = "model_config.json"
@@ -143,10 +145,8 @@ def save_checkpoint(
 
 def check_checkpoint(directory: Path) -> None:
     """Raise ArtifactError unless every file the DCP metadata names is there, whole."""
-    from torch.distributed.checkpoint import FileSystemReader
-
     try:
-        metadata = FileSystemReader(str(directory / STATE_DIR)).read_metadata()
+        metadata = safe_dcp.read_metadata(directory / STATE_DIR)
         json.loads((directory / PROGRESS_FILE).read_text())
         ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
     except Exception as error:  # unreadable metadata, progress or config: whatever the cause
@@ -191,7 +191,7 @@ def restore_checkpoint(
     with fetched(step_uri(root_uri, step)) as directory:
         states = _part_states(parts, optimizers)
         state = _merged(states)
-        dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=not _distributed())
+        safe_dcp.load(state, directory / STATE_DIR, no_dist=not _distributed())
         # dcp.load fills tensors in place but replaces plain values (learning rates...) in `state`.
         for part, optimizer, (model_state, optimizer_state) in zip(parts, optimizers, states):
             set_state_dict(
@@ -212,7 +212,7 @@ def load_checkpoint_model(root_uri: str, step: int) -> Transformer:
     with fetched(step_uri(root_uri, step)) as directory:
         model = Transformer(ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text()))
         state = {"model": model.state_dict()}
-        dcp.load(state, checkpoint_id=directory / STATE_DIR, no_dist=True)
+        safe_dcp.load(state, directory / STATE_DIR, no_dist=True)
         model.load_state_dict(state["model"])
         return model
 
@@ -230,7 +230,7 @@ def publish_checkpoint_model(
         cfg = ModelConfig.model_validate_json((directories[0] / CONFIG_FILE).read_text())
         with torch.device("meta"):
             shapes = Transformer(cfg).state_dict()
-        stored = dcp.FileSystemReader(str(directories[0] / STATE_DIR)).read_metadata().state_dict_metadata
+        stored = safe_dcp.read_metadata(directories[0] / STATE_DIR).state_dict_metadata
         dtypes = {name: stored[f"model.{name}"].properties.dtype for name in shapes}
         groups = plan_shards({name: t.numel() * dtypes[name].itemsize for name, t in shapes.items()}, max_shard_bytes)
 
@@ -239,7 +239,7 @@ def publish_checkpoint_model(
                 parts = []
                 for directory in directories:
                     part = {name: torch.empty(shapes[name].shape, dtype=dtypes[name]) for name in names}
-                    dcp.load({"model": part}, checkpoint_id=directory / STATE_DIR, no_dist=True)
+                    safe_dcp.load({"model": part}, directory / STATE_DIR, no_dist=True)
                     parts.append(part)
                 if len(parts) == 1:
                     yield parts[0]

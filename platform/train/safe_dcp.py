@@ -1,0 +1,81 @@
+"""torch.distributed.checkpoint reads that cannot run code from a checkpoint's bytes.
+
+DCP's own reader unpickles `.metadata` with plain `pickle` and its load planner unpickles every
+non-tensor item with `torch.load(weights_only=False)`: a crafted checkpoint executes whatever it
+names, and the validity check that reads the metadata is the first thing to run it. Here the
+metadata is unpickled by an allow-list of the classes DCP's metadata is made of, and non-tensor
+items with `weights_only=True`. Anything else makes the checkpoint unreadable, never runs.
+"""
+import io
+import pickle
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import ReadItem
+
+_METADATA_FILE = ".metadata"
+# (module, name) pairs the metadata of a torch 2.x DCP checkpoint is made of: its dataclasses, the
+# tensor properties' enums and torch.Size, and the relative paths of its storage files.
+_ALLOWED = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+        "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING",
+    },
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},  # a layout looked up by its name
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "PurePosixPath"},
+}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint's metadata names something DCP's metadata is not made of."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if name in _ALLOWED.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise UnsafeCheckpointError(f"the checkpoint metadata names {module}.{name}, which a DCP checkpoint never holds")
+
+
+def read_metadata(checkpoint: Path) -> Metadata:
+    """The DCP metadata of the checkpoint directory, unpickled by the allow-list."""
+    with open(checkpoint / _METADATA_FILE, "rb") as stream:
+        metadata = _MetadataUnpickler(stream).load()
+    if not isinstance(metadata, Metadata):
+        raise UnsafeCheckpointError(f"the checkpoint metadata is a {type(metadata).__name__}, not DCP's Metadata")
+    return metadata
+
+
+class SafeFileSystemReader(dcp.FileSystemReader):
+    def read_metadata(self, *args, **kwargs) -> Metadata:
+        if kwargs.get("rank") is not None:  # per-rank metadata files: not written by llamaops
+            raise UnsafeCheckpointError("per-rank DCP metadata is not supported")
+        metadata = read_metadata(Path(self.path))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default planner, loading non-tensor items (learning rates, steps) as weights only."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def load(state: dict, checkpoint: Path, no_dist: bool) -> None:
+    """dcp.load of `state` in place from the checkpoint directory, with the safe reader and planner."""
+    dcp.load(state, storage_reader=SafeFileSystemReader(str(checkpoint)), planner=SafeLoadPlanner(), no_dist=no_dist)
