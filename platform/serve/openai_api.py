@@ -21,6 +21,12 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+# Stop strings are matched against the new text after every token: bounded, so one request's
+# stops cannot cost the engine more than a small fraction of a step (OpenAI allows 4).
+MAX_STOP_SEQUENCES = 16
+MAX_STOP_CHARS = 256
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")  # as OpenAI-compatible servers do: unknown knobs are not errors
 
@@ -33,6 +39,17 @@ class _Request(BaseModel):
     seed: int | None = None
     stream: bool = False
     n: int = Field(default=1, ge=1, le=1)  # one choice per request; clients that want more send more requests
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stops(cls, value):
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
+        longest = max((len(stop) for stop in stops), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise ValueError(f"a stop sequence has {longest} characters; at most {MAX_STOP_CHARS}")
+        return value
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:

@@ -44,6 +44,12 @@ class ServerSettings:
     kv_blocks: int | None = None
     max_seq_len: int | None = None
     api_key: str | None = None  # never logged
+    max_body_bytes: int = 16 * 2**20  # a 128K-token prompt at PROMPT_CHARS_PER_TOKEN, in UTF-8, fits
+
+
+# Prompt characters allowed per token of context, checked before tokenizing: a longer prompt cannot
+# fit (Llama 3 tokens average ~4 characters of text) and would only tie up a tokenizer thread.
+PROMPT_CHARS_PER_TOKEN = 32
 
 
 class ServerState:
@@ -135,10 +141,13 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest):
-        body = await _parse(http, CompletionRequest)
+        body = await _parse(http, CompletionRequest, settings.max_body_bytes)
         engine = _engine(state)
         _check_model(body, state)
-        prompt = encode_prompt(body.prompt, state.tokenizer)
+        if isinstance(body.prompt, str):
+            _check_prompt_chars(len(body.prompt), engine)
+        # Tokenizing a long prompt takes a while: off the event loop, so /health and streams go on.
+        prompt = await asyncio.to_thread(encode_prompt, body.prompt, state.tokenizer)
         params = _params(body, body.max_tokens, len(prompt), engine, stop_ids=frozenset({state.tokenizer.eos_id}))
         rid = new_id("cmpl")
         queue, request = _submit(engine, prompt, params)
@@ -156,12 +165,14 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat(http: HTTPRequest):
-        body = await _parse(http, ChatCompletionRequest)
+        body = await _parse(http, ChatCompletionRequest, settings.max_body_bytes)
         engine = _engine(state)
         _check_model(body, state)
         tools = body.tool_definitions()
+        dialog = body.dialog()
+        _check_prompt_chars(sum(len(message.content) for message in dialog), engine)
         try:
-            prompt = encode_dialog_for_generation(body.dialog(), state.tokenizer, tools or None)
+            prompt = await asyncio.to_thread(encode_dialog_for_generation, dialog, state.tokenizer, tools or None)
         except ValueError as exc:
             raise APIError(400, str(exc), param="messages") from None
         params = _params(body, body.max_completion_tokens or body.max_tokens, len(prompt), engine,
@@ -206,10 +217,32 @@ def create_app(
 _ROUTES = {"/health", "/ready", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}
 
 
-async def _parse(http: HTTPRequest, schema: type[_RequestT]) -> _RequestT:
+async def _body(http: HTTPRequest, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    too_large = APIError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_prompt_chars(chars: int, engine: Engine) -> None:
+    limit = engine.max_seq_len * PROMPT_CHARS_PER_TOKEN
+    if chars > limit:
+        raise APIError(400, f"the prompt has {chars} characters: more than fit the context of {engine.max_seq_len} "
+                            f"tokens (at most {limit} characters); shorten it", code="context_length_exceeded")
+
+
+async def _parse(http: HTTPRequest, schema: type[_RequestT], max_bytes: int) -> _RequestT:
     """The JSON body as `schema` (whatever the Content-Type says, as curl users expect)."""
     try:
-        data = json.loads(await http.body())
+        data = json.loads(await _body(http, max_bytes))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise APIError(400, "the request body is not valid JSON") from None
     try:

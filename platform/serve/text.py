@@ -12,7 +12,8 @@ from llamaops.platform.tokenizer import Tokenizer
 class IncrementalText:
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
         self._tokenizer = tokenizer
-        self._stop = tuple(s for s in stop if s)
+        self._stop = tuple(dict.fromkeys(s for s in stop if s))
+        self._longest = max((len(s) for s in self._stop), default=0)
         self._ids: list[int] = []
         self._emitted = 0
         self.text = ""
@@ -24,8 +25,11 @@ class IncrementalText:
             return ""
         self._ids.append(token_id)
         text = self._tokenizer.decode(self._ids)
+        # Released text is final and was searched already: a new match ends after it, so only the
+        # tail from (released - longest stop + 1) on is searched, whatever the text's length.
+        start = max(0, self._emitted - self._longest + 1)
         for stop in self._stop:
-            at = text.find(stop)
+            at = text.find(stop, start)
             if at != -1:
                 text, self.stopped = text[:at], True
         self.text = text
