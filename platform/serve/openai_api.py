@@ -4,7 +4,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llamaops.platform.tokenizer import Message, Tokenizer, ToolCall, ToolDefinition, parse_assistant_message
 
@@ -27,8 +27,26 @@ MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
 
 
+# OpenAI knobs this server does not implement, with the value that means "off": any other value is
+# refused (400) rather than silently ignored, so a client never trusts an answer it did not get.
+UNSUPPORTED_OFF_VALUES: dict[str, tuple] = {
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+    "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "logit_bias": (None, {}), "suffix": (None, ""),
+    "response_format": (None, {"type": "text"}),
+}
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")  # as OpenAI-compatible servers do: unknown knobs are not errors
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data):
+        if isinstance(data, dict):
+            for name, off in UNSUPPORTED_OFF_VALUES.items():
+                if name in data and data[name] not in off:
+                    raise ValueError(f"{name} is not supported by this server; leave it out")
+        return data
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)

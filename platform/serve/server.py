@@ -245,12 +245,19 @@ async def _parse(http: HTTPRequest, schema: type[_RequestT], max_bytes: int) -> 
         data = json.loads(await _body(http, max_bytes))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise APIError(400, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise APIError(400, "the request body nests JSON too deeply") from None
+    try:  # "\ud800" is valid JSON but not text: it would fail every later encode (replies, logs)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError(400, "the request body holds an unpaired UTF-16 surrogate escape, which is not text") from None
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise APIError(400, f"{where or 'body'}: {first.get('msg')}", param=where or None) from None
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        raise APIError(400, f"{where or 'body'}: {message}", param=where or None) from None
 
 
 def _error(exc: APIError) -> JSONResponse:

@@ -87,7 +87,19 @@ def test_metrics_are_valid_prometheus_text_and_count_the_work(small_model):
     assert value[("llamaops_http_responses_total", '{route="/v1/completions",status="200"}')] == 3
 
 
-@pytest.mark.parametrize("body", ["{not json", '{"model": "tiny"}'])
+NESTED = '{"model": "tiny", "prompt": "hi", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+UNSUPPORTED = [
+    '{"model": "tiny", "prompt": "hi", "logprobs": 3}',
+    '{"model": "tiny", "prompt": "hi", "echo": true}',
+    '{"model": "tiny", "prompt": "hi", "presence_penalty": 0.5}',
+    '{"model": "tiny", "prompt": "hi", "frequency_penalty": -1}',
+    '{"model": "tiny", "prompt": "hi", "logit_bias": {"50256": -100}}',
+    '{"model": "tiny", "prompt": "hi", "response_format": {"type": "json_object"}}',
+]
+
+
+@pytest.mark.parametrize("body", ["{not json", '{"model": "tiny"}', NESTED, '{"model": "\\ud800", "prompt": "hi"}',
+                                  '{"model": "tiny", "prompt": "\\udfff"}', *UNSUPPORTED])
 def test_malformed_bodies_get_a_400_in_the_openai_error_shape(small_model, body):
     load = lambda: LoadedModel(small_model, "tiny", "memory")  # noqa: E731
     with TestClient(create_app(load, ServerSettings())) as client:
@@ -96,3 +108,12 @@ def test_malformed_bodies_get_a_400_in_the_openai_error_shape(small_model, body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_the_off_value_of_an_unsupported_knob_is_accepted(small_model):
+    with TestClient(create_app(lambda: LoadedModel(small_model, "tiny", "memory"), ServerSettings())) as client:
+        _wait_ready(client)
+        response = client.post("/v1/completions", json={
+            "model": "tiny", "prompt": "hi", "max_tokens": 2, "logprobs": None, "presence_penalty": 0,
+            "response_format": {"type": "text"}})
+    assert response.status_code == 200, response.text
