@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def label_value(value: str) -> str:
+    """A Prometheus label value as the text format requires: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 @dataclass
 class EngineMetrics:
     requests: int = 0
@@ -32,7 +37,7 @@ class EngineMetrics:
 
     def render(self, model_name: str, http_requests: Counter) -> str:
         uptime = max(time.monotonic() - self.started, 1e-9)
-        label = f'model="{model_name}"'
+        label = f'model="{label_value(model_name)}"'
         lines = [
             "# HELP llamaops_requests_total Requests admitted by the engine.",
             "# TYPE llamaops_requests_total counter",

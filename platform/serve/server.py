@@ -102,10 +102,10 @@ def create_app(
             if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
                 response = _error(APIError(401, "invalid or missing API key; send Authorization: Bearer KEY",
                                            "authentication_error", code="invalid_api_key"))
-                state.http[(route, 401)] += 1
+                state.http[(_route_label(route), 401)] += 1
                 return response
         response = await call_next(request)
-        state.http[(route if route in _ROUTES else "other", response.status_code)] += 1
+        state.http[(_route_label(route), response.status_code)] += 1
         return response
 
     @app.exception_handler(APIError)
@@ -215,6 +215,12 @@ def create_app(
 
 
 _ROUTES = {"/health", "/ready", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+
+
+def _route_label(path: str) -> str:
+    """The metrics label of a request path: one of the served routes or "other", so a client
+    cannot add label values (each a new time series) by asking for new paths."""
+    return path if path in _ROUTES else "other"
 
 
 async def _body(http: HTTPRequest, limit: int) -> bytes:

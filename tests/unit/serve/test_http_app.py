@@ -117,3 +117,16 @@ def test_the_off_value_of_an_unsupported_knob_is_accepted(small_model):
             "model": "tiny", "prompt": "hi", "max_tokens": 2, "logprobs": None, "presence_penalty": 0,
             "response_format": {"type": "text"}})
     assert response.status_code == 200, response.text
+
+
+def test_metric_labels_stay_bounded_and_escaped(small_model):
+    settings = ServerSettings(api_key="k")
+    with TestClient(create_app(lambda: LoadedModel(small_model, 'ti"ny\\', "memory"), settings)) as client:
+        _wait_ready(client)
+        for i in range(30):  # unauthenticated, each a path never seen before
+            assert client.get(f"/v1/probe-{i}").status_code == 401
+        text = client.get("/metrics").text
+    http_lines = [line for line in text.splitlines()
+                  if line.startswith("llamaops_http_responses_total") and "/ready" not in line]
+    assert http_lines == ['llamaops_http_responses_total{route="other",status="401"} 30']
+    assert 'llamaops_requests_total{model="ti\\"ny\\\\"} 0' in text.splitlines()
