@@ -131,13 +131,23 @@ def weight_files(directory: Path) -> list[Path]:
     directory = Path(directory)
     if (directory / WEIGHTS_FILE).is_file():
         return [directory / WEIGHTS_FILE]
-    index = directory / INDEX_FILE
-    if not index.is_file():
+    if not (directory / INDEX_FILE).is_file():
         raise ModelDirectoryError(f"{directory / WEIGHTS_FILE} is missing; re-create the model directory")
+    return indexed_weight_files(directory, INDEX_FILE)
+
+
+def indexed_weight_files(directory: Path, index_name: str) -> list[Path]:
+    """The files a safetensors index (`weight_map`: tensor -> file) names, each a plain file name
+    inside `directory`: an index naming another path (`../x`, `/etc/x`) is refused, not followed."""
+    index = directory / index_name
     try:
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ModelDirectoryError(f"{index} is unreadable or corrupt ({exc}); re-create the model directory") from None
+    outside = [f for f in files if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
+    if outside:
+        raise ModelDirectoryError(f"{index} names {outside[0]!r}, which is not a file in {directory}; "
+                                  "re-create the model directory")
     missing = [name for name in files if not (directory / name).is_file()]
     if missing:
         raise ModelDirectoryError(f"{directory / missing[0]} is missing ({len(missing)} of {len(files)} weights files);"

@@ -18,6 +18,7 @@ from .checkpoint import (
     atomic_directory,
     build_model,
     check_destination,
+    indexed_weight_files,
     load_model,
     plan_shards,
     require_whole_model,
@@ -208,16 +209,8 @@ def _check_known(path: Path, key: str) -> None:
 
 
 def _weight_files(src: Path) -> list[Path]:
-    index = src / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelDirectoryError(f"{index} is unreadable or corrupt ({exc!r})") from None
-        if missing := [f for f in files if not (src / f).is_file()]:
-            raise ModelDirectoryError(f"{src} lacks shard {missing[0]} named in {INDEX_FILE}; download it again")
-        return [src / f for f in files]
+    if (src / INDEX_FILE).is_file():
+        return indexed_weight_files(src, INDEX_FILE)
     if (src / SINGLE_FILE).is_file():
         return [src / SINGLE_FILE]
     raise ModelDirectoryError(

@@ -147,3 +147,19 @@ def test_fewer_groups_than_announced_leave_no_model_directory(model, tmp_path):
     with pytest.raises(ValueError, match="2 groups of tensors given, 3 announced"):
         checkpoint.write_model_shards(CFG, _groups(model, 2), 3, tmp_path / "short")
     assert not (tmp_path / "short").exists()
+
+
+@pytest.mark.parametrize("named", ["../outside.safetensors", "/etc/passwd", "sub/dir.safetensors", ".."])
+def test_a_weights_index_naming_a_path_outside_the_directory_is_refused(tmp_path, named):
+    from llamaops.platform.model.checkpoint import INDEX_FILE, weight_files
+    from llamaops.platform.model.hf import INDEX_FILE as HF_INDEX_FILE, _weight_files as hf_weight_files
+
+    (tmp_path / "outside.safetensors").write_bytes(b"")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / INDEX_FILE).write_text(json.dumps({"weight_map": {"tok_embeddings.weight": named}}))
+    with pytest.raises(ModelDirectoryError, match="which is not a file in"):
+        weight_files(model_dir)
+    (model_dir / HF_INDEX_FILE).write_text(json.dumps({"weight_map": {"model.embed_tokens.weight": named}}))
+    with pytest.raises(ModelDirectoryError, match="which is not a file in"):
+        hf_weight_files(model_dir)
