@@ -23,6 +23,10 @@ def encode(
     typer.echo(json.dumps(ids) if as_json else " ".join(map(str, ids)))
 
 
+class TokenIdError(ValueError):
+    """A token id the tokenizer does not have."""
+
+
 @app.command("decode")
 def decode(
     ids: Annotated[list[int], typer.Argument(help="Token ids.")],
@@ -31,5 +35,9 @@ def decode(
     """Print the text of token IDS."""
     from llamaops.platform.tokenizer import load_tokenizer
 
-    text = load_tokenizer().decode(ids)
+    tokenizer = load_tokenizer()
+    bad = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if bad:
+        raise TokenIdError(f"token id {bad[0]} is not in the vocabulary [0, {tokenizer.vocab_size})")
+    text = tokenizer.decode(ids)
     typer.echo(json.dumps(text) if as_json else text)

@@ -17,7 +17,8 @@ def plan(
     overrides: Overrides = None,
     stage: StageOption = Stage.pretrain,
     gpus: Annotated[
-        int | None, typer.Option(min=1, help="GPUs to plan for: DP is rescaled, TP/CP/PP kept.", show_default=False)
+        int | None, typer.Option(min=1, max=2**24, help="GPUs to plan for: DP is rescaled, TP/CP/PP kept.",
+                                 show_default=False)
     ] = None,
     seq_len: SeqLenOption = None,
     mfu: MfuOption = 0.4,

@@ -37,6 +37,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file {path} does not exist; pass a YAML file of preset fields")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text; pass a YAML file of preset fields") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -39,9 +39,14 @@ def test_installed_console_script_prints_version_and_presets():
         (["presets", "show", "tiny", "--config", "/no/such.yaml"], "error: config file /no/such.yaml does not exist"),
         (["model", "info", "nope", "--json"], "error: unknown preset 'nope'"),
         (["model", "info", "tiny", "--set", "model.n_heads=3"], "error: model: dim 128 is not divisible by n_heads 3"),
+        (["tokenizer", "decode", "999999999"], "error: token id 999999999 is not in the vocabulary [0, 128256)"),
+        (["presets", "show", "tiny", "--config", "BINARY"], "error: config file BINARY is not text"),
     ],
 )
-def test_user_errors_exit_2_with_one_line_on_stderr(args, message):
+def test_user_errors_exit_2_with_one_line_on_stderr(args, message, tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(bytes(range(256)))
+    args, message = [str(binary) if a == "BINARY" else a for a in args], message.replace("BINARY", str(binary))
     result = run(*args)
     assert result.returncode == 2
     assert result.stdout == ""

@@ -30,3 +30,9 @@ def test_plan_bad_gpu_count_is_one_line_exit_2():
     assert result.stderr.strip() == (
         "error: --gpus 100 is not a multiple of TP x CP x PP = 128; use a multiple of 128"
     )
+
+
+def test_plan_a_gpu_count_beyond_any_cluster_is_refused_without_a_traceback():
+    result = runner.invoke(app, ["train", "plan", "tiny", "--gpus", "99999999999999999999999"])
+    assert result.exit_code == 2 and "16777216" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
