@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -366,11 +367,20 @@ def run_server(load: Callable[[], LoadedModel], settings: ServerSettings, host: 
     def stop() -> None:
         server.should_exit = True
 
+    # The socket first: a busy port is one line before any model loads (uvicorn would exit with the
+    # loading thread still running and the interpreter aborting under it).
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
     app = create_app(load, settings, on_load_failure=stop)
     # SIGTERM: stop accepting, let in-flight requests finish (up to 60 s), then stop the engine.
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=60)
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[listener])
     error = app.state.serving.load_error
     if error:
         raise ServeError(error.split(": ", 1)[-1])

@@ -130,3 +130,18 @@ def test_metric_labels_stay_bounded_and_escaped(small_model):
                   if line.startswith("llamaops_http_responses_total") and "/ready" not in line]
     assert http_lines == ['llamaops_http_responses_total{route="other",status="401"} 30']
     assert 'llamaops_requests_total{model="ti\\"ny\\\\"} 0' in text.splitlines()
+
+
+def test_a_busy_port_is_one_error_before_any_model_loads():
+    import socket
+
+    from llamaops.platform.serve.server import ServeError, run_server
+
+    loads = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            run_server(lambda: loads.append(1), ServerSettings(), "127.0.0.1", port)
+    assert loads == []
