@@ -161,7 +161,7 @@ def create_app(
                     yield _sse(completion_chunk(rid, state.model_name, output.text, _finish(output)))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, finish = await _collect(queue, engine, request)
+        text, finish = await _collect(queue, engine, request, http)
         return completion_body(rid, state.model_name, text, finish, len(prompt), len(request.generated))
 
     @app.post("/v1/chat/completions")
@@ -208,7 +208,7 @@ def create_app(
                                            "total_tokens": len(prompt) + len(request.generated)}))
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, finish = await _collect(queue, engine, request)
+        text, finish = await _collect(queue, engine, request, http)
         message, finish = assistant_reply(text, finish, bool(tools))
         return chat_body(rid, state.model_name, message, finish, len(prompt), len(request.generated))
 
@@ -326,11 +326,24 @@ async def _outputs(queue: asyncio.Queue, engine: Engine, request: Request) -> As
             engine.cancel(request)
 
 
-async def _collect(queue: asyncio.Queue, engine: Engine, request: Request) -> tuple[str, str | None]:
+async def _cancel_on_disconnect(http: HTTPRequest, engine: Engine, request: Request) -> None:
+    """A non-streaming client that hangs up stops its generation (a stream notices on its next write).
+    With the body read, the next ASGI message is the disconnect: wait for it, cancelled when done."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+    engine.cancel(request)
+
+
+async def _collect(queue: asyncio.Queue, engine: Engine, request: Request,
+                   http: HTTPRequest) -> tuple[str, str | None]:
     parts, finish = [], None
-    async for output in _outputs(queue, engine, request):
-        parts.append(output.text)
-        finish = output.finish_reason
+    watcher = asyncio.create_task(_cancel_on_disconnect(http, engine, request))
+    try:
+        async for output in _outputs(queue, engine, request):
+            parts.append(output.text)
+            finish = output.finish_reason
+    finally:
+        watcher.cancel()
     if _failed(Output("", None, finish)):
         raise _generation_error(Output("", None, finish))
     return "".join(parts), _finish(Output("", None, finish))
