@@ -152,5 +152,8 @@ def _throughput(preset: Preset, history: list[dict[str, float]], workers: int) -
     seconds = sum(entry["seconds"] for entry in history)
     tokens = sum(entry["tokens"] for entry in history)
     flops = sum(entry["tokens"] * flops_per_token(preset.model, int(entry["seq_len"])) for entry in history)
-    peak = history[-1].get("peak_flops", preset.resources.peak_bf16_tflops * 1e12) * workers
-    return {"tokens_per_second": tokens / seconds, "mfu": flops / seconds / peak}
+    # What the workers could have done in each step's time at that step's peak: one peak measured
+    # while the machine was busy (the last step's, say) must not inflate the whole stage's MFU.
+    configured = preset.resources.peak_bf16_tflops * 1e12
+    possible = sum(entry["seconds"] * entry.get("peak_flops", configured) for entry in history) * workers
+    return {"tokens_per_second": tokens / seconds, "mfu": flops / possible}
