@@ -1,9 +1,15 @@
 """Suite-wide: the wall time of each test tier (tests/<tier>/...), printed at the end of a run,
-so a slow tier shows up in every CI log."""
+so a slow tier shows up in every CI log.
+
+The figures live on the config, not in this module: with --import-mode=importlib this file can be
+registered twice (as `conftest` and within the `tests` package); both instances share them."""
 import time
 from pathlib import Path
 
-_TIERS: dict[str, list[float]] = {}  # tier -> [first start, last finish, tests]
+import pytest
+
+_SPANS = pytest.StashKey[dict]()  # tier -> {"first": s, "last": s, "tests": set of node ids}
+_PRINTED = pytest.StashKey[bool]()
 
 
 def _tier(nodeid: str) -> str:
@@ -11,18 +17,22 @@ def _tier(nodeid: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
 
 
-def pytest_runtest_logstart(nodeid: str, location) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
     now = time.monotonic()
-    span = _TIERS.setdefault(_tier(nodeid), [now, now, 0])
-    span[2] += 1
+    span = item.config.stash.setdefault(_SPANS, {}).setdefault(
+        _tier(item.nodeid), {"first": now, "last": now, "tests": set()})
+    span["tests"].add(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        span["last"] = time.monotonic()
 
 
-def pytest_runtest_logfinish(nodeid: str, location) -> None:
-    _TIERS[_tier(nodeid)][1] = time.monotonic()
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if _TIERS:
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    spans = config.stash.get(_SPANS, {})
+    if spans and not config.stash.get(_PRINTED, False):
+        config.stash[_PRINTED] = True
         terminalreporter.section("time per test tier")
-        for tier, (first, last, count) in _TIERS.items():
-            terminalreporter.write_line(f"{tier}: {last - first:.0f} s ({count} tests)")
+        for tier, span in spans.items():
+            terminalreporter.write_line(f"{tier}: {span['last'] - span['first']:.0f} s ({len(span['tests'])} tests)")
