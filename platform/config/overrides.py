@@ -37,6 +37,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file {path} does not exist; pass a YAML file of preset fields")
     try:
         data = yaml.safe_load(path.read_text())
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply; give a mapping of preset fields") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not text; pass a YAML file of preset fields") from None
     except yaml.YAMLError as exc:
@@ -54,6 +56,8 @@ def _parse_override(override: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
         value = raw  # let validation say what the field wants
+    except RecursionError:
+        raise ConfigError(f"override '{key.strip()}' nests its value too deeply; give a plain value") from None
     return key.strip(), value
 
 

@@ -41,6 +41,8 @@ def test_installed_console_script_prints_version_and_presets():
         (["model", "info", "tiny", "--set", "model.n_heads=3"], "error: model: dim 128 is not divisible by n_heads 3"),
         (["tokenizer", "decode", "999999999"], "error: token id 999999999 is not in the vocabulary [0, 128256)"),
         (["presets", "show", "tiny", "--config", "BINARY"], "error: config file BINARY is not text"),
+        (["presets", "show", "tiny", "--set", "pretrain.total_tokens=" + "[" * 5000 + "]" * 5000],
+         "error: override 'pretrain.total_tokens' nests its value too deeply"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_on_stderr(args, message, tmp_path):
