@@ -2,7 +2,9 @@
 so a slow tier shows up in every CI log.
 
 The figures live on the config, not in this module: with --import-mode=importlib this file can be
-registered twice (as `conftest` and within the `tests` package); both instances share them."""
+registered twice (as `conftest` and within the `tests` package); both instances share them.
+Also: no test may leave autograd off for the tests after it."""
+import sys
 import time
 from pathlib import Path
 
@@ -36,3 +38,14 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.section("time per test tier")
         for tier, span in spans.items():
             terminalreporter.write_line(f"{tier}: {span['last'] - span['first']:.0f} s ({len(span['tests'])} tests)")
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_on():
+    """A test that turns autograd off for the process (as `llamaops serve` does, in-process) would
+    silently break every later training test: fail the test that did it instead."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left autograd disabled for the whole session (torch.set_grad_enabled(False))")

@@ -1,5 +1,6 @@
 """`llamaops serve`'s auth settings: a key that is not there fails closed, an open bind warns."""
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from llamaops.cli.main import app
@@ -9,12 +10,15 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def started(monkeypatch) -> list:
-    """What run_server was asked to do (the model is never loaded, no socket is bound)."""
+def started(monkeypatch):
+    """What run_server was asked to do (the model is never loaded, no socket is bound). `serve`
+    turns autograd off for its whole process; here that process is the test session's, so the
+    fixture turns it back on."""
     calls = []
     monkeypatch.setattr(server, "run_server", lambda load, settings, host, port: calls.append((settings, host)))
     monkeypatch.delenv("LLAMAOPS_API_KEY", raising=False)
-    return calls
+    yield calls
+    torch.set_grad_enabled(True)
 
 
 @pytest.mark.parametrize("content", ["", "  \n\t\n"])
