@@ -49,3 +49,21 @@ def _autograd_left_on():
     if torch is not None and not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("this test left autograd disabled for the whole session (torch.set_grad_enabled(False))")
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the code under test sleeps: waits without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()

@@ -2,6 +2,7 @@
 from pydantic import model_validator
 
 from .base import Config
+from .deploy import DeployConfig
 from .eval import EvalConfig
 from .model import ModelConfig
 from .parallel import ParallelLayout
@@ -21,6 +22,7 @@ class Preset(Config):
     post_training: PostTrainingConfig
     eval_gate: EvalGate
     eval: EvalConfig = EvalConfig()
+    deploy: DeployConfig = DeployConfig()  # off unless the preset says where and how to serve
 
     def layouts(self) -> dict[str, ParallelLayout]:
         return {
@@ -44,6 +46,10 @@ class Preset(Config):
                     f"{where}: {layout.describe()} needs more accelerators than the pool's "
                     f"{self.resources.accelerators}"
                 )
+        tp = self.deploy.tensor_parallel
+        if m.n_heads % tp or (m.n_kv_heads % tp and tp % m.n_kv_heads):
+            raise ValueError(f"deploy.tensor_parallel {tp} must divide n_heads {m.n_heads} and divide or be a "
+                             f"multiple of n_kv_heads {m.n_kv_heads}")
         if self.long_context.seq_lens[-1] > m.max_seq_len:
             raise ValueError(
                 f"long_context.seq_lens ends at {self.long_context.seq_lens[-1]}, beyond model.max_seq_len {m.max_seq_len}"

@@ -20,7 +20,7 @@ METRIC_TAG = "llamaops.metric."
 
 
 class DeployError(ValueError):
-    """The model cannot be registered or promoted as asked; the message says why."""
+    """The model cannot be registered, promoted or deployed as asked; the message (one line) says why."""
 
 
 @dataclass(frozen=True)

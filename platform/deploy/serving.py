@@ -9,8 +9,16 @@ Engine = Literal["llamaops", "vllm"]
 READY_PATH: dict[str, str] = {"llamaops": "/ready", "vllm": "/health"}
 
 
-def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = SERVING_PORT) -> str:
-    return f"llamaops serve models:/{model_name}@{alias} --host {host} --port {port}"
+def registry_uri(model_name: str, version: str | int) -> str:
+    """The registry URI pinned to one version (an alias would move under a running service)."""
+    return f"models:/{model_name}/{version}"
+
+
+def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "127.0.0.1", port: int = SERVING_PORT,
+                  *, version: str | int | None = None) -> str:
+    """`llamaops serve` for the model under `alias`, or pinned to `version` when given."""
+    model = registry_uri(model_name, version) if version is not None else f"models:/{model_name}@{alias}"
+    return f"llamaops serve {model} --host {host} --port {port}"
 
 
 def container_command(
