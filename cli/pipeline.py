@@ -10,6 +10,12 @@ from .presets import ConfigFile, Overrides, PresetName
 app = typer.Typer(help="The lifecycle pipeline (Kubeflow Pipelines v2).", no_args_is_help=True)
 
 
+ClusterOption = Annotated[Path | None, typer.Option(
+    "--cluster", dir_okay=False,
+    help="The cluster contract (cluster.json of the chart's ConfigMap llamaops-cluster); default: the one in "
+         "--namespace when the cluster is reachable, else the chart's defaults.")]
+
+
 class MissingTarget(ValueError):
     """`submit` needs --local, --host or --dry-run."""
 
@@ -39,11 +45,12 @@ def submit(
     artifact_root: Annotated[
         str | None, typer.Option("--artifact-root", help="Where artifacts go: file:///dir or s3://bucket/prefix.")
     ] = None,
+    cluster: ClusterOption = None,
 ) -> None:
-    """Run the whole lifecycle of a preset: data -> ... -> eval -> register."""
+    """Run the whole lifecycle of a preset: data -> ... -> eval -> register -> deploy."""
     if dry_run or host:
         _submit_remote(name, config, overrides, host, token, token_file, namespace, experiment, dry_run,
-                       tracking_uri, artifact_root)
+                       tracking_uri, artifact_root, cluster)
         return
     if not local:
         raise MissingTarget("say where to run: --local, --host URL (Kubeflow Pipelines) or --dry-run")
@@ -71,26 +78,36 @@ def submit(
 
 
 def _submit_remote(name, config, overrides, host, token, token_file, namespace, experiment, dry_run,
-                   tracking_uri, artifact_root) -> None:
+                   tracking_uri, artifact_root, cluster_file) -> None:
+    from llamaops.pipelines.cluster_objects import contract_for_run
     from llamaops.pipelines.local import new_run_id
-    from llamaops.pipelines.submit import KfpTarget, probe, read_token, submit_to_kfp
+    from llamaops.pipelines.submit import KfpTarget, SubmitError, check_no_credentials, probe, read_token, submit_to_kfp
     from llamaops.platform.config import load_preset
+    from llamaops.platform.config.cluster import load_contract
 
+    check_no_credentials(tracking_uri or "")
     target = None
     if host and not dry_run:
         target = KfpTarget(host, read_token(token, token_file), namespace)
         probe(target)  # fail fast, before the preset is loaded and compiled
     preset = load_preset(name, config, overrides or [])
     run_id = new_run_id(preset)
+    contract = load_contract(cluster_file) if cluster_file else None
     if dry_run:
         import yaml
 
         from llamaops.pipelines.dry_run import dry_run_manifests
 
-        docs = dry_run_manifests(preset, run_id, namespace or "default", artifact_root or "", tracking_uri or "")
+        docs = dry_run_manifests(preset, run_id, namespace or "default", artifact_root or "", tracking_uri or "",
+                                 contract)
         typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
         return
-    kfp_run_id, url = submit_to_kfp(preset, target, experiment, run_id, artifact_root or "", tracking_uri or "")
+    contract, missing = contract_for_run(contract, namespace)
+    if missing:
+        raise SubmitError(f"namespace {namespace} lacks {', '.join(missing)}, which the run's pods read; install "
+                          f"the chart with {namespace} in pipelines.namespaces, or create them")
+    kfp_run_id, url = submit_to_kfp(preset, target, experiment, run_id, artifact_root or "", tracking_uri or "",
+                                    contract)
     typer.echo(f"run {kfp_run_id} submitted to experiment {experiment}")
     typer.echo(url)
 
@@ -131,12 +148,14 @@ def compile_(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.", dir_okay=False)],
     config: ConfigFile = None,
     overrides: Overrides = None,
+    cluster: ClusterOption = None,
 ) -> None:
     """Compile the preset's pipeline to KFP IR YAML for a Kubeflow Pipelines server."""
     from llamaops.pipelines.lifecycle import compile_pipeline
     from llamaops.platform.config import load_preset
+    from llamaops.platform.config.cluster import load_contract
 
-    typer.echo(compile_pipeline(load_preset(name, config, overrides or []), output))
+    typer.echo(compile_pipeline(load_preset(name, config, overrides or []), output, load_contract(cluster)))
 
 
 @app.command("list")

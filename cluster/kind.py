@@ -26,8 +26,9 @@ def up_commands(name: str, namespace: str = "llamaops", values: Path | None = No
     context = f"kind-{name}"
     kubectl = ["kubectl", "--context", context]
     helm = ["helm", "--kube-context", context]
+    # KFP (standalone) runs pipeline pods, and so the RayJobs and LlamaDeployments they create, in kubeflow.
     chart = [*helm, "upgrade", "--install", "llamaops", str(CHART), "--namespace", namespace,
-             "--create-namespace", "--wait", "--timeout", "10m"]
+             "--create-namespace", "--set", f"pipelines.namespaces={{{namespace},kubeflow}}", "--wait", "--timeout", "10m"]
     return [
         ["kind", "create", "cluster", "--name", name, "--wait", "180s"],
         [*helm, "repo", "add", "kuberay", "https://ray-project.github.io/kuberay-helm/", "--force-update"],

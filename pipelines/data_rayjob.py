@@ -1,8 +1,8 @@
 """The data step as a KubeRay RayJob: `llamaops data prep` reading and writing s3:// on CPU pods.
 
 The entrypoint is the CLI itself. The data settings travel as `--preset NAME` plus one `--set`
-for each setting that differs from that preset; the S3 credentials come from a Secret through
-envFrom, never inline. The head only drives; the Ray Data workers run on the worker pods.
+for each setting that differs from that preset; credentials and endpoints come from the cluster
+contract's Secret and ConfigMap by reference, never inline. The head only drives; the Ray Data workers run on the worker pods.
 """
 import json
 import math
@@ -10,12 +10,14 @@ import shlex
 from typing import Any
 
 from llamaops.platform.config import Preset, load_preset
+from llamaops.platform.config.cluster import ClusterContract
 from llamaops.platform.config.presets import PRESETS
+from llamaops.platform.deploy.kube import current_namespace
 from llamaops.platform.store import run_uri
 
 from .image import llamaops_image
-from .rayjob import container, rayjob_manifest, rayjob_name, step_labels, worker_group
-from .rayjob_launch import S3_SECRET, launch_rayjob, namespace_of_this_pod, passed_through_env
+from .rayjob import container, pod_spec, rayjob_manifest, rayjob_name, step_labels, worker_group
+from .rayjob_launch import launch_rayjob
 from .resources import CPU_STEP_CPUS, cpu_pod, uses_gpus
 
 DATA_STEP = "data"
@@ -49,37 +51,40 @@ def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "", p
 
 
 def build_data_rayjob(
-    preset: Preset, run_id: str, output_uri: str, image: str, env: dict[str, str], namespace: str = "default",
-    env_secret: str | None = None, tracking_uri: str = "", parent_run_id: str = "",
+    preset: Preset, run_id: str, output_uri: str, image: str, contract: ClusterContract, namespace: str = "default",
+    tracking_uri: str = "", parent_run_id: str = "",
 ) -> dict[str, Any]:
     """The RayJob that runs the data step of run `run_id` on ceil(workers / CPUs per pod) CPU pods."""
     pod = cpu_pod()
     pods = math.ceil(preset.data.workers / CPU_STEP_CPUS)
     labels = step_labels(run_id, DATA_STEP)
     workers = worker_group("cpu-workers", pods, {"num-cpus": str(pod.cpus)}, labels,
-                           {"containers": [container("ray-worker", image, pod, env, env_secret)]})
-    head = container("ray-head", image, pod, env, env_secret)
+                           pod_spec([container("ray-worker", image, pod, {}, contract)], contract.cpu_nodes(), contract,
+                                    shared_memory=True))  # fmt: skip
+    head = container("ray-head", image, pod, {}, contract)
     entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri, parent_run_id))
-    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers)
+    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers, contract)
     manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "0"  # the head only drives
     return manifest
 
 
 def data_step_rayjob(
-    preset: Preset, run_id: str, artifact_root: str, tracking_uri: str, namespace: str, parent_run_id: str = ""
+    preset: Preset, run_id: str, artifact_root: str, tracking_uri: str, namespace: str, contract: ClusterContract,
+    parent_run_id: str = "",
 ) -> dict[str, Any]:
     """The data step's RayJob as a submission would create it (what `submit --dry-run` prints)."""
     output_uri = run_uri(run_id, DATA_STEP, artifact_root or None)
-    return build_data_rayjob(preset, run_id, output_uri, llamaops_image(), passed_through_env(), namespace,
-                             env_secret=S3_SECRET, tracking_uri=tracking_uri, parent_run_id=parent_run_id)  # fmt: skip
+    return build_data_rayjob(preset, run_id, output_uri, contract.image or llamaops_image(), contract, namespace,
+                             tracking_uri=tracking_uri, parent_run_id=parent_run_id)  # fmt: skip
 
 
 def run_data_on_rayjob(
-    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str, cluster_json: str,
     namespace: str | None = None,
 ) -> str:
     """The data step of a cluster run: create its RayJob, wait for it, return the shards' URI once complete."""
     preset = Preset.model_validate_json(preset_json)
-    manifest = data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace or namespace_of_this_pod(),
-                                parent_run_id)  # fmt: skip
+    contract = ClusterContract.model_validate_json(cluster_json)
+    manifest = data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace or current_namespace(),
+                                contract, parent_run_id)  # fmt: skip
     return launch_rayjob(manifest, run_uri(run_id, DATA_STEP, artifact_root or None))

@@ -1,12 +1,16 @@
-"""Every manifest a submission would create, without a cluster: the KFP pipeline spec and, for
-GPU presets, the RayJob of each training step, and the data step's RayJob wherever the pipeline
-launches one (GPU presets, or more than one data worker); with this run's id and artifact locations."""
+"""Every manifest a submission would create, without a cluster: the KFP pipeline spec (and its
+Kubernetes platform spec), for GPU presets the RayJob of each training step, the data step's RayJob
+wherever the pipeline launches one (GPU presets, or more than one data worker), and the
+LlamaDeployment its deploy step applies (shown for version 1); with this run's id and artifact locations."""
 import tempfile
 from pathlib import Path
 
 import yaml
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.cluster import ClusterContract
+from llamaops.platform.deploy import model_name_for
+from llamaops.platform.deploy.rollout import deployment_manifest
 from llamaops.platform.store import run_uri
 
 from .data_rayjob import data_runs_on_rayjob, data_step_rayjob
@@ -17,17 +21,19 @@ from .stages import lifecycle_stages
 
 
 def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root: str = "",
-                      tracking_uri: str = "") -> list[dict]:
+                      tracking_uri: str = "", contract: ClusterContract | None = None) -> list[dict]:
+    contract = contract or ClusterContract()
     with tempfile.TemporaryDirectory() as tmp:
-        path = compile_pipeline(preset, Path(tmp) / "pipeline.yaml")
+        path = compile_pipeline(preset, Path(tmp) / "pipeline.yaml", contract)
         docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     if data_runs_on_rayjob(preset):
-        docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace))
-    if not uses_gpus(preset):
-        return docs  # CPU presets train inside their steps: no training RayJobs
+        docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace, contract))
     preset_json = preset.model_dump_json()
-    for stage in lifecycle_stages(preset):
+    for stage in lifecycle_stages(preset) if uses_gpus(preset) else ():  # CPU presets train inside their steps
         if stage.trains:
             inputs = [run_uri(run_id, upstream, artifact_root or None) for upstream in stage.inputs]
-            docs.append(step_rayjob(stage.name, preset_json, run_id, artifact_root, tracking_uri, "", inputs, namespace))
+            docs.append(step_rayjob(stage.name, preset_json, run_id, artifact_root, tracking_uri, "", inputs, namespace,
+                                   contract))
+    if preset.deploy.enabled:
+        docs.append(deployment_manifest(contract, preset, model_name_for(preset), "1", namespace))
     return docs

@@ -1,46 +1,56 @@
-"""The lifecycle pipeline: data -> pretrain -> long_context -> anneal -> post-training (sft -> dpo, or
-the preset's rounds and averaging; see stages.py) -> safety -> eval -> register. CPU presets train
-inside the step (embedded Ray); GPU presets train through a KubeRay RayJob per training step, and
-single-node steps request a whole node of the preset's pool. On a cluster, GPU presets and presets
-with more than one data worker prepare data in a RayJob too (data_rayjob.data_runs_on_rayjob);
-`local=True` (`pipeline submit --local`) keeps it in-process."""
+"""The lifecycle pipeline: start -> data -> pretrain -> long_context -> anneal -> post-training (sft -> dpo,
+or the preset's rounds and averaging; see stages.py) -> safety -> eval -> register -> deploy.
+
+`start` settles the run id and the MLflow parent run, so a run needs nothing but its parameters.
+CPU presets train inside the step (embedded Ray); GPU presets train through a KubeRay RayJob per
+training step, and single-node steps request a whole node of the preset's pool. On a cluster, GPU
+presets and presets with more than one data worker prepare data in a RayJob too
+(data_rayjob.data_runs_on_rayjob). Each step pod is configured from the cluster contract
+(pod_config.py). `local=True` (`pipeline submit --local`) keeps everything in-process and makes
+the deploy step print the serve command instead of deploying.
+"""
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
 from kfp import compiler, dsl
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.cluster import ClusterContract
 from llamaops.platform.deploy import model_name_for
 
 from . import components
 from .data_rayjob import data_runs_on_rayjob
+from .image import llamaops_image
+from .pod_config import configure_step_pod
 from .resources import PodShape, cpu_pod, gpu_node_pod, uses_gpus
-from .stages import lifecycle_stages
+from .stages import DEPLOY_STEP, REGISTER_STEP, START_STEP, lifecycle_stages
 
 PIPELINE_NAME_PREFIX = "llamaops-lifecycle"
 
 
-def _size(task: dsl.PipelineTask, preset: Preset, shape: PodShape) -> dsl.PipelineTask:
-    task.set_cpu_request(str(shape.cpus)).set_memory_request(shape.memory)
-    if shape.gpus:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(shape.gpus)
-    # kfp-kubernetes (node selectors, tolerations) is not a dependency: the pool travels as env.
-    task.set_env_variable("LLAMAOPS_NODE_POOL", preset.resources.node_pool)
-    task.set_env_variable("LLAMAOPS_ACCELERATOR", preset.resources.accelerator)
-    return task
-
-
-def build_pipeline(preset: Preset, local: bool = False) -> Callable:
+def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContract | None = None) -> Callable:
     """The pipeline function for `preset`; its parameters are filled by `llamaops pipeline submit`.
-    `local`: for KFP's local runner, which cannot create RayJobs."""
+    `local`: for KFP's local runner, which cannot create RayJobs. `contract`: the names of the
+    cluster the run will use (default: the chart's defaults)."""
+    contract = contract or ClusterContract()
     gpu = uses_gpus(preset)
     stages = lifecycle_stages(preset)
     names = [spec.name for spec in stages]
     post_training = stages[names.index("anneal") + 1: names.index("eval")]
+    gpu_pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}") if gpu and not local else None
+    cpu_nodes = None if local else contract.cpu_nodes()
 
-    def sized(task: dsl.PipelineTask, shape: PodShape, name: str) -> dsl.PipelineTask:
+    def sized(task: dsl.PipelineTask, shape: PodShape, name: str, works_here: bool = True) -> dsl.PipelineTask:
+        """`works_here`: the step computes in its own pod (not a launcher or bookkeeping)."""
         task.set_display_name(name).set_caching_options(False)
-        return _size(task, preset, shape) if gpu else task
+        if gpu:
+            task.set_cpu_request(str(shape.cpus)).set_memory_request(shape.memory)
+            if shape.gpus:
+                task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(shape.gpus)
+        if not local:
+            configure_step_pod(task, contract, gpu_pool if shape.gpus else cpu_nodes, shared_memory=works_here)
+        return task
 
     @dsl.pipeline(name=f"{PIPELINE_NAME_PREFIX}-{preset.name}", description=preset.description)
     def lifecycle(
@@ -50,12 +60,17 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
         tracking_uri: str = "",
         parent_run_id: str = "",
         model_name: str = model_name_for(preset),
+        cluster_json: str = contract.model_dump_json(),
     ) -> str:
-        run = {"preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
-               "tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
+        start = sized(components.start_run(preset_json=preset_json, run_id=run_id, tracking_uri=tracking_uri,
+                                           parent_run_id=parent_run_id, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                      cpu_pod(), START_STEP, works_here=False)  # fmt: skip
+        ids = {"run_id": start.outputs["run_id"], "parent_run_id": start.outputs["parent_run_id"]}
+        run = {"preset_json": preset_json, "artifact_root": artifact_root, "tracking_uri": tracking_uri, **ids}
 
         def on_rayjob(step: str, inputs: list) -> dsl.PipelineTask:
-            return sized(components.train_on_rayjob(step=step, inputs=inputs, **run), cpu_pod(), step)
+            task = components.train_on_rayjob(step=step, inputs=inputs, cluster_json=cluster_json, **run)
+            return sized(task, cpu_pod(), step, works_here=False)
 
         # (`in_step`, not `local`: that name is build_pipeline's flag for the local runner)
         def train(step: str, in_step: Callable, **inputs: object) -> dsl.PipelineTask:
@@ -64,7 +79,7 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
             return sized(in_step(**run, **inputs), cpu_pod(), step)
 
         if data_runs_on_rayjob(preset) and not local:
-            data = sized(components.data_on_rayjob(**run), cpu_pod(), "data")
+            data = sized(components.data_on_rayjob(cluster_json=cluster_json, **run), cpu_pod(), "data", works_here=False)
         else:
             data = sized(components.data_prep(**run), cpu_pod(), "data")
         pretrain = train("pretrain", components.pretrain, data_uri=data.output)
@@ -84,19 +99,28 @@ def build_pipeline(preset: Preset, local: bool = False) -> Callable:
         evaluate = sized(components.evaluate(**run, model_uri=safety.output, data_uri=data.output),
                          gpu_node_pod(preset) if gpu else cpu_pod(), "eval")
         registered = sized(components.register(
-            preset_json=preset_json, run_id=run_id, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
-            model_uri=safety.output, report_uri=evaluate.output, model_name=model_name,
-        ), cpu_pod(), "register")
-        return registered.output
+            preset_json=preset_json, tracking_uri=tracking_uri, model_uri=safety.output, report_uri=evaluate.output,
+            model_name=model_name, **ids,
+        ), cpu_pod(), REGISTER_STEP, works_here=False)
+        sized(components.deploy(
+            preset_json=preset_json, tracking_uri=tracking_uri, model_name=model_name,
+            version=registered.outputs["version"], promoted=registered.outputs["promoted"],
+            cluster_json=cluster_json, to_cluster=not local, **ids,
+        ), cpu_pod(), DEPLOY_STEP, works_here=False)
+        return registered.outputs["version"]
 
     return lifecycle
 
 
-def compile_pipeline(preset: Preset, path: str | Path) -> Path:
-    """Write the pipeline of `preset` as KFP IR YAML to `path`."""
+def compile_pipeline(preset: Preset, path: str | Path, contract: ClusterContract | None = None) -> Path:
+    """Write the pipeline of `preset` as KFP IR YAML to `path`, every step in the contract's image."""
+    contract = contract or ClusterContract()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(preset), str(target))
+    compiler.Compiler().compile(build_pipeline(preset, contract=contract), str(target))
+    image = contract.image or llamaops_image()
+    docs = list(yaml.safe_load_all(target.read_text()))
+    for executor in docs[0]["deploymentSpec"]["executors"].values():
+        executor["container"]["image"] = image
+    target.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return target
-
-

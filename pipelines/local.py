@@ -27,8 +27,8 @@ from .events import EVENTS_ENV, EventFollower, StepEvent
 from .lifecycle import build_pipeline
 from .preflight import preflight
 from .runs import RunRecord, check_run_id, load_run, run_dir, save_run
+from .step import EXPERIMENT
 
-EXPERIMENT = "llamaops"
 Progress = Callable[[StepEvent], None]
 
 

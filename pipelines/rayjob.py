@@ -1,17 +1,23 @@
-"""KubeRay RayJob manifests for training steps on GPU pools: one head pod (driver, no GPUs) and
-a worker group of whole GPU nodes; the job's entrypoint runs the same pipeline step on the cluster."""
+"""KubeRay RayJob manifests for the steps that run on Ray clusters of their own: one head pod (driver,
+no GPUs) and a worker group; the job's entrypoint runs the step on the cluster.
+
+Every name comes from the cluster contract: credentials as secretKeyRefs, endpoints as
+configMapKeyRefs (references only, never values), the pools' node selectors and tolerations, Kueue's
+queue label and the priority class when the cluster uses them."""
 import hashlib
 import re
 from importlib.metadata import version
 from typing import Any
 
 from llamaops.platform.config import ParallelLayout, Preset
+from llamaops.platform.config.cluster import PLATFORM_ENV_KEYS, ClusterContract, NodePool, secret_env
 
-from .resources import GPU_RESOURCE, PodShape, cpu_pod, gpu_node_pod, node_pool_tolerations, node_selector, nodes_for
+from .resources import GPU_RESOURCE, PodShape, cpu_pod, gpu_node_pod, nodes_for
 
 RAYJOB_API_VERSION = "ray.io/v1"
 STEP_ENV = "LLAMAOPS_STEP"  # JSON of run_step's arguments, read by llamaops.pipelines.stage_main
 ENTRYPOINT = "python -m llamaops.pipelines.stage_main"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 _MAX_NAME = 40
 
@@ -26,7 +32,15 @@ def rayjob_name(run_id: str, step: str) -> str:
     return f"{name[:_MAX_NAME - 7].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
-def container(name: str, image: str, shape: PodShape, env: dict[str, str], secret: str | None) -> dict[str, Any]:
+def _referenced_env(contract: ClusterContract) -> list[dict[str, Any]]:
+    env = [{"name": variable, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+           for secret, variables in secret_env(contract)
+           for variable, key in zip(variables, (secret.userKey, secret.passwordKey))]
+    return env + [{"name": key, "valueFrom": {"configMapKeyRef": {"name": contract.platformConfigMap, "key": key}}}
+                  for key in PLATFORM_ENV_KEYS]
+
+
+def container(name: str, image: str, shape: PodShape, env: dict[str, str], contract: ClusterContract) -> dict[str, Any]:
     resources: dict[str, Any] = {
         "requests": {"cpu": str(shape.cpus), "memory": shape.memory},
         "limits": {"memory": shape.memory},
@@ -34,25 +48,45 @@ def container(name: str, image: str, shape: PodShape, env: dict[str, str], secre
     if shape.gpus:
         resources["requests"][GPU_RESOURCE] = str(shape.gpus)
         resources["limits"][GPU_RESOURCE] = str(shape.gpus)
-    container: dict[str, Any] = {
+    return {
         "name": name,
         "image": image,
+        "imagePullPolicy": contract.imagePullPolicy,
         "resources": resources,
-        "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
+        "env": [{"name": key, "value": value} for key, value in sorted(env.items())] + _referenced_env(contract),
     }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret, "optional": True}}]
-    return container
+
+
+def pod_spec(containers: list[dict[str, Any]], pool: NodePool | None, contract: ClusterContract,
+             shared_memory: bool = False) -> dict[str, Any]:
+    """A Ray pod on `pool` (None: any node). Ray pods need no Kubernetes API: no token is mounted."""
+    spec: dict[str, Any] = {"containers": containers, "automountServiceAccountToken": False}
+    if shared_memory:
+        # NCCL and Ray's object store move tensors through /dev/shm; the container default (64 MiB) is far too small.
+        for item in containers:
+            item["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+        spec["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    if pool and pool.nodeSelector:
+        spec["nodeSelector"] = dict(pool.nodeSelector)
+    if pool and pool.tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in pool.tolerations]
+    if contract.queueing.priorityClass:
+        spec["priorityClassName"] = contract.queueing.priorityClass
+    return spec
 
 
 def rayjob_manifest(
     name: str, namespace: str, labels: dict[str, str], entrypoint: str, head: dict[str, Any], workers: dict[str, Any],
+    contract: ClusterContract,
 ) -> dict[str, Any]:
-    """A RayJob around a head container that only drives and one worker group."""
+    """A RayJob around a head pod that only drives and one worker group."""
+    job_labels = dict(labels)
+    if contract.queueing.kueueQueue:
+        job_labels[KUEUE_QUEUE_LABEL] = contract.queueing.kueueQueue
     return {
         "apiVersion": RAYJOB_API_VERSION,
         "kind": "RayJob",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": job_labels},
         "spec": {
             "entrypoint": entrypoint,
             "shutdownAfterJobFinishes": True,
@@ -63,7 +97,8 @@ def rayjob_manifest(
                 "headGroupSpec": {
                     # The head only drives: num-gpus 0 keeps training workers off it.
                     "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [head]}},
+                    "template": {"metadata": {"labels": labels},
+                                 "spec": pod_spec([head], contract.cpu_nodes(), contract)},
                 },
                 "workerGroupSpecs": [workers],
             },
@@ -84,19 +119,15 @@ def step_labels(run_id: str, step: str) -> dict[str, str]:
 
 def build_rayjob(
     preset: Preset, layout: ParallelLayout, step: str, run_id: str, image: str, env: dict[str, str],
-    namespace: str = "default", env_secret: str | None = None,
+    contract: ClusterContract, namespace: str = "default",
 ) -> dict[str, Any]:
     """The RayJob that trains `step` of run `run_id` on nodes_for(layout) whole nodes of the preset's pool."""
     nodes = nodes_for(preset, layout)
     worker = gpu_node_pod(preset)
     labels = step_labels(run_id, step)
-    workers = worker_group("gpu-workers", nodes, {"num-gpus": str(worker.gpus)}, labels, {
-        "containers": [{**container("ray-worker", image, worker, env, env_secret),
-                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
-        # NCCL moves tensors through /dev/shm; the container default (64 MiB) is far too small.
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-        "nodeSelector": node_selector(preset),
-        "tolerations": node_pool_tolerations(preset),
-    })
-    head = container("ray-head", image, cpu_pod(), env, env_secret)
-    return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers)
+    pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}")
+    workers = worker_group("gpu-workers", nodes, {"num-gpus": str(worker.gpus)}, labels,
+                           pod_spec([container("ray-worker", image, worker, env, contract)], pool, contract,
+                                    shared_memory=True))
+    head = container("ray-head", image, cpu_pod(), env, contract)
+    return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers, contract)

@@ -8,6 +8,8 @@ import os
 import time
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.cluster import ClusterContract
+from llamaops.platform.deploy.kube import current_namespace, custom_objects_api
 from llamaops.platform.store import is_complete, run_uri
 
 from .image import llamaops_image
@@ -22,44 +24,30 @@ POLL_ENV = "LLAMAOPS_RAYJOB_POLL_S"
 DEFAULT_START_TIMEOUT_S = 3600
 _STARTED = {"RUNNING", "SUCCEEDED", "FAILED", "STOPPED"}
 _FINAL_FAILURES = {"FAILED", "STOPPED"}
-_PASSED_THROUGH_ENV = ("MLFLOW_TRACKING_URI", "LLAMAOPS_S3_ENDPOINT", "AWS_REGION", "LLAMAOPS_IMAGE")
-S3_SECRET = "llamaops-s3"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, created by the chart
 
 
 class RayJobFailed(RuntimeError):
     pass
 
 
-def namespace_of_this_pod() -> str:
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    return open(path).read().strip() if os.path.exists(path) else "default"
-
-
-def passed_through_env() -> dict[str, str]:
-    """Endpoints and settings the step's pods inherit from the launcher; credentials come from S3_SECRET."""
-    return {key: os.environ[key] for key in _PASSED_THROUGH_ENV if key in os.environ}
-
-
 def step_rayjob(
     step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
-    inputs: list[str], namespace: str,
+    inputs: list[str], namespace: str, contract: ClusterContract,
 ) -> dict:
     """The RayJob manifest that runs training step `step` (also what `submit --dry-run` prints)."""
     preset = Preset.model_validate_json(preset_json)
     arguments = {"step": step, "preset_json": preset_json, "run_id": run_id, "artifact_root": artifact_root,
                  "tracking_uri": tracking_uri, "parent_run_id": parent_run_id, "inputs": list(inputs)}
-    env = {**passed_through_env(), STEP_ENV: json.dumps(arguments)}
-    return build_rayjob(
-        preset, training_layout(preset, step), step, run_id, llamaops_image(), env, namespace, env_secret=S3_SECRET
-    )
+    return build_rayjob(preset, training_layout(preset, step), step, run_id, contract.image or llamaops_image(),
+                        {STEP_ENV: json.dumps(arguments)}, contract, namespace)  # fmt: skip
 
 
 def run_step_on_rayjob(
     step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
-    inputs: list[str], namespace: str | None = None,
+    inputs: list[str], cluster_json: str, namespace: str | None = None,
 ) -> str:
     manifest = step_rayjob(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs,
-                           namespace or namespace_of_this_pod())  # fmt: skip
+                           namespace or current_namespace(), ClusterContract.model_validate_json(cluster_json))
     return launch_rayjob(manifest, run_uri(run_id, step, artifact_root or None))
 
 
@@ -74,21 +62,10 @@ def launch_rayjob(manifest: dict, output_uri: str) -> str:
     return output_uri
 
 
-def _custom_objects_api():
-    """The CustomObjectsApi of the cluster this pod runs in (outside a pod: the current kubeconfig)."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # the client reads it only at import
-    return client.CustomObjectsApi()
-
-
 def _create_and_wait(manifest: dict) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    api = _custom_objects_api()
+    api = custom_objects_api()
     try:
         api.create_namespaced_custom_object("ray.io", "v1", manifest["metadata"]["namespace"], "rayjobs", manifest)
     except ApiException as error:

@@ -11,7 +11,6 @@ from llamaops.platform.config import ParallelLayout, Preset
 from .stages import stage_kind
 
 GPU_RESOURCE = "nvidia.com/gpu"
-NODE_POOL_LABEL = "llamaops.io/node-pool"
 CPUS_PER_GPU = 12
 MEMORY_GIB_PER_GPU = 160
 CPU_STEP_CPUS = 4  # data prep, registration, RayJob launchers
@@ -47,19 +46,6 @@ def nodes_for(preset: Preset, layout: ParallelLayout) -> int:
     """Whole nodes a layout's world size occupies on the preset's pool."""
     per_node = max(preset.resources.gpus_per_node, 1)
     return max(1, math.ceil(layout.world_size / per_node))
-
-
-def node_pool_tolerations(preset: Preset) -> list[dict[str, str]]:
-    """GPU pools are tainted so only GPU work lands there: tolerate the pool's and NVIDIA's taints."""
-    tolerations = [{"key": NODE_POOL_LABEL, "operator": "Equal", "value": preset.resources.node_pool,
-                    "effect": "NoSchedule"}]
-    if uses_gpus(preset):
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    return tolerations
-
-
-def node_selector(preset: Preset) -> dict[str, str]:
-    return {NODE_POOL_LABEL: preset.resources.node_pool}
 
 
 def training_layout(preset: Preset, step: str) -> ParallelLayout:

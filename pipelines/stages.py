@@ -28,7 +28,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("safety", "align.safety:run_safety", ("dpo",), "model", trains=True),
     StageSpec("eval", "eval.evaluate:run_eval", ("safety", "data"), "report", trains=False),
 )
+START_STEP = "start"  # settles the run id and MLflow parent run; not a stage
 REGISTER_STEP = "register"
+DEPLOY_STEP = "deploy"
 AVERAGE_STEP = "average"
 _ROUND_PREFIX = "round"
 
@@ -72,7 +74,7 @@ def stage_spec(preset: Preset, step: str) -> StageSpec:
 
 
 def step_names(preset: Preset) -> tuple[str, ...]:
-    return tuple(spec.name for spec in lifecycle_stages(preset)) + (REGISTER_STEP,)
+    return tuple(spec.name for spec in lifecycle_stages(preset)) + (REGISTER_STEP, DEPLOY_STEP)
 
 
 def stage_kind(step: str) -> str:

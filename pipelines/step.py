@@ -3,17 +3,45 @@
 Resolve the output URI from (artifact root, run id, step), skip if that artifact is already
 complete (a resumed run), otherwise run the stage inside its MLflow child run and report events.
 """
+import re
 import time
+from typing import NamedTuple
 
 from llamaops.platform.config import Preset
 from llamaops.platform.deploy import load_eval_report, run_register
+from llamaops.platform.deploy.serving import PRODUCTION_ALIAS
 from llamaops.platform.store import is_complete, run_uri
 from llamaops.platform.tracking import PipelineTracker
 
 from .calls import call_stage
 from .errors import PipelineError
 from .events import StepEvent, emit
+from .runs import check_run_id
 from .stages import REGISTER_STEP, stage_spec
+
+EXPERIMENT = "llamaops"  # the MLflow experiment of every pipeline run
+_NOT_IN_RUN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class RunIds(NamedTuple):
+    run_id: str  # names the run's artifact folders
+    parent_run_id: str  # the MLflow parent run of its stages
+
+
+def start_run(preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, kfp_run_name: str) -> RunIds:
+    """The first step: settle the run's ids so a run started from nothing but its parameters (the KFP
+    UI, kfp.Client, a recurring run, `submit --host`) works like `submit --local`. An empty run id
+    becomes KFP's own run name; an empty parent run id gets its MLflow parent run, the same one
+    again if this step is retried."""
+    preset = Preset.model_validate_json(preset_json)
+    run_id = run_id or _NOT_IN_RUN_ID.sub("-", kfp_run_name).strip("-.")[:100]
+    check_run_id(run_id)
+    if parent_run_id:
+        return RunIds(run_id, PipelineTracker.attach(tracking_uri or None, parent_run_id).run_id)
+    tracker, created = PipelineTracker.for_pipeline_run(tracking_uri or None, EXPERIMENT, run_id, preset.name)
+    if created:
+        tracker.log_params(preset.model_dump(mode="json"))
+    return RunIds(run_id, tracker.run_id)
 
 
 def _check_run_parameters(run_id: str, parent_run_id: str) -> None:
@@ -57,11 +85,16 @@ def run_step(
     return output_uri
 
 
+class Registered(NamedTuple):
+    version: str
+    promoted: bool
+
+
 def register_step(
     preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, model_uri: str, report_uri: str,
     model_name: str,
-) -> str:
-    """Register the evaluated model; promote it when the gate passed. Returns the version."""
+) -> Registered:
+    """Register the evaluated model; promote it when the gate passed."""
     _check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     started = time.monotonic()
@@ -79,4 +112,4 @@ def register_step(
         emit(StepEvent(REGISTER_STEP, "failed", time.monotonic() - started, {"error": _one_line(error)}))
         raise
     emit(StepEvent(REGISTER_STEP, "finished", time.monotonic() - started, registration.as_dict()))
-    return registration.version
+    return Registered(registration.version, PRODUCTION_ALIAS in registration.aliases)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.cluster import ClusterContract
 
 HEALTHZ = "/apis/v2beta1/healthz"
 PROBE_TIMEOUT_S = 10
@@ -84,24 +85,38 @@ def _api_error(target: KfpTarget, action: str, error: Exception) -> SubmitError:
     return SubmitError(f"KFP at {target.host} failed to {action}: {body[0] if body else type(error).__name__}")
 
 
+def check_no_credentials(tracking_uri: str) -> None:
+    """A run's parameters are stored and shown by KFP, and travel into RayJob manifests: no secrets in them."""
+    from urllib.parse import urlsplit
+
+    if tracking_uri and (urlsplit(tracking_uri).username or urlsplit(tracking_uri).password):
+        raise SubmitError("--tracking-uri carries credentials, which KFP would store and show with the run; give a "
+                          "URI without them and the credentials through the chart's mlflow.credentialsSecret")
+
+
 def submit_to_kfp(
     preset: Preset, target: KfpTarget, experiment: str, run_id: str, artifact_root: str = "", tracking_uri: str = "",
+    contract: ClusterContract | None = None,
 ) -> tuple[str, str]:
-    """Probe, compile, create the run; returns (KFP run id, UI URL)."""
+    """Probe, compile, create the run as the contract's service account; returns (KFP run id, UI URL).
+    The run's MLflow parent run is made by its first step, where the tracking server is reachable."""
     import kfp_server_api
 
     from .lifecycle import compile_pipeline
 
+    contract = contract or ClusterContract()
+    check_no_credentials(tracking_uri)
     probe(target)
     kfp_client = client(target)
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(preset, Path(tmp) / "pipeline.yaml")
+        package = compile_pipeline(preset, Path(tmp) / "pipeline.yaml", contract)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # kfp prints its own links; we print ours
                 result = kfp_client.create_run_from_pipeline_package(
                     str(package),
                     arguments={"run_id": run_id, "artifact_root": artifact_root, "tracking_uri": tracking_uri},
                     run_name=run_id, experiment_name=experiment, namespace=target.namespace,
+                    service_account=contract.serviceAccount,
                 )
         except kfp_server_api.ApiException as error:
             raise _api_error(target, "create the run", error) from None

@@ -25,6 +25,7 @@ PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "llamaops.role"
 PRESET_TAG = "llamaops.preset"
 STAGE_TAG = "llamaops.stage"
+RUN_TAG = "llamaops.run"  # the pipeline run id, so a retried first step finds its parent run
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
@@ -118,7 +119,8 @@ class PipelineTracker(_RunLogger):
         else:
             experiment_id = _experiment_id(client, experiment, self.tracking_uri)
             run = client.create_run(
-                experiment_id, run_name=run_name, tags={ROLE_TAG: "pipeline", PRESET_TAG: preset_name}
+                experiment_id, run_name=run_name,
+                tags={ROLE_TAG: "pipeline", PRESET_TAG: preset_name, RUN_TAG: run_name},
             )
             client.log_param(run.info.run_id, "preset", preset_name)
         self._bind(client, run)
@@ -131,6 +133,23 @@ class PipelineTracker(_RunLogger):
         client = tracking_client(tracker.tracking_uri)
         tracker._bind(client, _pipeline_run(client, parent_run_id, tracker.tracking_uri))
         return tracker
+
+    @classmethod
+    def for_pipeline_run(cls, tracking_uri: str | None, experiment: str, run_name: str,
+                         preset_name: str) -> tuple["PipelineTracker", bool]:
+        """The parent run of pipeline run `run_name`: the one a previous attempt made, else a new
+        one. Returns (tracker, created)."""
+        uri = resolve_tracking_uri(tracking_uri)
+        client = tracking_client(uri)
+        found = client.get_experiment_by_name(experiment)
+        existing = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{RUN_TAG}` = '{run_name}' AND tags.`{ROLE_TAG}` = 'pipeline'",
+            max_results=1,
+        ) if found is not None else []
+        if existing:
+            return cls.attach(uri, existing[0].info.run_id), False
+        return cls(uri, experiment, run_name, preset_name), True
 
     def _bind(self, client: "MlflowClient", run: "Run") -> None:
         super().__init__(client, run.info.run_id)

@@ -71,7 +71,7 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path):
     (record,) = _records(home)
     assert record["run_id"] == run_id and record["status"] == "succeeded"
     assert record["stages_done"] == ["data", "pretrain", "long_context", "anneal", "sft", "dpo", "safety", "eval",
-                                     "register"]
+                                     "register", "deploy"]
 
     from mlflow.tracking import MlflowClient
 

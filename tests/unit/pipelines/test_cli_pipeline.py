@@ -65,7 +65,8 @@ def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_tra
     assert worker["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])
-    assert [doc.get("kind") for doc in yaml.safe_load_all(tiny.stdout)] == [None]  # CPU preset: no RayJobs
+    # the pipeline spec and its Kubernetes platform spec; a CPU preset has no RayJobs
+    assert [doc.get("kind") for doc in yaml.safe_load_all(tiny.stdout)] == [None, None]
 
 
 def test_dry_run_of_a_two_round_preset_lists_its_round_and_averaging_steps_in_order():
@@ -75,8 +76,8 @@ def test_dry_run_of_a_two_round_preset_lists_its_round_and_averaging_steps_in_or
     spec = next(yaml.safe_load_all(result.stdout))
     steps = [task["taskInfo"]["name"] for task in spec["root"]["dag"]["tasks"].values()]
     rounds = [f"round{n}-{stage}" for n in (1, 2) for stage in ("reward_model", "rejection_sampling", "sft", "dpo")]
-    assert sorted(steps) == sorted(["data", "pretrain", "long_context", "anneal", *rounds, "average", "safety", "eval",
-                                    "register"])
+    assert sorted(steps) == sorted(["start", "data", "pretrain", "long_context", "anneal", *rounds, "average", "safety",
+                                    "eval", "register", "deploy"])
     bad = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run", "--set", "post_training.average_last_rounds=3"])
     assert "average_last_rounds 3 must be 0 or between 2 and rounds (1)" in _error(bad)
 
@@ -118,7 +119,8 @@ def test_compile_writes_ir_yaml(tmp_path):
     target = tmp_path / "out" / "tiny.yaml"
     result = runner.invoke(app, ["pipeline", "compile", "tiny", "-o", str(target), "--set", "pretrain.seed=3"])
     assert result.exit_code == 0, result.output
-    ir = yaml.safe_load(target.read_text())
+    ir, platform = yaml.safe_load_all(target.read_text())
+    assert "kubernetes" in platform["platforms"]
     preset = json.loads(ir["root"]["inputDefinitions"]["parameters"]["preset_json"]["defaultValue"])
     assert preset["pretrain"]["seed"] == 3
 

@@ -5,13 +5,19 @@ import pytest
 import yaml
 
 from llamaops.pipelines.lifecycle import compile_pipeline
-from llamaops.pipelines.stages import lifecycle_stages, step_names
+from llamaops.pipelines.stages import START_STEP, lifecycle_stages, step_names
 from llamaops.platform.config import PRESETS, load_preset
+from llamaops.platform.config.cluster import ClusterContract, NodePool, SecretRef
+
+
+def _compiled_docs(name: str, tmp_path, sets: list[str] | None = None, contract: ClusterContract | None = None) -> list:
+    path = compile_pipeline(load_preset(name, None, sets or []), tmp_path / f"{name}.yaml", contract)
+    return list(yaml.safe_load_all(path.read_text()))
 
 
 def _compiled(name: str, tmp_path, sets: list[str] | None = None) -> dict:
-    path = compile_pipeline(load_preset(name, None, sets or []), tmp_path / f"{name}.yaml")
-    return yaml.safe_load(path.read_text())
+    """The pipeline spec (the first document; the second is its Kubernetes platform spec)."""
+    return _compiled_docs(name, tmp_path, sets)[0]
 
 
 def _step_of(task: dict) -> str:
@@ -34,7 +40,7 @@ def _order(tasks: dict) -> list[str]:
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_compiles_to_the_lifecycle_chain(name, tmp_path):
     ir = _compiled(name, tmp_path)
-    assert _order(ir["root"]["dag"]["tasks"]) == list(step_names(load_preset(name)))
+    assert _order(ir["root"]["dag"]["tasks"]) == [START_STEP, *step_names(load_preset(name))]
     assert ir["pipelineInfo"]["name"] == f"llamaops-lifecycle-{name}"
     defaults = ir["root"]["inputDefinitions"]["parameters"]
     assert load_preset(name).model_dump_json() == defaults["preset_json"]["defaultValue"]
@@ -90,7 +96,7 @@ def test_a_two_round_preset_runs_each_round_from_the_previous_rounds_model_then_
     ir = _compiled("tiny", tmp_path, ["post_training.rounds=2", "post_training.average_last_rounds=2"])
     rounds = [f"round{n}-{stage}" for n in (1, 2) for stage in ("reward_model", "rejection_sampling", "sft", "dpo")]
     assert _order(ir["root"]["dag"]["tasks"]) == [
-        "data", "pretrain", "long_context", "anneal", *rounds, "average", "safety", "eval", "register"]
+        "start", "data", "pretrain", "long_context", "anneal", *rounds, "average", "safety", "eval", "register", "deploy"]
     assert _upstream_steps(ir, "round1-reward_model") == ["anneal"]
     assert _upstream_steps(ir, "round1-rejection_sampling") == ["anneal", "round1-reward_model"]
     assert _upstream_steps(ir, "round1-sft") == ["anneal", "round1-rejection_sampling"]
@@ -134,7 +140,50 @@ def test_more_than_one_data_worker_launches_the_rayjob_on_a_cluster_but_not_loca
 
     preset = load_preset("tiny", overrides=["data.workers=2"])
     path = compile_pipeline(preset, tmp_path / "tiny2.yaml")
-    assert _component_of(yaml.safe_load(path.read_text()), "data").startswith("comp-data-on-rayjob")
+    assert _component_of(next(yaml.safe_load_all(path.read_text())), "data").startswith("comp-data-on-rayjob")
     assert _component_of(_compiled("tiny", tmp_path), "data") == "comp-data-prep"
     compiler.Compiler().compile(build_pipeline(preset, local=True), str(tmp_path / "local.yaml"))
     assert _component_of(yaml.safe_load((tmp_path / "local.yaml").read_text()), "data") == "comp-data-prep"
+
+
+def _pod_config(docs: list, ir: dict, step: str) -> dict:
+    executor = ir["components"][_component_of(ir, step)]["executorLabel"]
+    return docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+
+
+def test_step_pods_carry_the_contracts_references_in_the_kubernetes_platform_spec(tmp_path):
+    contract = ClusterContract(
+        image="registry.example/llamaops:7", imagePullPolicy="Always", cpuPool="cpu",
+        s3Secret=SecretRef(name="store-creds", userKey="id", passwordKey="key"),
+        mlflowSecret=SecretRef(name="mlflow-auth", userKey="username", passwordKey="password"),
+        platformConfigMap="ml-platform",
+        nodePools={"h100": NodePool(nodeSelector={"pool": "gpu"}, gpusPerNode=8,
+                                    tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]),
+                   "cpu": NodePool(nodeSelector={"pool": "cpu"})},
+    )
+    docs = _compiled_docs("full-405b", tmp_path, contract=contract)
+    ir = docs[0]
+    assert {executor["container"]["image"] for executor in ir["deploymentSpec"]["executors"].values()} == {
+        "registry.example/llamaops:7"}
+    for task in ir["root"]["dag"]["tasks"].values():
+        config = _pod_config(docs, ir, _step_of(task))
+        assert [(s["secretName"], s["keyToEnv"]) for s in config["secretAsEnv"]] == [
+            ("store-creds", [{"secretKey": "id", "envVar": "AWS_ACCESS_KEY_ID"},
+                             {"secretKey": "key", "envVar": "AWS_SECRET_ACCESS_KEY"}]),
+            ("mlflow-auth", [{"secretKey": "username", "envVar": "MLFLOW_TRACKING_USERNAME"},
+                             {"secretKey": "password", "envVar": "MLFLOW_TRACKING_PASSWORD"}])]
+        assert config["configMapAsEnv"][0]["configMapName"] == "ml-platform"
+        assert config["imagePullPolicy"] == "Always"
+    evaluate = _pod_config(docs, ir, "eval")  # a whole GPU node: the pool's selector and taints
+    assert evaluate["nodeSelector"] == {"labels": {"pool": "gpu"}}
+    assert evaluate["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert evaluate["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory"}]
+    launcher = _pod_config(docs, ir, "pretrain")  # creates a RayJob; computes nothing itself
+    assert launcher["nodeSelector"] == {"labels": {"pool": "cpu"}} and "emptyDirMounts" not in launcher
+    assert "secret" not in yaml.safe_dump(ir["deploymentSpec"]).lower().replace("secret_access_key", "")
+
+
+def test_a_preset_on_a_pool_the_cluster_does_not_declare_fails_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^preset 8b names node pool 'h100', which the cluster does not declare "
+                                         r"\(declared: a100\)"):
+        compile_pipeline(load_preset("8b"), tmp_path / "8b.yaml", ClusterContract(nodePools={"a100": NodePool()}))

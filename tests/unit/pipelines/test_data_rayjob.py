@@ -8,6 +8,7 @@ from llamaops.cli.main import app
 from llamaops.pipelines.data_rayjob import build_data_rayjob, data_prep_command
 from llamaops.pipelines.dry_run import dry_run_manifests
 from llamaops.platform.config import load_preset
+from llamaops.platform.config.cluster import ClusterContract
 
 
 def parsed_by_the_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple:
@@ -31,7 +32,7 @@ def parsed_by_the_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple
                                             "data.language_rules={de: {min_chars: 500, dirty_words: [x]}}"]])
 def test_the_entrypoint_gives_the_cli_the_same_data_settings(overrides, monkeypatch):
     preset = load_preset("8b", overrides=overrides)
-    job = build_data_rayjob(preset, "run-1", "s3://bucket/run-1/data", "image:1", {"LLAMAOPS_S3_ENDPOINT": "http://s3:8333"})
+    job = build_data_rayjob(preset, "run-1", "s3://bucket/run-1/data", "image:1", ClusterContract())
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:3] == ["llamaops", "data", "prep"]
     data, output_uri, workers = parsed_by_the_cli(argv, monkeypatch)
@@ -40,15 +41,16 @@ def test_the_entrypoint_gives_the_cli_the_same_data_settings(overrides, monkeypa
 
 def test_worker_pods_fit_the_workers_and_credentials_come_from_the_secret():
     preset = load_preset("405b", overrides=["data.workers=10"])
-    job = build_data_rayjob(preset, "run-1", "s3://b/d", "image:1", {"AWS_REGION": "eu"}, env_secret="llamaops-s3")
+    job = build_data_rayjob(preset, "run-1", "s3://b/d", "image:1", ClusterContract())
     cluster = job["spec"]["rayClusterSpec"]
     (group,) = cluster["workerGroupSpecs"]
     assert group["replicas"] == 3 and group["rayStartParams"]["num-cpus"] == "4"  # ceil(10 / 4) pods of 4 CPUs
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     for spec in (cluster["headGroupSpec"]["template"]["spec"], group["template"]["spec"]):
         (container,) = spec["containers"]
-        assert container["envFrom"] == [{"secretRef": {"name": "llamaops-s3", "optional": True}}]
-        assert {item["name"] for item in container["env"]} == {"AWS_REGION"}
+        assert all("valueFrom" in item for item in container["env"])  # references only, no values
+        assert {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "llamaops-s3", "key": "access-key"}}} \
+            in container["env"]
         assert "nvidia.com/gpu" not in container["resources"]["requests"]
     assert "AWS_SECRET" not in job["spec"]["entrypoint"]
 

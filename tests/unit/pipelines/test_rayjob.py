@@ -1,12 +1,13 @@
-from llamaops.pipelines.rayjob import ENTRYPOINT, STEP_ENV, build_rayjob, rayjob_name
+from llamaops.pipelines.rayjob import ENTRYPOINT, KUEUE_QUEUE_LABEL, STEP_ENV, build_rayjob, rayjob_name
 from llamaops.pipelines.resources import nodes_for, training_layout
 from llamaops.platform.config import load_preset
+from llamaops.platform.config.cluster import ClusterContract, Queueing
 
 
-def _manifest(preset_name: str, step: str) -> dict:
+def _manifest(preset_name: str, step: str, contract: ClusterContract | None = None) -> dict:
     preset = load_preset(preset_name)
     return build_rayjob(preset, training_layout(preset, step), step, "70b-20250101-000000-ab12",
-                        "registry.example/llamaops:1", {STEP_ENV: "{}"}, namespace="ml", env_secret="llamaops-s3")
+                        "registry.example/llamaops:1", {STEP_ENV: "{}"}, contract or ClusterContract(), namespace="ml")
 
 
 def test_pretraining_rayjob_spans_the_layouts_nodes_with_gpus_on_the_pool():
@@ -22,9 +23,14 @@ def test_pretraining_rayjob_spans_the_layouts_nodes_with_gpus_on_the_pool():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert container["image"] == "registry.example/llamaops:1"
     assert {"name": STEP_ENV, "value": "{}"} in container["env"]
-    assert container["envFrom"] == [{"secretRef": {"name": "llamaops-s3", "optional": True}}]
-    assert pod["nodeSelector"] == {"llamaops.io/node-pool": "h100"}
+    referenced = {item["name"]: item["valueFrom"] for item in container["env"] if "valueFrom" in item}
+    assert referenced["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "llamaops-s3", "key": "secret-key"}}
+    assert referenced["MLFLOW_TRACKING_URI"] == {"configMapKeyRef": {"name": "llamaops-platform",
+                                                                     "key": "MLFLOW_TRACKING_URI"}}
+    assert pod["nodeSelector"] == {"llamaops.io/pool": "h100"}  # the chart's pool, as the contract declares it
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["automountServiceAccountToken"] is False and "priorityClassName" not in pod
+    assert KUEUE_QUEUE_LABEL not in manifest["metadata"]["labels"]
     head = spec["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"
     assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -48,3 +54,12 @@ def test_cut_rayjob_names_stay_distinct_per_step():
     names = {rayjob_name(run_id, f"round{n}-{stage}") for n in (1, 2) for stage in ("reward_model", "rejection_sampling")}
     assert len(names) == 4 and all(len(name) <= 40 and name[-7] == "-" for name in names)
     assert rayjob_name("tiny-20260101-000000-ab12", "sft") == "tiny-20260101-000000-ab12-sft"  # short names stay as they are
+
+
+def test_queueing_puts_the_kueue_queue_on_the_job_and_the_priority_on_every_pod():
+    contract = ClusterContract(queueing=Queueing(kueueQueue="research", priorityClass="training-high"))
+    manifest = _manifest("8b", "pretrain", contract)
+    assert manifest["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "research"
+    cluster = manifest["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        assert group["template"]["spec"]["priorityClassName"] == "training-high"
