@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from llamaops.pipelines.data_rayjob import run_data_on_rayjob
+from llamaops.platform.config.cluster import ClusterContract
 from llamaops.pipelines.rayjob_launch import RayJobFailed
 from llamaops.platform.config import load_preset
 from llamaops.platform.store import is_complete, run_uri, staged_output
@@ -62,7 +63,6 @@ class FakeKubeRay:
 @pytest.fixture
 def launch(kube, k8s_namespace, rayjob_crd, tmp_path, monkeypatch):
     """Run the data launcher for the 8b preset (3 data workers) into a file:// artifact root."""
-    monkeypatch.setenv("LLAMAOPS_S3_ENDPOINT", "http://s3.test:8333")
     monkeypatch.setenv("LLAMAOPS_IMAGE", "registry.test/llamaops:1")
     monkeypatch.setenv("LLAMAOPS_RAYJOB_POLL_S", "0.1")
     monkeypatch.setenv("LLAMAOPS_RAYJOB_START_TIMEOUT_S", "30")  # a broken launcher fails, never hangs
@@ -72,7 +72,7 @@ def launch(kube, k8s_namespace, rayjob_crd, tmp_path, monkeypatch):
 
     def run() -> str:
         return run_data_on_rayjob(preset.model_dump_json(), RUN_ID, root, "http://mlflow.test:5000", "parent-1",
-                                  namespace=k8s_namespace)  # fmt: skip
+                                  ClusterContract().model_dump_json(), namespace=k8s_namespace)  # fmt: skip
 
     run.output_uri = run_uri(RUN_ID, "data", root)
     run.preset = preset
@@ -111,9 +111,10 @@ def test_creates_the_data_rayjob_and_returns_the_shards_uri_when_it_succeeds(kub
     for spec in (cluster["headGroupSpec"]["template"]["spec"], workers["template"]["spec"]):
         (container,) = spec["containers"]
         assert container["image"] == "registry.test/llamaops:1"
-        env = {item["name"]: item["value"] for item in container["env"]}
-        assert env["LLAMAOPS_S3_ENDPOINT"] == "http://s3.test:8333" and "AWS_SECRET_ACCESS_KEY" not in env
-        assert container["envFrom"] == [{"secretRef": {"name": "llamaops-s3", "optional": True}}]
+        env = {item["name"]: item["valueFrom"] for item in container["env"]}  # references only, no values
+        assert env["LLAMAOPS_S3_ENDPOINT"] == {"configMapKeyRef": {"name": "llamaops-platform",
+                                                                   "key": "LLAMAOPS_S3_ENDPOINT"}}
+        assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "llamaops-s3", "key": "secret-key"}}
 
     # A resumed run finds the shards complete and creates no RayJob.
     custom = client.CustomObjectsApi(kube)
@@ -168,5 +169,5 @@ def test_training_steps_share_the_launch_path(kube, k8s_namespace, launch, tmp_p
     output = run_uri(RUN_ID, "pretrain", root)
     with FakeKubeRay(kube, k8s_namespace, SUCCEEDED, publish_output(output), name="run-7-pretrain") as kuberay:
         assert run_step_on_rayjob("pretrain", launch.preset.model_dump_json(), RUN_ID, root, "", "parent", [launch.output_uri],
-                                  namespace=k8s_namespace) == output  # fmt: skip
+                                  ClusterContract().model_dump_json(), namespace=k8s_namespace) == output  # fmt: skip
     assert kuberay.seen["spec"]["entrypoint"] == "python -m llamaops.pipelines.stage_main"

@@ -12,6 +12,7 @@ import pytest
 
 from llamaops.pipelines.data_rayjob import data_step_rayjob
 from llamaops.platform.config import load_preset
+from llamaops.platform.config.cluster import ClusterContract
 from llamaops.platform.data.documents import DataError
 from llamaops.platform.data.prep import run_data_prep
 from llamaops.platform.data.shards import TokenStream
@@ -56,7 +57,7 @@ def test_the_data_rayjob_entrypoint_prepares_s3_data_on_two_ray_workers(s3_bucke
             (out / f"doc{i}.txt").write_text(" ".join(f"w{n}" for n in rng.integers(0, 2000, 150)))
         (out / "copy.txt").write_text((out / "doc7.txt").read_text())
     preset = load_preset("8b", overrides=[f"data.sources=['{corpus_uri}']", "data.workers=2", "data.validation_fraction=0.2"])
-    job = data_step_rayjob(preset, "run-9", s3_bucket, "", "default")
+    job = data_step_rayjob(preset, "run-9", s3_bucket, "", "default", ClusterContract())
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job)  # credentials come from the Secret
 
     argv = shlex.split(job["spec"]["entrypoint"])

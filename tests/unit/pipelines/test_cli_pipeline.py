@@ -133,3 +133,27 @@ def test_runs_lists_records_with_status_and_finished_steps():
     rows = runner.invoke(app, ["pipeline", "runs"]).stdout.strip().splitlines()
     assert rows[0].split()[:2] == ["done-run", "succeeded"] and "done: data,pretrain" in rows[0] and "v3" in rows[0]
     assert rows[1].split()[:2] == ["dead-run", "interrupted"]
+
+
+def test_a_tracking_uri_with_credentials_is_refused_for_cluster_runs():
+    for target in (["--dry-run"], ["--host", "http://127.0.0.1:9"]):
+        result = runner.invoke(app, ["pipeline", "submit", "tiny", *target, "--tracking-uri", "https://me:hunter2@mlflow"])
+        assert result.exit_code == 2 and "hunter2" not in result.output
+        assert "--tracking-uri carries credentials" in _error(result)
+
+
+def test_a_cluster_contract_file_names_what_the_run_uses(tmp_path):
+    from llamaops.platform.config.cluster import ClusterContract, SecretRef
+
+    contract = tmp_path / "cluster.json"
+    contract.write_text(ClusterContract(s3Secret=SecretRef(name="store", userKey="id", passwordKey="key")).model_dump_json())
+    result = runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--cluster", str(contract)])
+    assert result.exit_code == 0, result.output
+    job = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc.get("kind") == "RayJob"][0]
+    env = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "store", "key": "key"}}} in env
+    contract.write_text('{"s3Secret": {"name": "Bad_Name"}}')
+    bad = _error(runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--cluster", str(contract)]))
+    assert bad.startswith(f"error: {contract}: s3Secret.name: String should match pattern")
+    assert "does not exist" in _error(runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--cluster",
+                                                          str(tmp_path / "missing.json")]))
