@@ -103,6 +103,7 @@ def sync(api: client.ApiClient, name: str, namespace: str, uid: str, generation:
     desired = spec.autoscaling.minReplicas if spec.autoscaling else spec.replicas
     ready = (applied.get("status") or {}).get("readyReplicas") or 0
     problem = None if ready >= desired else pod_problem(_serving_pods(api, name, namespace))
-    conditions = rollout_conditions(applied.get("status"), desired, problem)
+    conditions = rollout_conditions(applied.get("status"), desired, problem,
+                                    (applied.get("metadata") or {}).get("generation"))
     return {"observedGeneration": generation, "conditions": merge_conditions(old, conditions),
             "deployment": name, "service": name, "hpa": hpa_version if hpa else None}

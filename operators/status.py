@@ -87,12 +87,15 @@ def pod_problem(pods: list[dict]) -> tuple[str, str] | None:
 
 
 def rollout_conditions(deployment_status: dict | None, desired: int,
-                       problem: tuple[str, str] | None = None) -> list[dict]:
+                       problem: tuple[str, str] | None = None, generation: int | None = None) -> list[dict]:
     """Conditions from the owned Deployment's status (`desired` = the replicas we asked for) and,
-    while it is not ready, the reason its pods give (`problem`, from `pod_problem`)."""
+    while it is not ready, the reason its pods give (`problem`, from `pod_problem`). `generation`:
+    the Deployment's metadata.generation; until its controller has observed it, the counts describe
+    the previous pods, so a changed spec (a new model version) is not Ready yet."""
     st = deployment_status or {}
-    ready = st.get("readyReplicas") or 0
-    updated = st.get("updatedReplicas") or 0
+    observed = generation is None or (st.get("observedGeneration") or 0) >= generation
+    ready = (st.get("readyReplicas") or 0) if observed else 0
+    updated = (st.get("updatedReplicas") or 0) if observed else 0
     if desired == 0:
         return [condition("Ready", True, "ScaledToZero"), condition("Progressing", False, "ScaledToZero"),
                 condition("Degraded", False, "AsExpected")]

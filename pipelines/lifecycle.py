@@ -18,6 +18,7 @@ from kfp import compiler, dsl
 from llamaops.platform.config import Preset
 from llamaops.platform.config.cluster import ClusterContract
 from llamaops.platform.deploy import model_name_for
+from llamaops.platform.deploy.rollout import serving_pool
 
 from . import components
 from .data_rayjob import data_runs_on_rayjob
@@ -40,6 +41,8 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
     post_training = stages[names.index("anneal") + 1: names.index("eval")]
     gpu_pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}") if gpu and not local else None
     cpu_nodes = None if local else contract.cpu_nodes()
+    if preset.deploy.enabled and not local:
+        serving_pool(contract, preset)  # a pool that cannot serve fails here, not after weeks of training
 
     def sized(task: dsl.PipelineTask, shape: PodShape, name: str, works_here: bool = True) -> dsl.PipelineTask:
         """`works_here`: the step computes in its own pod (not a launcher or bookkeeping)."""

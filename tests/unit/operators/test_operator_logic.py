@@ -132,3 +132,11 @@ def test_pod_problems_explain_a_rollout_that_is_not_ready():
     # Once ready, a stale problem does not override the rollout's own conditions.
     by = {c["type"]: c for c in rollout_conditions({"readyReplicas": 1, "updatedReplicas": 1}, 1, ("Unschedulable", "x"))}
     assert by["Ready"]["reason"] == "ReplicasReady"
+
+
+def test_a_changed_deployment_is_not_ready_until_its_controller_has_observed_the_change():
+    old_pods = {"readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1}
+    rolling = {c["type"]: c for c in rollout_conditions(old_pods, 1, generation=2)}  # new model version applied
+    assert rolling["Ready"]["status"] == "False" and rolling["Progressing"]["status"] == "True"
+    done = {c["type"]: c for c in rollout_conditions({**old_pods, "observedGeneration": 2}, 1, generation=2)}
+    assert done["Ready"]["status"] == "True"
