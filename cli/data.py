@@ -1,6 +1,7 @@
 """`llamaops data`: prepare pretraining shards from corpora, folders and object storage."""
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -43,7 +44,8 @@ def prep(
     ] = None,
     parent_run_id: Annotated[
         str | None,
-        typer.Option("--parent-run-id", help="Log as the `data` stage of this pipeline's MLflow run (with --tracking-uri)."),
+        typer.Option("--parent-run-id", help="Log as the `data` stage of this pipeline's MLflow run "
+                                             "(on --tracking-uri, else MLFLOW_TRACKING_URI)."),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -52,7 +54,10 @@ def prep(
     from llamaops.platform.data.prep import prepare_data
 
     if parent_run_id and tracking_uri is None:
-        raise ConfigError("--parent-run-id needs --tracking-uri: the MLflow server that holds that run")
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None  # a cluster pod's, from the platform ConfigMap
+        if tracking_uri is None:
+            raise ConfigError("--parent-run-id needs --tracking-uri (or MLFLOW_TRACKING_URI): the MLflow server "
+                              "that holds that run")
     sources = json.dumps([_source_uri(value) for value in inputs])
     sets = [_data_override(o) for o in overrides or []] + [f"data.sources={sources}"]
     data = load_preset(preset, config, sets).data

@@ -45,8 +45,9 @@ def data_prep_command(preset: Preset, output_uri: str, tracking_uri: str = "", p
     ]
     command = ["llamaops", "data", "prep", *data.sources, "--output", output_uri, "--workers", str(data.workers),
                "--preset", base_name, *sets, "--json"]  # fmt: skip
-    if tracking_uri:
-        command += ["--tracking-uri", tracking_uri] + (["--parent-run-id", parent_run_id] if parent_run_id else [])
+    # Without a tracking URI the pods' MLFLOW_TRACKING_URI (the cluster's platform ConfigMap) is the server.
+    command += (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
+        ["--parent-run-id", parent_run_id] if parent_run_id else [])
     return command
 
 

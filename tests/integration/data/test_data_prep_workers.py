@@ -80,7 +80,7 @@ def test_cli_logs_the_report_to_mlflow(tmp_path):
     assert report in saved
 
 
-def test_cli_inside_a_pipeline_logs_the_data_stage_under_the_pipelines_run(tmp_path):
+def test_cli_inside_a_pipeline_logs_the_data_stage_under_the_pipelines_run(tmp_path, monkeypatch):
     """What the data RayJob's entrypoint does: `--parent-run-id` makes the report the `data` child of
     the pipeline's MLflow run, which stays open for the next steps."""
     from mlflow.tracking import MlflowClient
@@ -99,8 +99,9 @@ def test_cli_inside_a_pipeline_logs_the_data_stage_under_the_pipelines_run(tmp_p
     assert stage.data.metrics["documents_in"] == json.loads(result.stdout)["documents_in"]
     assert client.get_run(parent.run_id).info.status == "RUNNING"
     assert client.get_experiment_by_name("data-prep") is None  # no run of its own
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     alone = CliRunner().invoke(app, argv[:4] + ["-o", str(tmp_path / "out2"), "--parent-run-id", parent.run_id])
-    assert alone.exit_code == 2 and "--parent-run-id needs --tracking-uri" in alone.output
+    assert alone.exit_code == 2 and "--parent-run-id needs --tracking-uri (or MLFLOW_TRACKING_URI)" in alone.output
 
 
 def write_duplicated_corpus(folder) -> dict[str, int]:

@@ -66,3 +66,8 @@ def test_dry_run_lists_the_data_rayjob_first_for_gpu_presets():
 def test_a_custom_preset_name_starts_from_tiny():
     preset = load_preset("tiny").model_copy(update={"name": "mine"})
     assert data_prep_command(preset, "s3://b/d")[data_prep_command(preset, "s3://b/d").index("--preset") + 1] == "tiny"
+
+
+def test_the_data_stage_joins_the_runs_mlflow_run_on_the_pods_own_tracking_server():
+    argv = data_prep_command(load_preset("8b"), "s3://b/d", tracking_uri="", parent_run_id="parent-1")
+    assert "--tracking-uri" not in argv and argv[argv.index("--parent-run-id") + 1] == "parent-1"
