@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 # The tiny lifecycle at its smallest: every step runs, each for a step or two, and the gate is open so
 # the model is promoted and the deploy step runs its local meaning.
-SMALLEST = ["data.max_documents_per_source=60", "pretrain.total_tokens=4096", "long_context.total_tokens=16384",
-            "long_context.gate.max_extra_steps_per_stage=0", "anneal.total_tokens=4096", "post_training.sft.steps=2",
+SMALLEST = ["data.max_documents_per_source=60", "pretrain.total_tokens=4096", "long_context.total_tokens=4096",
+            "long_context.global_batch_tokens=2048", "long_context.gate.max_extra_steps_per_stage=0",
+            "anneal.total_tokens=2048", "anneal.global_batch_tokens=2048", "post_training.sft.steps=2",
             "post_training.dpo.steps=2", "post_training.safety.steps=2", "post_training.safety.rate_prompts=4",
             "post_training.sft.max_eval_examples=8", "post_training.dpo.max_eval_pairs=8",
             "post_training.safety.max_eval_examples=8", "eval.safety_prompts=4", "eval.max_new_tokens=8",
