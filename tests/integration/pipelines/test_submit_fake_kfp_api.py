@@ -30,7 +30,8 @@ def test_submit_creates_experiment_and_run_then_status_and_logs_follow_it(fake_k
     assert experiment["display_name"] == "llama-exp" and experiment["namespace"] == "team-a"
     run = fake_kfp.runs["run-1"]
     assert run["experiment_id"] == experiment["experiment_id"]
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "llamaops-lifecycle-tiny"
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "llamaops-lifecycle-tiny"
+    assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]  # step pods configured the KFP way
     assert run["runtime_config"]["parameters"]["run_id"].startswith("tiny-")
 
     status = runner.invoke(app, ["pipeline", "status", "run-1", "--host", fake_kfp.url, "--token", TOKEN])
