@@ -17,16 +17,6 @@ from llamaops.cli.main import app
 
 pytestmark = pytest.mark.slow
 
-# The tiny lifecycle at its smallest: every step runs, each for a step or two, and the gate is open so
-# the model is promoted and the deploy step runs its local meaning.
-SMALLEST = ["data.max_documents_per_source=60", "pretrain.total_tokens=4096", "long_context.total_tokens=4096",
-            "long_context.global_batch_tokens=2048", "long_context.gate.max_extra_steps_per_stage=0",
-            "anneal.total_tokens=2048", "anneal.global_batch_tokens=2048", "post_training.sft.steps=2",
-            "post_training.dpo.steps=2", "post_training.safety.steps=2", "post_training.safety.rate_prompts=4",
-            "post_training.sft.max_eval_examples=8", "post_training.dpo.max_eval_pairs=8",
-            "post_training.safety.max_eval_examples=8", "eval.safety_prompts=4", "eval.max_new_tokens=8",
-            "eval_gate.max_validation_perplexity=1e9"]
-
 REPLAY = """
 import json, sys
 from kfp import components, local
@@ -37,7 +27,7 @@ print("REPLAYED " + json.dumps(task.output))
 """
 
 
-def _submitted_request(fake_kfp, tmp_path: Path, monkeypatch) -> dict:
+def _submitted_request(fake_kfp, tmp_path: Path, monkeypatch, settings: list[str]) -> dict:
     monkeypatch.setenv("HOME", str(tmp_path / "submitter"))  # no kfp context or kubeconfig of the user
     monkeypatch.setenv("LLAMAOPS_HOME", str(tmp_path / "submitter" / ".llamaops"))
     for name in ("KUBECONFIG", "MLFLOW_TRACKING_URI", "KFP_TOKEN"):
@@ -46,14 +36,14 @@ def _submitted_request(fake_kfp, tmp_path: Path, monkeypatch) -> dict:
     token.write_text("good-token")
     argv = ["pipeline", "submit", "tiny", "--host", fake_kfp.url, "--token-file", str(token),
             "--artifact-root", (tmp_path / "artifacts").as_uri(), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-    result = CliRunner().invoke(app, argv + [arg for item in SMALLEST for arg in ("--set", item)])
+    result = CliRunner().invoke(app, argv + settings)
     assert result.exit_code == 0, result.output
     (request,) = [body for method, path, body in fake_kfp.requests if method == "POST" and path == "/apis/v2beta1/runs"]
     return request
 
 
-def test_the_request_submit_host_sends_runs_the_whole_lifecycle(fake_kfp, tmp_path, monkeypatch):
-    request = _submitted_request(fake_kfp, tmp_path, monkeypatch)
+def test_the_request_submit_host_sends_runs_the_whole_lifecycle(fake_kfp, smallest_tiny, tmp_path, monkeypatch):
+    request = _submitted_request(fake_kfp, tmp_path, monkeypatch, smallest_tiny())
     assert request["service_account"] == "llamaops-pipeline"
     spec, platform = request["pipeline_spec"]["pipeline_spec"], request["pipeline_spec"]["platform_spec"]
     parameters = request["runtime_config"]["parameters"]

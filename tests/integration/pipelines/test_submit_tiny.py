@@ -1,6 +1,7 @@
 """`llamaops pipeline submit tiny --local`, SIGKILLed during pretraining, then `--resume`d to a registered model:
-the whole lifecycle on this machine in one test, which also checks that the real tiny preset learns
-(pretraining, then long context through tiny's own short-context gate, then annealing)."""
+the whole lifecycle on this machine in one test, on tiny's own model, context lengths and layouts with
+shortened budgets (the full preset takes a quarter of an hour here). Pretraining still runs long enough
+to checkpoint before the kill and to show it learns, and every long-context stage passes tiny's gate."""
 import json
 import math
 import os
@@ -39,9 +40,13 @@ def _child_runs(client, parent_run_id: str) -> dict:
     return {run.data.tags["llamaops.stage"]: run for run in runs}
 
 
-def _killed_after_first_pretraining_checkpoint(home: Path) -> str:
+# Sixteen pretraining steps of 2,048 tokens, a checkpoint every second step: the kill lands mid-stage.
+PRETRAIN = {"pretrain.total_tokens": "32768", "pretrain.checkpoint_every_steps": "2"}
+
+
+def _killed_after_first_pretraining_checkpoint(home: Path, settings: list[str]) -> str:
     """Start `submit tiny --local`, SIGKILL its whole process group once pretraining has checkpointed."""
-    process = subprocess.Popen([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local"], env=_env(home),
+    process = subprocess.Popen([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local", *settings], env=_env(home),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 900
     try:
@@ -57,13 +62,15 @@ def _killed_after_first_pretraining_checkpoint(home: Path) -> str:
     return record["run_id"]
 
 
-def test_killed_submit_resumes_to_a_registered_model(tmp_path):
+def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
     home = tmp_path / "home"
-    run_id = _killed_after_first_pretraining_checkpoint(home)
+    settings = smallest_tiny(PRETRAIN)
+    run_id = _killed_after_first_pretraining_checkpoint(home, settings)
     interrupted = subprocess.run([str(LLAMAOPS), "pipeline", "runs"], env=_env(home), capture_output=True, text=True)
     assert f"{run_id}  interrupted" in interrupted.stdout
 
-    result = subprocess.run([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local", "--resume", run_id],
+    result = subprocess.run([str(LLAMAOPS), "pipeline", "submit", "tiny", "--local", "--resume", run_id,
+                             *settings],
                             env=_env(home), capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "data skipped" in result.stdout
@@ -85,9 +92,9 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path):
     report = json.loads(Path(client.download_artifacts(pretrain, "report.json", str(tmp_path))).read_text())
     assert report["resumed_from_step"] > 0
     losses = [m.value for m in sorted(client.get_metric_history(pretrain, "loss"), key=lambda m: m.step)]
-    assert len(losses) > 5 and losses[-1] < losses[0] * 0.8
+    assert len(losses) == 16
     assert losses[0] > math.log(128_256) - 1.0  # starts near uniform over the 128K vocabulary
-    assert min(losses[-5:]) < 8.0
+    assert losses[-1] < losses[0] - 3.0  # here: 12.2 -> 8.7 in 16 steps
     throughput = children["pretrain"].data.metrics
     assert throughput["tokens_per_second"] > 0 and 0 < throughput["mfu"] < 1
     long_context = children["long_context"].info.run_id
