@@ -100,7 +100,7 @@ def _submit_remote(name, config, overrides, host, token, token_file, namespace, 
 
         docs = dry_run_manifests(preset, run_id, namespace or "default", artifact_root or "", tracking_uri or "",
                                  contract)
-        typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+        typer.echo(yaml.dump_all(docs, Dumper=yaml.CSafeDumper, sort_keys=False), nl=False)
         return
     contract, missing = contract_for_run(contract, namespace)
     if missing:

@@ -122,8 +122,8 @@ def compile_pipeline(preset: Preset, path: str | Path, contract: ClusterContract
     target.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(preset, contract=contract), str(target))
     image = contract.image or llamaops_image()
-    docs = list(yaml.safe_load_all(target.read_text()))
+    docs = list(yaml.load_all(target.read_text(), Loader=yaml.CSafeLoader))  # libyaml: 10x the pure-Python pace
     for executor in docs[0]["deploymentSpec"]["executors"].values():
         executor["container"]["image"] = image
-    target.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    target.write_text(yaml.dump_all(docs, Dumper=yaml.CSafeDumper, sort_keys=False))
     return target
