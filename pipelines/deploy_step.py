@@ -18,7 +18,7 @@ from llamaops.platform.tracking import PipelineTracker
 
 from .events import StepEvent, emit
 from .stages import DEPLOY_STEP
-from .step import _check_run_parameters, _one_line
+from .step import check_run_parameters, one_line_error
 
 POLL_ENV = "LLAMAOPS_DEPLOY_POLL_S"
 DEFAULT_POLL_S = 10.0
@@ -52,7 +52,7 @@ def deploy_step(
     model is to be served locally (`to_cluster` false, or the preset's deploy.enabled false); ""
     when the version was not promoted.
     """
-    _check_run_parameters(run_id, parent_run_id)
+    check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     started = time.monotonic()
     emit(StepEvent(DEPLOY_STEP, "started"))
@@ -78,7 +78,7 @@ def deploy_step(
                 result = report["deployment"]
             child.log_report("deployment", report)
     except BaseException as error:
-        emit(StepEvent(DEPLOY_STEP, "failed", time.monotonic() - started, {"error": _one_line(error)}))
+        emit(StepEvent(DEPLOY_STEP, "failed", time.monotonic() - started, {"error": one_line_error(error)}))
         raise
     emit(StepEvent(DEPLOY_STEP, "finished", time.monotonic() - started, report))
     if to_cluster:  # the last step of a cluster run ends its MLflow run (`submit --local` ends its own)

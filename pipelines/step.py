@@ -44,14 +44,16 @@ def start_run(preset_json: str, run_id: str, tracking_uri: str, parent_run_id: s
     return RunIds(run_id, tracker.run_id)
 
 
-def _check_run_parameters(run_id: str, parent_run_id: str) -> None:
+def check_run_parameters(run_id: str, parent_run_id: str) -> None:
+    """Every step after `start` takes both ids from it: empty ones mean a step run outside the pipeline."""
     if not run_id or not parent_run_id:
         raise PipelineError(
             "pipeline parameters run_id and parent_run_id are empty; start runs with `llamaops pipeline submit`"
         )
 
 
-def _one_line(error: BaseException) -> str:
+def one_line_error(error: BaseException) -> str:
+    """What a failed step reports: the error type and the first line of its message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
@@ -61,7 +63,7 @@ def run_step(
     inputs: list[str],
 ) -> str:
     """Run one lifecycle stage of pipeline run `run_id`; return the URI of its published output."""
-    _check_run_parameters(run_id, parent_run_id)
+    check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     spec = stage_spec(preset, step)
     output_uri = run_uri(run_id, step, artifact_root or None)
@@ -79,7 +81,7 @@ def run_step(
             if result.outputs.get(spec.output) != output_uri:
                 raise PipelineError(f"step {step} stopped without publishing {output_uri}; resume the run")
     except BaseException as error:
-        emit(StepEvent(step, "failed", time.monotonic() - started, {"error": _one_line(error)}))
+        emit(StepEvent(step, "failed", time.monotonic() - started, {"error": one_line_error(error)}))
         raise
     emit(StepEvent(step, "finished", time.monotonic() - started, {"output": output_uri, "metrics": result.metrics}))
     return output_uri
@@ -95,7 +97,7 @@ def register_step(
     model_name: str,
 ) -> Registered:
     """Register the evaluated model; promote it when the gate passed."""
-    _check_run_parameters(run_id, parent_run_id)
+    check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     started = time.monotonic()
     emit(StepEvent(REGISTER_STEP, "started"))
@@ -109,7 +111,7 @@ def register_step(
             child.log_report("registration", registration.as_dict())
             child.log_metrics({"model_version": float(registration.version)})
     except BaseException as error:
-        emit(StepEvent(REGISTER_STEP, "failed", time.monotonic() - started, {"error": _one_line(error)}))
+        emit(StepEvent(REGISTER_STEP, "failed", time.monotonic() - started, {"error": one_line_error(error)}))
         raise
     emit(StepEvent(REGISTER_STEP, "finished", time.monotonic() - started, registration.as_dict()))
     return Registered(registration.version, PRODUCTION_ALIAS in registration.aliases)
