@@ -213,6 +213,12 @@ def _download(client: Minio, where: S3Location, files: dict[str, int], marker: b
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _staging_dir(prefix: str) -> Path:
+    staging_root = home() / "cache" / "s3-staging"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=staging_root))
+
+
 @contextmanager
 def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty local directory; on success upload it to `uri` and write the marker last.
@@ -225,17 +231,67 @@ def staged_output(uri: str, overwrite: bool = False) -> Iterator[Path]:
     check_s3_access(uri)
     if is_complete(uri) and not overwrite:
         raise ArtifactError(f"artifact {uri} already exists; write to a new URI")
-    staging_root = home() / "cache" / "s3-staging"
-    staging_root.mkdir(parents=True, exist_ok=True)
-    local = Path(tempfile.mkdtemp(prefix="stage-", dir=staging_root))
+    local = _staging_dir("stage-")
     try:
         yield local
-        _publish(settings.client(), where, local, settings)
+        client = settings.client()
+        _unfinish(client, where, settings)
+        files = _upload(client, where, local, settings)
+        _finish(client, where, files, settings)
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _publish(client: Minio, where: S3Location, local: Path, settings: S3Settings) -> None:
+def begin_parts(uri: str) -> None:
+    """Before any part of a sharded artifact is uploaded (one writer calls it): access checked and a
+    previous version at `uri` made unfinished, so no reader mixes its files with the new ones."""
+    where = S3Location.parse(uri)
+    settings = S3Settings.from_env()
+    check_s3_access(uri)
+    _unfinish(settings.client(), where, settings)
+
+
+class PartUpload:
+    """One writer's share of a sharded artifact (a rank's checkpoint shards): staged in a directory
+    on the writer's own filesystem, uploaded without a marker. Once every writer's part is in, one
+    writer calls `publish_parts` with all their file lists."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.directory = _staging_dir("part-")
+
+    def upload(self) -> dict[str, int]:
+        """Upload the staged files (relative path -> size) and drop the local copy."""
+        where = S3Location.parse(self.uri)
+        settings = S3Settings.from_env()
+        try:
+            return _upload(settings.client(), where, self.directory, settings)
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def publish_parts(uri: str, parts: list[dict[str, int]]) -> None:
+    """Mark the sharded artifact at `uri` complete: the marker names every part's files."""
+    where = S3Location.parse(uri)
+    settings = S3Settings.from_env()
+    files: dict[str, int] = {}
+    for part in parts:
+        shared = files.keys() & part.keys()
+        if shared:
+            raise ArtifactError(f"two writers of {uri} staged the same file {sorted(shared)[0]}; nothing was published")
+        files |= part
+    _finish(settings.client(), where, files, settings)
+
+
+def _unfinish(client: Minio, where: S3Location, settings: S3Settings) -> None:
+    try:
+        client.remove_object(where.bucket, where.marker_key)  # an overwritten artifact is unfinished from here on
+    except _S3_FAILURES as error:
+        raise _explain(error, settings, where) from None
+
+
+def _upload(client: Minio, where: S3Location, local: Path, settings: S3Settings) -> dict[str, int]:
+    """Upload every file under `local` but a marker; on failure remove what was uploaded."""
     files = {
         path.relative_to(local).as_posix(): path.stat().st_size
         for path in sorted(local.rglob("*"))
@@ -243,18 +299,26 @@ def _publish(client: Minio, where: S3Location, local: Path, settings: S3Settings
     }
     uploaded: list[str] = []
     try:
-        client.remove_object(where.bucket, where.marker_key)  # an overwritten artifact is unfinished from here on
         for relative in files:
             client.fput_object(where.bucket, where.key(relative), str(local / relative))
             uploaded.append(relative)
-        marker = json.dumps({"upload": uuid.uuid4().hex, "files": files}, sort_keys=True).encode()
-        client.put_object(where.bucket, where.marker_key, io.BytesIO(marker), len(marker),
-                          content_type="application/json")
     except BaseException as error:
         _remove_quietly(client, where, uploaded)
         if isinstance(error, _S3_FAILURES):
             raise _explain(error, settings, where) from None
         raise
+    return files
+
+
+def _finish(client: Minio, where: S3Location, files: dict[str, int], settings: S3Settings) -> None:
+    """The marker last, naming exactly `files`; then objects of earlier uploads are dropped."""
+    marker = json.dumps({"upload": uuid.uuid4().hex, "files": files}, sort_keys=True).encode()
+    try:
+        client.put_object(where.bucket, where.marker_key, io.BytesIO(marker), len(marker),
+                          content_type="application/json")
+    except _S3_FAILURES as error:
+        _remove_quietly(client, where, list(files))
+        raise _explain(error, settings, where) from None
     _remove_stale(client, where, set(files))
 
 

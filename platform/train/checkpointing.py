@@ -4,11 +4,11 @@
 (`state/`: every rank writes its own shards, so FSDP and TP states are saved without gathering and
 load into another world size or layout), each rank's RNG state (`rng/rank_00000.pt`), the model
 config (`model_config.json`) and the progress (`progress.json`: completed steps, which also fix the
-learning rate of the next one, the data cursor and the loss history so far). Rank 0 publishes the
-directory with `staged_output` once every rank has written, so only complete checkpoints count; one
-whose files are missing or truncated is skipped for the previous good one. Checkpoint steps follow
-from the plan, so the latest is found by probing them newest first: no listing, the same on file://
-and s3://. On s3:// the ranks stage into one local directory: they must share a file system.
+learning rate of the next one, the data cursor and the loss history so far). It is published once
+every rank has written (`checkpoint_staging`: on s3:// each rank uploads its own files from its own
+filesystem), so only complete checkpoints count; one whose files are missing or truncated is skipped
+for the previous good one. Checkpoint steps follow from the plan, so the latest is found by probing
+them newest first: no listing, the same on file:// and s3://.
 """
 import json
 import shutil
@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,10 +25,11 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model.checkpoint import plan_shards, write_model_shards
 from llamaops.platform.model.transformer import Transformer
-from llamaops.platform.store import ArtifactError, fetched, is_complete, staged_output
+from llamaops.platform.store import ArtifactError, fetched, is_complete
 from llamaops.platform.store.uri import local_path
 
 from . import safe_dcp
+from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging
 
 STATE_DIR = "state"
 RNG_DIR = "rng"
@@ -78,10 +78,11 @@ def _merged(states: list[tuple[dict, dict]]) -> dict[str, dict]:
 class PendingCheckpoint:
     """A checkpoint whose state files are being written (in the background when asynchronous).
     `publish` makes it visible once every rank's files are in; until then (or if a rank dies
-    first) it is an unfinished staging directory that `latest_checkpoint` never returns."""
+    first) it is unfinished, and `latest_checkpoint` never returns it."""
 
-    def __init__(self, stack: ExitStack, directory: Path, write: Future | None, step: int, progress: str, config: str):
-        self._stack, self._directory, self._write = stack, directory, write
+    def __init__(self, staging: SharedDirectory | OwnDirectories, write: Future | None, step: int, progress: str,
+                 config: str):
+        self._staging, self._write = staging, write
         self.step, self._progress, self._config = step, progress, config
 
     def written(self) -> bool:
@@ -92,14 +93,7 @@ class PendingCheckpoint:
         """Collective: wait for this rank's write, then rank 0 publishes once every rank's is in."""
         if self._write is not None:
             self._write.result()  # re-raises a failed background write
-        if _distributed():
-            dist.barrier()  # every rank's files are in before rank 0 publishes (closing the stack)
-        if self._stack is not None:  # rank 0
-            (self._directory / CONFIG_FILE).write_text(self._config)
-            (self._directory / PROGRESS_FILE).write_text(self._progress)
-            self._stack.close()
-        if _distributed():
-            dist.barrier()  # and no rank goes on before the checkpoint is visible
+        self._staging.publish({CONFIG_FILE: self._config, PROGRESS_FILE: self._progress})
 
 
 def start_checkpoint(
@@ -116,13 +110,8 @@ def start_checkpoint(
     written by a background thread whose collectives run on `group` (not the training's)."""
     rank = dist.get_rank() if _distributed() else 0
     state = _merged(_part_states(parts, optimizers))
-    stack = ExitStack() if rank == 0 else None
-    directory = [None]
-    if stack is not None:
-        directory[0] = str(stack.enter_context(staged_output(step_uri(root_uri, progress.step), overwrite=True)))
-    if _distributed():
-        dist.broadcast_object_list(directory, src=0)
-    out = Path(directory[0])
+    staging = checkpoint_staging(step_uri(root_uri, progress.step), rank)
+    out = staging.directory
     (out / RNG_DIR).mkdir(exist_ok=True)
     torch.save(torch.get_rng_state(), out / RNG_DIR / f"rank_{rank:05d}.pt")
     write = None
@@ -132,7 +121,7 @@ def start_checkpoint(
         dcp.save(state, checkpoint_id=out / STATE_DIR, no_dist=not _distributed())
     # The progress as of now: the loop goes on appending to its history while the files are written.
     return PendingCheckpoint(
-        stack, out, write, progress.step, json.dumps(progress.__dict__) + "\n", parts[0].cfg.model_dump_json() + "\n"
+        staging, write, progress.step, json.dumps(progress.__dict__) + "\n", parts[0].cfg.model_dump_json() + "\n"
     )
 
 

@@ -31,15 +31,20 @@ def loop_job(tmp_path: Path, name: str, layout: ParallelLayout, **changes) -> Tr
     return replace(job, **changes)
 
 
-def run_loop(tmp_path: Path, job: TrainingJob, world: int, name: str, in_process: bool = True) -> list[dict]:
+def run_loop(tmp_path: Path, job: TrainingJob, world: int, name: str, in_process: bool = True,
+             own_filesystems: bool = False) -> list[dict]:
     """The run's per-step history; world 1 runs in this process (no process group) unless
-    `in_process` is False (then one gloo process of its own)."""
+    `in_process` is False (then one gloo process of its own). `own_filesystems`: no rank sees
+    another's files (parallel_launch's private tmpfs per rank)."""
     if world == 1 and in_process:
         return train_worker(job, rank=0, world=1).history
     job_file, history = tmp_path / f"{name}.job", tmp_path / f"{name}.json"
     job_file.write_bytes(pickle.dumps(job))
     (tmp_path / f"{name}-ranks").mkdir()
-    launch(world, [str(job_file), str(history)], tmp_path / f"{name}-ranks", worker=LOOP_WORKER)
+    private = tmp_path / f"{name}-rank-fs" if own_filesystems else None
+    if private:
+        private.mkdir()
+    launch(world, [str(job_file), str(history)], tmp_path / f"{name}-ranks", worker=LOOP_WORKER, own_filesystem=private)
     return json.loads(history.read_text())
 
 
