@@ -4,14 +4,13 @@ No cluster access here, so every rule is unit-testable; the kopf handlers only a
 """
 import os
 
-from .pools import NodePool
+from llamaops.platform.config.images import llamaops_image, vllm_image
 from llamaops.platform.deploy.serving import READY_PATH
 
+from .pools import NodePool
 from .serving_argv import PORT, server_argv
 from .spec import GROUP, KIND, VERSION, DeploymentSpec
 
-DEFAULT_IMAGE = "ghcr.io/llamaops/llamaops:latest"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
 MANAGED_BY = "llamaops-operator"
 # An explicit non-root uid: images that default to root (vLLM's) then still pass runAsNonRoot.
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
@@ -42,9 +41,7 @@ PASSED_ON_ENV = ("LLAMAOPS_S3_ENDPOINT", "MLFLOW_TRACKING_URI")
 
 
 def image_for(engine: str) -> str:
-    if engine == "vllm":
-        return os.environ.get("LLAMAOPS_VLLM_IMAGE", DEFAULT_VLLM_IMAGE)
-    return os.environ.get("LLAMAOPS_IMAGE", DEFAULT_IMAGE)
+    return vllm_image() if engine == "vllm" else llamaops_image()
 
 
 def _resources(spec: DeploymentSpec, pool: NodePool) -> dict:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from .image import llamaops_image
+from llamaops.platform.config.images import llamaops_image
 
 IMAGE = llamaops_image()
 

@@ -22,7 +22,7 @@ from llamaops.platform.deploy.rollout import serving_pool
 
 from . import components
 from .data_rayjob import data_runs_on_rayjob
-from .image import llamaops_image
+from llamaops.platform.config.images import llamaops_image
 from .pod_config import configure_step_pod
 from .resources import PodShape, cpu_pod, gpu_node_pod, uses_gpus
 from .stages import DEPLOY_STEP, REGISTER_STEP, START_STEP, lifecycle_stages
