@@ -18,10 +18,13 @@ def test_operator_and_mlflow_pods_are_ready_on_the_llamaops_image(kube, release,
         assert pod.status.container_statuses[0].restart_count == 0, component
 
 
-def test_helm_test_hooks_pass(helm, release, node_cluster):
+def test_helm_test_hooks_pass(kube, helm, release, node_cluster):
     """The hook pod asserts MLflow answers and the S3 credentials open the bucket; it is deleted
-    once it succeeds (so uninstall leaves nothing), hence no --logs."""
+    once it succeeds (so uninstall leaves nothing), hence no --logs: a failed one's log is read here."""
     out = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "5m",
-              env=node_cluster.env, timeout=400)
+              env=node_cluster.env, timeout=400, check=False)
+    if out.returncode != 0:
+        log = client.CoreV1Api(kube).read_namespaced_pod_log(f"{release.name}-llamaops-test-platform", release.namespace)
+        raise AssertionError(f"helm test failed:\n{out.stdout[-1500:]}\n{out.stderr[-1000:]}\nhook pod log:\n{log[-3000:]}")
     suite = out.stdout.split("TEST SUITE:", 1)[1]
     assert f"{release.name}-llamaops-test-platform" in suite and "Phase:          Succeeded" in suite, out.stdout
