@@ -97,10 +97,11 @@ def _submit_remote(name, config, overrides, host, token, token_file, namespace, 
         import yaml
 
         from llamaops.pipelines.dry_run import dry_run_manifests
+        from llamaops.pipelines.lifecycle import YAML_DUMPER
 
         docs = dry_run_manifests(preset, run_id, namespace or "default", artifact_root or "", tracking_uri or "",
                                  contract)
-        typer.echo(yaml.dump_all(docs, Dumper=yaml.CSafeDumper, sort_keys=False), nl=False)
+        typer.echo(yaml.dump_all(docs, Dumper=YAML_DUMPER, sort_keys=False), nl=False)
         return
     contract, missing = contract_for_run(contract, namespace)
     if missing:

@@ -11,11 +11,11 @@ from typing import Any
 
 from llamaops.platform.config import Preset, load_preset
 from llamaops.platform.config.cluster import ClusterContract
+from llamaops.platform.config.images import llamaops_image
 from llamaops.platform.config.presets import PRESETS
 from llamaops.platform.deploy.kube import current_namespace
 from llamaops.platform.store import run_uri
 
-from llamaops.platform.config.images import llamaops_image
 from .rayjob import container, pod_spec, rayjob_manifest, rayjob_name, step_labels, worker_group
 from .rayjob_launch import launch_rayjob
 from .resources import CPU_STEP_CPUS, cpu_pod, uses_gpus

@@ -14,7 +14,7 @@ from llamaops.platform.deploy.rollout import deployment_manifest
 from llamaops.platform.store import run_uri
 
 from .data_rayjob import data_runs_on_rayjob, data_step_rayjob
-from .lifecycle import compile_pipeline
+from .lifecycle import YAML_LOADER, compile_pipeline
 from .rayjob_launch import step_rayjob
 from .resources import uses_gpus
 from .stages import lifecycle_stages
@@ -25,7 +25,7 @@ def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root
     contract = contract or ClusterContract()
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_pipeline(preset, Path(tmp) / "pipeline.yaml", contract)
-        docs = [doc for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader) if doc]
+        docs = [doc for doc in yaml.load_all(path.read_text(), Loader=YAML_LOADER) if doc]
     if data_runs_on_rayjob(preset):
         docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace, contract))
     preset_json = preset.model_dump_json()

@@ -9,10 +9,10 @@ import time
 
 from llamaops.platform.config import Preset
 from llamaops.platform.config.cluster import ClusterContract
+from llamaops.platform.config.images import llamaops_image
 from llamaops.platform.deploy.kube import current_namespace, custom_objects_api
 from llamaops.platform.store import is_complete, run_uri
 
-from llamaops.platform.config.images import llamaops_image
 from .rayjob import STEP_ENV, build_rayjob
 from .resources import training_layout
 

@@ -14,12 +14,13 @@ import torch.distributed as dist
 from llamaops.platform.store import staged_output
 
 
-def _distributed() -> bool:
+def distributed() -> bool:
+    """Whether a process group is up (collectives needed); False in a single process."""
     return dist.is_available() and dist.is_initialized()
 
 
 def _barrier() -> None:
-    if _distributed():
+    if distributed():
         dist.barrier()
 
 
@@ -31,7 +32,7 @@ class SharedDirectory:
         directory = [None]
         if self._stack is not None:
             directory[0] = str(self._stack.enter_context(staged_output(uri, overwrite=True)))
-        if _distributed():
+        if distributed():
             dist.broadcast_object_list(directory, src=0)
         self.directory = Path(directory[0])
 
@@ -63,7 +64,7 @@ class OwnDirectories:
                 (self.directory / name).write_text(text)
         files = self._part.upload()
         parts = [files]
-        if _distributed():  # file lists only (names and sizes), gathered on rank 0
+        if distributed():  # file lists only (names and sizes), gathered on rank 0
             parts = [None] * dist.get_world_size() if self._rank == 0 else None
             dist.gather_object(files, parts, dst=0)
         if self._rank == 0:

@@ -29,7 +29,7 @@ from llamaops.platform.store import ArtifactError, fetched, is_complete
 from llamaops.platform.store.uri import local_path
 
 from . import safe_dcp
-from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging
+from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging, distributed as _distributed
 
 STATE_DIR = "state"
 RNG_DIR = "rng"
@@ -51,10 +51,6 @@ class Progress:
     step: int  # optimizer steps completed
     cursor: int  # data position: next token of the training split
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per completed step
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 # Optimizer state keyed by parameter name ("state.layers.3.attention.wq.weight.exp_avg"), like the

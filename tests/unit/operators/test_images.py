@@ -20,7 +20,7 @@ def test_default_images_are_the_charts_pins_by_version(monkeypatch):
         assert tag and tag != "latest", image
 
 
-def test_the_chart_sets_the_images_the_operator_uses(monkeypatch):
+def test_the_environment_the_chart_sets_names_the_images(monkeypatch):
     monkeypatch.setenv("LLAMAOPS_IMAGE", "registry.example/llamaops:1.2.3")
     monkeypatch.setenv("LLAMAOPS_VLLM_IMAGE", "registry.example/vllm@sha256:" + "0" * 64)
     assert image_for("llamaops") == "registry.example/llamaops:1.2.3"
