@@ -4,32 +4,49 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-bash scripts/install.sh --test || exit 1
-echo "test.sh: install took $((SECONDS - start)) s"
 
 # The whole suite runs the unit and integration tiers first (pyproject's testpaths order). Meanwhile
-# the cluster tiers' slow, host-wide part (the node's Debian packages, Kubernetes built from Debian's
-# source: ~10 min cold, instant when cached) runs in the background at low priority; the cluster
-# tiers' own set-up waits for it (a lock) and redoes whatever it could not do.
-prepare_log="${LLAMAOPS_K8S_CACHE:-$HOME/.cache/llamaops/k8s}/prepare.log"
-prepare_pid=""
+# the cluster tiers' slow, host-wide part runs in the background at low priority: from the start,
+# the node's Debian packages and Kubernetes built from Debian's source (~10 min cold, instant when
+# cached); once the install is done, the llamaops image on the node's image store (~6 min cold).
+# The cluster tiers' own set-up waits for them (locks) and redoes whatever they could not do.
+logs="${LLAMAOPS_K8S_CACHE:-$HOME/.cache/llamaops/k8s}"
+background=()
+in_background() {  # NAME CMD...: run CMD niced, its output in $logs/NAME.log
+  local name=$1; shift
+  nice -n 10 "$@" >"$logs/$name.log" 2>&1 &
+  background+=("$name:$!")
+}
+prepare_here=0
 if [ $# = 0 ] && [ "$(uname -s)" = Linux ]; then
-  mkdir -p "$(dirname "$prepare_log")"
+  prepare_here=1
+  mkdir -p "$logs"
   if [ "$(id -u)" = 0 ]; then
-    (cd tests/cluster && PYTHONPATH="$PWD" exec nice -n 10 python3 -m localup prepare) >"$prepare_log" 2>&1 &
+    in_background prepare env -C tests/cluster PYTHONPATH="$PWD/tests/cluster" python3 -m localup prepare
   else
-    nice -n 10 bash tests/cluster/build_k8s.sh >"$prepare_log" 2>&1 &
+    in_background prepare bash tests/cluster/build_k8s.sh
   fi
-  prepare_pid=$!
+fi
+
+if ! bash scripts/install.sh --test; then
+  for job in "${background[@]}"; do kill "${job#*:}" 2>/dev/null; done
+  exit 1
+fi
+echo "test.sh: install took $((SECONDS - start)) s"
+if [ "$prepare_here" = 1 ] && [ "$(id -u)" = 0 ]; then
+  in_background image env -C tests/cluster PYTHONPATH="$PWD/tests/cluster" python3 -m localup with-docker \
+    env DOCKER=/usr/bin/docker PYTHON="$PWD/.venv/bin/python" \
+    bash "$PWD/scripts/build-image.sh" --host-base --tag llamaops/llamaops:local
 fi
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
 .venv/bin/python -m pytest "$@"
 rc=$?
-if [ -n "$prepare_pid" ]; then
-  wait "$prepare_pid" || echo "test.sh: the background cluster preparation failed; see $prepare_log" >&2
-  echo "test.sh: cluster preparation: $(tail -n 1 "$prepare_log")"
-fi
+for job in "${background[@]}"; do
+  name=${job%%:*}
+  wait "${job#*:}" || echo "test.sh: the background $name step failed; see $logs/$name.log" >&2
+  echo "test.sh: background $name: $(tail -n 1 "$logs/$name.log")"
+done
 echo "test.sh: total $((SECONDS - start)) s"
 if [ "$rc" = 5 ]; then
   echo "error: pytest collected no tests; the suite must never be empty" >&2

@@ -4,18 +4,23 @@ restore every host change (idempotent). Run as root: it starts dockerd, a kubele
   python3 -m localup up       # ... prints `export KUBECONFIG=...` as its last line
   python3 -m localup down
   python3 -m localup prepare  # only install the packages and build the binaries (the slow part)
+  python3 -m localup with-docker CMD...  # CMD against a dockerd on the node's image store, while no
+                                         # cluster is up (builds an image ahead of `up`)
 """
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import components, docker, host, pki, procs
 from .api import Api, answers_200, node_ready, wait_for
 from .packages import install_packages
-from .settings import CACHE, Settings
+from .settings import CACHE, DOCKER_LOCK, Settings
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE.parent / "build_k8s.sh"
@@ -71,7 +76,23 @@ def healthy(s: Settings) -> bool:
     return node_ready(api, s.node_name)[0]
 
 
+@contextmanager
+def image_store_lock() -> Iterator[None]:
+    """One dockerd at a time on the image store (`Settings.docker_root`): `up` and `down` hold it
+    while they start or stop the cluster's, `with-docker` while its command runs (and stays off
+    the store while a cluster is up)."""
+    DOCKER_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with DOCKER_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(s: Settings) -> None:
+    with image_store_lock():
+        _up(s)
+
+
+def _up(s: Settings) -> None:
     t0 = time.monotonic()
     if healthy(s):
         say("already up")
@@ -79,7 +100,7 @@ def up(s: Settings) -> None:
         return
     if s.state.exists():
         say("a previous cluster is partly up: tearing it down first")
-        down(s)
+        _down(s)
     install_packages(say)
     bin_dir = build_binaries()
     t_build = time.monotonic() - t0
@@ -129,7 +150,36 @@ def prepare(s: Settings) -> None:
     say(f"packages and binaries ready in {time.monotonic() - t0:.1f}s")
 
 
+def with_docker(s: Settings, command: list[str]) -> int:
+    """Run `command` with DOCKER_HOST on a dockerd of its own over the cluster's image store, then
+    stop that dockerd: images it builds are in the store when `up` starts. Skipped (0) while a
+    cluster is up, whose dockerd owns the store."""
+    install_packages(say)
+    with image_store_lock():
+        if s.state.exists():
+            say(f"a cluster is up ({s.state}): not starting a second dockerd; skipped {command[0]}")
+            return 0
+        builder = Settings(state=CACHE / "with-docker")
+        shutil.rmtree(builder.state, ignore_errors=True)
+        builder.state.mkdir(parents=True)
+        t0 = time.monotonic()
+        try:
+            docker.start(builder)
+            rc = subprocess.run(command, env=docker.env(builder)).returncode
+            say(f"{Path(command[0]).name} exited {rc} after {time.monotonic() - t0:.1f}s on its own dockerd")
+            return rc
+        finally:
+            procs.stop(builder.state, "dockerd", timeout=40)
+            host.unmount_under(builder.state, builder.docker_root)
+            shutil.rmtree(builder.state, ignore_errors=True)
+
+
 def down(s: Settings) -> None:
+    with image_store_lock():
+        _down(s)
+
+
+def _down(s: Settings) -> None:
     if not s.state.exists():
         say("nothing to tear down")
         return
@@ -153,13 +203,15 @@ def down(s: Settings) -> None:
 
 def main(argv: list[str]) -> int:
     commands = {"up": up, "down": down, "prepare": prepare}
-    if len(argv) != 1 or argv[0] not in commands:
-        print("usage: python3 -m localup up|down|prepare", file=sys.stderr)
+    if not ((len(argv) == 1 and argv[0] in commands) or (len(argv) > 1 and argv[0] == "with-docker")):
+        print("usage: python3 -m localup up|down|prepare|with-docker CMD...", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("error: the local cluster needs root (dockerd, kubelet, iptables); run it as root", file=sys.stderr)
         return 2
     try:
+        if argv[0] == "with-docker":
+            return with_docker(Settings(), argv[1:])
         commands[argv[0]](Settings())
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)

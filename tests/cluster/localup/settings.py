@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("LLAMAOPS_K8S_CACHE", Path.home() / ".cache/llamaops/k8s"))
+DOCKER_LOCK = CACHE / ".docker.lock"  # held by whoever runs a dockerd on the image store
 
 
 @dataclass(frozen=True)
