@@ -5,6 +5,7 @@ No cluster access here, so every rule is unit-testable; the kopf handlers only a
 import os
 
 from llamaops.platform.config.images import llamaops_image, vllm_image
+from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
 from llamaops.platform.deploy.serving import READY_PATH
 
 from .pools import NodePool
@@ -12,9 +13,6 @@ from .serving_argv import PORT, server_argv
 from .spec import GROUP, KIND, VERSION, DeploymentSpec
 
 MANAGED_BY = "llamaops-operator"
-# An explicit non-root uid: images that default to root (vLLM's) then still pass runAsNonRoot.
-POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def owner_reference(name: str, uid: str) -> dict:
@@ -23,8 +21,9 @@ def owner_reference(name: str, uid: str) -> dict:
 
 
 def labels(name: str) -> dict[str, str]:
+    # part-of: the chart's NetworkPolicies let llamaops pods reach S3 and MLflow.
     return {"app.kubernetes.io/name": "llama-server", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/managed-by": MANAGED_BY}
+            "app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": "llamaops"}
 
 
 def selector(name: str) -> dict[str, str]:
@@ -87,16 +86,15 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
         "startupProbe": {**alive, "failureThreshold": 90},
         "readinessProbe": ready,
         "livenessProbe": {**alive, "failureThreshold": 6},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "readOnlyRootFilesystem": spec.engine == "llamaops"},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security(read_only_root=spec.engine == "llamaops"),
+        "volumeMounts": [tmp_mount()],
     }
 
 
 def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: NodePool) -> dict:
     pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
-                "tolerations": list(pool.tolerations), "securityContext": POD_SECURITY,
-                "automountServiceAccountToken": False, "volumes": [{"name": "tmp", "emptyDir": {}}]}
+                "tolerations": list(pool.tolerations), "securityContext": pod_security(),
+                "automountServiceAccountToken": False, "volumes": [tmp_volume()]}
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
         "spec": {

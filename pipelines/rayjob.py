@@ -11,6 +11,7 @@ from typing import Any
 
 from llamaops.platform.config import ParallelLayout, Preset
 from llamaops.platform.config.cluster import PLATFORM_ENV_KEYS, ClusterContract, NodePool, secret_env
+from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
 
 from .resources import GPU_RESOURCE, PodShape, cpu_pod, gpu_node_pod, nodes_for
 
@@ -54,18 +55,22 @@ def container(name: str, image: str, shape: PodShape, env: dict[str, str], contr
         "imagePullPolicy": contract.imagePullPolicy,
         "resources": resources,
         "env": [{"name": key, "value": value} for key, value in sorted(env.items())] + _referenced_env(contract),
+        "securityContext": container_security(),
+        "volumeMounts": [tmp_mount()],  # Ray's session files, HOME (the root filesystem is read-only)
     }
 
 
 def pod_spec(containers: list[dict[str, Any]], pool: NodePool | None, contract: ClusterContract,
              shared_memory: bool = False) -> dict[str, Any]:
-    """A Ray pod on `pool` (None: any node). Ray pods need no Kubernetes API: no token is mounted."""
-    spec: dict[str, Any] = {"containers": containers, "automountServiceAccountToken": False}
+    """A Ray pod on `pool` (None: any node), Pod Security "restricted". Ray pods need no Kubernetes
+    API: no token is mounted."""
+    spec: dict[str, Any] = {"containers": containers, "automountServiceAccountToken": False,
+                            "securityContext": pod_security(), "volumes": [tmp_volume()]}
     if shared_memory:
         # NCCL and Ray's object store move tensors through /dev/shm; the container default (64 MiB) is far too small.
         for item in containers:
-            item["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
-        spec["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+            item["volumeMounts"] = [*item.get("volumeMounts", []), {"name": "dshm", "mountPath": "/dev/shm"}]
+        spec["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     if pool and pool.nodeSelector:
         spec["nodeSelector"] = dict(pool.nodeSelector)
     if pool and pool.tolerations:
@@ -102,8 +107,19 @@ def rayjob_manifest(
                 },
                 "workerGroupSpecs": [workers],
             },
+            "submitterPodTemplate": _submitter(head["image"], labels, contract),
         },
     }
+
+
+def _submitter(image: str, labels: dict[str, str], contract: ClusterContract) -> dict[str, Any]:
+    """KubeRay's job submitter pod (it adds the `ray job submit` command), with the step's labels
+    (the NetworkPolicy lets llamaops pods reach the dashboard) and the same pod security."""
+    submitter = {"name": "ray-job-submitter", "image": image, "imagePullPolicy": contract.imagePullPolicy,
+                 "resources": {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits": {"memory": "1Gi"}},
+                 "securityContext": container_security(), "volumeMounts": [tmp_mount()]}
+    return {"metadata": {"labels": labels},
+            "spec": {**pod_spec([submitter], contract.cpu_nodes(), contract), "restartPolicy": "Never"}}
 
 
 def worker_group(name: str, replicas: int, start_params: dict[str, str], labels: dict[str, str],

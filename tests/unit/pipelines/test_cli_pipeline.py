@@ -62,7 +62,8 @@ def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_tra
     assert jobs[0]["spec"]["entrypoint"].startswith("llamaops data prep s3://")
     worker = jobs[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert jobs[1]["metadata"]["namespace"] == "ml"
-    assert worker["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert worker["volumes"] == [{"name": "tmp", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert [m["mountPath"] for m in worker["containers"][0]["volumeMounts"]] == ["/tmp", "/dev/shm"]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])
     # the pipeline spec and its Kubernetes platform spec; a CPU preset has no RayJobs
