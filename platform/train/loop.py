@@ -28,6 +28,7 @@ from .gate_checks import GateChecks, check_at_step
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
+from .rank_init import initialised_rank_model
 from .rank_model import RankModel, build_rank_model, check_microbatches, worker_layout
 from .schedule import StepPlan
 
@@ -57,13 +58,15 @@ class TrainingJob:
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
 
 
-def initial_model(job: TrainingJob, device: torch.device) -> Transformer:
+def initial_rank_model(job: TrainingJob, layout: ParallelLayout, device: torch.device) -> RankModel:
+    """This rank's share of the job's starting model, placed as `layout` says: fresh weights from
+    the job's seed (built on the meta device, only this rank's shards ever materialised), or the
+    input model's."""
     if job.init_model_uri is None:
-        model = Transformer(job.model)
-        model.init_weights(seed=job.seed)
-        return model.to(device)
+        return initialised_rank_model(job.model, layout, device, job.seed)
     with fetched(job.init_model_uri) as directory:
-        return load_model(directory, device=device, dtype=torch.float32)
+        model = load_model(directory, device=device, dtype=torch.float32)
+    return build_rank_model(model, layout, device)
 
 
 def build_optimizer(model: Transformer, job: TrainingJob) -> torch.optim.AdamW:
@@ -83,7 +86,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     check_microbatches(layout, {step.sequences for step in job.plan})
     # Sharded or cut into stages before the optimizer sees the parameters (FSDP replaces them) and
     # before a restore (which loads each rank's shards, whatever layout wrote them).
-    placed = build_rank_model(initial_model(job, device), layout, device)
+    placed = initial_rank_model(job, layout, device)
     optimizers = [build_optimizer(part, job) for part in placed.parts]
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     progress = Progress(step=0, cursor=0)
