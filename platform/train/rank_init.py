@@ -4,26 +4,55 @@ Torchtitan's order: the Transformer is built on the meta device (shapes only), p
 layout says (rank_model.build_rank_model: TP, pipeline stages, CP, FSDP2), then each part is
 given empty storage on the device (`to_empty`: only this rank's shards) and its shards are filled
 in place: from the seed (model/weight_init.py draws exactly a shard's values, so every layout
-starts from the weights the one-process `Transformer.init_weights` gives), then the
-non-persistent rotary table.
+starts from the weights the one-process `Transformer.init_weights` gives), or from an input
+model directory, reading only the shards' bytes; then the non-persistent rotary table.
 """
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.checkpoint import weight_slices
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.model.weight_init import fill_
 
 from .rank_model import RankModel, build_rank_model
 
 
+# Fills `local`, the box of the named parameter of whole shape `shape` that starts at `offset`.
+Filler = Callable[[str, torch.Tensor, torch.Size, tuple[int, ...]], None]
+
+
 def initialised_rank_model(cfg: ModelConfig, layout: ParallelLayout, device: torch.device, seed: int) -> RankModel:
     """The model `cfg` placed as `layout` says, this rank's shards initialised from `seed`."""
     placed = placed_on_meta(cfg, layout, device)
+    inits = {name: init for part in placed.parts for name, init in part.weight_inits().items()}
+
+    def draw(name: str, local: torch.Tensor, shape: torch.Size, offset: tuple[int, ...]) -> None:
+        fill_(local, inits[name], seed, name, shape, offset)
+
     for part in placed.parts:
-        init_part(part, seed, device)
+        materialise(part, device, draw)
+    return placed
+
+
+def loaded_rank_model(directory: Path, layout: ParallelLayout, device: torch.device) -> RankModel:
+    """The model of a native model directory (model/checkpoint.py) placed as `layout` says, in fp32,
+    this rank copying only its shards out of the memory-mapped weights files: a row shard reads
+    its rows' pages; a column shard (TP's row-parallel weights) pages through every row but
+    still allocates only its box."""
+    with weight_slices(directory) as (cfg, slices):
+        placed = placed_on_meta(cfg, layout, device)
+
+        def read(name: str, local: torch.Tensor, shape: torch.Size, offset: tuple[int, ...]) -> None:
+            local.copy_(slices[name][tuple(slice(start, start + n) for start, n in zip(offset, local.shape))])
+
+        for part in placed.parts:
+            materialise(part, device, read)
     return placed
 
 
@@ -34,13 +63,14 @@ def placed_on_meta(cfg: ModelConfig, layout: ParallelLayout, device: torch.devic
     return build_rank_model(whole, layout, device)
 
 
-def init_part(part: Transformer, seed: int, device: torch.device) -> None:
-    """Give `part` (placed, on the meta device) storage on `device` and its seeded weights."""
+@torch.no_grad()
+def materialise(part: Transformer, device: torch.device, fill: Filler) -> None:
+    """Give `part` (placed, on the meta device) storage on `device`, have `fill` write each
+    parameter's local box, then compute the rotary table."""
     part.to_empty(device=device)
-    inits = part.weight_inits()
     for name, param in part.named_parameters():
         local, offset = local_box(param)
-        fill_(local, inits[name], seed, name, param.shape, offset)
+        fill(name, local, param.shape, offset)
     part.init_buffers(device)
 
 
