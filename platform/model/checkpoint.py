@@ -6,8 +6,9 @@ Directories are written atomically: a temp sibling, then a rename.
 """
 import json
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -178,20 +179,48 @@ def build_model(
     """A Transformer holding exactly `state` (no copies), after checking its names and shapes against `cfg`."""
     with torch.device("meta"):
         model = Transformer(cfg)
-    expected = model.state_dict()
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ModelDirectoryError(f"{source}: tensors do not match the model config ({what}); re-create the model")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ModelDirectoryError(
-                f"{source}: {name} has shape {list(tensor.shape)} but the config needs"
-                f" {list(expected[name].shape)}; the weights and config do not belong together"
-            )
+    check_tensor_shapes(model, {name: tensor.shape for name, tensor in state.items()}, source)
     model.load_state_dict(state, assign=True)
     model.init_buffers(device)
     return model
+
+
+def check_tensor_shapes(model: Transformer, shapes: dict[str, Any], source: str) -> None:
+    """`shapes` (tensor name -> shape, read from `source`) are exactly `model`'s state dict's."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ModelDirectoryError(f"{source}: tensors do not match the model config ({what}); re-create the model")
+    for name, shape in shapes.items():
+        if tuple(shape) != tuple(expected[name].shape):
+            raise ModelDirectoryError(
+                f"{source}: {name} has shape {list(shape)} but the config needs"
+                f" {list(expected[name].shape)}; the weights and config do not belong together"
+            )
+
+
+@contextmanager
+def weight_slices(directory: Path) -> Iterator[tuple[ModelConfig, dict[str, Any]]]:
+    """A native model directory's config and its tensors as lazy slices (name -> safetensors'
+    get_slice, on the CPU: indexing one with a box, `slices[name][rows, columns]`, reads only
+    that box's bytes), after checking the names and shapes against the config. For a reader that
+    needs a part of each tensor (one rank's shards), never the whole model."""
+    directory = Path(directory)
+    cfg = read_model_config(directory)
+    files = weight_files(directory)
+    with ExitStack() as stack:
+        slices: dict[str, Any] = {}
+        for path in files:
+            try:
+                weights = stack.enter_context(safe_open(path, framework="pt", device="cpu"))
+                slices |= {name: weights.get_slice(name) for name in weights.keys()}
+            except (SafetensorError, OSError) as exc:
+                raise ModelDirectoryError(f"{path} is corrupt ({exc}); re-create the model directory") from None
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        check_tensor_shapes(model, {name: s.get_shape() for name, s in slices.items()}, str(directory))
+        yield cfg, slices
 
 
 def first_error(exc: ValidationError) -> str:

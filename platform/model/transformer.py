@@ -17,6 +17,7 @@ from llamaops.platform.config.model import ModelConfig
 from .kv_cache import KVCache
 from .loss import IGNORE_INDEX, linear_cross_entropy
 from .rope import apply_rotary, rotary_table
+from .weight_init import ONES, Init, fill_, prefixed
 
 AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -33,8 +34,8 @@ class RMSNorm(nn.Module):
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
+    def weight_inits(self) -> dict[str, Init]:
+        return {"weight": ONES}
 
 
 class Attention(nn.Module):
@@ -79,10 +80,10 @@ class Attention(nn.Module):
         )
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
 
-    def reset_parameters(self, out_std: float) -> None:
-        for linear in (self.wq, self.wk, self.wv):
-            nn.init.trunc_normal_(linear.weight, std=0.02)
-        nn.init.trunc_normal_(self.wo.weight, std=out_std)
+    def weight_inits(self, out_std: float) -> dict[str, Init]:
+        inner = Init("trunc_normal", std=0.02)
+        return {"wq.weight": inner, "wk.weight": inner, "wv.weight": inner,
+                "wo.weight": Init("trunc_normal", std=out_std)}
 
 
 class FeedForward(nn.Module):
@@ -97,10 +98,9 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
-    def reset_parameters(self, out_std: float) -> None:
-        nn.init.trunc_normal_(self.w1.weight, std=0.02)
-        nn.init.trunc_normal_(self.w3.weight, std=0.02)
-        nn.init.trunc_normal_(self.w2.weight, std=out_std)
+    def weight_inits(self, out_std: float) -> dict[str, Init]:
+        inner = Init("trunc_normal", std=0.02)
+        return {"w1.weight": inner, "w3.weight": inner, "w2.weight": Init("trunc_normal", std=out_std)}
 
 
 class TransformerBlock(nn.Module):
@@ -118,11 +118,13 @@ class TransformerBlock(nn.Module):
         x = x + self.attention(self.attention_norm(x), rotary, mask, cache, self.layer, positions)
         return x + self.feed_forward(self.ffn_norm(x))
 
-    def reset_parameters(self) -> None:
-        self.attention_norm.reset_parameters()
-        self.ffn_norm.reset_parameters()
-        self.attention.reset_parameters(self.out_std)
-        self.feed_forward.reset_parameters(self.out_std)
+    def weight_inits(self) -> dict[str, Init]:
+        return {
+            **prefixed("attention_norm", self.attention_norm.weight_inits()),
+            **prefixed("attention", self.attention.weight_inits(self.out_std)),
+            **prefixed("ffn_norm", self.ffn_norm.weight_inits()),
+            **prefixed("feed_forward", self.feed_forward.weight_inits(self.out_std)),
+        }
 
 
 class Transformer(nn.Module):
@@ -147,22 +149,28 @@ class Transformer(nn.Module):
         """Recompute the non-persistent rotary table, e.g. after loading weights into a meta-built model."""
         self.rotary = self._rotary_table(device or next(self.parameters()).device)
 
-    @torch.no_grad()
-    def init_weights(self, seed: int | None = None, buffer_device: torch.device | str | None = None) -> None:
-        """(Re)initialise every weight, e.g. after building on the meta device and `to_empty`."""
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.init_buffers(buffer_device)
+    def weight_inits(self) -> dict[str, Init]:
+        """How each parameter this model holds starts, by its name (a pipeline stage's layers keep
+        their names in the whole model, so a stage lists exactly its part of the whole list)."""
+        inits: dict[str, Init] = {}
         if self.tok_embeddings is not None:
-            nn.init.normal_(self.tok_embeddings.weight)
-        for block in self.layers.values():
-            block.reset_parameters()
+            inits["tok_embeddings.weight"] = Init("normal")
+        for index, block in self.layers.items():
+            inits |= prefixed(f"layers.{index}", block.weight_inits())
         if self.norm is not None:
-            self.norm.reset_parameters()
+            inits["norm.weight"] = ONES
         if self.output is not None:
-            # Scaled so initial logits are O(1) whatever the width.
-            std = self.cfg.dim**-0.5
-            nn.init.trunc_normal_(self.output.weight, std=std, a=-3 * std, b=3 * std)
+            std = self.cfg.dim**-0.5  # initial logits O(1) whatever the width
+            inits["output.weight"] = Init("trunc_normal", std=std, a=-3 * std, b=3 * std)
+        return inits
+
+    def init_weights(self, seed: int, buffer_device: torch.device | str | None = None) -> None:
+        """Initialise every weight from `seed`, e.g. after building on the meta device and
+        `to_empty`, then the rotary table. The values are those any sharding of the model draws
+        for its shards from the same seed (weight_init.py; train/rank_init.py)."""
+        self.init_buffers(buffer_device)
+        for name, init in self.weight_inits().items():
+            fill_(self.get_parameter(name), init, seed, name)
 
     def forward(
         self,

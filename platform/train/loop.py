@@ -16,7 +16,6 @@ import torch
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.data.shards import TokenStream
-from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
@@ -28,7 +27,8 @@ from .gate_checks import GateChecks, check_at_step
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
-from .rank_model import RankModel, build_rank_model, check_microbatches, worker_layout
+from .rank_init import initialised_rank_model, loaded_rank_model
+from .rank_model import RankModel, check_microbatches, worker_layout
 from .schedule import StepPlan
 
 
@@ -57,13 +57,14 @@ class TrainingJob:
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
 
 
-def initial_model(job: TrainingJob, device: torch.device) -> Transformer:
+def initial_rank_model(job: TrainingJob, layout: ParallelLayout, device: torch.device) -> RankModel:
+    """This rank's share of the job's starting model, placed as `layout` says: fresh weights from
+    the job's seed, or the input model's (an s3:// one is fetched whole to the rank's disk first).
+    Built on the meta device: only this rank's shards are ever materialised."""
     if job.init_model_uri is None:
-        model = Transformer(job.model)
-        model.init_weights(seed=job.seed)
-        return model.to(device)
+        return initialised_rank_model(job.model, layout, device, job.seed)
     with fetched(job.init_model_uri) as directory:
-        return load_model(directory, device=device, dtype=torch.float32)
+        return loaded_rank_model(directory, layout, device)
 
 
 def build_optimizer(model: Transformer, job: TrainingJob) -> torch.optim.AdamW:
@@ -83,7 +84,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     check_microbatches(layout, {step.sequences for step in job.plan})
     # Sharded or cut into stages before the optimizer sees the parameters (FSDP replaces them) and
     # before a restore (which loads each rank's shards, whatever layout wrote them).
-    placed = build_rank_model(initial_model(job, device), layout, device)
+    placed = initial_rank_model(job, layout, device)
     optimizers = [build_optimizer(part, job) for part in placed.parts]
     latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
     progress = Progress(step=0, cursor=0)

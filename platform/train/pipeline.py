@@ -50,9 +50,11 @@ def build_stages(
     mesh: DeviceMesh,
     layout: ParallelLayout,
     shard: Callable[[Transformer], None] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[list[PipelineStage], list[Transformer]]:
     """This rank's pipeline stages of `whole` over mesh["pp"] and their modules. `shard` (e.g.
-    FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped."""
+    FSDP2 over mesh["dp"]) is applied to each stage module before it is wrapped. `device`: where
+    the stages run (default: `whole`'s device; a model built on the meta device needs it)."""
     if layout.pp_stages_per_rank > 1 and layout.pp_schedule != "interleaved_1f1b":
         raise ValueError(f"pp_stages_per_rank={layout.pp_stages_per_rank} needs pp_schedule=interleaved_1f1b")
     n_stages = layout.pp * layout.pp_stages_per_rank
@@ -61,7 +63,7 @@ def build_stages(
     for module in modules:
         if shard is not None:
             shard(module)
-    device = next(whole.parameters()).device
+    device = device or next(whole.parameters()).device
     group = mesh["pp"].get_group()
     return [PipelineStage(m, i, n_stages, device, group=group) for m, i in zip(modules, ids)], modules
 

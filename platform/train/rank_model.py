@@ -145,8 +145,9 @@ class RankModel:
 
 
 def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.device) -> RankModel:
-    """Place `model` (the whole model, the same on every rank) as `layout` says, whose world size is
-    the process group's; the model is sharded in place, or cut into this rank's stages, with the
+    """Place `model` (the whole model, the same on every rank, or built on the meta device: then
+    rank_init.py gives the parts storage and weights) as `layout` says, whose world size is the
+    process group's; the model is sharded in place, or cut into this rank's stages, with the
     layout's parameter dtype, activation checkpointing and compile."""
     if layout.world_size == 1 and not dist.is_initialized():  # one process without a group: no FSDP
         if layout.param_dtype != "fp32":
@@ -161,7 +162,7 @@ def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.d
         parallelize(model, mesh, layout, param_dtype=PARAM_DTYPES[layout.param_dtype])
         return RankModel([model], layout, mesh)
     loss = MicrobatchLoss(layout.dp * layout.cp)  # FSDP averages over dp x cp ranks
-    stages, parts = build_stages(model, mesh, layout, shard=_stage_sharding(mesh, layout))
+    stages, parts = build_stages(model, mesh, layout, shard=_stage_sharding(mesh, layout), device=device)
     ids = rank_stage_ids(layout, mesh["pp"].get_local_rank())
     last = layout.pp * layout.pp_stages_per_rank - 1
     return RankModel(parts, layout, mesh, stages, loss, holds_first=0 in ids, holds_last=last in ids)

@@ -78,11 +78,25 @@ def test_failed_save_leaves_no_directory(model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _read_slices(directory) -> None:
+    with checkpoint.weight_slices(directory):
+        pass
+
+
 def _one_line_error(directory, match: str) -> str:
-    with pytest.raises(ModelDirectoryError, match=match) as info:
-        load_model(directory)
-    assert "\n" not in str(info.value)
+    """The error both readers give: the whole model's (load_model) and a shard reader's (weight_slices)."""
+    for read in (load_model, _read_slices):
+        with pytest.raises(ModelDirectoryError, match=match) as info:
+            read(directory)
+        assert "\n" not in str(info.value)
     return str(info.value)
+
+
+def test_a_box_read_through_weight_slices_is_that_box_of_the_tensor(model, saved):
+    with checkpoint.weight_slices(saved) as (cfg, slices):
+        assert cfg == CFG and slices.keys() == model.state_dict().keys()
+        assert torch.equal(slices["output.weight"][10:20, 8:16], model.output.weight[10:20, 8:16])
+        assert torch.equal(slices["norm.weight"][3:5], model.norm.weight[3:5])
 
 
 def test_missing_inputs_are_one_line_errors(saved, tmp_path):
