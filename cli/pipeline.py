@@ -1,7 +1,8 @@
 """`llamaops pipeline`: compile the lifecycle pipeline, run it locally, list presets' steps and runs."""
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -20,12 +21,23 @@ class MissingTarget(ValueError):
     """`submit` needs --local, --host or --dry-run."""
 
 
-def _print_event(event) -> None:
-    if event.status == "started":
-        typer.echo(f"[{time.strftime('%H:%M:%S')}] {event.step} ...")
-    else:
-        typer.echo(f"[{time.strftime('%H:%M:%S')}] {event.step} {event.status} in {event.seconds:.1f}s"
-                   + (f": {event.detail['error']}" if event.status == "failed" else ""))
+def _event_printer(out: TextIO, header: str):
+    """Step events to `out`, the terminal taken before the run (while KFP runs, sys.stdout is the
+    run's log), after `header` (once the run has started: a refused run prints only its error)."""
+    started = []
+
+    def print_event(event) -> None:
+        if not started:
+            started.append(True)
+            typer.echo(header, file=out)
+        stamp = f"[{time.strftime('%H:%M:%S')}] {event.step}"
+        if event.status == "started":
+            typer.echo(f"{stamp} ...", file=out)
+        else:
+            typer.echo(f"{stamp} {event.status} in {event.seconds:.1f}s"
+                       + (f": {event.detail['error']}" if event.status == "failed" else ""), file=out)
+
+    return print_event
 
 
 @app.command("submit")
@@ -54,19 +66,24 @@ def submit(
         return
     if not local:
         raise MissingTarget("say where to run: --local, --host URL (Kubeflow Pipelines) or --dry-run")
-    from llamaops.pipelines.local import submit_local
+    from llamaops.pipelines.local import log_path, new_run_id, submit_local
     from llamaops.platform.config import load_preset
 
     preset = load_preset(name, config, overrides or [])
-    result = submit_local(preset, resume=resume, tracking_uri=tracking_uri, artifact_root=artifact_root,
-                          progress=_print_event)
+    run_id = resume or new_run_id(preset)
+    printer = _event_printer(sys.stdout, f"run {run_id}: each step's output goes to {log_path(run_id)}")
+    result = submit_local(preset, run_id=None if resume else run_id, resume=resume, tracking_uri=tracking_uri,
+                          artifact_root=artifact_root, progress=printer)
     record = result.record
     typer.echo(f"run {record.run_id} {record.status} in {record.ended_at - record.started_at:.0f}s")
-    typer.echo(f"MLflow run {record.mlflow_run_id} at {result.tracking_uri}")
+    typer.echo(f"MLflow run {record.mlflow_run_id} at {result.tracking_uri}"
+               + ("" if result.tracking_uri.startswith("http") else
+                  f"; browse it: mlflow ui --backend-store-uri {result.tracking_uri}"))
     metrics = result.eval_summary.get("metrics", {})
     if metrics:
         shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float)))
         typer.echo(f"eval: {shown}")
+        typer.echo(f"eval report: {result.eval_summary['report_uri']}")
     registration = result.registration
     if registration:
         typer.echo(f"model {registration['model_name']} version {registration['version']} "

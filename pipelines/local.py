@@ -1,10 +1,12 @@
 """Run the lifecycle pipeline on this machine with KFP's local SubprocessRunner.
 
-One MLflow parent run per pipeline run; run-scoped KFP root, TMPDIR and step events under
-LLAMAOPS_HOME/runs/<run_id>/; a record at LLAMAOPS_HOME/runs/<run_id>.json. Resuming reuses the run
-id, the parent MLflow run and the artifact URIs, so finished steps are skipped and training
-continues from its checkpoints.
+One MLflow parent run per pipeline run; run-scoped KFP root, TMPDIR, step events and the log of
+every step (KFP's own output: each step's inputs, its streamed output, warnings) under
+LLAMAOPS_HOME/runs/<run_id>/; a record at LLAMAOPS_HOME/runs/<run_id>.json. The terminal gets only
+the step events (`progress`). Resuming reuses the run id, the parent MLflow run and the artifact
+URIs, so finished steps are skipped and training continues from its checkpoints.
 """
+import contextlib
 import json
 import os
 import secrets
@@ -173,7 +175,7 @@ def submit_local(
     error: BaseException | None = None
     with _run_environment(folder), _following(folder / "events.jsonl", on_event):
         try:
-            _execute(preset, record, folder)
+            _execute(preset, record, folder, log_path(record.run_id))
         except BaseException as failure:  # recorded, then re-raised below
             error = failure
     record.ended_at = time.time()
@@ -185,23 +187,33 @@ def submit_local(
     if isinstance(error, KeyboardInterrupt) or (error and not isinstance(error, Exception)):
         raise error
     if error:
-        raise PipelineError(f"run {record.run_id} failed: {record.error}; fix it and `--resume {record.run_id}`")
+        raise PipelineError(f"run {record.run_id} failed: {record.error}; its steps' log: {log_path(record.run_id)};"
+                            f" fix it and `--resume {record.run_id}`")
     return LocalRunResult(record, tracking, _eval_summary(record), registration)
 
 
-def _execute(preset: Preset, record: RunRecord, folder: Path) -> None:
+def log_path(run_id: str) -> Path:
+    """Every step's output of a local run, across its attempts."""
+    return run_dir(run_id) / "steps.log"
+
+
+def _execute(preset: Preset, record: RunRecord, folder: Path, log: Path) -> None:
+    """The pipeline on KFP's local runner, whose output (it prints to whatever sys.stdout is, from
+    this thread) goes to `log` instead of the terminal."""
     from kfp import local
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"))
-    pipeline = build_pipeline(preset, local=True)
-    pipeline(
-        preset_json=record.preset_json,
-        run_id=record.run_id,
-        artifact_root=record.artifact_root,
-        tracking_uri=record.tracking_uri,
-        parent_run_id=record.mlflow_run_id,
-        model_name=model_name_for(preset),
-    )
+    with log.open("a", encoding="utf-8") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} run {record.run_id}", flush=True)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"))
+        pipeline = build_pipeline(preset, local=True)
+        pipeline(
+            preset_json=record.preset_json,
+            run_id=record.run_id,
+            artifact_root=record.artifact_root,
+            tracking_uri=record.tracking_uri,
+            parent_run_id=record.mlflow_run_id,
+            model_name=model_name_for(preset),
+        )
 
 
 def _eval_summary(record: RunRecord) -> dict[str, Any]:

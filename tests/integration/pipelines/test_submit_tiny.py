@@ -74,6 +74,12 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
                             env=_env(home), capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "data skipped" in result.stdout
+    # The terminal shows the steps' events; KFP's own output (inputs, streamed logs) is in the run's log.
+    assert "KFP Executor" not in result.stdout + result.stderr and "preset_json" not in result.stdout + result.stderr
+    assert len(result.stdout.splitlines()) < 40, result.stdout
+    log = (home / "runs" / run_id / "steps.log").read_text()
+    headers = [line for line in log.splitlines() if line.startswith("==== ") and line.endswith(f"run {run_id}")]
+    assert len(headers) == 2 and "KFP Executor" in log  # both attempts
     assert "model llamaops-tiny version 1 aliases candidate" in result.stdout
     (record,) = _records(home)
     assert record["run_id"] == run_id and record["status"] == "succeeded"
