@@ -113,6 +113,9 @@ class PretrainConfig(Config):
     optimizer: Optimizer
     checkpoint_every_steps: PositiveInt = 500
     keep_checkpoints: PositiveInt = 2  # older training checkpoints are deleted
+    # Once a training stage has published its model (what later stages and resume read), its
+    # checkpoints are deleted but the last this many (each holds the weights and AdamW's state).
+    keep_checkpoints_after_publish: NonNegativeInt = 0
     # Every training stage's checkpoints are written in the background while training goes on
     # (copied to CPU memory first) and published once complete; False: training waits for each.
     async_checkpoints: bool = True

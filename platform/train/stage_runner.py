@@ -14,7 +14,8 @@ from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
 from .batches import check_stream_fits
-from .checkpointing import checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model
+from .checkpointing import (checkpoints_uri, is_valid_checkpoint, latest_checkpoint, load_progress,
+                            publish_checkpoint_model, remove_checkpoint)
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
@@ -125,9 +126,10 @@ def publish_trained(
         # The run stopped early on purpose (stop_after_step): the checkpoints are there to resume.
         return StageResult(outputs={}, report={"stopped_at_step": final_step, "resumed_from_step": resumed_from})
     averaged = job.checkpoint_steps[-average_last:]
+    history = load_progress(job.checkpoint_root, final_step).history
     with staged_output(output_uri) as out:
         publish_checkpoint_model(job.checkpoint_root, averaged, out)
-    history = load_progress(job.checkpoint_root, final_step).history
+    kept = prune_published(job, preset.pretrain.keep_checkpoints_after_publish)
     for entry in history:
         logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")
         metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
@@ -142,8 +144,19 @@ def publish_trained(
         "resumed_from_step": resumed_from,
         "averaged_checkpoint_steps": averaged,
         "checkpoints_uri": job.checkpoint_root,
+        "checkpoints_kept": kept,
     }
     return StageResult(outputs={"model": output_uri}, metrics=final, report=report)
+
+
+def prune_published(job: TrainingJob, keep: int) -> list[int]:
+    """Once the stage's model is published (a resumed run skips the stage), delete its checkpoints
+    but the last `keep`; returns the steps kept."""
+    written = [step for step in job.checkpoint_steps if is_valid_checkpoint(job.checkpoint_root, step)]
+    kept = written[len(written) - keep:] if keep else []
+    for step in written[: len(written) - len(kept)]:
+        remove_checkpoint(job.checkpoint_root, step)
+    return kept
 
 
 def _throughput(preset: Preset, history: list[dict[str, float]], workers: int) -> dict[str, float]:

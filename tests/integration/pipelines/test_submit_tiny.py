@@ -97,6 +97,8 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
     pretrain = children["pretrain"].info.run_id
     report = json.loads(Path(client.download_artifacts(pretrain, "report.json", str(tmp_path))).read_text())
     assert report["resumed_from_step"] > 0
+    # Each training stage's checkpoints go once its model is published: nothing to resume from.
+    assert report["checkpoints_kept"] == [] and not list((home / "artifacts").glob("*/*-checkpoints/step_*"))
     losses = [m.value for m in sorted(client.get_metric_history(pretrain, "loss"), key=lambda m: m.step)]
     assert len(losses) == 16
     assert losses[0] > math.log(128_256) - 1.0  # starts near uniform over the 128K vocabulary

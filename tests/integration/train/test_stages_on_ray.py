@@ -11,7 +11,7 @@ from llamaops.platform.model.checkpoint import load_model
 from llamaops.platform.stage import NoMetrics
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.anneal import run_anneal
-from llamaops.platform.train.checkpointing import load_checkpoint_model, step_uri
+from llamaops.platform.train.checkpointing import is_valid_checkpoint, load_checkpoint_model, step_uri
 from llamaops.platform.train.long_context import run_long_context
 from llamaops.platform.train.pretrain import pretrain_job, run_pretrain
 from llamaops.platform.train.ray_runner import TrainingRunError
@@ -93,11 +93,20 @@ def test_long_context_then_anneal_continue_the_model(local_ray, shards: str, tmp
     # Continued, not restarted: the first long-context loss is near the end of pretraining, far below ln(vocab).
     assert long_context.report["loss_history"][0] < pretrained.report["loss_history"][0] - 0.5
 
-    annealed = run_anneal(preset, shards, long_context.outputs["model"], (tmp_path / "anneal").as_uri())
+    # Published: the stage's checkpoints are gone (keep_checkpoints_after_publish 0, the default).
+    lc_root = long_context.report["checkpoints_uri"]
+    assert long_context.report["checkpoints_kept"] == []
+    assert not any(is_valid_checkpoint(lc_root, step) for step in range(1, len(seq_lens) + 1))
+
+    # Annealing keeps its averaged checkpoints, to check the average against them.
+    average = preset.anneal.average_last_checkpoints
+    keeping = preset.model_copy(update={"pretrain": preset.pretrain.model_copy(
+        update={"keep_checkpoints_after_publish": average})})
+    annealed = run_anneal(keeping, shards, long_context.outputs["model"], (tmp_path / "anneal").as_uri())
     lrs = [entry["lr"] for entry in annealed.report["history"]]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
     averaged = annealed.report["averaged_checkpoint_steps"]
-    assert len(averaged) == min(preset.anneal.average_last_checkpoints, len(lrs))
+    assert len(averaged) == min(average, len(lrs)) and annealed.report["checkpoints_kept"] == averaged
     root = annealed.report["checkpoints_uri"]
     parts = [load_checkpoint_model(root, step).output.weight for step in averaged]
     assert all(is_complete(step_uri(root, step)) for step in averaged)
