@@ -70,7 +70,6 @@ def _no_model_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 
     monkeypatch.setattr(Transformer, "forward", no_forward)
     monkeypatch.setattr("llamaops.platform.model.checkpoint.load_model", no_load)
-    monkeypatch.setattr("llamaops.platform.train.loop.load_model", no_load)
     monkeypatch.setattr("llamaops.platform.train.checkpointing.load_checkpoint_model", no_load)
     monkeypatch.setattr(stage_runner, "publish_checkpoint_model", publishing)
     return published
