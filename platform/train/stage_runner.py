@@ -14,8 +14,8 @@ from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 
 from .batches import check_stream_fits
-from .checkpointing import (checkpoints_uri, is_valid_checkpoint, latest_checkpoint, load_progress,
-                            publish_checkpoint_model, remove_checkpoint)
+from .checkpointing import (checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model,
+                            remove_checkpoint, step_uri)
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
@@ -151,10 +151,12 @@ def publish_trained(
 
 def prune_published(job: TrainingJob, keep: int) -> list[int]:
     """Once the stage's model is published (a resumed run skips the stage), delete its checkpoints
-    but the last `keep`; returns the steps kept."""
-    written = [step for step in job.checkpoint_steps if is_valid_checkpoint(job.checkpoint_root, step)]
-    kept = written[len(written) - keep:] if keep else []
-    for step in written[: len(written) - len(kept)]:
+    but the last `keep`; returns the steps kept. Training's retention has left at most its last
+    `job.keep_checkpoints`, and only their markers are read: validating one would fetch it whole."""
+    left = [step for step in job.checkpoint_steps[-job.keep_checkpoints:]
+            if is_complete(step_uri(job.checkpoint_root, step))]
+    kept = left[-keep:] if keep else []
+    for step in left[: len(left) - len(kept)]:
         remove_checkpoint(job.checkpoint_root, step)
     return kept
 

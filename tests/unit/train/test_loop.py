@@ -21,6 +21,7 @@ from llamaops.platform.train.checkpointing import (
 from llamaops.platform.train.loop import train_worker
 from llamaops.platform.train.pretrain import pretrain_job
 from llamaops.platform.train.schedule import StepPlan
+from llamaops.platform.train.stage_runner import prune_published
 
 
 def short_pretrain(steps: int = 12) -> Preset:
@@ -35,7 +36,9 @@ def short_pretrain(steps: int = 12) -> Preset:
     return preset.model_copy(update={"pretrain": pretrain})
 
 
-def test_loss_falls_and_only_the_last_checkpoints_are_kept(tmp_path: Path, shards_uri: str):
+def test_loss_falls_only_the_last_checkpoints_are_kept_and_publishing_prunes_them(
+    tmp_path: Path, shards_uri: str, monkeypatch: pytest.MonkeyPatch
+):
     job = pretrain_job(short_pretrain(), shards_uri, (tmp_path / "model").as_uri())
     progress = train_worker(job, rank=0, world=1)
     losses = [entry["loss"] for entry in progress.history]
@@ -44,6 +47,15 @@ def test_loss_falls_and_only_the_last_checkpoints_are_kept(tmp_path: Path, shard
     kept = [step for step in job.checkpoint_steps if is_complete(step_uri(job.checkpoint_root, step))]
     assert kept == job.checkpoint_steps[-job.keep_checkpoints:]
     assert latest_checkpoint(job.checkpoint_root, job.checkpoint_steps) == len(job.plan)
+
+    # Once published, the checkpoints go but the last `keep`, judged by their markers alone.
+    def fetched(uri):
+        raise AssertionError(f"pruning read {uri}")
+
+    monkeypatch.setattr("llamaops.platform.train.checkpointing.fetched", fetched)
+    assert prune_published(job, keep=1) == [len(job.plan)]
+    assert [step for step in job.checkpoint_steps if is_complete(step_uri(job.checkpoint_root, step))] == kept[-1:]
+    assert prune_published(job, keep=0) == [] and not list(Path(job.checkpoint_root[len("file://"):]).glob("step_*"))
 
 
 def test_resume_after_a_stop_repeats_the_uninterrupted_losses_exactly(tmp_path: Path, shards_uri: str):
