@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
@@ -16,7 +17,8 @@ def launch(world: int, args: list[str], tmp_path: Path, timeout: float = 240, wo
            own_filesystem: Path | None = None) -> None:
     """Run `worker STORE *args` on `world` ranks; fail with the failing ranks' output. With
     `own_filesystem` (an empty directory; needs root and unshare(1)) every rank gets a private one there."""
-    store = tmp_path / f"store-{world}"
+    # A fresh store file per launch: gloo's file store left by an earlier group would hang this one.
+    store = Path(tempfile.mkdtemp(prefix=f"store-{world}-", dir=tmp_path)) / "store"
     env = {**os.environ, "WORLD_SIZE": str(world), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     prefix: list[str] = []
     if own_filesystem is not None:
