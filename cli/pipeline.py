@@ -24,11 +24,12 @@ class MissingTarget(ValueError):
 def _event_printer(out: TextIO, header: str):
     """Step events to `out`, the terminal taken before the run (while KFP runs, sys.stdout is the
     run's log), after `header` (once the run has started: a refused run prints only its error)."""
-    started = []
+    started = False
 
     def print_event(event) -> None:
+        nonlocal started
         if not started:
-            started.append(True)
+            started = True
             typer.echo(header, file=out)
         stamp = f"[{time.strftime('%H:%M:%S')}] {event.step}"
         if event.status == "started":

@@ -175,7 +175,7 @@ def submit_local(
     error: BaseException | None = None
     with _run_environment(folder), _following(folder / "events.jsonl", on_event):
         try:
-            _execute(preset, record, folder, log_path(record.run_id))
+            _execute(preset, record, folder)
         except BaseException as failure:  # recorded, then re-raised below
             error = failure
     record.ended_at = time.time()
@@ -197,12 +197,12 @@ def log_path(run_id: str) -> Path:
     return run_dir(run_id) / "steps.log"
 
 
-def _execute(preset: Preset, record: RunRecord, folder: Path, log: Path) -> None:
-    """The pipeline on KFP's local runner, whose output (it prints to whatever sys.stdout is, from
-    this thread) goes to `log` instead of the terminal."""
+def _execute(preset: Preset, record: RunRecord, folder: Path) -> None:
+    """The pipeline on KFP's local runner, whose output (it prints to whatever sys.stdout is)
+    goes to the run's log instead of the terminal."""
     from kfp import local
 
-    with log.open("a", encoding="utf-8") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+    with log_path(record.run_id).open("a", encoding="utf-8") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} run {record.run_id}", flush=True)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"))
         pipeline = build_pipeline(preset, local=True)

@@ -29,7 +29,7 @@ from llamaops.platform.store import ArtifactError, fetched, is_complete
 from llamaops.platform.store.uri import local_path
 
 from . import safe_dcp
-from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging, distributed as _distributed
+from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging, distributed
 
 STATE_DIR = "state"
 RNG_DIR = "rng"
@@ -104,7 +104,7 @@ def start_checkpoint(
     or the whole model's shards). Synchronous: returns once this rank's files are written.
     Asynchronous (DCP async_save): returns once the state is copied to CPU memory; the files are
     written by a background thread whose collectives run on `group` (not the training's)."""
-    rank = dist.get_rank() if _distributed() else 0
+    rank = dist.get_rank() if distributed() else 0
     state = _merged(_part_states(parts, optimizers))
     staging = checkpoint_staging(step_uri(root_uri, progress.step), rank)
     out = staging.directory
@@ -112,9 +112,9 @@ def start_checkpoint(
     torch.save(torch.get_rng_state(), out / RNG_DIR / f"rank_{rank:05d}.pt")
     write = None
     if asynchronous:
-        write = dcp.async_save(state, checkpoint_id=out / STATE_DIR, process_group=group, no_dist=not _distributed())
+        write = dcp.async_save(state, checkpoint_id=out / STATE_DIR, process_group=group, no_dist=not distributed())
     else:
-        dcp.save(state, checkpoint_id=out / STATE_DIR, no_dist=not _distributed())
+        dcp.save(state, checkpoint_id=out / STATE_DIR, no_dist=not distributed())
     # The progress as of now: the loop goes on appending to its history while the files are written.
     return PendingCheckpoint(
         staging, write, progress.step, json.dumps(progress.__dict__) + "\n", parts[0].cfg.model_dump_json() + "\n"
@@ -172,11 +172,11 @@ def restore_checkpoint(
 ) -> Progress:
     """Load weights, optimizer and RNG state of checkpoint `step` in place, resharded to however
     `parts` are split and sharded now; return its progress. Collective when a process group is up."""
-    rank = dist.get_rank() if _distributed() else 0
+    rank = dist.get_rank() if distributed() else 0
     with fetched(step_uri(root_uri, step)) as directory:
         states = _part_states(parts, optimizers)
         state = _merged(states)
-        safe_dcp.load(state, directory / STATE_DIR, no_dist=not _distributed())
+        safe_dcp.load(state, directory / STATE_DIR, no_dist=not distributed())
         # dcp.load fills tensors in place but replaces plain values (learning rates...) in `state`.
         for part, optimizer, (model_state, optimizer_state) in zip(parts, optimizers, states):
             set_state_dict(
