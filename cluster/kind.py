@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-KUBERAY_CHART_VERSION = "1.4.0"
+KUBERAY_CHART_VERSION = "1.5.1"  # the first with RayJob authOptions (Ray token auth)
 KFP_VERSION = "2.5.0"
 KFP_MANIFESTS = "github.com/kubeflow/pipelines/manifests/kustomize"
 CHART = Path(__file__).resolve().parent.parent / "charts" / "llamaops"

@@ -99,6 +99,10 @@ def rayjob_manifest(
             "backoffLimit": 0,
             "rayClusterSpec": {
                 "rayVersion": version("ray"),
+                # Ray's token auth (Ray >= 2.52, KubeRay >= 1.5.1): the dashboard runs submitted code,
+                # so every request to it and to the GCS carries a per-cluster token KubeRay
+                # generates into a Secret and hands to the cluster's own containers only.
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     # The head only drives: num-gpus 0 keeps training workers off it.
                     "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},

@@ -22,6 +22,8 @@ def test_every_rayjob_and_its_pods_pass_server_side_dry_run(kube, k8s_namespace,
     for job in jobs:
         created = custom.create_namespaced_custom_object("ray.io", "v1", k8s_namespace, "rayjobs", job, dry_run="All")
         assert created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] >= 1
+        # The dashboard (which runs submitted code) and the GCS take only KubeRay's per-cluster token.
+        assert created["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
         cluster = job["spec"]["rayClusterSpec"]
         for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "dry-", **group["template"]["metadata"]},

@@ -33,6 +33,7 @@ def test_pretraining_rayjob_spans_the_layouts_nodes_with_gpus_on_the_pool():
     assert KUEUE_QUEUE_LABEL not in manifest["metadata"]["labels"]
     head = spec["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}  # the dashboard runs code: token only
     assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
