@@ -4,6 +4,7 @@ No cluster access here, so every rule is unit-testable; the kopf handlers only a
 """
 import os
 
+from llamaops.platform.config.cluster import MLFLOW_CREDENTIAL_ENV
 from llamaops.platform.config.images import llamaops_image, vllm_image
 from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
 from llamaops.platform.deploy.serving import READY_PATH
@@ -37,6 +38,7 @@ def _meta(name: str, namespace: str, uid: str) -> dict:
 
 
 PASSED_ON_ENV = ("LLAMAOPS_S3_ENDPOINT", "MLFLOW_TRACKING_URI")
+MLFLOW_ACCOUNT_ENV = "LLAMAOPS_MLFLOW_ACCOUNT"  # the Secret (username, password) of the MLflow account
 
 
 def image_for(engine: str) -> str:
@@ -67,6 +69,13 @@ def _env(spec: DeploymentSpec) -> list[dict]:
         keys = spec.storageSecretKeys
         env += [_secret_env("AWS_ACCESS_KEY_ID", spec.storageSecret, keys.accessKey),
                 _secret_env("AWS_SECRET_ACCESS_KEY", spec.storageSecret, keys.secretKey)]
+    if os.environ.get(MLFLOW_ACCOUNT_ENV):
+        # The registry's account, by reference; optional: a namespace without the Secret still
+        # serves s3:// and file:// models, and a models:/ one then fails with MLflow's 401.
+        for name, key in zip(MLFLOW_CREDENTIAL_ENV, ("username", "password")):
+            item = _secret_env(name, os.environ[MLFLOW_ACCOUNT_ENV], key)
+            item["valueFrom"]["secretKeyRef"]["optional"] = True
+            env.append(item)
     return env
 
 

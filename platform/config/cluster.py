@@ -61,8 +61,9 @@ class ClusterContract(Config):
     serviceAccount: str = Field("llamaops-pipeline", pattern=_DNS_NAME)
     # S3 credentials: AWS_ACCESS_KEY_ID <- userKey, AWS_SECRET_ACCESS_KEY <- passwordKey.
     s3Secret: SecretRef = SecretRef(name="llamaops-s3", userKey="access-key", passwordKey="secret-key")
-    # MLflow basic auth, when the tracking server asks for it: MLFLOW_TRACKING_USERNAME / _PASSWORD.
-    mlflowSecret: SecretRef | None = None
+    # The MLflow account (the chart's tracking server always asks for one; None: a server without
+    # auth): MLFLOW_TRACKING_USERNAME <- userKey, MLFLOW_TRACKING_PASSWORD <- passwordKey.
+    mlflowSecret: SecretRef | None = SecretRef(name="llamaops-mlflow-auth", userKey="username", passwordKey="password")
     # Endpoints as environment: LLAMAOPS_S3_ENDPOINT, LLAMAOPS_ARTIFACT_ROOT, MLFLOW_TRACKING_URI.
     platformConfigMap: str = Field("llamaops-platform", pattern=_DNS_NAME)
     nodePoolsConfigMap: str = Field("llamaops-node-pools", pattern=_DNS_NAME)

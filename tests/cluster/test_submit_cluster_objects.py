@@ -50,7 +50,8 @@ def test_a_namespace_without_the_runs_secret_fails_in_one_line_before_a_run_exis
     result = CliRunner().invoke(app, ["pipeline", "submit", "tiny", "--host", kfp_health, "--namespace", k8s_namespace])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: namespace {k8s_namespace} lacks Secret llamaops-s3, ConfigMap llamaops-platform, which the run's pods "
+        f"error: namespace {k8s_namespace} lacks Secret llamaops-s3, Secret llamaops-mlflow-auth, ConfigMap "
+        f"llamaops-platform, which the run's pods "
         f"read; install the chart with {k8s_namespace} in pipelines.namespaces, or create them"]
     assert HealthOnly.posts == []
 
@@ -60,7 +61,8 @@ def test_the_contract_in_the_namespace_is_the_one_a_run_uses(kube, k8s_namespace
 
     core = client.CoreV1Api(kube)
     contract = ClusterContract(serviceAccount="runner", platformConfigMap="ml-platform",
-                               s3Secret=SecretRef(name="store", userKey="id", passwordKey="key"))
+                               s3Secret=SecretRef(name="store", userKey="id", passwordKey="key"),
+                               mlflowSecret=None)  # an external tracking server without auth
     core.create_namespaced_config_map(k8s_namespace, {"metadata": {"name": CLUSTER_CONFIGMAP},
                                                       "data": {CLUSTER_KEY: contract.model_dump_json()}})
     chosen, missing = contract_for_run(None, k8s_namespace)

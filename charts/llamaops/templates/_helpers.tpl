@@ -43,6 +43,20 @@ securityContext:
 {{- .Values.s3.existingSecret | default (printf "%s-s3" (include "llamaops.fullname" .)) -}}
 {{- end -}}
 
+{{/* The MLflow account's Secret (keys username, password): the user's, or the one the chart makes. */}}
+{{- define "llamaops.mlflowAuthSecret" -}}
+{{- .Values.mlflow.credentialsSecret | default (printf "%s-mlflow-auth" (include "llamaops.fullname" .)) -}}
+{{- end -}}
+
+{{- define "llamaops.mlflowImage" -}}
+{{- $i := .Values.mlflow.image -}}
+{{- if $i.repository -}}
+{{- printf "%s:%s" $i.repository (required "mlflow.image.tag is required with mlflow.image.repository" $i.tag) -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "llamaops.pgSecret" -}}
 {{- .Values.mlflow.database.postgresql.existingSecret | default (printf "%s-postgresql" (include "llamaops.fullname" .)) -}}
 {{- end -}}
@@ -111,8 +125,8 @@ namespace, then every served one. */}}
   "cpuPool" ($v.pipelines.cpuNodePool | default "")
   "queueing" (dict "kueueQueue" ($v.queueing.kueueQueue | default "") "priorityClass" ($v.queueing.priorityClass | default ""))
 -}}
-{{- if $v.mlflow.credentialsSecret -}}
-{{- $_ := set $c "mlflowSecret" (dict "name" $v.mlflow.credentialsSecret "userKey" "username" "passwordKey" "password") -}}
+{{- if or $v.mlflow.enabled $v.mlflow.credentialsSecret -}}
+{{- $_ := set $c "mlflowSecret" (dict "name" (include "llamaops.mlflowAuthSecret" .) "userKey" "username" "passwordKey" "password") -}}
 {{- else -}}
 {{- $_ := set $c "mlflowSecret" nil -}}
 {{- end -}}

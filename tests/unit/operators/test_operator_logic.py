@@ -111,6 +111,20 @@ def test_s3_models_get_the_endpoint_and_the_storage_secret_and_readiness_waits_f
     assert not [e for e in c["env"] if e["name"].startswith(("AWS_", "LLAMAOPS_S3"))]
 
 
+def test_models_registry_account_reaches_servers_by_reference_only(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.llamaops.svc:5000")
+    monkeypatch.setenv(manifests.MLFLOW_ACCOUNT_ENV, "llamaops-mlflow-auth")
+    spec, pool = _check({**SPEC, "model": "models:/llama-8b@production"})
+    c = manifests.deployment("m", "ns", "uid-1", spec, pool)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "llamaops-mlflow-auth", "key": "password", "optional": True}
+    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"]["key"] == "username"
+    monkeypatch.delenv(manifests.MLFLOW_ACCOUNT_ENV)  # a tracking server without auth
+    c = manifests.deployment("m", "ns", "uid-1", spec, pool)["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in c["env"] if e["name"].startswith("MLFLOW_TRACKING_") and e["name"] != "MLFLOW_TRACKING_URI"]
+
+
 def _pod(conditions=(), waiting=None):
     status = {"conditions": list(conditions)}
     if waiting:
