@@ -268,6 +268,14 @@ def test_pipeline_service_account_may_run_rayjobs_and_deploy_only_where_served(h
             assert not _can(auth, ns, "get", "", "secrets", sa)
             assert not _can(auth, ns, "create", "", "pods", sa)
             assert not _can(auth, ns, "patch", "llamaops.io", "llamadeployments/status", sa)
+            # The operator serves the LlamaDeployments of the served namespaces, and writes nowhere else.
+            operator = f"system:serviceaccount:{k8s_namespace}:llamaops-operator"
+            assert _can(auth, ns, "create", "apps", "deployments", operator)
+            assert _can(auth, ns, "patch", "llamaops.io", "llamadeployments/status", operator)
+            assert not _can(auth, k8s_namespace, "create", "apps", "deployments", operator)
+            assert not _can(auth, "", "list", "apps", "deployments", operator)
+            assert not _can(auth, "", "list", "", "namespaces", operator)
+            assert not _can(auth, ns, "get", "", "secrets", operator)
             # What the pipeline reads in its namespace: the contract, the endpoints, the credentials.
             contract = parse_contract(core.read_namespaced_config_map(CLUSTER_CONFIGMAP, ns).data[CLUSTER_KEY], ns)
             assert contract.model_copy(update={"image": ""}) == ClusterContract()
@@ -293,3 +301,21 @@ def test_pipeline_service_account_may_run_rayjobs_and_deploy_only_where_served(h
         run(helm, "uninstall", "llamaops", *kc, check=False)
         for ns in served:
             core.delete_namespace(ns)
+
+
+def test_operator_watches_its_namespaces_or_every_one_when_asked(helm):
+    def kopf_args(r) -> list[str]:
+        return r.get("Deployment", "ml-llamaops-operator")["spec"]["template"]["spec"]["containers"][0]["command"]
+
+    r = render(helm, "ml", "platform", {"pipelines": {"namespaces": ["team-a"]}, "operator": {"watchNamespaces": ["apps"]}})
+    assert [a for a in kopf_args(r) if a.startswith("--") and "namespace" in a] == ["--namespace=team-a", "--namespace=apps"]
+    assert {d["metadata"]["namespace"] for d in r.docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-serving")} \
+        == {"team-a", "apps"}
+    (cluster_role,) = [d for d in r.cluster_scoped() if d["kind"] == "ClusterRole"]
+    assert [rule["resources"] for rule in cluster_role["rules"]] == [["customresourcedefinitions"]]  # read-only
+    assert {verb for rule in cluster_role["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+
+    everywhere = render(helm, "ml", "platform", {"operator": {"watchNamespaces": ["*"]}})
+    assert "--all-namespaces" in kopf_args(everywhere)
+    assert "deployments" in {res for d in everywhere.cluster_scoped() if d["kind"] == "ClusterRole"
+                             for rule in d["rules"] for res in rule["resources"]}

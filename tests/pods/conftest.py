@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +146,8 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
 
     core = client.CoreV1Api(kube)
     ns = "llamaops"
-    core.create_namespace({"metadata": {"name": ns}})
+    for name in (ns, *APP_NAMESPACES):  # the operator's Roles go into namespaces that exist
+        core.create_namespace({"metadata": {"name": name}})
     core.create_namespaced_secret(ns, {"metadata": {"name": "s3-creds"}, "stringData": {
         "access-key": node_s3.access_key, "secret-key": node_s3.secret_key}})
     core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-db"}, "stringData": {
@@ -155,7 +155,7 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
     repo, tag = llamaops_image.split(":")
     values = {
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"servingImage": llamaops_image, "resyncSeconds": 15},
+        "operator": {"servingImage": llamaops_image, "resyncSeconds": 15, "watchNamespaces": list(APP_NAMESPACES)},
         "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"}},
         "s3": {"existingSecret": "s3-creds", "external": {"enabled": True, "endpoint": node_s3.endpoint}},
         "nodePools": {
@@ -173,20 +173,29 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
     run(helm, "uninstall", "r", "-n", ns, "--wait", "--timeout", "5m", env=node_cluster.env, check=False, timeout=400)
 
 
+# Namespaces users put LlamaDeployments in: the operator watches exactly these (and the release's).
+APP_NAMESPACES = ("app-1", "app-2", "app-3")
+_unused_app_namespaces = list(APP_NAMESPACES)
+
+
 @pytest.fixture
-def app_namespace(kube, node_s3) -> Iterator[str]:
-    """A namespace for LlamaDeployments, with the storage Secret their pods read."""
+def app_namespace(kube, release, node_s3) -> Iterator[str]:
+    """A fresh namespace the operator watches, for LlamaDeployments, with the storage Secret their
+    pods read (never handed out twice). Its LlamaDeployments go afterwards; the namespace stays, so
+    the operator never watches a namespace whose Role is gone."""
     from kubernetes import client
 
+    from llamaops.operators.spec import GROUP, PLURAL, VERSION
+
     core = client.CoreV1Api(kube)
-    name = f"app-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
+    assert _unused_app_namespaces, "every watched app namespace is used: add one to APP_NAMESPACES"
+    name = _unused_app_namespaces.pop(0)
     core.create_namespaced_secret(name, {"metadata": {"name": "model-store"}, "stringData": {
         "access-key": node_s3.access_key, "secret-key": node_s3.secret_key}})
     try:
         yield name
     finally:
-        core.delete_namespace(name)
+        client.CustomObjectsApi(kube).delete_collection_namespaced_custom_object(GROUP, VERSION, name, PLURAL)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -86,6 +86,16 @@ serves, as a JSON list: pipelines.namespaces, or the release namespace. */}}
 {{- .Values.pipelines.namespaces | default (list .Release.Namespace) | uniq | toJson -}}
 {{- end -}}
 
+{{/* The namespaces whose LlamaDeployments the operator serves, as a JSON list: the served ones
+plus operator.watchNamespaces; ["*"] = every namespace. */}}
+{{- define "llamaops.operatorNamespaces" -}}
+{{- if has "*" .Values.operator.watchNamespaces -}}
+["*"]
+{{- else -}}
+{{- concat (include "llamaops.servedNamespaces" . | fromJsonArray) .Values.operator.watchNamespaces | uniq | toJson -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Where the S3 Secret, the platform ConfigMap and the cluster contract live: the release
 namespace, then every served one. */}}
 {{- define "llamaops.contractNamespaces" -}}
