@@ -5,7 +5,9 @@ import socket
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from llamaops.cli.main import app
 from llamaops.platform.eval import sandbox, sandbox_host
 from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError, run_sandboxed
 
@@ -96,3 +98,9 @@ def test_a_launcher_that_cannot_confine_is_a_refusal_not_a_failure_simulated(mon
     with pytest.raises(SandboxUnavailableError, match="unconfined: unshare .*: Operation not permitted; run code evaluation"):
         run_sandboxed("print(1)", LIMITS)
 
+
+def test_eval_code_says_one_line_and_exits_non_zero_when_the_sandbox_is_unavailable_simulated(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "_probe", lambda: "unshare user, mount, PID and network namespaces: Operation not permitted")
+    result = CliRunner().invoke(app, ["eval", "code", str(tmp_path / "no-model-needed")])
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr.startswith("error: refusing to run generated code unconfined: unshare") and result.stderr.count("\n") == 1
