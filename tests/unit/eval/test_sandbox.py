@@ -1,10 +1,15 @@
-"""The code-execution sandbox stops hostile programs and survives them (real subprocesses, real limits)."""
+"""The code-execution sandbox stops hostile programs and survives them (real subprocesses, real
+limits), and refuses to run anything where it cannot confine it."""
 import os
 import socket
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from llamaops.platform.eval.sandbox import SandboxLimits, processes_of, run_sandboxed
+from llamaops.cli.main import app
+from llamaops.platform.eval import sandbox, sandbox_host
+from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError, run_sandboxed
 
 LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=3, memory_bytes=512 << 20, max_processes=8)
 
@@ -41,15 +46,15 @@ def test_fork_bomb_is_contained_and_leaves_no_process():
     outcome = run_sandboxed("import os\nwhile True:\n    os.fork()", LIMITS)
     assert not outcome.passed
     if os.geteuid() == 0:  # the sandbox ran as its own uid: nothing of it may be left
-        uids = {_uid(pid) for pid in os.listdir("/proc") if pid.isdigit()}
-        assert [pid for uid in uids if uid >= 200_000 for pid in processes_of(uid)] == []
+        assert [pid for pid in os.listdir("/proc") if pid.isdigit() and _live_sandbox_process(Path("/proc", pid))] == []
 
 
-def _uid(pid: str) -> int:
+def _live_sandbox_process(proc: Path) -> bool:
     try:
-        return os.stat(f"/proc/{pid}").st_uid
+        low, high = sandbox_host.SANDBOX_UIDS
+        return low <= proc.stat().st_uid < high and (proc / "stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:  # ended meanwhile
-        return -1
+        return False
 
 
 def test_network_is_refused():
@@ -72,3 +77,30 @@ def test_the_harness_survives_every_hostile_program():
     for source in ("while True: pass", "import os\nwhile True: os.fork()", "x = 'a' * 10**10"):
         run_sandboxed(source, LIMITS)
     assert run_sandboxed("print('still here')", LIMITS).output.strip() == "still here"
+
+
+def test_refuses_and_runs_nothing_when_namespaces_are_unavailable_simulated(monkeypatch):
+    monkeypatch.setattr(sandbox, "_probe", lambda: "unshare user, mount, PID and network namespaces: Operation not permitted")
+    monkeypatch.setattr(sandbox, "launch", lambda *args: pytest.fail("ran a program without a sandbox"))
+    with pytest.raises(SandboxUnavailableError) as refused:
+        run_sandboxed("print(1)", LIMITS)
+    assert "\n" not in str(refused.value) and "unconfined: unshare" in str(refused.value)
+
+
+def test_a_launcher_that_cannot_confine_is_a_refusal_not_a_failure_simulated(monkeypatch, tmp_path):
+    # The launcher's own report, as a seccomp profile that blocks unshare would make it.
+    init = tmp_path / "sandbox_init.py"
+    init.write_text("import os, sys\nwith open(os.path.join(sys.argv[1], 'report'), 'a') as f:\n"
+                    "    f.write('error unshare user, mount, PID and network namespaces: Operation not permitted\\n')\n"
+                    "sys.exit(125)\n")
+    monkeypatch.setattr(sandbox_host, "INIT", init)
+    monkeypatch.setattr(sandbox, "_probe", sandbox._probe.__wrapped__)  # uncached: probe this launcher
+    with pytest.raises(SandboxUnavailableError, match="unconfined: unshare .*: Operation not permitted; run code evaluation"):
+        run_sandboxed("print(1)", LIMITS)
+
+
+def test_eval_code_says_one_line_and_exits_non_zero_when_the_sandbox_is_unavailable_simulated(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "_probe", lambda: "unshare user, mount, PID and network namespaces: Operation not permitted")
+    result = CliRunner().invoke(app, ["eval", "code", str(tmp_path / "no-model-needed")])
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr.startswith("error: refusing to run generated code unconfined: unshare") and result.stderr.count("\n") == 1
