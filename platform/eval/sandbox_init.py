@@ -31,7 +31,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 MNT_DETACH, AT_FDCWD, AT_RECURSIVE = 0x2, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 SYS_MOUNT_SETATTR = 442  # the same on every architecture
 INSIDE_ID = 65534  # the program runs as "nobody": not root inside, so exec drops every capability
@@ -150,6 +150,9 @@ def run_program(limits: dict[str, int]) -> None:
 def init(base: str, limits: dict[str, int], report: int) -> int:
     """PID 1 of the namespace: build the root, run the program, report how it ended."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the launcher killed: so is the namespace
+    # Init holds the report the verdict is read from and runs as the program's uid: closed to it
+    # (/proc/1/fd, /proc/1/mem, ptrace), besides the capabilities init has and the program lacks.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     build_root(base, limits["file_bytes"])
     program = os.fork()
     if program == 0:

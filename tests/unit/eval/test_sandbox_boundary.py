@@ -108,3 +108,17 @@ def test_limits_and_verdicts_hold_for_every_evaluator(evaluate):
     assert evaluate("while True:\n    pass", wall_seconds=60)["status"] == "killed"  # the CPU limit
     memory = evaluate("chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))", wall_seconds=60)
     assert memory["status"] == "failed" and "MemoryError" in memory["output"]
+
+
+def test_a_failing_program_cannot_forge_its_verdict_through_the_namespace_init(evaluate):
+    """Init (PID 1 of the sandbox) holds the report the verdict is read from; the program runs as
+    the same uid, so init must not be open to it (/proc/1/fd, /proc/1/mem, ptrace)."""
+    program = ("import os\n"
+               "fds = [str(n) for n in range(64)]\n"
+               "try:\n    fds = os.listdir('/proc/1/fd')\nexcept OSError as e:\n    print('listdir', e.errno)\n"
+               "for fd in fds:\n"
+               "    try:\n        open(f'/proc/1/fd/{fd}', 'a').write('status 0\\n')\n        print('wrote', fd)\n"
+               "    except OSError:\n        pass\n"
+               "raise SystemExit(1)")
+    outcome = evaluate(program)
+    assert outcome["status"] == "failed" and "wrote" not in outcome["output"], outcome
