@@ -228,8 +228,37 @@ def test_bad_values_fail_with_one_line(helm, values, line):
 
 def test_new_values_are_in_the_schema(helm):
     for values in ({"pipelines": {"nope": 1}}, {"queueing": {"nope": 1}}, {"s3": {"secretKeys": {"accessKey": "a", "nope": "b"}}},
-                   {"mlflow": {"externalUri": "mlflow:5000"}}, {"pipelines": {"namespaces": ["Team_A"]}}):
+                   {"mlflow": {"externalUri": "mlflow:5000"}}, {"pipelines": {"namespaces": ["Team_A"]}},
+                   {"image": {"digest": "latest"}}, {"operator": {"watchNamespaces": ["Apps"]}}):
         assert "don't meet the specifications of the schema" in fail_line(helm, values), values
+
+
+def test_digests_pin_every_image_and_reach_the_pipelines_and_servers(helm):
+    def containers(r):
+        for d in r.docs:
+            spec = d.get("spec", {}).get("template", {}).get("spec") or (d["spec"] if d["kind"] == "Pod" else None)
+            for c in (spec or {}).get("containers", []):
+                yield d["metadata"]["name"], c
+
+    plain = render(helm, "ml", "platform")
+    assert all(":" in c["image"] and not c["image"].endswith(":latest") for _, c in containers(plain))
+    assert all("@" not in c["image"] for _, c in containers(plain))
+
+    pins = {name: "sha256:" + str(i) * 64 for i, name in enumerate(("llamaops", "minio", "postgres"), start=1)}
+    r = render(helm, "ml", "platform", {"image": {"digest": pins["llamaops"]},
+                                        "s3": {"minio": {"image": {"repository": "quay.io/minio/minio", "tag": "x",
+                                                                   "digest": pins["minio"]}}},
+                                        "mlflow": {"database": {"postgresql": {"image": {"repository": "postgres", "tag": "16.4",
+                                                                                          "digest": pins["postgres"]}}}}})
+    images = {name: c["image"] for name, c in containers(r)}
+    assert images["ml-llamaops-operator"] == f"ghcr.io/llamaops/llamaops:0.1.0@{pins['llamaops']}"
+    assert images["ml-llamaops-mlflow"] == images["ml-llamaops-operator"] == images["ml-llamaops-test-platform"]
+    assert images["ml-llamaops-minio"].endswith("@" + pins["minio"])
+    assert images["ml-llamaops-postgresql"].endswith("@" + pins["postgres"])
+    # Pipeline steps and RayJobs (the contract) and the operator's servers run the pinned image too.
+    assert r.contract().image == images["ml-llamaops-operator"]
+    operator_env = {e["name"]: e.get("value") for _, c in containers(r) for e in c.get("env", []) if _ == "ml-llamaops-operator"}
+    assert operator_env["LLAMAOPS_IMAGE"] == images["ml-llamaops-operator"]
 
 
 # --- the pipeline's RBAC on the real API server ---

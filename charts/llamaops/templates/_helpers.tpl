@@ -48,12 +48,23 @@ securityContext:
 {{- .Values.mlflow.credentialsSecret | default (printf "%s-mlflow-auth" (include "llamaops.fullname" .)) -}}
 {{- end -}}
 
+{{/* An image by tag, pinned by digest when one is given (repository:tag@sha256:...); never :latest. */}}
+{{- define "llamaops.imageRef" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- with .digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
+{{- define "llamaops.image" -}}
+{{- include "llamaops.imageRef" .Values.image -}}
+{{- end -}}
+
 {{- define "llamaops.mlflowImage" -}}
 {{- $i := .Values.mlflow.image -}}
 {{- if $i.repository -}}
-{{- printf "%s:%s" $i.repository (required "mlflow.image.tag is required with mlflow.image.repository" $i.tag) -}}
+{{- $_ := required "mlflow.image.tag is required with mlflow.image.repository" $i.tag -}}
+{{- include "llamaops.imageRef" $i -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- include "llamaops.image" . -}}
 {{- end -}}
 {{- end -}}
 
@@ -125,7 +136,7 @@ namespace, then every served one. */}}
 {{- define "llamaops.contract" -}}
 {{- $v := .Values -}}
 {{- $c := dict
-  "image" (printf "%s:%s" $v.image.repository $v.image.tag)
+  "image" (include "llamaops.image" .)
   "imagePullPolicy" ($v.image.pullPolicy | default "IfNotPresent")
   "serviceAccount" $v.pipelines.serviceAccount
   "s3Secret" (dict "name" (include "llamaops.s3Secret" .) "userKey" $v.s3.secretKeys.accessKey "passwordKey" $v.s3.secretKeys.secretKey)
