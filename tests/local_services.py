@@ -103,12 +103,16 @@ def stop(process: subprocess.Popen) -> None:
 
 
 
-def start_seaweedfs(root: Path, host: str = "127.0.0.1") -> tuple[subprocess.Popen, S3Server]:
-    """`weed mini` with one SigV4 identity, on free ports of `host`; returns once S3 answers."""
+def start_seaweedfs(root: Path, host: str = "127.0.0.1", readers: tuple[S3Server, ...] = ()
+                    ) -> tuple[subprocess.Popen, S3Server]:
+    """`weed mini` with one SigV4 identity that may do everything (returned), plus the read-only
+    identities of `readers`, on free ports of `host`; returns once S3 answers."""
     access_key, secret_key = "llamaops-test", uuid.uuid4().hex
     identity = {"name": "llamaops", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    read_only = [{"name": f"reader-{i}", "credentials": [{"accessKey": r.access_key, "secretKey": r.secret_key}],
+                  "actions": ["Read", "List"]} for i, r in enumerate(readers)]
+    (root / "s3.json").write_text(json.dumps({"identities": [identity, *read_only]}))
     (root / "data").mkdir()
     master, volume, filer, s3, admin = _free_ports_with_grpc(5, host)
     log = root / "weed.log"

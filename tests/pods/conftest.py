@@ -99,7 +99,8 @@ def llamaops_image(node_cluster: NodeCluster) -> str:
 @pytest.fixture(scope="session")
 def node_s3(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """SeaweedFS on the node's address: pods and the host reach it, nothing outside does."""
-    process, server = start_seaweedfs(tmp_path_factory.mktemp("node-s3"), host=node_cluster.node_ip)
+    process, server = start_seaweedfs(tmp_path_factory.mktemp("node-s3"), host=node_cluster.node_ip,
+                                      readers=(NODE_S3_READER,))
     server.client().make_bucket("llamaops")
     try:
         yield server
@@ -131,6 +132,10 @@ def tiny_model(node_s3: S3Server) -> str:
     return uri
 
 
+# The chart's read-only component (operator, helm test) gets a key that may only read.
+NODE_S3_READER = S3Server("", "llamaops-reader", f"reader-{os.urandom(8).hex()}")
+
+
 @dataclass(frozen=True)
 class Release:
     name: str
@@ -150,6 +155,8 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
         core.create_namespace({"metadata": {"name": name}})
     core.create_namespaced_secret(ns, {"metadata": {"name": "s3-creds"}, "stringData": {
         "access-key": node_s3.access_key, "secret-key": node_s3.secret_key}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "s3-reader"}, "stringData": {
+        "access-key": NODE_S3_READER.access_key, "secret-key": NODE_S3_READER.secret_key}})
     core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-db"}, "stringData": {
         "uri": "sqlite:////tmp/mlflow.db"}})
     repo, tag = llamaops_image.split(":")
@@ -157,7 +164,8 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
         "operator": {"servingImage": llamaops_image, "resyncSeconds": 15, "watchNamespaces": list(APP_NAMESPACES)},
         "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"}},
-        "s3": {"existingSecret": "s3-creds", "external": {"enabled": True, "endpoint": node_s3.endpoint}},
+        "s3": {"existingSecret": "s3-creds", "componentSecrets": {"reader": "s3-reader"},
+               "external": {"enabled": True, "endpoint": node_s3.endpoint}},
         "nodePools": {
             "local": {"nodeSelector": {"llamaops.io/pool": "local"}, "tolerations": [], "gpusPerNode": 0},
             "nowhere": {"nodeSelector": {"llamaops.io/pool": "nowhere"}, "tolerations": [], "gpusPerNode": 0},

@@ -68,6 +68,32 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
+{{/* Whose S3 key a component uses (component: mlflow or reader): its own Secret if named; with
+the bundled MinIO, the one the chart makes (a MinIO user with the component's policy); else the
+pipelines' Secret. */}}
+{{- define "llamaops.s3ComponentSecret" -}}
+{{- $named := index .root.Values.s3.componentSecrets .component -}}
+{{- if $named -}}
+{{- $named -}}
+{{- else if not .root.Values.s3.external.enabled -}}
+{{- printf "%s-s3-%s" (include "llamaops.fullname" .root) .component -}}
+{{- else -}}
+{{- include "llamaops.s3Secret" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/* AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from Secret `.secret` (the chart's key names). */}}
+{{- define "llamaops.s3Env" -}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ .secret }}, key: {{ .root.Values.s3.secretKeys.accessKey | quote }}}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ .secret }}, key: {{ .root.Values.s3.secretKeys.secretKey | quote }}}}
+{{- end -}}
+
+{{- define "llamaops.minioRootSecret" -}}
+{{- .Values.s3.minio.rootSecret | default (printf "%s-minio-root" (include "llamaops.fullname" .)) -}}
+{{- end -}}
+
 {{- define "llamaops.pgSecret" -}}
 {{- .Values.mlflow.database.postgresql.existingSecret | default (printf "%s-postgresql" (include "llamaops.fullname" .)) -}}
 {{- end -}}
