@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from llamaops.platform.store import staged_output
+from llamaops.platform.store import ArtifactError, staged_output
 from llamaops.platform.store.manifest import Digest, ManifestError, digest_files, merged, write_manifest
 
 
@@ -43,7 +43,7 @@ def _seal(directory: Path, rank_zero_files: dict[str, str], parts: list[dict[str
     files = merged([*parts, digest_files(directory, sorted(rank_zero_files))], str(directory))
     missing = sorted(required - files.keys())
     if missing:
-        raise ManifestError(f"no rank hashed {missing[0]} of {directory}; nothing was published")
+        raise ManifestError(f"no rank hashed {missing[0]}; nothing was published")
     write_manifest(directory, files)
 
 
@@ -53,7 +53,7 @@ def _agreed(failure: str | None) -> None:
     if distributed():
         dist.broadcast_object_list(outcome, src=0)
     if outcome[0] is not None:
-        raise ManifestError(outcome[0])
+        raise ArtifactError(outcome[0])
 
 
 def _sealed(directory: Path, rank_zero_files: dict[str, str], parts: list[dict[str, Digest]] | None,
@@ -62,8 +62,8 @@ def _sealed(directory: Path, rank_zero_files: dict[str, str], parts: list[dict[s
     try:
         with stack or ExitStack():
             _seal(directory, rank_zero_files, parts, required)
-    except ManifestError as error:
-        return str(error)
+    except Exception as error:  # any failure (a full disk too) must reach the other ranks, not hang them
+        return f"rank 0 could not publish {directory}: {error}"
     return None
 
 

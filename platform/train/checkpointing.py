@@ -121,9 +121,10 @@ def start_checkpoint(
     writer = HashingWriter(out / STATE_DIR, prefix=f"{STATE_DIR}/")
     write = None
     if asynchronous:
-        write = dcp.async_save(state, storage_writer=writer, process_group=group, no_dist=not distributed())
+        write = dcp.async_save(state, checkpoint_id=out / STATE_DIR, storage_writer=writer, process_group=group,
+                               no_dist=not distributed())
     else:
-        dcp.save(state, storage_writer=writer, no_dist=not distributed())
+        dcp.save(state, checkpoint_id=out / STATE_DIR, storage_writer=writer, no_dist=not distributed())
     # The progress as of now: the loop goes on appending to its history while the files are written.
     return PendingCheckpoint(
         staging, write, writer, {rng: digest_file(out / rng)}, progress.step,

@@ -136,3 +136,14 @@ def test_a_reader_checks_only_the_blocks_it_reads(tmp_path: Path, monkeypatch: p
     whole = {"model": {"tok_embeddings.weight": torch.empty_like(written.tok_embeddings.weight)}}
     with pytest.raises(manifests.ManifestError, match="is corrupt"):
         safe_dcp.load(whole, directory / STATE_DIR, True, state)
+
+
+def test_a_checkpoint_is_not_published_unless_every_written_file_was_hashed(tmp_path: Path, monkeypatch):
+    from llamaops.platform.train.hashing_writer import HashingWriter
+
+    hashed = HashingWriter._hash
+    monkeypatch.setattr(HashingWriter, "_hash", lambda self, names: hashed(self, {n for n in names if n != "__0_0.distcp"}))
+    root = (tmp_path / "ckpt").as_uri()
+    with pytest.raises(ArtifactError, match=r"no rank hashed state/__0_0.distcp; nothing was published"):
+        _saved(root, [1])
+    assert latest_checkpoint(root, [1]) is None and not local_path(step_uri(root, 1)).exists()
