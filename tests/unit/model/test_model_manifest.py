@@ -13,7 +13,7 @@ from llamaops.platform.model import checkpoint
 from llamaops.platform.model.checkpoint import ModelDirectoryError, load_model, save_model, write_model_shards
 from llamaops.platform.model.transformer import Transformer
 
-from ..store.test_manifest import overwrite_in_place
+from ..store.damage import overwrite_in_place
 from .test_checkpoint import CFG
 
 NANS = torch.full((1024,), float("nan")).numpy().tobytes()  # 1,024 float32 NaNs: 4 KiB

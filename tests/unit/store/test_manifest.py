@@ -9,14 +9,7 @@ import pytest
 from llamaops.platform.store import manifest as manifests
 from llamaops.platform.store.manifest import MANIFEST_FILE, ManifestError, merged, read_manifest, seal
 
-
-def overwrite_in_place(path: Path, offset: int, data: bytes) -> None:
-    """Same-size damage: bytes replaced in place, the file's size unchanged."""
-    size = path.stat().st_size
-    with open(path, "r+b") as stream:
-        stream.seek(offset)
-        stream.write(data)
-    assert path.stat().st_size == size
+from .damage import overwrite_in_place
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from llamaops.platform.train.checkpointing import (
     step_uri,
 )
 
-from ..store.test_manifest import overwrite_in_place
+from ..store.damage import overwrite_in_place
 from .parallel_worker import MICRO
 from .test_checkpoint_safety import _CreatesAFile
 from .test_checkpointing import _saved
