@@ -197,15 +197,15 @@ def restore_checkpoint(
     rank = dist.get_rank() if distributed() else 0
     with fetched(step_uri(root_uri, step)) as directory:
         manifest = check_checkpoint(directory)
-        rng, progress = None, None
+        rng, progress, damage = None, None, None
         try:  # this rank's small files, checked before the collective load
             progress = Progress(**json.loads(manifest.verified_bytes(PROGRESS_FILE)))
             name = f"{RNG_DIR}/rank_{rank:05d}.pt"
             if name in manifest.files:  # a rank the writing run did not have keeps its own seed
                 rng = torch.load(io.BytesIO(manifest.verified_bytes(name)), weights_only=True)
         except ManifestError as error:
-            _agree_intact(error)
-        _agree_intact(None)
+            damage = error
+        _agree_intact(damage)
         states = _part_states(parts, optimizers)
         state = _merged(states)
         safe_dcp.load(state, directory / STATE_DIR, not distributed(), manifest.under(STATE_DIR))
