@@ -69,6 +69,16 @@ def export_hf(
     typer.echo(convert(src, dst, overwrite=overwrite))
 
 
+@app.command("seal")
+def seal(
+    directory: Annotated[Path, typer.Argument(help="llamaops model directory whose files you trust.")],
+) -> None:
+    """Write the SHA-256 manifest of a model directory that has none (written by an older llamaops)."""
+    from llamaops.platform.model.checkpoint import seal_model_directory
+
+    typer.echo(seal_model_directory(directory))
+
+
 @app.command("average")
 def average(
     models: Annotated[list[str], typer.Argument(help="Two or more model artifacts (paths or file:// / s3:// URIs).")],

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load
 
 from llamaops.platform.model import Transformer
-from llamaops.platform.model.checkpoint import load_model, save_model
+from llamaops.platform.model.checkpoint import load_model, save_model, verified_file
 
 from .examples import Example
 from .losses import final_hidden_states
@@ -59,11 +59,10 @@ def pairwise_metrics(model: RewardModel, pairs: Sequence[EncodedPair], batch: in
 
 def save_reward_model(model: RewardModel, directory: Path) -> None:
     """A llamaops checkpoint of the backbone plus the head in its own file (the directory must be new)."""
-    save_model(model.backbone, directory)
-    save_file({"weight": model.head.weight.detach().contiguous()}, str(Path(directory) / HEAD_FILE))
+    save_model(model.backbone, directory, extra={HEAD_FILE: {"weight": model.head.weight}})
 
 
 def load_reward_model(directory: Path) -> RewardModel:
     model = RewardModel(load_model(directory))
-    model.head.weight.data.copy_(load_file(str(Path(directory) / HEAD_FILE))["weight"])
+    model.head.weight.data.copy_(load(verified_file(directory, HEAD_FILE))["weight"])  # checked before parsed
     return model

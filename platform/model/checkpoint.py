@@ -2,7 +2,10 @@
 (the state dict in Meta's names), or, for a model written a group of tensors at a time (train
 stages publish straight from their sharded checkpoints), `model-00001-of-0000N.safetensors` files
 and `model.safetensors.index.json` mapping each tensor to its file, as Hugging Face shards.
-Directories are written atomically: a temp sibling, then a rename.
+Directories are written atomically: a temp sibling, then a rename. `manifest.json` (written last,
+store/manifest.py) holds every file's SHA-256 and block hashes: the config, the index and each
+weights file's header are checked before they are parsed, and weights before they are used.
+A directory without one (an older llamaops, or made by hand) is refused until re-created or sealed.
 """
 import json
 from collections.abc import Iterable, Iterator
@@ -17,8 +20,10 @@ from safetensors.torch import save_file
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.store.atomic import replace_directory
+from llamaops.platform.store.manifest import MANIFEST_FILE, Manifest, ManifestError, read_manifest, seal
 
 from .transformer import Transformer
+from .verified_slices import VerifiedSlice, verified_header
 
 CONFIG_FILE = "llamaops_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -51,13 +56,21 @@ def atomic_directory(dst: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
 
 
-def save_model(model: Transformer, directory: Path, overwrite: bool = False) -> Path:
-    """Write `model` as a native model directory and return its path."""
+def save_model(
+    model: Transformer, directory: Path, overwrite: bool = False, extra: dict[str, dict[str, torch.Tensor]] | None = None
+) -> Path:
+    """Write `model` as a native model directory and return its path; `extra`: more safetensors
+    files (name -> tensors) that belong to it (a reward model's head), covered by its manifest."""
     require_whole_model(model)
-    return write_model_shards(model.cfg, [model.state_dict()], 1, directory, overwrite)
+    return write_model_shards(model.cfg, [model.state_dict()], 1, directory, overwrite, extra)
 
 
 def read_model_config(directory: Path) -> ModelConfig:
+    return _read_config(directory)[0]
+
+
+def _read_config(directory: Path) -> tuple[ModelConfig, Manifest]:
+    """The config and the manifest of a model directory, once every listed file is there whole."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelDirectoryError(
@@ -67,9 +80,13 @@ def read_model_config(directory: Path) -> ModelConfig:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise ModelDirectoryError(f"{path} is missing; {directory} is not a llamaops model directory")
+    manifest = model_manifest(directory)
+    with _model_errors():
+        manifest.check_sizes()
+        text = manifest.verified_bytes(CONFIG_FILE)
     try:
-        header = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelDirectoryError(f"{path} is unreadable or corrupt ({exc}); re-create the model directory") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT or "config" not in header:
         raise ModelDirectoryError(f"{path} is not a llamaops model config; re-create the model directory")
@@ -79,9 +96,47 @@ def read_model_config(directory: Path) -> ModelConfig:
             " use a matching llamaops version"
         )
     try:
-        return ModelConfig.model_validate(header["config"])
+        return ModelConfig.model_validate(header["config"]), manifest
     except ValidationError as exc:
         raise ModelDirectoryError(f"{path}: invalid model config: {first_error(exc)}") from None
+
+
+def model_manifest(directory: Path) -> Manifest:
+    """The manifest of a model directory; without one its files cannot be trusted, so it is refused."""
+    try:
+        return read_manifest(directory)
+    except ManifestError as exc:
+        raise ModelDirectoryError(
+            f"{exc} (written by an older llamaops, or by hand); re-create {directory} (save it again or"
+            f" `llamaops model import-hf`), or if you trust its files run `llamaops model seal {directory}`"
+        ) from None
+
+
+def seal_model_directory(directory: Path) -> Path:
+    """Write the manifest of a model directory that has none, trusting the files it holds now."""
+    directory = Path(directory)
+    if (directory / MANIFEST_FILE).exists():
+        raise ModelDirectoryError(f"{directory / MANIFEST_FILE} already exists; nothing was changed")
+    if not (directory / CONFIG_FILE).is_file():
+        raise ModelDirectoryError(f"{directory / CONFIG_FILE} is missing; {directory} is not a llamaops model directory")
+    seal(directory)
+    read_model_config(directory)
+    return directory
+
+
+@contextmanager
+def _model_errors() -> Iterator[None]:
+    """A file that does not match the manifest as the one-line error of a model directory."""
+    try:
+        yield
+    except ManifestError as exc:
+        raise ModelDirectoryError(f"{exc}; re-create the model directory") from None
+
+
+def verified_file(directory: Path, name: str) -> bytes:
+    """The bytes of file `name` of a model directory, checked against its manifest."""
+    with _model_errors():
+        return model_manifest(Path(directory)).verified_bytes(name)
 
 
 def shard_file(index: int, count: int) -> str:
@@ -104,11 +159,13 @@ def plan_shards(sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
 
 
 def write_model_shards(
-    cfg: ModelConfig, shards: Iterable[dict[str, torch.Tensor]], count: int, directory: Path, overwrite: bool = False
+    cfg: ModelConfig, shards: Iterable[dict[str, torch.Tensor]], count: int, directory: Path, overwrite: bool = False,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a native model directory one group of tensors at a time (`count` groups, each a
     name -> tensor dict, produced while the previous one is already on disk), so a model far
-    bigger than memory can be written. One group is the plain `model.safetensors`."""
+    bigger than memory can be written. One group is the plain `model.safetensors`. The manifest
+    is written last, inside the temp directory: a directory that appears has one."""
     directory = Path(directory)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.model_dump(mode="json")}
     with atomic_directory(directory, overwrite) as tmp:
@@ -124,25 +181,32 @@ def write_model_shards(
             raise ValueError(f"write_model_shards: {written} groups of tensors given, {count} announced")
         if count > 1:
             (tmp / INDEX_FILE).write_text(json.dumps({"weight_map": dict(sorted(weight_map.items()))}, indent=1) + "\n")
+        for name, tensors in (extra or {}).items():
+            save_file({n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}, tmp / name)
+        seal(tmp)  # one writer: it hashes its own files, reading each back once
     return directory
 
 
-def weight_files(directory: Path) -> list[Path]:
-    """The weights files of a native model directory, or one line on what is missing."""
+def weight_files(directory: Path, manifest: Manifest) -> list[str]:
+    """The names of the weights files of a native model directory (the index checked against the
+    manifest before it is parsed), or one line on what is missing."""
     directory = Path(directory)
-    if (directory / WEIGHTS_FILE).is_file():
-        return [directory / WEIGHTS_FILE]
-    if not (directory / INDEX_FILE).is_file():
+    if WEIGHTS_FILE in manifest.files:
+        return [WEIGHTS_FILE]
+    if INDEX_FILE not in manifest.files:
         raise ModelDirectoryError(f"{directory / WEIGHTS_FILE} is missing; re-create the model directory")
-    return indexed_weight_files(directory, INDEX_FILE)
+    with _model_errors():
+        text = manifest.verified_bytes(INDEX_FILE)
+    return [path.name for path in indexed_weight_files(directory, INDEX_FILE, text)]
 
 
-def indexed_weight_files(directory: Path, index_name: str) -> list[Path]:
-    """The files a safetensors index (`weight_map`: tensor -> file) names, each a plain file name
-    inside `directory`: an index naming another path (`../x`, `/etc/x`) is refused, not followed."""
+def indexed_weight_files(directory: Path, index_name: str, text: bytes | None = None) -> list[Path]:
+    """The files a safetensors index (`weight_map`: tensor -> file; `text`: its bytes, already
+    checked, else read) names, each a plain file name inside `directory`: an index naming another
+    path (`../x`, `/etc/x`) is refused, not followed."""
     index = directory / index_name
     try:
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = sorted(set(json.loads(index.read_bytes() if text is None else text)["weight_map"].values()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ModelDirectoryError(f"{index} is unreadable or corrupt ({exc}); re-create the model directory") from None
     outside = [f for f in files if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
@@ -157,20 +221,25 @@ def indexed_weight_files(directory: Path, index_name: str) -> list[Path]:
 
 
 def load_model(directory: Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Transformer:
-    """Read a native model directory; weights keep their stored dtype unless `dtype` is given."""
+    """Read a native model directory; weights keep their stored dtype unless `dtype` is given.
+    Each weights file is hashed whole before it is opened: one more read of the model (from the
+    page cache, mostly) for the one reader that reads all of it anyway."""
     directory = Path(directory)
-    cfg = read_model_config(directory)
+    cfg, manifest = _read_config(directory)
     state: dict[str, torch.Tensor] = {}
-    files = weight_files(directory)
-    for path in files:
+    files = weight_files(directory, manifest)
+    for name in files:
+        path = directory / name
+        with _model_errors():
+            manifest.verify_file(name)
         try:
             with safe_open(path, framework="pt", device=str(device)) as f:
-                for name in f.keys():
-                    tensor = f.get_tensor(name)
-                    state[name] = tensor if dtype is None else tensor.to(dtype)
+                for tensor_name in f.keys():
+                    tensor = f.get_tensor(tensor_name)
+                    state[tensor_name] = tensor if dtype is None else tensor.to(dtype)
         except (SafetensorError, OSError) as exc:
             raise ModelDirectoryError(f"{path} is corrupt ({exc}); re-create the model directory") from None
-    return build_model(cfg, state, str(files[0] if len(files) == 1 else directory), device)
+    return build_model(cfg, state, str(directory / files[0] if len(files) == 1 else directory), device)
 
 
 def build_model(
@@ -205,22 +274,36 @@ def weight_slices(directory: Path) -> Iterator[tuple[ModelConfig, dict[str, Any]
     """A native model directory's config and its tensors as lazy slices (name -> safetensors'
     get_slice, on the CPU: indexing one with a box, `slices[name][rows, columns]`, reads only
     that box's bytes), after checking the names and shapes against the config. For a reader that
-    needs a part of each tensor (one rank's shards), never the whole model."""
+    needs a part of each tensor (one rank's shards), never the whole model: the headers are
+    checked against the manifest before they are parsed, and a box's blocks before it is read."""
     directory = Path(directory)
-    cfg = read_model_config(directory)
-    files = weight_files(directory)
+    cfg, manifest = _read_config(directory)
+    files = weight_files(directory, manifest)
     with ExitStack() as stack:
         slices: dict[str, Any] = {}
-        for path in files:
+        for name in files:
+            path = directory / name
             try:
+                with _model_errors():
+                    spans = verified_header(manifest, name)
                 weights = stack.enter_context(safe_open(path, framework="pt", device="cpu"))
-                slices |= {name: weights.get_slice(name) for name in weights.keys()}
-            except (SafetensorError, OSError) as exc:
+                slices |= {t: _Checked(weights.get_slice(t), manifest, name, spans[t]) for t in weights.keys()}
+            except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+                if isinstance(exc, ModelDirectoryError):
+                    raise
                 raise ModelDirectoryError(f"{path} is corrupt ({exc}); re-create the model directory") from None
         with torch.device("meta"):
             model = Transformer(cfg)
         check_tensor_shapes(model, {name: s.get_shape() for name, s in slices.items()}, str(directory))
         yield cfg, slices
+
+
+class _Checked(VerifiedSlice):
+    """A verified slice whose damaged block is the one-line error of a model directory."""
+
+    def __getitem__(self, key: Any) -> Any:
+        with _model_errors():
+            return super().__getitem__(key)
 
 
 def first_error(exc: ValidationError) -> str:

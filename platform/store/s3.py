@@ -25,6 +25,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 
+from .manifest import merged
 from .paths import home
 from .uri import COMPLETE_MARKER, ArtifactError
 
@@ -274,13 +275,7 @@ def publish_parts(uri: str, parts: list[dict[str, int]]) -> None:
     """Mark the sharded artifact at `uri` complete: the marker names every part's files."""
     where = S3Location.parse(uri)
     settings = S3Settings.from_env()
-    files: dict[str, int] = {}
-    for part in parts:
-        shared = files.keys() & part.keys()
-        if shared:
-            raise ArtifactError(f"two writers of {uri} staged the same file {sorted(shared)[0]}; nothing was published")
-        files |= part
-    _finish(settings.client(), where, files, settings)
+    _finish(settings.client(), where, merged(parts, uri), settings)
 
 
 def _unfinish(client: Minio, where: S3Location, settings: S3Settings) -> None:

@@ -22,13 +22,14 @@ from llamaops.platform.store import fetched
 
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointer import Checkpointer
-from .checkpointing import Progress, latest_checkpoint, restore_checkpoint
+from .checkpointing import Progress
 from .gate_checks import GateChecks, check_at_step
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
 from .rank_init import initialised_rank_model, loaded_rank_model
 from .rank_model import RankModel, check_microbatches, worker_layout
+from .resume import resume_checkpoint
 from .schedule import StepPlan
 
 
@@ -86,10 +87,8 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     # before a restore (which loads each rank's shards, whatever layout wrote them).
     placed = initial_rank_model(job, layout, device)
     optimizers = [build_optimizer(part, job) for part in placed.parts]
-    latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
-    progress = Progress(step=0, cursor=0)
-    if latest is not None:
-        progress = restore_checkpoint(job.checkpoint_root, latest, placed.parts, optimizers)
+    progress = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
+    progress = progress or Progress(step=0, cursor=0)
     checkpointer = Checkpointer(
         job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
     )

@@ -5,6 +5,8 @@ non-tensor item with `torch.load(weights_only=False)`: a crafted checkpoint exec
 names, and the validity check that reads the metadata is the first thing to run it. Here the
 metadata is unpickled by an allow-list of the classes DCP's metadata is made of, and non-tensor
 items with `weights_only=True`. Anything else makes the checkpoint unreadable, never runs.
+Given the checkpoint's manifest, the metadata's bytes are checked before they are unpickled, and
+each rank checks the blocks of the byte ranges it reads before DCP reads them.
 """
 import io
 import pickle
@@ -13,9 +15,12 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-from torch.distributed.checkpoint.planner import ReadItem
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
+
+from llamaops.platform.store.manifest import Manifest, ManifestError
 
 _METADATA_FILE = ".metadata"
 # (module, name) pairs the metadata of a torch 2.x DCP checkpoint is made of: its dataclasses, the
@@ -45,24 +50,42 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(f"the checkpoint metadata names {module}.{name}, which a DCP checkpoint never holds")
 
 
-def read_metadata(checkpoint: Path) -> Metadata:
-    """The DCP metadata of the checkpoint directory, unpickled by the allow-list."""
-    with open(checkpoint / _METADATA_FILE, "rb") as stream:
-        metadata = _MetadataUnpickler(stream).load()
+def read_metadata(checkpoint: Path, manifest: Manifest | None) -> Metadata:
+    """The DCP metadata of the checkpoint directory, checked against `manifest` (the state
+    directory's entries) when given, then unpickled by the allow-list."""
+    if manifest is None:
+        return parse_metadata((checkpoint / _METADATA_FILE).read_bytes())
+    return parse_metadata(manifest.verified_bytes(_METADATA_FILE))
+
+
+def parse_metadata(data: bytes) -> Metadata:
+    metadata = _MetadataUnpickler(io.BytesIO(data)).load()
     if not isinstance(metadata, Metadata):
         raise UnsafeCheckpointError(f"the checkpoint metadata is a {type(metadata).__name__}, not DCP's Metadata")
     return metadata
 
 
 class SafeFileSystemReader(dcp.FileSystemReader):
+    def __init__(self, path: str, manifest: Manifest | None) -> None:
+        super().__init__(path)
+        self.manifest = manifest
+
     def read_metadata(self, *args, **kwargs) -> Metadata:
         if kwargs.get("rank") is not None:  # per-rank metadata files: not written by llamaops
             raise UnsafeCheckpointError("per-rank DCP metadata is not supported")
-        metadata = read_metadata(Path(self.path))
+        metadata = read_metadata(Path(self.path), self.manifest)
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner):
+        # This rank's reads only: the blocks around its items' byte ranges, before DCP parses them.
+        if self.manifest is not None:
+            for item in plan.items:
+                stored = self.storage_data[item.storage_index]
+                self.manifest.verify_range(stored.relative_path, stored.offset, stored.length)
+        return super().read_data(plan, planner)
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):
@@ -76,6 +99,18 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             self.state_dict[read_item.dest_index.fqn] = loaded
 
 
-def load(state: dict, checkpoint: Path, no_dist: bool) -> None:
-    """dcp.load of `state` in place from the checkpoint directory, with the safe reader and planner."""
-    dcp.load(state, storage_reader=SafeFileSystemReader(str(checkpoint)), planner=SafeLoadPlanner(), no_dist=no_dist)
+def load(state: dict, checkpoint: Path, no_dist: bool, manifest: Manifest | None) -> None:
+    """dcp.load of `state` in place from the checkpoint directory, with the safe reader and planner;
+    a file that does not match `manifest` (the state directory's entries) raises ManifestError."""
+    reader = SafeFileSystemReader(str(checkpoint), manifest)
+    try:
+        dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=no_dist)
+    except CheckpointException as error:  # DCP wraps each rank's error: name the damage in one line
+        damaged = [failure for failure in map(_unwrapped, error.failures.values()) if isinstance(failure, ManifestError)]
+        if damaged:
+            raise ManifestError(str(damaged[0])) from None
+        raise
+
+
+def _unwrapped(failure: object) -> object:
+    return failure[0] if isinstance(failure, tuple) else failure

@@ -82,3 +82,20 @@ def test_export_then_import_hf_roundtrips_a_tiny_random_model(tmp_path):
     assert runner.invoke(app, ["model", "import-hf", str(tmp_path / "hf"), str(tmp_path / "back"), "--overwrite"]).exit_code == 0
     missing = runner.invoke(app, ["model", "export-hf", str(tmp_path / "nowhere"), str(tmp_path / "hf2")])
     assert missing.exit_code == 2 and "is not a directory" in missing.stderr
+
+
+def test_seal_writes_the_manifest_of_a_model_directory_that_has_none(tmp_path):
+    from llamaops.platform.config import ModelConfig
+    from llamaops.platform.model import Transformer
+    from llamaops.platform.model.checkpoint import load_model, save_model
+
+    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=160, vocab_size=300, max_seq_len=64)
+    directory = save_model(Transformer(cfg), tmp_path / "native")
+    (directory / "manifest.json").unlink()
+    refused = runner.invoke(app, ["model", "export-hf", str(directory), str(tmp_path / "hf")])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "llamaops model seal" in refused.stderr
+    sealed = runner.invoke(app, ["model", "seal", str(directory)])
+    assert sealed.exit_code == 0, sealed.stderr
+    assert load_model(directory).cfg == cfg
+    again = runner.invoke(app, ["model", "seal", str(directory)])
+    assert again.exit_code == 2 and "already exists" in again.stderr

@@ -8,6 +8,7 @@ from llamaops.platform.config import ModelConfig, RopeScaling
 from llamaops.platform.model import Transformer
 from llamaops.platform.model import checkpoint
 from llamaops.platform.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelDirectoryError, load_model, save_model
+from llamaops.platform.store.manifest import MANIFEST_FILE, read_manifest, seal
 
 CFG = ModelConfig(
     dim=64,
@@ -34,7 +35,7 @@ def saved(model, tmp_path):
 
 
 def test_roundtrip_gives_identical_tensors_buffers_and_logits(model, saved):
-    assert sorted(p.name for p in saved.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in saved.iterdir()) == sorted([CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE])
     header = json.loads((saved / CONFIG_FILE).read_text())
     assert header["format_version"] == checkpoint.FORMAT_VERSION and header["config"]["dim"] == 64
     loaded = load_model(saved).eval()
@@ -83,6 +84,12 @@ def _read_slices(directory) -> None:
         pass
 
 
+def _resealed(directory) -> None:
+    """A directory edited on purpose, its manifest re-written: checks past the manifest's are reached."""
+    (directory / MANIFEST_FILE).unlink()
+    seal(directory)
+
+
 def _one_line_error(directory, match: str) -> str:
     """The error both readers give: the whole model's (load_model) and a shard reader's (weight_slices)."""
     for read in (load_model, _read_slices):
@@ -111,14 +118,20 @@ def test_corrupt_inputs_are_one_line_errors(saved):
     config, weights = saved / CONFIG_FILE, saved / WEIGHTS_FILE
     good_config = config.read_text()
     config.write_text("{not json")
+    _resealed(saved)
     _one_line_error(saved, "corrupt")
     header = json.loads(good_config)
     config.write_text(json.dumps({**header, "format_version": 99}))
+    _resealed(saved)
     _one_line_error(saved, "format version 99")
     config.write_text(json.dumps({**header, "config": {**header["config"], "n_heads": 5}}))
+    _resealed(saved)
     _one_line_error(saved, "invalid model config")
     config.write_text(good_config)
+    _resealed(saved)
     weights.write_bytes(weights.read_bytes()[:1000])
+    _one_line_error(saved, "model.safetensors is corrupt")
+    _resealed(saved)
     _one_line_error(saved, "model.safetensors is corrupt")
 
 
@@ -126,13 +139,16 @@ def test_weights_that_do_not_fit_the_config_are_one_line_errors(saved):
     config, weights = saved / CONFIG_FILE, saved / WEIGHTS_FILE
     header = json.loads(config.read_text())
     config.write_text(json.dumps({**header, "config": {**header["config"], "ffn_hidden_dim": 128}}))
+    _resealed(saved)
     _one_line_error(saved, r"feed_forward.w1.weight has shape \[160, 64\] but the config needs \[128, 64\]")
     config.write_text(json.dumps({**header, "config": {**header["config"], "n_layers": 3}}))
+    _resealed(saved)
     _one_line_error(saved, r"missing \['layers.2")
     config.write_text(json.dumps(header))
     tensors = load_file(weights)
     del tensors["norm.weight"]
     save_file(tensors, weights)
+    _resealed(saved)
     _one_line_error(saved, r"missing \['norm.weight'\]")
 
 
@@ -153,7 +169,7 @@ def test_a_model_written_in_groups_loads_whole_and_a_missing_weights_file_is_nam
     for (name, want), got in zip(model.state_dict().items(), load_model(written).state_dict().values()):
         assert torch.equal(want, got), name
     (written / checkpoint.shard_file(2, 3)).unlink()
-    with pytest.raises(ModelDirectoryError, match=r"model-00002-of-00003.safetensors is missing \(1 of 3 weights files\)"):
+    with pytest.raises(ModelDirectoryError, match=r"model-00002-of-00003.safetensors is missing"):
         load_model(written)
 
 
@@ -172,8 +188,9 @@ def test_a_weights_index_naming_a_path_outside_the_directory_is_refused(tmp_path
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / INDEX_FILE).write_text(json.dumps({"weight_map": {"tok_embeddings.weight": named}}))
+    seal(model_dir)
     with pytest.raises(ModelDirectoryError, match="which is not a file in"):
-        weight_files(model_dir)
+        weight_files(model_dir, read_manifest(model_dir))
     (model_dir / HF_INDEX_FILE).write_text(json.dumps({"weight_map": {"model.embed_tokens.weight": named}}))
     with pytest.raises(ModelDirectoryError, match="which is not a file in"):
         hf_weight_files(model_dir)

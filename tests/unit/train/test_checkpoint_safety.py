@@ -39,12 +39,12 @@ def test_a_crafted_object_inside_otherwise_valid_metadata_is_refused(tmp_path: P
     root = (tmp_path / "ckpt").as_uri()
     _saved(root, [1])
     metadata_file = local_path(step_uri(root, 1)) / STATE_DIR / ".metadata"
-    metadata = safe_dcp.read_metadata(metadata_file.parent)
+    metadata = safe_dcp.read_metadata(metadata_file.parent, None)
     marker = tmp_path / "pwned"
     metadata.planner_data = _CreatesAFile(marker)  # a field DCP itself fills: any object fits there
     metadata_file.write_bytes(pickle.dumps(metadata))
     with pytest.raises(safe_dcp.UnsafeCheckpointError, match="names io.open"):
-        safe_dcp.read_metadata(metadata_file.parent)
+        safe_dcp.read_metadata(metadata_file.parent, None)
     assert latest_checkpoint(root, [1]) is None and not marker.exists()
 
 
@@ -54,20 +54,20 @@ def test_a_non_tensor_item_is_loaded_as_weights_only(tmp_path: Path):
     assert not marker.exists()
     state = {"lr": 0.0, "extra": None}
     with pytest.raises((CheckpointException, pickle.UnpicklingError)):  # DCP wraps a rank's error
-        safe_dcp.load(state, tmp_path / "state", no_dist=True)
+        safe_dcp.load(state, tmp_path / "state", no_dist=True, manifest=None)
     assert not marker.exists()
     plain = {"lr": 0.0}
     dcp.save({"lr": 0.5}, checkpoint_id=tmp_path / "plain", no_dist=True)
-    safe_dcp.load(plain, tmp_path / "plain", no_dist=True)
+    safe_dcp.load(plain, tmp_path / "plain", no_dist=True, manifest=None)
     assert plain == {"lr": 0.5}
 
 
 def test_a_real_checkpoints_metadata_reads_through_the_allow_list(tmp_path: Path):
     state = {"w": torch.randn(3, 5, dtype=torch.bfloat16), "step": 7, "betas": (0.9, 0.95), "name": "x"}
     dcp.save(state, checkpoint_id=tmp_path, no_dist=True)
-    metadata = safe_dcp.read_metadata(tmp_path)
+    metadata = safe_dcp.read_metadata(tmp_path, None)
     assert metadata.state_dict_metadata["w"].properties.dtype == torch.bfloat16
     loaded = {"w": torch.zeros(3, 5, dtype=torch.bfloat16), "step": 0, "betas": None, "name": ""}
-    safe_dcp.load(loaded, tmp_path, no_dist=True)
+    safe_dcp.load(loaded, tmp_path, no_dist=True, manifest=None)
     assert torch.equal(loaded["w"], state["w"]) and loaded["step"] == 7 and loaded["name"] == "x"
     assert tuple(loaded["betas"]) == (0.9, 0.95)
