@@ -11,6 +11,7 @@ checkpoint is visible.
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from llamaops.platform.store import ArtifactError, staged_output
@@ -20,6 +21,13 @@ from llamaops.platform.store.manifest import Digest, ManifestError, digest_files
 def distributed() -> bool:
     """Whether a process group is up (collectives needed); False in a single process."""
     return dist.is_available() and dist.is_initialized()
+
+
+def flag_tensor(value: int) -> torch.Tensor:
+    """A one-number tensor for a collective on the default group: NCCL (GPU training) takes only
+    CUDA tensors, gloo CPU ones."""
+    on_gpu = distributed() and dist.get_backend() == "nccl"
+    return torch.tensor([value], dtype=torch.int32, device=torch.cuda.current_device() if on_gpu else "cpu")
 
 
 def _barrier() -> None:

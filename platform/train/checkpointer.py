@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from llamaops.platform.model.transformer import Transformer
 
+from .checkpoint_staging import flag_tensor
 from .checkpointing import PendingCheckpoint, Progress, remove_checkpoint, start_checkpoint
 
 
@@ -34,7 +35,7 @@ class Checkpointer:
         """Collective, at each step end: publish the pending checkpoint if every rank has written it."""
         if self.pending is None:
             return
-        written = torch.tensor(int(self.pending.written()))
+        written = flag_tensor(int(self.pending.written()))
         if self.world > 1:
             dist.all_reduce(written, op=dist.ReduceOp.MIN)
         if written:

@@ -33,7 +33,7 @@ from llamaops.platform.store.manifest import Digest, Manifest, ManifestError, di
 from llamaops.platform.store.uri import local_path
 
 from . import safe_dcp
-from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging, distributed
+from .checkpoint_staging import OwnDirectories, SharedDirectory, checkpoint_staging, distributed, flag_tensor
 from .hashing_writer import HashingWriter
 
 STATE_DIR = "state"
@@ -225,7 +225,7 @@ def restore_checkpoint(
 def _agree_intact(damage: ManifestError | None) -> None:
     """Collective: raise ManifestError on every rank if any rank found a damaged file, so that
     all ranks fail a restore alike (DCP's load already fails on every rank for its own files)."""
-    found = torch.tensor([damage is not None], dtype=torch.int32)
+    found = flag_tensor(int(damage is not None))
     if distributed():
         dist.all_reduce(found)
     if damage is not None:

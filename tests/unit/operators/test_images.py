@@ -12,8 +12,10 @@ CHART_VALUES = Path(__file__).resolve().parents[3] / "charts" / "llamaops" / "va
 def test_default_images_are_the_charts_pins_by_version(monkeypatch):
     monkeypatch.delenv("LLAMAOPS_IMAGE", raising=False)
     monkeypatch.delenv("LLAMAOPS_VLLM_IMAGE", raising=False)
-    operator = yaml.safe_load(CHART_VALUES.read_text())["operator"]
-    assert image_for("llamaops") == operator["servingImage"] == f"ghcr.io/llamaops/llamaops:{__version__}"
+    values = yaml.safe_load(CHART_VALUES.read_text())
+    operator, image = values["operator"], values["image"]
+    assert operator["servingImage"] == ""  # the chart's own image (and digest) serves
+    assert image_for("llamaops") == f"{image['repository']}:{image['tag']}" == f"ghcr.io/llamaops/llamaops:{__version__}"
     assert image_for("vllm") == operator["vllmImage"]
     for image in (image_for("llamaops"), image_for("vllm")):
         tag = image.rsplit("/", 1)[-1].partition(":")[2]
