@@ -53,8 +53,8 @@ def made(helm):
 
 def test_every_pod_is_restricted_and_selected_by_an_ingress_policy(made):
     pods, policies = made
-    assert {"operator", "mlflow", "minio", "postgresql", "helm-test", "server", "data-head", "pretrain-worker",
-            "safety-submitter", "step"} <= set(pods)
+    assert {"operator", "mlflow", "minio", "postgresql", "helm-test", "llamaops-minio-setup", "server", "data-head",
+            "pretrain-worker", "safety-submitter", "step"} <= set(pods)
     for name, (pod, spec) in pods.items():
         if spec is not None:
             assert restricted_violations(spec) == [], name
@@ -84,6 +84,9 @@ NEIGHBOUR = Pod(SERVED_NS, {"app": "not-llamaops"})
     ("step", "minio", 9000, True),
     ("pretrain-worker", "minio", 9000, True),
     ("server", "minio", 9000, True),
+    ("llamaops-minio-setup", "minio", 9000, True),
+    ("llamaops-minio-setup", "mlflow", 5000, True),
+    (OUTSIDER, "llamaops-minio-setup", 8080, False),
     ("helm-test", "mlflow", 5000, True),
     ("step", "mlflow", 5000, True),
     (OUTSIDER, "minio", 9000, False),
