@@ -38,6 +38,7 @@ def _meta(name: str, namespace: str, uid: str) -> dict:
 
 
 PASSED_ON_ENV = ("LLAMAOPS_S3_ENDPOINT", "MLFLOW_TRACKING_URI")
+API_KEY_ENV = {"llamaops": "LLAMAOPS_API_KEY", "vllm": "VLLM_API_KEY"}
 MLFLOW_ACCOUNT_ENV = "LLAMAOPS_MLFLOW_ACCOUNT"  # the Secret (username, password) of the MLflow account
 
 
@@ -62,7 +63,8 @@ def _env(spec: DeploymentSpec) -> list[dict]:
     # A writable HOME and model cache on the /tmp emptyDir: the root filesystem is read-only.
     env = [{"name": "HOME", "value": "/tmp"}, {"name": "LLAMAOPS_HOME", "value": "/tmp/llamaops"}]
     if spec.apiKeySecret:
-        env.append(_secret_env("LLAMAOPS_API_KEY", spec.apiKeySecret, "api-key"))
+        # Each engine reads its key from its own variable (vLLM's api_server: VLLM_API_KEY).
+        env.append(_secret_env(API_KEY_ENV[spec.engine], spec.apiKeySecret, "api-key"))
     # The platform's object store and model registry (the chart sets both on the operator).
     env += [{"name": name, "value": os.environ[name]} for name in PASSED_ON_ENV if os.environ.get(name)]
     if spec.storageSecret:

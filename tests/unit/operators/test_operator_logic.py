@@ -43,6 +43,14 @@ def test_vllm_argv_carries_tp_and_served_name():
     assert argv[argv.index("--served-model-name") + 1] == "llama-8b"
 
 
+@pytest.mark.parametrize("engine, variable", [("llamaops", "LLAMAOPS_API_KEY"), ("vllm", "VLLM_API_KEY")])
+def test_each_engine_gets_the_api_key_where_it_reads_it(engine, variable):
+    spec, pool = _check({**SPEC, "engine": engine, "apiKeySecret": "serving-key"})
+    env = manifests.deployment("m", "ns", "uid-1", spec, pool)["spec"]["template"]["spec"]["containers"][0]["env"]
+    keys = [e for e in env if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "serving-key"]
+    assert [e["name"] for e in keys] == [variable]
+
+
 def test_autoscaling_gives_hpa_and_leaves_replicas_to_it():
     spec, pool = _check({**SPEC, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}})
     assert "replicas" not in manifests.deployment("m", "ns", "u", spec, pool)["spec"]
