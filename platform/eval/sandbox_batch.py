@@ -30,9 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from llamaops.platform.eval.sandbox_host import kill_group, output_tail, status_of, wait_or_kill
+from llamaops.platform.eval.sandbox_host import OUTPUT_CHARS, kill_group, output_tail, status_of, wait_or_kill
 
 DRAIN_SECONDS = 2.0  # after the kill, for the pipe to close
+LOG_CHARS = 4 << 20  # the outputs' share of the result line, well under the kubelet's log rotation (10 MiB)
 PR_SET_CHILD_SUBREAPER = 36
 PROGRAM_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
 
@@ -45,12 +46,13 @@ def main(argv: list[str]) -> int:
     # Orphans of a program (a double fork, setsid) become this process's children, so they can be killed.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".py") and not p.name.startswith("."))
-    outcomes = [run_one((folder / name).read_bytes(), limits) for name in names]
+    chars = max(200, min(OUTPUT_CHARS, LOG_CHARS // max(len(names), 1)))
+    outcomes = [run_one((folder / name).read_bytes(), limits, chars) for name in names]
     print(json.dumps({"outcomes": outcomes}), flush=True)
     return 0
 
 
-def run_one(source: bytes, limits: dict) -> dict:
+def run_one(source: bytes, limits: dict, chars: int = OUTPUT_CHARS) -> dict:
     work = Path(tempfile.mkdtemp(prefix="program-", dir=os.environ.get("TMPDIR", "/tmp")))
     try:
         (work / "program.py").write_bytes(source)
@@ -67,7 +69,7 @@ def run_one(source: bytes, limits: dict) -> dict:
         _kill_orphans()
         shutil.rmtree(work, ignore_errors=True)
     return {"status": status_of(code, timed_out), "exit_code": None if timed_out else code, "seconds": round(seconds, 3),
-            "output": output_tail(output)}
+            "output": output_tail(output)[-chars:]}
 
 
 def _set_rlimits(limits: dict, running: int) -> None:

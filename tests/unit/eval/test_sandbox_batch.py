@@ -67,6 +67,7 @@ def test_the_wall_limit_stops_a_program_and_the_detached_child_it_left(tmp_path)
     timed_out, following = outcomes(run_batch(folder, limits))
     assert time.monotonic() - started < 2 * limits.wall_seconds + 15  # the setsid child held no pipe open
     assert timed_out["status"] == "timeout" and timed_out["exit_code"] is None
+    assert timed_out["output"].strip(), "the program's output was lost: something still held its pipe"
     child = int(timed_out["output"].split()[0])
     assert not _alive(child), "the setsid child outlived its program"
     assert following == {**following, "status": "passed", "output": "next\n"}
