@@ -98,6 +98,9 @@ def code(
     from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError
     from llamaops.platform.eval.sandbox_pod import PodSandbox, SandboxPodError
 
+    if sandbox is not Sandbox.pod and (namespace or image):
+        raise typer.BadParameter("--namespace and --image choose the code-sandbox pod: give --sandbox pod too",
+                                 param_hint="--sandbox")
     sampling = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     try:
         runner = PodSandbox(namespace, image) if sandbox is Sandbox.pod else None

@@ -66,11 +66,14 @@ class PodSandbox:
         self._call("create pods", self.api.create_namespaced_pod, self.namespace, manifest)
         created.insert(0, ("pod", name))
         ended = self._wait(name, manifest["spec"]["activeDeadlineSeconds"] + START_GRACE_SECONDS)
-        log = self._log(name)
         if ended.status.phase == "Failed":
+            try:
+                last = repr(_last_line(self._log(name))[-200:])
+            except SandboxPodError:  # a pod that never started has no log: its reason says enough
+                last = "none"
             raise SandboxPodError(f"the code-sandbox pod {self.namespace}/{name} failed ({_why_failed(ended)}); "
-                                  f"last log line: {_last_line(log)!r}; its events: kubectl get events -n {self.namespace}")
-        return parse_outcomes(log, len(sources), f"{self.namespace}/{name}")
+                                  f"last log line: {last}; its events: kubectl get events -n {self.namespace}")
+        return parse_outcomes(self._log(name), len(sources), f"{self.namespace}/{name}")
 
     def _wait(self, name: str, seconds: float) -> Any:
         deadline = self.clock() + seconds

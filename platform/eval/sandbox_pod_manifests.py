@@ -19,7 +19,8 @@ COMPONENT = "code-sandbox"
 LABELS = {"app.kubernetes.io/part-of": "llamaops", "llamaops.io/component": COMPONENT}
 CONFIG_MAP_BYTES = 900 << 10  # under the API server's 1 MiB per object, with room for metadata
 PROGRAMS_DIR = "/programs"
-START_SECONDS = 60  # the interpreter and the batch itself, besides the programs' wall limits
+# Besides the programs' wall limits: the image pull (the deadline counts from before it) and the interpreter.
+START_SECONDS = 600
 DRAIN_SECONDS = 2  # sandbox_batch.DRAIN_SECONDS, per program that runs out of time
 MEMORY_HEADROOM = 256 << 20  # the batch process and the page cache, besides one program's address space
 

@@ -101,6 +101,10 @@ def test_a_failed_pod_is_one_line_and_leaves_nothing_simulated(tmp_path):
     ended = status("Failed", "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
     message = _fails(SimulatedCoreV1Api(tmp_path, ends=ended, log="partial\n"))
     assert "failed (DeadlineExceeded: Pod was active" in message and "'partial'" in message and "kubectl get events" in message
+    # A pod that never ran has no log to read: its reason is still what the line says.
+    evicted = status("Failed", "Evicted", "The node was low on resource: ephemeral-storage.")
+    message = _fails(SimulatedCoreV1Api(tmp_path, ends=evicted, forbid=("read_namespaced_pod_log",)))
+    assert "failed (Evicted: The node was low on resource" in message and "last log line: none" in message
 
 
 def test_forbidden_names_the_rbac_the_caller_needs_and_leaves_nothing_simulated(tmp_path):
@@ -128,3 +132,9 @@ def test_eval_code_with_no_cluster_says_one_line_and_exits_non_zero(monkeypatch,
     result = CliRunner().invoke(app, ["eval", "code", str(tmp_path / "no-model-needed"), "--sandbox", "pod"])
     assert result.exit_code == 3 and result.stdout == ""
     assert result.stderr.startswith("error: no Kubernetes cluster to run the code-sandbox pod in") and result.stderr.count("\n") == 1
+
+
+def test_pod_options_without_the_pod_sandbox_are_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["eval", "code", str(tmp_path), "--namespace", "team-a"])
+    words = " ".join(result.stderr.replace("│", " ").split())  # the usage error comes in a box
+    assert result.exit_code == 2 and "--namespace and --image choose the code-sandbox pod: give --sandbox pod too" in words
