@@ -19,6 +19,8 @@ from .sandbox import SandboxLimits, SandboxOutcome
 from .sandbox_pod_manifests import config_maps, pod
 
 RBAC = "create and delete on configmaps and pods, get on pods and pods/log"
+PERMISSIONS = [(verb, resource, "") for resource in ("configmaps", "pods") for verb in ("create", "delete")] + [
+    ("get", "pods", ""), ("get", "pods", "log")]
 START_GRACE_SECONDS = 300  # scheduling and the image pull: activeDeadlineSeconds counts from the start
 POLL_SECONDS = 2.0
 REQUEST_SECONDS = 60
@@ -30,16 +32,21 @@ class SandboxPodError(RuntimeError):
 
 
 class PodSandbox:
-    """Callable as evaluate_humaneval's run_programs. `api` is a CoreV1Api (default: the
-    cluster's, from the in-cluster config or the kubeconfig)."""
+    """Callable as evaluate_humaneval's run_programs. `api` is a CoreV1Api and `authz` an
+    AuthorizationV1Api (default: the cluster's, from the in-cluster config or the kubeconfig);
+    with `authz`, the caller's permissions are checked here, before anything is generated."""
 
-    def __init__(self, namespace: str | None = None, image: str | None = None, api: Any = None,
+    def __init__(self, namespace: str | None = None, image: str | None = None, api: Any = None, authz: Any = None,
                  poll_seconds: float = POLL_SECONDS, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.api = api if api is not None else _core_api()
+        if api is None:
+            api, authz = _cluster_apis()
+        self.api = api
         self.namespace = namespace or current_namespace()
         self.image = image or llamaops_image()
         self.poll_seconds, self.clock, self.sleep = poll_seconds, clock, sleep
+        if authz is not None:
+            require_access(authz, self.namespace)
 
     def __call__(self, sources: list[str], limits: SandboxLimits) -> list[SandboxOutcome]:
         name = f"llamaops-code-sandbox-{secrets.token_hex(4)}"
@@ -132,6 +139,30 @@ class PodSandbox:
             raise SandboxPodError(f"cannot reach the Kubernetes API to {verb}: {' '.join(str(exc).split())[:300]}") from None
 
 
+def require_access(authz: Any, namespace: str) -> None:
+    """One line naming what the caller may not do of what a run needs (SelfSubjectAccessReview,
+    which every authenticated user may ask); where the review itself is refused, the run will say."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    missing = []
+    for verb, resource, subresource in PERMISSIONS:
+        attributes = {"namespace": namespace, "verb": verb, "resource": resource, "subresource": subresource}
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes}}
+        try:
+            review = authz.create_self_subject_access_review(body, _request_timeout=REQUEST_SECONDS)
+        except ApiException:
+            return
+        except HTTPError as exc:
+            raise SandboxPodError(f"cannot reach the Kubernetes API: {' '.join(str(exc).split())[:300]}") from None
+        if not review.status.allowed:
+            missing.append(f"{verb} {resource}{'/' + subresource if subresource else ''}")
+    if missing:
+        raise SandboxPodError(f"not allowed to {', '.join(missing)} in namespace {namespace}: the code-sandbox pod "
+                              f"needs {RBAC} there; see the README's `eval code`")
+
+
 def parse_outcomes(log: str, count: int, where: str) -> list[SandboxOutcome]:
     """The final JSON line of sandbox_batch.py, as `count` outcomes in program order."""
     try:
@@ -146,7 +177,7 @@ def parse_outcomes(log: str, count: int, where: str) -> list[SandboxOutcome]:
     return outcomes
 
 
-def _core_api() -> Any:
+def _cluster_apis() -> tuple[Any, Any]:
     from kubernetes import client, config
 
     try:
@@ -154,7 +185,7 @@ def _core_api() -> Any:
     except (config.ConfigException, OSError) as exc:
         raise SandboxPodError(f"no Kubernetes cluster to run the code-sandbox pod in ({exc}): run in a pod, "
                               f"or set KUBECONFIG") from None
-    return client.CoreV1Api()
+    return client.CoreV1Api(), client.AuthorizationV1Api()
 
 
 def _last_line(log: str) -> str:

@@ -1,4 +1,5 @@
-"""A SIMULATED Kubernetes CoreV1Api: the few methods sandbox_pod.PodSandbox calls, with objects
+"""A SIMULATED Kubernetes CoreV1Api (and AuthorizationV1Api's access reviews): the few methods
+sandbox_pod.PodSandbox calls, with objects
 kept in dicts and no server. Its "kubelet" runs the Pod's own command here, as a subprocess, on
 the programs of the ConfigMaps the Pod projects, unless told to end the pod another way. It proves
 the caller's flow, not what a real API server or kubelet does (nothing here is admission, RBAC or
@@ -89,3 +90,15 @@ class SimulatedCoreV1Api:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         self.logs[pod["metadata"]["name"]] = done.stdout + done.stderr
         return status("Succeeded" if done.returncode == 0 else "Failed")
+
+
+class SimulatedAuthorizationV1Api:
+    """SelfSubjectAccessReviews answered from a set of denied (verb, resource, subresource)."""
+
+    def __init__(self, denied: set[tuple[str, str, str]] = frozenset()) -> None:
+        self.denied, self.asked = denied, []
+
+    def create_self_subject_access_review(self, body: dict, **_) -> SimpleNamespace:
+        a = body["spec"]["resourceAttributes"]
+        self.asked.append((a["verb"], a["resource"], a["subresource"]))
+        return SimpleNamespace(status=SimpleNamespace(allowed=self.asked[-1] not in self.denied))

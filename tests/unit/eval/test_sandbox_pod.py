@@ -14,7 +14,7 @@ from llamaops.platform.eval.sandbox import SandboxLimits
 from llamaops.platform.eval.sandbox_pod import PodSandbox, SandboxPodError
 from llamaops.platform.eval.sandbox_pod_manifests import CONFIG_MAP_BYTES, config_maps, deadline_seconds, pod, program_key
 
-from .simulated_core_api import UNSCHEDULABLE, SimulatedCoreV1Api, status
+from .simulated_core_api import UNSCHEDULABLE, SimulatedAuthorizationV1Api, SimulatedCoreV1Api, status
 
 CANARY = "canary-91b4"
 LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=3, memory_bytes=512 << 20, max_processes=8)
@@ -111,6 +111,17 @@ def test_forbidden_names_the_rbac_the_caller_needs_and_leaves_nothing_simulated(
     message = _fails(SimulatedCoreV1Api(tmp_path, forbid=("create_namespaced_pod",)))
     assert message.startswith("not allowed to create pods in namespace team-a (Forbidden)")
     assert "create and delete on configmaps and pods, get on pods and pods/log" in message
+
+
+def test_missing_permissions_are_named_before_anything_is_generated_simulated(tmp_path):
+    api, authz = SimulatedCoreV1Api(tmp_path), SimulatedAuthorizationV1Api({("get", "pods", "log"), ("delete", "pods", "")})
+    with pytest.raises(SandboxPodError) as refused:
+        PodSandbox("team-a", "llamaops:1", api=api, authz=authz)
+    assert str(refused.value).startswith("not allowed to delete pods, get pods/log in namespace team-a:")
+    assert "\n" not in str(refused.value) and api.created_pods == [] and api.config_maps == {}
+    allowed = SimulatedAuthorizationV1Api()
+    PodSandbox("team-a", "llamaops:1", api=api, authz=allowed)
+    assert {r for _, r, _ in allowed.asked} == {"configmaps", "pods"} and ("get", "pods", "log") in allowed.asked
 
 
 def test_an_unschedulable_pod_is_given_up_after_its_deadline_simulated(tmp_path):
