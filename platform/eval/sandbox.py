@@ -9,6 +9,8 @@ root and a non-root evaluator. Where the kernel refuses the namespaces, nothing 
 `run_sandboxed` raises SandboxUnavailableError with one line saying why.
 """
 import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +20,8 @@ from llamaops.platform.config.base import Config
 
 from .sandbox_host import SandboxUnavailableError, launch
 
-__all__ = ["SandboxLimits", "SandboxOutcome", "SandboxUnavailableError", "require_sandbox", "run_sandboxed"]
+__all__ = ["BatchRunner", "SandboxLimits", "SandboxOutcome", "SandboxUnavailableError", "require_sandbox", "run_batch",
+           "run_sandboxed"]
 
 _WHAT_TO_DO = ("run code evaluation where unprivileged user namespaces are allowed (Linux 5.12+, "
                "no seccomp profile blocking unshare and mount), or skip HumanEval")
@@ -57,6 +60,17 @@ def run_sandboxed(source: str, limits: SandboxLimits = SandboxLimits()) -> Sandb
     except SandboxUnavailableError as exc:
         raise SandboxUnavailableError(_refusal(str(exc))) from None
     return SandboxOutcome(run.status, run.exit_code, run.seconds, run.output)  # type: ignore[arg-type]
+
+
+# programs, limits -> their outcomes in order: run_batch here, or a code-sandbox pod (sandbox_pod.py)
+BatchRunner = Callable[[list[str], "SandboxLimits"], list[SandboxOutcome]]
+
+
+def run_batch(sources: list[str], limits: SandboxLimits = SandboxLimits(), workers: int = 2) -> list[SandboxOutcome]:
+    """run_sandboxed on each program, `workers` at a time; the outcomes in order."""
+    require_sandbox()
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # each job waits on its own subprocess
+        return list(pool.map(lambda source: run_sandboxed(source, limits), sources))
 
 
 def require_sandbox() -> None:

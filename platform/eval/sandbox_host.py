@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,37 +59,44 @@ def launch(source: str, limits: dict[str, int], wall_seconds: float) -> Run:
             cwd=base, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, **drop,  # its own process group: the wall limit kills it whole
         )
-        output, timed_out = _wait(launcher, wall_seconds)
+        output, timed_out = wait_or_kill(launcher, wall_seconds)
         seconds = time.perf_counter() - started
         report = (base / "report").read_text(encoding="utf-8").splitlines()
     if errors := [line[len("error "):] for line in report if line.startswith("error ")]:
         raise SandboxUnavailableError(errors[0])
     statuses = [int(line.split()[1]) for line in report if line.startswith("status ")]
     code = os.waitstatus_to_exitcode(statuses[0]) if statuses else None
-    status = ("timeout" if timed_out else "killed" if code is None or code < 0 else "passed" if code == 0 else "failed")
-    text = output.decode("utf-8", errors="replace")[-OUTPUT_CHARS:]
-    return Run(status, code, round(seconds, 3), text)
+    return Run(status_of(code, timed_out), code, round(seconds, 3), output_tail(output))
 
 
-def _wait(launcher: subprocess.Popen, wall_seconds: float) -> tuple[bytes, bool]:
+def status_of(code: int | None, timed_out: bool) -> str:
+    return "timeout" if timed_out else "killed" if code is None or code < 0 else "passed" if code == 0 else "failed"
+
+
+def output_tail(output: bytes) -> str:
+    return output.decode("utf-8", errors="replace")[-OUTPUT_CHARS:]
+
+
+def wait_or_kill(process: subprocess.Popen, wall_seconds: float, kill: Callable[[int], None] | None = None,
+                 drain_seconds: float = DRAIN_SECONDS) -> tuple[bytes, bool]:
     """The output and whether the wall limit ran out. Killing the launcher's group kills the
     namespace's init, which kills every process in it, so the pipe closes; should anything still
-    hold it, it is closed here after DRAIN_SECONDS."""
+    hold it, it is closed here after `drain_seconds`. `kill(pid)`: how to kill (default: its group)."""
     try:
-        output, _ = launcher.communicate(timeout=wall_seconds)
+        output, _ = process.communicate(timeout=wall_seconds)
         return output, False
     except subprocess.TimeoutExpired:
-        _kill_group(launcher.pid)
+        (kill or kill_group)(process.pid)
     try:
-        output, _ = launcher.communicate(timeout=DRAIN_SECONDS)
+        output, _ = process.communicate(timeout=drain_seconds)
     except subprocess.TimeoutExpired:
-        launcher.stdout.close()
-        launcher.wait()
+        process.stdout.close()
+        process.wait()
         output = b""
     return output, True
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -2,7 +2,8 @@
 admission, and its bridge CNI enforces no NetworkPolicy), written from the Kubernetes docs:
 - `restricted_violations`: the Pod Security Standards' "restricted" profile (v1.27+) for one pod spec;
 - `ingress_allowed`: NetworkPolicy ingress semantics (podSelector, namespaceSelector, ports by
-  number or by a container port's name; a pod no policy selects takes all traffic)."""
+  number or by a container port's name; a pod no policy selects takes all traffic);
+- `egress_allowed`: the same for egress (a pod no Egress policy selects may send anywhere)."""
 from dataclasses import dataclass, field
 
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -62,6 +63,7 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 def _peer_matches(peer: dict, source: Pod, policy_namespace: str) -> bool:
+    """Whether `source` (the peer pod: the sender for ingress, the receiver for egress) matches."""
     if "ipBlock" in peer:
         return False  # pods are not addressed by IP blocks here
     if "namespaceSelector" in peer:
@@ -89,13 +91,23 @@ def policies_for(policies: list[dict], target: Pod) -> list[dict]:
 
 
 def ingress_allowed(policies: list[dict], source: Pod, target: Pod, port: int) -> bool:
-    selecting = policies_for(policies, target)
+    return _allowed(policies_for(policies, target), "ingress", "from", source, target, port)
+
+
+def egress_allowed(policies: list[dict], source: Pod, target: Pod, port: int) -> bool:
+    selecting = [p for p in policies if p["metadata"]["namespace"] == source.namespace
+                 and "Egress" in p["spec"].get("policyTypes", []) and selects(p["spec"]["podSelector"], source.labels)]
+    return _allowed(selecting, "egress", "to", target, target, port)
+
+
+def _allowed(selecting: list[dict], rules: str, peers_key: str, peer: Pod, target: Pod, port: int) -> bool:
+    """Whether a rule of the selecting policies lets `peer` in (ingress) or out to it (egress)."""
     if not selecting:
         return True
     for policy in selecting:
-        for rule in policy["spec"].get("ingress", []):
-            peers = rule.get("from")
-            if (not peers or any(_peer_matches(peer, source, target.namespace) for peer in peers)) \
+        for rule in policy["spec"].get(rules, []):
+            peers = rule.get(peers_key)
+            if (not peers or any(_peer_matches(p, peer, policy["metadata"]["namespace"]) for p in peers)) \
                     and _port_matches(rule.get("ports"), port, target):
                 return True
     return False
