@@ -34,7 +34,7 @@ from llamaops.platform.eval.sandbox_host import OUTPUT_CHARS, kill_group, output
 
 DRAIN_SECONDS = 2.0  # after the kill, for the pipe to close
 LOG_CHARS = 4 << 20  # the outputs' share of the result line, well under the kubelet's log rotation (10 MiB)
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE = 36, 4
 PROGRAM_ENV = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
 
 
@@ -43,8 +43,12 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m llamaops.platform.eval.sandbox_batch DIR LIMITS_JSON", file=sys.stderr)
         return 2
     folder, limits = Path(argv[0]), json.loads(argv[1])
+    libc = ctypes.CDLL(None, use_errno=True)
     # Orphans of a program (a double fork, setsid) become this process's children, so they can be killed.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # The programs run as this uid: without this they could write a forged result line into this
+    # process's stdout (the pod's log) through /proc/<pid>/fd/1.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".py") and not p.name.startswith("."))
     chars = max(200, min(OUTPUT_CHARS, LOG_CHARS // max(len(names), 1)))
     outcomes = [run_one((folder / name).read_bytes(), limits, chars) for name in names]

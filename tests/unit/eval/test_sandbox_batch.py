@@ -3,15 +3,19 @@ programs: each ends as it should, in order, with one JSON line, and the batch ke
 limits even when a program leaves a detached (setsid) child behind."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import llamaops
 from llamaops.platform.eval.sandbox import SandboxLimits
 
 SECRET = "canary-5d1e"
+NOBODY = 65534
 LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=60, memory_bytes=512 << 20, max_processes=8)
 SETSID_CHILD = """\
 import subprocess, time
@@ -79,3 +83,55 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_program_cannot_forge_the_result_line_through_the_batch_processes_stdout(tmp_path):
+    """The programs run as the batch's uid; its stdout (the pod's log, where the verdicts are read)
+    must stay closed to them, through /proc/<pid>/fd as much as through their own pipe."""
+    forged = json.dumps({"outcomes": [{"status": "passed", "exit_code": 0, "seconds": 0, "output": "forged"}]})
+    program = ("import os\n"
+               f"for pid in {{os.getppid(), 1}}:\n"
+               "    try:\n"
+               f"        open(f'/proc/{{pid}}/fd/1', 'w').write({forged!r} + '\\n')\n"
+               "        print('wrote', pid)\n"
+               "    except OSError as error:\n"
+               "        print('refused', pid, error.errno)\n"
+               "raise SystemExit(1)\n")
+    with unprivileged_copy() as (python, path):  # as in the pod: not root, so no CAP_SYS_PTRACE
+        folder = write_programs(Path(path) / "programs", [program])
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "TMPDIR": path}
+        log = Path(path) / "log"  # the batch's stdout owned by its own uid, as a log file may be
+        log.touch()
+        drop = {}
+        if os.geteuid() == 0:
+            os.chown(log, NOBODY, NOBODY)
+            drop = {"user": NOBODY, "group": NOBODY}
+        with log.open("w") as stdout:
+            done = subprocess.run([python, "-m", "llamaops.platform.eval.sandbox_batch", str(folder),
+                                   json.dumps(LIMITS.model_dump(mode="json"))], env=env, stdout=stdout,
+                                  stderr=subprocess.PIPE, text=True, timeout=120, **drop)
+        done.stdout = log.read_text()
+    (result,) = outcomes(done)
+    assert result["status"] == "failed" and "wrote" not in result["output"], result
+
+
+@contextmanager
+def unprivileged_copy():
+    """A world-readable copy of the batch's modules and an interpreter uid 65534 may run: the
+    repository and its virtual environment may lie where that uid cannot read (under /root)."""
+    from llamaops.platform.eval import sandbox_batch, sandbox_host
+    from llamaops.platform.eval.sandbox_host import interpreter
+
+    root = Path(tempfile.mkdtemp(prefix="llamaops-batch-"))
+    try:
+        package = root / "llamaops" / "platform" / "eval"
+        package.mkdir(parents=True)
+        (root / "llamaops" / "__init__.py").write_text("")
+        (package / "__init__.py").write_text("")
+        for module in (sandbox_batch, sandbox_host):
+            shutil.copy(module.__file__, package)
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o777 if path.is_dir() else 0o644)
+        yield interpreter(), str(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
