@@ -87,8 +87,9 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     # before a restore (which loads each rank's shards, whatever layout wrote them).
     placed = initial_rank_model(job, layout, device)
     optimizers = [build_optimizer(part, job) for part in placed.parts]
-    progress = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
-    progress = progress or Progress(step=0, cursor=0)
+    restored = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
+    progress = restored or Progress(step=0, cursor=0)
+    restored_step = restored.step if restored else None
     checkpointer = Checkpointer(
         job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
     )
@@ -109,7 +110,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                 _check_gate(placed, job, data_dir, progress.step, rank, device)
                 if progress.step == job.stop_after_step:
                     break
-                if progress.step == job.fail_after_step and latest != progress.step:
+                if progress.step == job.fail_after_step and restored_step != progress.step:
                     checkpointer.wait()  # (collective) the restart resumes from this checkpoint
                     if rank == 1:
                         os._exit(1)  # as a killed worker would: no cleanup, no Python exception

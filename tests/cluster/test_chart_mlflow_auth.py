@@ -68,10 +68,11 @@ def test_the_start_command_writes_an_auth_config_mlflow_reads(helm, tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     auth_ini = tmp_path / "basic_auth.ini"
     db_uri = "postgresql://mlflow:p%40ss%25w0rd@db:5432/mlflow"
-    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "DB_URI": db_uri, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+    (fake.parent / "python3").symlink_to(sys.executable)  # the image's tools: a shell, Python, mlflow
+    env = {"PATH": str(fake.parent), "DB_URI": db_uri, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
            "MLFLOW_AUTH_ADMIN_USERNAME": "llamaops", "MLFLOW_AUTH_ADMIN_PASSWORD": "from-the-secret-0123456789",
            "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run(["sh", "-c", server["args"][0]], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(["/bin/sh", "-c", server["args"][0]], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     started = json.loads(out.stdout.strip().splitlines()[-1])
     assert started["argv"][:3] == ["server", "--app-name", "basic-auth"]
