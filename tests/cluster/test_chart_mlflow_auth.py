@@ -96,3 +96,21 @@ def test_an_external_server_without_credentials_gets_none(helm):
     r = render(helm, "ml", "platform", {"mlflow": {"enabled": False, "externalUri": "https://mlflow.example.com"}})
     assert r.contract().mlflowSecret is None
     assert "LLAMAOPS_MLFLOW_ACCOUNT" not in _env(_container(r, "Deployment", "ml-llamaops-operator"))
+
+
+def test_mlflow_answers_its_services_names_and_refuses_other_hosts(helm):
+    """MLflow refuses a request whose Host it does not know (DNS rebinding); judged by MLflow's own
+    matcher on the list the chart gives it."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    r = render(helm, "ml", "platform", {"mlflow": {"allowedHosts": ["mlflow.example.com"]}})
+    allowed = _env(_container(r, "Deployment", "ml-llamaops-mlflow"))["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
+    # The URI pipeline pods use is one of them.
+    tracking = r.get("ConfigMap", "ml-llamaops-platform")["data"]["MLFLOW_TRACKING_URI"]
+    assert tracking == "http://ml-llamaops-mlflow.platform.svc:5000"
+    for host in ("ml-llamaops-mlflow.platform.svc:5000", "ml-llamaops-mlflow.platform.svc.cluster.local:5000",
+                 "ml-llamaops-mlflow:5000", "10.96.4.2:5000", "localhost:5000", "mlflow.example.com"):
+        assert is_allowed_host_header(allowed, host), host
+    for host in ("attacker.example.net", "evil.com:5000", "198.51.100.7:5000",
+                 "ml-llamaops-mlflow.platform.svc.attacker.net:5000"):
+        assert not is_allowed_host_header(allowed, host), host

@@ -163,7 +163,9 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
     values = {
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
         "operator": {"servingImage": llamaops_image, "resyncSeconds": 15, "watchNamespaces": list(APP_NAMESPACES)},
-        "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"}},
+        # The local cluster's Service addresses (198.18.0.0/15) are not private ones MLflow knows.
+        "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"},
+                   "allowedHosts": ["198.18.*"]},
         "s3": {"existingSecret": "s3-creds", "componentSecrets": {"reader": "s3-reader"},
                "external": {"enabled": True, "endpoint": node_s3.endpoint}},
         "nodePools": {
@@ -182,7 +184,7 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
 
 
 # Namespaces users put LlamaDeployments in: the operator watches exactly these (and the release's).
-APP_NAMESPACES = ("app-1", "app-2", "app-3")
+APP_NAMESPACES = ("app-1", "app-2", "app-3", "app-4", "app-5", "app-6")
 _unused_app_namespaces = list(APP_NAMESPACES)
 
 

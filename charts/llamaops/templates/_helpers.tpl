@@ -58,6 +58,17 @@ securityContext:
 {{- include "llamaops.imageRef" .Values.image -}}
 {{- end -}}
 
+{{/* MLflow's allowed Host headers (fnmatch patterns on host:port). */}}
+{{- define "llamaops.mlflowAllowedHosts" -}}
+{{- $svc := .service -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $hosts := list "localhost:*" "127.0.0.1:*" $svc (printf "%s:*" $svc) (printf "%s.%s" $svc $ns) (printf "%s.%s:*" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc:*" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) (printf "%s.%s.svc.cluster.local:*" $svc $ns) "10.*" "192.168.*" -}}
+{{- range $i := until 16 -}}
+{{- $hosts = append $hosts (printf "172.%d.*" (add 16 $i)) -}}
+{{- end -}}
+{{- concat $hosts (.root.Values.mlflow.allowedHosts | default list) | join "," -}}
+{{- end -}}
+
 {{- define "llamaops.mlflowImage" -}}
 {{- $i := .Values.mlflow.image -}}
 {{- if $i.repository -}}
