@@ -163,9 +163,9 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
     values = {
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
         "operator": {"servingImage": llamaops_image, "resyncSeconds": 15, "watchNamespaces": list(APP_NAMESPACES)},
-        # The local cluster's Service addresses (198.18.0.0/15) are not private ones MLflow knows.
+        # The local cluster's Service addresses (from 198.18.0.0/15) are not private ones MLflow knows.
         "mlflow": {"image": {"repository": repo, "tag": tag}, "database": {"existingSecret": "mlflow-db"},
-                   "allowedHosts": ["198.18.*"]},
+                   "allowedHosts": [".".join(node_cluster.settings.service_cidr.split(".")[:2]) + ".*"]},
         "s3": {"existingSecret": "s3-creds", "componentSecrets": {"reader": "s3-reader"},
                "external": {"enabled": True, "endpoint": node_s3.endpoint}},
         "nodePools": {
