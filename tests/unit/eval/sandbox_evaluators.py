@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from llamaops.platform.eval import sandbox_host
@@ -24,7 +25,7 @@ RLIMITS = LIMITS.model_dump(exclude={"wall_seconds"})
 _DRIVER = """\
 import json, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_host import launch
+from llamaops.platform.eval.sandbox_host import launch
 source, limits, wall = json.load(sys.stdin)
 print(json.dumps(launch(source, limits, wall).__dict__))
 """
@@ -32,29 +33,48 @@ print(json.dumps(launch(source, limits, wall).__dict__))
 Evaluator = Callable[..., dict]  # (source, wall_seconds=...) -> status, exit_code, seconds, output
 
 
+def as_nobody() -> dict:
+    """subprocess arguments that run a child as uid 65534 when this process is root."""
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+
+
+@contextmanager
+def world_readable_copy(*modules: str) -> Iterator[Path]:
+    """A folder holding a copy of `llamaops.platform.eval`'s standard-library `modules` as a
+    package uid 65534 may read: the repository and its virtual environment may lie where that uid
+    cannot (e.g. under /root). Put the folder on the child's path."""
+    root = Path(tempfile.mkdtemp(prefix="llamaops-sandbox-copy-"))
+    try:
+        package = root / "llamaops" / "platform" / "eval"
+        package.mkdir(parents=True)
+        for init in (root / "llamaops" / "__init__.py", package / "__init__.py"):
+            init.write_text("")
+        for module in modules:
+            shutil.copyfile(Path(sandbox_host.__file__).with_name(module), package / module)
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o777 if path.is_dir() else 0o644)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def unprivileged_evaluator() -> Iterator[Evaluator]:
     """Yields a function that runs a program through the driver as uid 65534 (or as this
     process's own uid when it is not root)."""
-    folder = Path(tempfile.mkdtemp(prefix="llamaops-sandbox-driver-"))
-    try:
-        folder.chmod(0o755)
-        for module in ("sandbox_host.py", "sandbox_init.py"):
-            shutil.copyfile(Path(sandbox_host.__file__).with_name(module), folder / module)
+    with world_readable_copy("sandbox_host.py", "sandbox_init.py") as folder:
         (folder / "driver.py").write_text(_DRIVER)
-        drop = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+        (folder / "driver.py").chmod(0o644)
 
         def run(source: str, wall_seconds: float = LIMITS.wall_seconds) -> dict:
             done = subprocess.run(
                 [sandbox_host.interpreter(), "-I", "-S", str(folder / "driver.py")], cwd="/",
                 input=json.dumps([source, RLIMITS, wall_seconds]), capture_output=True, text=True, timeout=120,
-                env={"PATH": "/usr/bin:/bin", "AWS_SECRET_ACCESS_KEY": SECRET}, **drop,
+                env={"PATH": "/usr/bin:/bin", "AWS_SECRET_ACCESS_KEY": SECRET}, **as_nobody(),
             )
             assert done.returncode == 0, f"the evaluator died ({done.returncode}): {done.stderr[-2000:]}"
             return json.loads(done.stdout)
 
         yield run
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def root_evaluator(monkeypatch) -> Evaluator:

@@ -3,19 +3,18 @@ programs: each ends as it should, in order, with one JSON line, and the batch ke
 limits even when a program leaves a detached (setsid) child behind."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import llamaops
 from llamaops.platform.eval.sandbox import SandboxLimits
+from llamaops.platform.eval.sandbox_host import interpreter
+
+from .sandbox_evaluators import NOBODY, as_nobody, world_readable_copy
 
 SECRET = "canary-5d1e"
-NOBODY = 65534
 LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=60, memory_bytes=512 << 20, max_processes=8)
 SETSID_CHILD = """\
 import subprocess, time
@@ -97,41 +96,19 @@ def test_a_program_cannot_forge_the_result_line_through_the_batch_processes_stdo
                "    except OSError as error:\n"
                "        print('refused', pid, error.errno)\n"
                "raise SystemExit(1)\n")
-    with unprivileged_copy() as (python, path):  # as in the pod: not root, so no CAP_SYS_PTRACE
-        folder = write_programs(Path(path) / "programs", [program])
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "TMPDIR": path}
-        log = Path(path) / "log"  # the batch's stdout owned by its own uid, as a log file may be
+    with world_readable_copy("sandbox_batch.py", "sandbox_host.py") as folder:
+        programs = write_programs(folder / "programs", [program])
+        programs.chmod(0o755)
+        log = folder / "log"  # the batch's stdout owned by its own uid, as a log file may be
         log.touch()
-        drop = {}
         if os.geteuid() == 0:
             os.chown(log, NOBODY, NOBODY)
-            drop = {"user": NOBODY, "group": NOBODY}
-        with log.open("w") as stdout:
-            done = subprocess.run([python, "-m", "llamaops.platform.eval.sandbox_batch", str(folder),
-                                   json.dumps(LIMITS.model_dump(mode="json"))], env=env, stdout=stdout,
-                                  stderr=subprocess.PIPE, text=True, timeout=120, **drop)
+        with log.open("w") as stdout:  # as in the pod: not root, so no CAP_SYS_PTRACE
+            done = subprocess.run([interpreter(), "-m", "llamaops.platform.eval.sandbox_batch", str(programs),
+                                   json.dumps(LIMITS.model_dump(mode="json"))], stdout=stdout, stderr=subprocess.PIPE,
+                                  env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(folder), "TMPDIR": str(folder)},
+                                  text=True, timeout=120, **as_nobody())
         done.stdout = log.read_text()
     (result,) = outcomes(done)
     assert result["status"] == "failed" and "wrote" not in result["output"], result
 
-
-@contextmanager
-def unprivileged_copy():
-    """A world-readable copy of the batch's modules and an interpreter uid 65534 may run: the
-    repository and its virtual environment may lie where that uid cannot read (under /root)."""
-    from llamaops.platform.eval import sandbox_batch, sandbox_host
-    from llamaops.platform.eval.sandbox_host import interpreter
-
-    root = Path(tempfile.mkdtemp(prefix="llamaops-batch-"))
-    try:
-        package = root / "llamaops" / "platform" / "eval"
-        package.mkdir(parents=True)
-        (root / "llamaops" / "__init__.py").write_text("")
-        (package / "__init__.py").write_text("")
-        for module in (sandbox_batch, sandbox_host):
-            shutil.copy(module.__file__, package)
-        for path in (root, *root.rglob("*")):
-            path.chmod(0o777 if path.is_dir() else 0o644)
-        yield interpreter(), str(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
