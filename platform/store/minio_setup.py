@@ -3,7 +3,7 @@ bucket-scoped policy (s3_access.py). Run by the chart's hook Job after every ins
 (`python -m llamaops.platform.store.minio_setup`), the only pod besides MinIO that holds the root
 key. Idempotent: users and policies are created or updated, the bucket made if missing.
 
-Environment: LLAMAOPS_S3_ENDPOINT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, LLAMAOPS_S3_BUCKET,
+Environment: LLAMAOPS_S3_ENDPOINT, MinIO's root key as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, LLAMAOPS_S3_BUCKET,
 LLAMAOPS_MLFLOW_PREFIX, and for each component C of s3_access.COMPONENTS the key pair its pods use:
 LLAMAOPS_S3_<C>_ACCESS_KEY, LLAMAOPS_S3_<C>_SECRET_KEY.
 """
@@ -12,12 +12,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio, MinioAdmin
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException, MinioException
 
+from .s3 import S3Settings
 from .s3_access import COMPONENTS, component_policy, policy_name
 from .uri import ArtifactError
 
@@ -59,16 +61,15 @@ def keys_from_env(env: Mapping[str, str]) -> dict[str, ComponentKeys]:
 def main() -> int:
     env = os.environ
     try:
-        endpoint = env.get("LLAMAOPS_S3_ENDPOINT", "")
-        user, password = env.get("MINIO_ROOT_USER", ""), env.get("MINIO_ROOT_PASSWORD", "")
+        root = S3Settings.from_env()  # the endpoint, and MinIO's root key as AWS_* (one parser for both)
         bucket, prefix = env.get("LLAMAOPS_S3_BUCKET", ""), env.get("LLAMAOPS_MLFLOW_PREFIX", "mlflow")
-        if not (endpoint and user and password and bucket):
-            raise ArtifactError("minio setup needs LLAMAOPS_S3_ENDPOINT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD "
-                                "and LLAMAOPS_S3_BUCKET")
+        if not bucket:
+            raise ArtifactError("minio setup needs LLAMAOPS_S3_BUCKET")
         keys = keys_from_env(env)
-        secure, host = endpoint.startswith("https://"), endpoint.split("://", 1)[-1].rstrip("/")
-        client = Minio(host, user, password, secure=secure)
-        admin = MinioAdmin(endpoint=host, credentials=StaticProvider(user, password), secure=secure)
+        client = root.client()
+        endpoint = urlparse(root.endpoint)
+        admin = MinioAdmin(endpoint=endpoint.netloc, credentials=StaticProvider(root.access_key, root.secret_key),
+                           secure=endpoint.scheme == "https")
         _wait_until_ready(client, bucket)
         provision(admin, client, bucket, prefix, keys)
     except ArtifactError as error:

@@ -25,8 +25,8 @@ def minio():
 
 def _job_env(endpoint: str, keys=KEYS) -> dict[str, str]:
     env = {"PATH": os.environ["PATH"], "LLAMAOPS_S3_ENDPOINT": endpoint, "LLAMAOPS_S3_BUCKET": "llamaops",
-           "LLAMAOPS_MLFLOW_PREFIX": "mlflow", "MINIO_ROOT_USER": "llamaops-root",
-           "MINIO_ROOT_PASSWORD": "root-password-0123456789"}
+           "LLAMAOPS_MLFLOW_PREFIX": "mlflow", "AWS_ACCESS_KEY_ID": "llamaops-root",
+           "AWS_SECRET_ACCESS_KEY": "root-password-0123456789"}
     for component, (access, secret) in keys.items():
         env[f"LLAMAOPS_S3_{component.upper()}_ACCESS_KEY"] = access
         env[f"LLAMAOPS_S3_{component.upper()}_SECRET_KEY"] = secret
@@ -67,7 +67,7 @@ def test_bad_input_is_one_line_and_changes_nothing(minio, change, line):
 
 def test_a_wrong_root_key_fails_in_one_line(minio):
     state, endpoint = minio
-    env = _job_env(endpoint) | {"MINIO_ROOT_USER": "someone-else"}
+    env = _job_env(endpoint) | {"AWS_ACCESS_KEY_ID": "someone-else"}
     out = _run_job(env)
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stderr.startswith(f"error: MinIO at {endpoint} refused the setup")
