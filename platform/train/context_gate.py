@@ -20,7 +20,7 @@ from llamaops.platform.eval.perplexity import open_validation
 from llamaops.platform.store import fetched, is_complete, staged_output
 
 from .errors import TrainingConfigError
-from .gate_checks import GateChecks
+from .gate_checks import GateChecks, GateVerdict
 from .gate_checks import needle_prompt_len as _needle_prompt_len
 from .schedule import ContextStage
 
@@ -77,17 +77,22 @@ def check_gate_inputs(preset: Preset, data_dir: Path) -> TokenStream:
     return stream
 
 
-def gate_checks(preset: Preset, steps: list[int]) -> GateChecks:
-    """What the training workers measure for the gate, at `steps` (0: the input model)."""
+def gate_checks(
+    preset: Preset, steps: list[int], stop_steps: list[int] = (), baseline_loss: float | None = None
+) -> GateChecks:
+    """What the training workers measure for the gate, at `steps` (0: the input model), and the
+    stage ends (`stop_steps`) where they end the run unless the stage passed."""
     gate = preset.long_context.gate
     return GateChecks(
         steps=tuple(steps), seq_len=short_context_len(preset), windows=gate.windows, batch_size=gate.batch_size,
         needle_depths=tuple(gate.needle_depths), needle_max_new_tokens=gate.needle_max_new_tokens,
+        stop_steps=tuple(stop_steps), verdict=gate_verdict(preset), baseline_loss=baseline_loss,
     )
 
 
-def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
-    return max_increase is None or loss - baseline <= max_increase
+def gate_verdict(preset: Preset) -> GateVerdict:
+    gate = preset.long_context.gate
+    return GateVerdict(max_loss_increase=gate.max_short_context_loss_increase, needle_must_pass=gate.needle_must_pass)
 
 
 def needle_prompt_len(preset: Preset, seq_len: int) -> int:
@@ -97,9 +102,7 @@ def needle_prompt_len(preset: Preset, seq_len: int) -> int:
 
 def passes(check: dict, baseline: float, preset: Preset) -> bool:
     """The verdict on one recorded check under today's settings (verdicts are never stored)."""
-    gate = preset.long_context.gate
-    needle_ok = not gate.needle_must_pass or check.get("needle_accuracy") in (None, 1.0)
-    return recovered(check["short_loss"], baseline, gate.max_short_context_loss_increase) and needle_ok
+    return gate_verdict(preset).passes(check, baseline)
 
 
 @dataclass
@@ -169,7 +172,8 @@ def stage_summary(record: GateRecord, stages: list[ContextStage], preset: Preset
             "short_loss": loss,
             "loss_increase": loss - record.baseline_loss,
             "needle_accuracy": check.get("needle_accuracy"),
-            "recovered": recovered(loss, record.baseline_loss, preset.long_context.gate.max_short_context_loss_increase),
+            "recovered": GateVerdict(preset.long_context.gate.max_short_context_loss_increase).passes(
+                check, record.baseline_loss),
             "passed": passes(check, record.baseline_loss, preset),
             "checks": [earlier["short_loss"] for earlier in record.checks if earlier["stage"] == index],
         })

@@ -10,7 +10,9 @@ k's checkpoint) the workers compute, under no_grad:
   trained, teacher-forced: see `needle_found_sums`.
 Rank 0 publishes them atomically at `<checkpoint root>/gate-checks/step-<k>`, next to the
 checkpoints; a restarted worker group or a resumed driver finds them there and computes nothing
-again. The driver (long_context.py) reads them and decides.
+again. The driver (long_context.py) reads them and decides. So that passing stages need no new
+worker group, the workers apply the same verdict at each stage end and end the run only where a
+stage failed (every rank alike: the figures are summed over the ranks).
 """
 import json
 import math
@@ -33,6 +35,20 @@ FIGURES_FILE = "figures.json"
 
 
 @dataclass(frozen=True)
+class GateVerdict:
+    """When a stage passes: its short-context loss back within `max_loss_increase` of the input
+    model's and, if required, every needle found. The one rule for the workers and the driver."""
+
+    max_loss_increase: float | None  # None: any loss passes
+    needle_must_pass: bool = False
+
+    def passes(self, figures: dict, baseline_loss: float) -> bool:
+        recovered = self.max_loss_increase is None or figures["short_loss"] - baseline_loss <= self.max_loss_increase
+        needles_ok = not self.needle_must_pass or figures.get("needle_accuracy") in (None, 1.0)
+        return recovered and needles_ok
+
+
+@dataclass(frozen=True)
 class GateChecks:
     """What the workers measure for the gate, and when; picklable (it travels in the TrainingJob)."""
 
@@ -42,6 +58,9 @@ class GateChecks:
     batch_size: int  # windows per forward
     needle_depths: tuple[float, ...] = ()
     needle_max_new_tokens: int = 0  # the reply room a needle prompt leaves (see needle_prompt_len)
+    stop_steps: tuple[int, ...] = ()  # stage ends where the run ends unless the stage passed `verdict`
+    verdict: GateVerdict | None = None
+    baseline_loss: float | None = None  # the input model's short loss; None: measured at step 0 of this job
 
 
 def needle_prompt_len(seq_len: int, max_new_tokens: int) -> int:
@@ -65,11 +84,15 @@ def load_figures(checkpoint_root: str, step: int) -> dict | None:
 def check_at_step(
     placed: RankModel, gate: GateChecks | None, checkpoint_root: str, data_dir: Path, step: int, seq_len: int,
     rank: int, device: torch.device,
-) -> None:
+) -> dict | None:
     """(Collective) measure and publish the gate's figures at `step` if it is a gate step and they
-    are not published yet; `seq_len` is the length of the step just trained (the needles')."""
-    if gate is None or step not in gate.steps or is_complete(figures_uri(checkpoint_root, step)):
-        return
+    are not published yet (else read them); `seq_len` is the length of the step just trained (the
+    needles'). Returns the figures, None at a step that is not a gate step."""
+    if gate is None or step not in gate.steps:
+        return None
+    published = load_figures(checkpoint_root, step)
+    if published is not None:
+        return published
     stream = open_validation(data_dir, gate.seq_len)
     figures = {"step": step, "short_loss": sharded_short_context_loss(placed, stream, gate, device), "needle_accuracy": None}
     if step > 0 and gate.needle_depths:
@@ -77,6 +100,16 @@ def check_at_step(
     if rank == 0:
         with staged_output(figures_uri(checkpoint_root, step), overwrite=True) as out:
             (out / FIGURES_FILE).write_text(json.dumps(figures, indent=1) + "\n")
+    return figures
+
+
+def stage_failed(gate: GateChecks | None, figures: dict | None, baseline_loss: float | None) -> bool:
+    """Whether the run ends at these figures' step: a stage end whose figures fail the verdict."""
+    if gate is None or gate.verdict is None or figures is None or figures["step"] not in gate.stop_steps:
+        return False
+    if baseline_loss is None:
+        raise ValueError(f"the gate at step {figures['step']} has no baseline: step 0 was not measured")
+    return not gate.verdict.passes(figures, baseline_loss)
 
 
 def sharded_short_context_loss(placed: RankModel, stream: TokenStream, gate: GateChecks, device: torch.device) -> float:

@@ -5,12 +5,13 @@ The model's Llama 3.1 RoPE scaling (in its config) is what lets positions beyond
 length work; it is one fixed frequency map, the same in every stage, so a stage changes only the
 sequence length the weights adapt to (never above model.max_seq_len, the RoPE table's length).
 
-Each stage runs as one Ray run that stops at the stage's end (a checkpoint step). The training
-workers measure the gate's figures there, on the model as the stage's layout shards it
-(train/gate_checks.py), and in the first run also the input model's before its first step; the
-driver only reads them, decides and records, and never loads a model. A stage that has not
-recovered gets `check_every_extra_steps` more steps at its length (recorded, so the plan stays a
-function of the config and the record), up to `max_extra_steps_per_stage`, then the stage fails
+One Ray run trains through the stages while they pass: at each stage end (a checkpoint step) the
+training workers measure the gate's figures on the model as the stage's layout shards it
+(train/gate_checks.py), in the first run also the input model's before its first step, and go on
+only if the stage passed, so a healthy extension forms its worker group and reads its input once.
+The driver only reads the figures, decides and records, and never loads a model. A stage that has
+not recovered gets `check_every_extra_steps` more steps at its length (recorded, so the plan stays
+a function of the config and the record), up to `max_extra_steps_per_stage`, then the stage fails
 in one line.
 """
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from .errors import TrainingConfigError
 from .gate_checks import load_figures
 from .loop import TrainingJob
 from .ray_runner import TrainingRunError
-from .schedule import long_context_plan, long_context_stages
+from .schedule import ContextStage, long_context_plan, long_context_stages
 from .stage_runner import check_inputs, publish_trained, run_job, stage_job
 
 STAGE = "long_context"
@@ -46,16 +47,18 @@ STAGE = "long_context"
 def long_context_job(
     preset: Preset, data_uri: str, init_model_uri: str, output_uri: str,
     extra_steps: Sequence[int] = (), checked_steps: Sequence[int] = (), gate_steps: Sequence[int] = (),
+    baseline_loss: float | None = None,
 ) -> TrainingJob:
     """The job of the plan with the gate's extra steps; besides the regular checkpoints, one at
     every stage end and every step the gate has checked (so a resumed run finds them). The
-    workers measure the gate at `gate_steps` (0: the input model)."""
+    workers measure the gate at `gate_steps` (0: the input model) and end the run at the first
+    stage end among them that fails the gate (against `baseline_loss`, or step 0's figures)."""
     cfg = preset.long_context
     job = stage_job(preset, cfg.layout, long_context_plan(cfg, extra_steps), data_uri, output_uri,
                     cfg.checkpoint_every_steps, preset.pretrain.keep_checkpoints, init_model_uri)
     ends = {stage.end for stage in long_context_stages(cfg, extra_steps)}
     return replace(job, checkpoint_steps=sorted({*job.checkpoint_steps, *ends, *checked_steps}),
-                   gate=gate_checks(preset, sorted(gate_steps)))
+                   gate=gate_checks(preset, sorted(gate_steps), sorted(set(gate_steps) & ends), baseline_loss))
 
 
 def run_long_context(
@@ -97,8 +100,9 @@ def _job(
     gate_steps: Sequence[int] = (),
 ) -> TrainingJob:
     checked = [check["step"] for check in record.checks] if record is not None else []
+    baseline = record.baseline_loss if record is not None else None
     return long_context_job(preset, data_uri, init_model_uri, output_uri, _extra_steps(preset, record), checked,
-                            gate_steps)
+                            gate_steps, baseline)
 
 
 def _resumed_record(preset: Preset, root: str) -> GateRecord | None:
@@ -118,39 +122,53 @@ def _resumed_record(preset: Preset, root: str) -> GateRecord | None:
 def _train_and_check(
     preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord | None, index: int
 ) -> tuple[GateRecord, dict]:
-    """Train up to stage `index`'s end (from the latest checkpoint), the workers measuring the gate
-    there (and, without a record yet, on the input model first); record the figures. Returns the
-    record (new with the baseline when there was none) and the stage's check."""
-    stage = long_context_stages(preset.long_context, _extra_steps(preset, record))[index]
-    gate_steps = [stage.end] if record is not None else [0, stage.end]
-    job = _job(preset, data_uri, init_model_uri, output_uri, record, gate_steps)
-    latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
-    if latest is not None and latest > stage.end:
-        raise TrainingConfigError(
-            f"long_context: the checkpoints at {job.checkpoint_root} reach step {latest}, past stage"
-            f" {index + 1}'s end {stage.end} without its gate check; use a new output URI"
-        )
-    # Figures already published (a driver stopped after the run) are read, not measured again; a
-    # run resumed at the stage's end only measures what is missing.
-    if any(load_figures(job.checkpoint_root, step) is None for step in gate_steps):
-        run_job(preset, replace(job, stop_after_step=stage.end), STAGE, always=True)
-    figures = _published(job.checkpoint_root, stage.end)
-    if record is None:
-        baseline = _published(job.checkpoint_root, 0)["short_loss"]
-        record = new_record(preset, long_context_stages(preset.long_context), baseline)
-    check = {"stage": index, "seq_len": stage.seq_len, "step": stage.end,
-             "short_loss": figures["short_loss"], "needle_accuracy": figures["needle_accuracy"]}
-    record.checks.append(check)
-    save_record(job.checkpoint_root, record)
+    """Train from the latest checkpoint through stage `index` and on through the later stages while
+    they pass, the workers measuring the gate at each stage end (and, without a record yet, on the
+    input model first); record every stage's figures. Returns the record (new with the baseline
+    when there was none) and stage `index`'s check."""
+    stages = long_context_stages(preset.long_context, _extra_steps(preset, record))
+    ends = [stage.end for stage in stages[index:]]
+    job = _job(preset, data_uri, init_model_uri, output_uri, record, ends if record is not None else [0, *ends])
+    # Figures already published (a driver stopped after the run) are read, not measured again.
+    record = _recorded(preset, job.checkpoint_root, record, stages, index)
+    if record is None or record.check_at(ends[0]) is None:
+        latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+        if latest is not None and latest > ends[0]:
+            raise TrainingConfigError(
+                f"long_context: the checkpoints at {job.checkpoint_root} reach step {latest}, past stage"
+                f" {index + 1}'s end {ends[0]} without its gate check; use a new output URI"
+            )
+        run_job(preset, replace(job, stop_after_step=ends[-1]), STAGE, always=True)
+        record = _recorded(preset, job.checkpoint_root, record, stages, index)
+    check = record.check_at(ends[0]) if record is not None else None
+    if check is None:
+        raise TrainingRunError(f"long_context: the training workers published no gate figures for step {ends[0]}"
+                               f" under {job.checkpoint_root}")
     return record, check
 
 
-def _published(checkpoint_root: str, step: int) -> dict:
-    figures = load_figures(checkpoint_root, step)
-    if figures is None:
-        raise TrainingRunError(f"long_context: the training workers published no gate figures for step {step}"
-                               f" under {checkpoint_root}")
-    return figures
+def _recorded(
+    preset: Preset, checkpoint_root: str, record: GateRecord | None, stages: list[ContextStage], index: int
+) -> GateRecord | None:
+    """The record with the figures the workers published for the stage ends from `index` on, in
+    order up to the first one missing (a new record once the input model's are published)."""
+    if record is None:
+        baseline = load_figures(checkpoint_root, 0)
+        if baseline is None:
+            return None
+        record = new_record(preset, long_context_stages(preset.long_context), baseline["short_loss"])
+    known = len(record.checks)
+    for position, stage in enumerate(stages[index:], start=index):
+        if record.check_at(stage.end) is not None:
+            continue
+        figures = load_figures(checkpoint_root, stage.end)
+        if figures is None:
+            break
+        record.checks.append({"stage": position, "seq_len": stage.seq_len, "step": stage.end,
+                              "short_loss": figures["short_loss"], "needle_accuracy": figures["needle_accuracy"]})
+    if len(record.checks) > known or known == 0:
+        save_record(checkpoint_root, record)
+    return record
 
 
 def _gate_figures(record: GateRecord, preset: Preset) -> tuple[dict[str, float], list[dict]]:

@@ -9,8 +9,8 @@ import pytest
 from llamaops.platform.config import Preset
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import is_complete
-from llamaops.platform.train import stage_runner
-from llamaops.platform.train.checkpointing import is_valid_checkpoint, load_progress
+from llamaops.platform.train import long_context, stage_runner
+from llamaops.platform.train.checkpointing import is_valid_checkpoint, latest_checkpoint, load_progress
 from llamaops.platform.train.context_gate import ShortContextNotRecovered, load_record, save_record
 from llamaops.platform.train.gate_checks import figures_uri, load_figures
 from llamaops.platform.train.long_context import run_long_context
@@ -75,14 +75,29 @@ def _no_model_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     return published
 
 
+def _counted_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The stage ends each training run (one worker group) was to check, in order."""
+    runs: list[tuple[int, ...]] = []
+    run_job = long_context.run_job
+
+    def counted(preset, job, *args, **kwargs):
+        runs.append(job.gate.stop_steps)
+        return run_job(preset, job, *args, **kwargs)
+
+    monkeypatch.setattr(long_context, "run_job", counted)
+    return runs
+
+
 @pytest.mark.slow
 def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(
     shards: str, pretrained: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     recorder = Recorder()
     published = _no_model_in_the_driver(monkeypatch)
+    worker_groups = _counted_runs(monkeypatch)
     result = run_long_context(gated_preset(), shards, pretrained, (tmp_path / "lc").as_uri(), recorder)
     assert published == [[2]]  # the final model only; every gate figure came from the workers
+    assert worker_groups == [(1, 2)]  # one run through both stages, each checked at its end
     root = (tmp_path / "lc-checkpoints").as_uri()
     assert [load_figures(root, step)["short_loss"] for step in (0, 1, 2)] == [
         result.report["gate"]["baseline_short_loss"], *(s["short_loss"] for s in result.report["gate"]["stages"])]
@@ -105,14 +120,16 @@ def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(
 
 @pytest.mark.slow
 def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed_gate(
-    shards: str, pretrained: str, tmp_path: Path
+    shards: str, pretrained: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     output = (tmp_path / "lc").as_uri()
     root = output + "-checkpoints"
     broken = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1)  # AdamW steps of ~5 per weight
     recorder = Recorder()
+    worker_groups = _counted_runs(monkeypatch)
     with pytest.raises(ShortContextNotRecovered) as failure:
         run_long_context(broken, shards, pretrained, output, recorder)
+    assert worker_groups == [(1, 2), (2, 3)]  # each run ended at the failed stage 1, never trained stage 2
     line = str(failure.value)
     print(f"broken: {line}")
     assert "\n" not in line
@@ -125,6 +142,7 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     assert record.extra_steps == [1, 0] and [check["step"] for check in record.checks] == [1, 2]
     assert all(check["short_loss"] - record.baseline_loss > 0.05 for check in record.checks)
     assert is_valid_checkpoint(root, 1) and is_valid_checkpoint(root, 2)  # kept to resume from
+    assert latest_checkpoint(root, list(range(1, 4))) == 2
     trained = load_progress(root, 2).history
     # As a run of the earlier driver-side gate, stopped after training the extra step but before
     # its check: the same record format, without the check and without the workers' figures.
@@ -135,6 +153,7 @@ def test_a_run_that_cannot_recover_fails_in_one_line_then_resumes_with_a_relaxed
     relaxed = gated_preset(lr=5.0, max_extra_steps_per_stage=1, check_every_extra_steps=1,
                            max_short_context_loss_increase=None)
     resumed = run_long_context(relaxed, shards, pretrained, output)
+    assert worker_groups[2:] == [(2, 3)]  # stage 1 measured again at its restored end, then stage 2
     assert resumed.report["resumed_from_step"] == 2
     assert resumed.report["history"][:2] == trained  # the finished segments were not trained again
     assert [entry["seq_len"] for entry in resumed.report["history"]] == [512, 512, 1024]

@@ -16,12 +16,12 @@ from llamaops.platform.train.context_gate import (
     passes,
     load_record,
     new_record,
-    recovered,
     save_record,
     short_context_len,
     stage_summary,
 )
 from llamaops.platform.train.errors import TrainingConfigError
+from llamaops.platform.train.gate_checks import GateVerdict
 from llamaops.platform.train.long_context import long_context_job, run_long_context
 from llamaops.platform.train.schedule import long_context_plan, long_context_stages
 
@@ -34,6 +34,9 @@ def _with_gate(preset, **gate):
 
 
 def test_the_gate_passes_within_the_tolerance_and_fails_beyond_it():
+    def recovered(loss: float, baseline: float, max_increase: float | None) -> bool:
+        return GateVerdict(max_increase).passes({"short_loss": loss}, baseline)
+
     assert recovered(3.05, baseline=3.0, max_increase=0.1)
     assert recovered(2.5, baseline=3.0, max_increase=0.0)
     assert not recovered(3.2, baseline=3.0, max_increase=0.1)
