@@ -23,6 +23,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.deploy import load_eval_report, model_name_for
 from llamaops.platform.store import home, is_complete, run_uri
 from llamaops.platform.tracking import PipelineTracker, resolve_tracking_uri
+from llamaops.platform.train.ray_runner import shared_local_ray
 
 from .errors import PipelineError
 from .events import EVENTS_ENV, EventFollower, StepEvent
@@ -173,7 +174,7 @@ def submit_local(
             progress(event)
 
     error: BaseException | None = None
-    with _run_environment(folder), _following(folder / "events.jsonl", on_event):
+    with _run_environment(folder), shared_local_ray(_ray_workers(preset)), _following(folder / "events.jsonl", on_event):
         try:
             _execute(preset, record, folder)
         except BaseException as failure:  # recorded, then re-raised below
@@ -190,6 +191,11 @@ def submit_local(
         raise PipelineError(f"run {record.run_id} failed: {record.error}; its steps' log: {log_path(record.run_id)};"
                             f" fix it and `--resume {record.run_id}`")
     return LocalRunResult(record, tracking, _eval_summary(record), registration)
+
+
+def _ray_workers(preset: Preset) -> int:
+    """The most one-CPU Ray workers a step of the run asks for at once."""
+    return max(preset.data.workers, *(layout.world_size for layout in preset.layouts().values()))
 
 
 def log_path(run_id: str) -> Path:

@@ -3,8 +3,11 @@
 Locally (no RAY_ADDRESS, no running Ray) it starts a small embedded Ray; on a cluster (KubeRay)
 it joins the one it is given. CPU presets use gloo, GPU presets NCCL with one GPU per worker.
 """
+import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,12 +34,41 @@ def ensure_ray(workers: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
-    ray.init(
+    _start_local_ray(workers)
+
+
+def _start_local_ray(workers: int) -> str:
+    """An embedded Ray for `workers` one-CPU workers; returns its address.
+    Its processes share this process's fate."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    context = ray.init(
         num_cpus=max(LOCAL_RAY_CPUS, workers),
         include_dashboard=False,
         _temp_dir=LOCAL_RAY_TEMP_DIR,
         log_to_driver=False,
+        logging_level=logging.WARNING,
     )
+    return context.address_info["gcs_address"]
+
+
+@contextmanager
+def shared_local_ray(workers: int) -> Iterator[None]:
+    """One embedded Ray for a local run's step processes, which join it through RAY_ADDRESS,
+    instead of each step starting and stopping its own (seconds per step). Nothing to do where a
+    Ray address is given already."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield
+        return
+    import ray
+
+    os.environ["RAY_ADDRESS"] = _start_local_ray(workers)
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.shutdown()
 
 
 def _worker_entry(config: dict) -> None:

@@ -80,6 +80,8 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
     log = (home / "runs" / run_id / "steps.log").read_text()
     headers = [line for line in log.splitlines() if line.startswith("==== ") and line.endswith(f"run {run_id}")]
     assert len(headers) == 2 and "KFP Executor" in log  # both attempts
+    # The training steps join the one Ray each attempt starts rather than each starting its own.
+    assert "Connecting to existing Ray cluster" in log and "Started a local Ray instance" not in log
     assert "model llamaops-tiny version 1 aliases candidate" in result.stdout
     (record,) = _records(home)
     assert record["run_id"] == run_id and record["status"] == "succeeded"
