@@ -128,8 +128,10 @@ def _check_gate(placed: RankModel, job: TrainingJob, data_dir, step: int, rank: 
 def _baseline_loss(job: TrainingJob, first_figures: dict | None) -> float | None:
     """The input model's short loss the stage verdicts compare with: given, measured at step 0
     just now, or published by an earlier worker group of this job."""
-    if job.gate is None or job.gate.verdict is None or job.gate.baseline_loss is not None:
-        return job.gate.baseline_loss if job.gate else None
+    if job.gate is None or job.gate.verdict is None or not job.gate.stop_steps:
+        return None  # no verdict to give
+    if job.gate.baseline_loss is not None:
+        return job.gate.baseline_loss
     if first_figures is not None and first_figures["step"] == 0:
         return first_figures["short_loss"]
     published = load_figures(job.checkpoint_root, 0)
