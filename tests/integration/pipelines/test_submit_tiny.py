@@ -40,8 +40,8 @@ def _child_runs(client, parent_run_id: str) -> dict:
     return {run.data.tags["llamaops.stage"]: run for run in runs}
 
 
-# Sixteen pretraining steps of 2,048 tokens, a checkpoint every second step: the kill lands mid-stage.
-PRETRAIN = {"pretrain.total_tokens": "32768", "pretrain.checkpoint_every_steps": "2"}
+# Sixteen pretraining steps of 2,048 tokens, a checkpoint every eighth step: the kill lands mid-stage.
+PRETRAIN = {"pretrain.total_tokens": "32768", "pretrain.checkpoint_every_steps": "8"}
 
 
 def _killed_after_first_pretraining_checkpoint(home: Path, settings: list[str]) -> str:
