@@ -174,10 +174,11 @@ def submit_local(
             progress(event)
 
     error: BaseException | None = None
-    with _run_environment(folder), shared_local_ray(_ray_workers(preset)), _following(folder / "events.jsonl", on_event):
+    with _run_environment(folder), _following(folder / "events.jsonl", on_event):
         try:
-            _execute(preset, record, folder)
-        except BaseException as failure:  # recorded, then re-raised below
+            with shared_local_ray(_ray_workers(preset)):
+                _execute(preset, record, folder)
+        except BaseException as failure:  # recorded, then re-raised below (a Ray that cannot start too)
             error = failure
     record.ended_at = time.time()
     record.status = "failed" if error else "succeeded"

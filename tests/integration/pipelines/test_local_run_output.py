@@ -2,6 +2,8 @@
 step's inputs, streamed output and warnings) goes to the run's steps.log, the terminal gets the
 step events and one error line that names the log. The lifecycle is replaced here by a two-step
 pipeline (a chatty step, then a failing one) so the real local runner is watched in seconds."""
+import os
+
 from kfp import dsl
 from typer.testing import CliRunner
 
@@ -47,3 +49,22 @@ def test_the_runners_output_goes_to_the_runs_log_and_the_error_names_it(tmp_path
     error = result.stderr.strip().splitlines()[-1]  # after MLflow's notes on creating its database
     assert error.startswith(f"error: run {run.run_id} failed") and str(log) in error
     assert run.status == "failed"
+
+
+def test_a_ray_that_cannot_start_fails_the_run_in_one_line_and_records_it(tmp_path, monkeypatch):
+    from llamaops.platform.train import ray_runner
+
+    monkeypatch.setenv("LLAMAOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(local_runs, "build_pipeline", two_steps)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(ray_runner, "LOCAL_RAY_TEMP_DIR", str(tmp_path / "a-file" / "ray"))  # cannot be made
+    result = CliRunner().invoke(app, ["pipeline", "submit", "tiny", "--local"])
+    assert result.exit_code != 0
+    (record,) = (tmp_path / "home" / "runs").glob("*.json")
+    run = load_run(record.stem)
+    assert run.status == "failed" and run.stages_done == [] and run.ended_at is not None
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: run {run.run_id} failed") and "Traceback" not in result.stderr
+    assert "RAY_ADDRESS" not in os.environ
