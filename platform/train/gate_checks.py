@@ -103,6 +103,20 @@ def check_at_step(
     return figures
 
 
+def verdict_baseline(gate: GateChecks | None, checkpoint_root: str, first_figures: dict | None) -> float | None:
+    """The input model's short loss a worker's stage verdicts compare with: the driver's, the step-0
+    figures this worker group measured first (`first_figures`), or those an earlier group published.
+    None where the job gives no verdicts."""
+    if gate is None or gate.verdict is None or not gate.stop_steps:
+        return None
+    if gate.baseline_loss is not None:
+        return gate.baseline_loss
+    if first_figures is not None and first_figures["step"] == 0:
+        return first_figures["short_loss"]
+    published = load_figures(checkpoint_root, 0)
+    return published["short_loss"] if published else None
+
+
 def stage_failed(gate: GateChecks | None, figures: dict | None, baseline_loss: float | None) -> bool:
     """Whether the run ends at these figures' step: a stage end whose figures fail the verdict."""
     if gate is None or gate.verdict is None or figures is None or figures["step"] not in gate.stop_steps:

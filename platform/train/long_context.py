@@ -128,22 +128,23 @@ def _train_and_check(
     when there was none) and stage `index`'s check."""
     stages = long_context_stages(preset.long_context, _extra_steps(preset, record))
     ends = [stage.end for stage in stages[index:]]
-    job = _job(preset, data_uri, init_model_uri, output_uri, record, ends if record is not None else [0, *ends])
+    root = checkpoints_uri(output_uri)
     # Figures already published (a driver stopped after the run) are read, not measured again.
-    record = _recorded(preset, job.checkpoint_root, record, stages, index)
+    record = _recorded(preset, root, record, stages, index)
     if record is None or record.check_at(ends[0]) is None:
-        latest = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+        job = _job(preset, data_uri, init_model_uri, output_uri, record, ends if record is not None else [0, *ends])
+        latest = latest_checkpoint(root, job.checkpoint_steps)
         if latest is not None and latest > ends[0]:
             raise TrainingConfigError(
-                f"long_context: the checkpoints at {job.checkpoint_root} reach step {latest}, past stage"
+                f"long_context: the checkpoints at {root} reach step {latest}, past stage"
                 f" {index + 1}'s end {ends[0]} without its gate check; use a new output URI"
             )
-        run_job(preset, replace(job, stop_after_step=ends[-1]), STAGE, always=True)
-        record = _recorded(preset, job.checkpoint_root, record, stages, index)
+        run_job(preset, job, STAGE, always=True)  # to the plan's end unless a stage fails its gate
+        record = _recorded(preset, root, record, stages, index)
     check = record.check_at(ends[0]) if record is not None else None
     if check is None:
         raise TrainingRunError(f"long_context: the training workers published no gate figures for step {ends[0]}"
-                               f" under {job.checkpoint_root}")
+                               f" under {root}")
     return record, check
 
 
@@ -152,12 +153,12 @@ def _recorded(
 ) -> GateRecord | None:
     """The record with the figures the workers published for the stage ends from `index` on, in
     order up to the first one missing (a new record once the input model's are published)."""
+    changed = record is None
     if record is None:
         baseline = load_figures(checkpoint_root, 0)
         if baseline is None:
             return None
         record = new_record(preset, long_context_stages(preset.long_context), baseline["short_loss"])
-    known = len(record.checks)
     for position, stage in enumerate(stages[index:], start=index):
         if record.check_at(stage.end) is not None:
             continue
@@ -166,7 +167,8 @@ def _recorded(
             break
         record.checks.append({"stage": position, "seq_len": stage.seq_len, "step": stage.end,
                               "short_loss": figures["short_loss"], "needle_accuracy": figures["needle_accuracy"]})
-    if len(record.checks) > known or known == 0:
+        changed = True
+    if changed:
         save_record(checkpoint_root, record)
     return record
 

@@ -23,7 +23,7 @@ from llamaops.platform.store import fetched
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointer import Checkpointer
 from .checkpointing import Progress
-from .gate_checks import GateChecks, check_at_step, load_figures, stage_failed
+from .gate_checks import GateChecks, check_at_step, stage_failed, verdict_baseline
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
@@ -98,7 +98,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         check_stream_fits(stream, {step.seq_len for step in job.plan})
         # The input model's gate figures (step 0), or those a restart lost (a restored gate step).
         figures = _check_gate(placed, job, data_dir, progress.step, rank, device)
-        baseline = _baseline_loss(job, figures)
+        baseline = verdict_baseline(job.gate, job.checkpoint_root, figures)
         stopped = stage_failed(job.gate, figures, baseline)  # restored at a failing stage's end
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
@@ -123,19 +123,6 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
 def _check_gate(placed: RankModel, job: TrainingJob, data_dir, step: int, rank: int, device) -> dict | None:
     seq_len = job.plan[step - 1].seq_len if step else 0  # the length just trained (the needles')
     return check_at_step(placed, job.gate, job.checkpoint_root, data_dir, step, seq_len, rank, device)
-
-
-def _baseline_loss(job: TrainingJob, first_figures: dict | None) -> float | None:
-    """The input model's short loss the stage verdicts compare with: given, measured at step 0
-    just now, or published by an earlier worker group of this job."""
-    if job.gate is None or job.gate.verdict is None or not job.gate.stop_steps:
-        return None  # no verdict to give
-    if job.gate.baseline_loss is not None:
-        return job.gate.baseline_loss
-    if first_figures is not None and first_figures["step"] == 0:
-        return first_figures["short_loss"]
-    published = load_figures(job.checkpoint_root, 0)
-    return published["short_loss"] if published else None
 
 
 def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, job, device) -> dict[str, float]:
