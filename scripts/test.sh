@@ -40,8 +40,31 @@ if [ "$prepare_here" = 1 ] && [ "$(id -u)" = 0 ]; then
 fi
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
-.venv/bin/python -m pytest "$@"
-rc=$?
+if [ $# != 0 ]; then
+  .venv/bin/python -m pytest "$@"
+  rc=$?
+else
+  # The whole suite as two pytest processes on two cores: the integration tier (the longest; its
+  # output here, live) and, alongside it, the unit tier then the cluster tiers (which wait for the
+  # background preparation), their output in $others_log, printed once the integration tier ends.
+  # Every port is picked free; pytest numbers each process's temporary directory apart.
+  others_log=build/tests/unit-cluster-pods.log
+  mkdir -p build/tests
+  .venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/cluster tests/pods tests/e2e >"$others_log" 2>&1 &
+  others=$!
+  trap 'kill -INT "$others" 2>/dev/null' EXIT
+  .venv/bin/python -m pytest tests/integration
+  rc=$?
+  wait "$others"
+  others_rc=$?
+  trap - EXIT
+  echo "test.sh: the unit, cluster and pod tiers ran alongside; their output ($others_log):"
+  cat "$others_log"
+  for code in "$rc" "$others_rc"; do
+    [ "$code" = 5 ] && { echo "error: a pytest process collected no tests; the suite must never be empty" >&2; rc=1; }
+  done
+  [ "$rc" = 0 ] && rc=$others_rc
+fi
 for job in "${background[@]}"; do
   name=${job%%:*}
   wait "${job#*:}" || echo "test.sh: the background $name step failed; see $logs/$name.log" >&2
