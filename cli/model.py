@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from llamaops.platform.config.resources import PLANNING_MFU
+
 from .presets import AsJson, ConfigFile, Overrides, PresetName
 
 app = typer.Typer(help="Model sizing and Hugging Face interop.", no_args_is_help=True)
@@ -32,7 +34,7 @@ def info(
     overrides: Overrides = None,
     stage: StageOption = Stage.pretrain,
     seq_len: SeqLenOption = None,
-    mfu: MfuOption = 0.4,
+    mfu: MfuOption = PLANNING_MFU,
     as_json: AsJson = False,
 ) -> None:
     """Parameters, FLOPs per token, per-GPU memory and training time of a preset."""

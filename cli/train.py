@@ -4,6 +4,8 @@ from typing import Annotated
 
 import typer
 
+from llamaops.platform.config.resources import PLANNING_MFU
+
 from .model import MfuOption, SeqLenOption, Stage, StageOption
 from .presets import AsJson, ConfigFile, Overrides, PresetName
 
@@ -21,7 +23,7 @@ def plan(
                                  show_default=False)
     ] = None,
     seq_len: SeqLenOption = None,
-    mfu: MfuOption = 0.4,
+    mfu: MfuOption = PLANNING_MFU,
     as_json: AsJson = False,
 ) -> None:
     """Shard the preset's model on a simulated mesh of its layout: per-GPU memory, fit, days."""

@@ -64,7 +64,8 @@ def build_data_rayjob(
                                     shared_memory=True))  # fmt: skip
     head = container("ray-head", image, pod, {}, contract)
     entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri, parent_run_id))
-    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers, contract)
+    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers, contract,
+                               preset.restarts)
     manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "0"  # the head only drives
     return manifest
 

@@ -71,9 +71,15 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
         ids = {"run_id": start.outputs["run_id"], "parent_run_id": start.outputs["parent_run_id"]}
         run = {"preset_json": preset_json, "artifact_root": artifact_root, "tracking_uri": tracking_uri, **ids}
 
+        def launcher(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+            """A step that launches a RayJob and waits on it: KFP retries its pod (a drained node),
+            and the retry re-attaches to the RayJob."""
+            if preset.restarts.launcher:
+                task.set_retry(num_retries=preset.restarts.launcher)
+            return sized(task, cpu_pod(), name, works_here=False)
+
         def on_rayjob(step: str, inputs: list) -> dsl.PipelineTask:
-            task = components.train_on_rayjob(step=step, inputs=inputs, cluster_json=cluster_json, **run)
-            return sized(task, cpu_pod(), step, works_here=False)
+            return launcher(components.train_on_rayjob(step=step, inputs=inputs, cluster_json=cluster_json, **run), step)
 
         # (`in_step`, not `local`: that name is build_pipeline's flag for the local runner)
         def train(step: str, in_step: Callable, **inputs: object) -> dsl.PipelineTask:
@@ -82,7 +88,7 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
             return sized(in_step(**run, **inputs), cpu_pod(), step)
 
         if data_runs_on_rayjob(preset) and not local:
-            data = sized(components.data_on_rayjob(cluster_json=cluster_json, **run), cpu_pod(), "data", works_here=False)
+            data = launcher(components.data_on_rayjob(cluster_json=cluster_json, **run), "data")
         else:
             data = sized(components.data_prep(**run), cpu_pod(), "data")
         pretrain = train("pretrain", components.pretrain, data_uri=data.output)

@@ -12,6 +12,7 @@ from typing import Any
 from llamaops.platform.config import ParallelLayout, Preset
 from llamaops.platform.config.cluster import PLATFORM_ENV_KEYS, ClusterContract, NodePool, secret_env
 from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
+from llamaops.platform.config.resources import Restarts
 
 from .resources import GPU_RESOURCE, PodShape, cpu_pod, gpu_node_pod, nodes_for
 
@@ -82,9 +83,10 @@ def pod_spec(containers: list[dict[str, Any]], pool: NodePool | None, contract: 
 
 def rayjob_manifest(
     name: str, namespace: str, labels: dict[str, str], entrypoint: str, head: dict[str, Any], workers: dict[str, Any],
-    contract: ClusterContract,
+    contract: ClusterContract, restarts: Restarts,
 ) -> dict[str, Any]:
-    """A RayJob around a head pod that only drives and one worker group."""
+    """A RayJob around a head pod that only drives and one worker group; KubeRay recreates the
+    whole Ray cluster up to `restarts.rayjob` times when the Ray job fails."""
     job_labels = dict(labels)
     if contract.queueing.kueueQueue:
         job_labels[KUEUE_QUEUE_LABEL] = contract.queueing.kueueQueue
@@ -96,7 +98,7 @@ def rayjob_manifest(
             "entrypoint": entrypoint,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 600,
-            "backoffLimit": 0,
+            "backoffLimit": restarts.rayjob,
             "rayClusterSpec": {
                 "rayVersion": version("ray"),
                 # Ray's token auth (Ray >= 2.52, KubeRay >= 1.5.1): the dashboard runs submitted code,
@@ -150,4 +152,5 @@ def build_rayjob(
                            pod_spec([container("ray-worker", image, worker, env, contract)], pool, contract,
                                     shared_memory=True))
     head = container("ray-head", image, cpu_pod(), env, contract)
-    return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers, contract)
+    return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers, contract,
+                           preset.restarts)

@@ -1,8 +1,8 @@
 """Create a step's RayJob in the cluster the pipeline runs in and wait for its end.
 
 `launch_rayjob` is the one path for every step that runs as a RayJob (the data step and the
-training steps): create (or find, on a retried step) the RayJob, wait for KubeRay's verdict, and
-hand on the output URI only once its completion marker is there."""
+training steps): create (or, on a retried step, attach to or replace) the RayJob, wait for
+KubeRay's verdict, and hand on the output URI only once its completion marker is there."""
 import json
 import os
 import time
@@ -23,7 +23,7 @@ START_TIMEOUT_ENV, RUN_TIMEOUT_ENV = "LLAMAOPS_RAYJOB_START_TIMEOUT_S", "LLAMAOP
 POLL_ENV = "LLAMAOPS_RAYJOB_POLL_S"
 DEFAULT_START_TIMEOUT_S = 3600
 _STARTED = {"RUNNING", "SUCCEEDED", "FAILED", "STOPPED"}
-_FINAL_FAILURES = {"FAILED", "STOPPED"}
+_FINAL_DEPLOYMENTS = {"Complete", "Failed", "ValidationFailed"}
 
 
 class RayJobFailed(RuntimeError):
@@ -63,27 +63,58 @@ def launch_rayjob(manifest: dict, output_uri: str) -> str:
 
 
 def _create_and_wait(manifest: dict) -> None:
-    from kubernetes.client.exceptions import ApiException
-
     api = custom_objects_api()
-    try:
-        api.create_namespaced_custom_object("ray.io", "v1", manifest["metadata"]["namespace"], "rayjobs", manifest)
-    except ApiException as error:
-        if error.status != 409:  # 409: a retried step finds its RayJob already there and waits on it
-            raise RayJobFailed(
-                f"cannot create RayJob {manifest['metadata']['namespace']}/{manifest['metadata']['name']}: "
-                f"HTTP {error.status} {error.reason}; check that KubeRay's CRD is installed and the step's "
-                "service account may create rayjobs.ray.io"
-            ) from None
+    _create_or_attach(api, manifest)
     run_timeout = os.environ.get(RUN_TIMEOUT_ENV)
     wait_for_rayjob(api, manifest, float(os.environ.get(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S)),
                     float(run_timeout) if run_timeout else None, float(os.environ.get(POLL_ENV, POLL_SECONDS)))
 
 
+def _create_or_attach(api, manifest: dict, poll_s: float = 1.0, sleep=time.sleep) -> None:
+    """Create the RayJob. A retried step finds it already there: it waits on one that runs or
+    succeeded, and replaces one that failed for good (the new one resumes from its checkpoints)."""
+    from kubernetes.client.exceptions import ApiException
+
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    while True:
+        try:
+            api.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", manifest)
+            return
+        except ApiException as error:
+            if error.status != 409:
+                raise RayJobFailed(
+                    f"cannot create RayJob {namespace}/{name}: HTTP {error.status} {error.reason}; check that "
+                    "KubeRay's CRD is installed and the step's service account may create rayjobs.ray.io"
+                ) from None
+        try:
+            found = api.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+        except ApiException as error:
+            if error.status == 404:  # deleted meanwhile: create it again
+                continue
+            raise
+        if found["metadata"].get("deletionTimestamp"):  # still being deleted (KubeRay's finalizer)
+            sleep(poll_s)
+            continue
+        if _failed(found.get("status", {})) is None:
+            return
+        api.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+
+
+def _failed(status: dict) -> str | None:
+    """Why the RayJob has failed for good, or None. KubeRay's deployment status is final only at
+    Complete or Failed: a failed Ray job with retries left goes to Retrying and starts over."""
+    deployment, job_status = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
+    if deployment in _FINAL_DEPLOYMENTS and job_status != "SUCCEEDED":
+        attempts = int(status.get("failed") or 1)  # KubeRay counts the last failure in
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        return f"ended {job_status or deployment}{tried}: {status.get('message', '')}"
+    return None
+
+
 def wait_for_rayjob(api, manifest: dict, start_timeout_s: float, run_timeout_s: float | None,
                     poll_s: float = POLL_SECONDS, clock=time.monotonic, sleep=time.sleep) -> None:
-    """Poll the RayJob until it succeeds; raise RayJobFailed with KubeRay's message when it fails,
-    when it has not started within `start_timeout_s`, or has run past `run_timeout_s`."""
+    """Poll the RayJob until it succeeds; raise RayJobFailed with KubeRay's message when it fails
+    for good, when it has not started within `start_timeout_s`, or has run past `run_timeout_s`."""
     name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     created = clock()
     started = None
@@ -92,8 +123,9 @@ def wait_for_rayjob(api, manifest: dict, start_timeout_s: float, run_timeout_s: 
         job_status = status.get("jobStatus", "")
         if job_status == "SUCCEEDED":
             return
-        if job_status in _FINAL_FAILURES or status.get("jobDeploymentStatus") == "Failed":
-            raise RayJobFailed(f"RayJob {namespace}/{name} ended {job_status or 'Failed'}: {status.get('message', '')}")
+        failure = _failed(status)
+        if failure:
+            raise RayJobFailed(f"RayJob {namespace}/{name} {failure}")
         now = clock()
         if started is None and job_status in _STARTED:
             started = now

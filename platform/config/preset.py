@@ -6,7 +6,7 @@ from .deploy import DeployConfig
 from .eval import EvalConfig
 from .model import ModelConfig
 from .parallel import ParallelLayout
-from .resources import Resources
+from .resources import Resources, Restarts
 from .stages import AnnealConfig, DataConfig, EvalGate, LongContextConfig, PostTrainingConfig, PretrainConfig
 
 
@@ -15,6 +15,7 @@ class Preset(Config):
     description: str
     model: ModelConfig
     resources: Resources
+    restarts: Restarts = Restarts()  # worker-group, RayJob and launcher retry budgets
     data: DataConfig
     pretrain: PretrainConfig
     long_context: LongContextConfig

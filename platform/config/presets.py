@@ -10,7 +10,7 @@ from .deploy import DeployConfig
 from .model import ModelConfig, RopeScaling
 from .parallel import ParallelLayout as Layout
 from .preset import Preset
-from .resources import Resources
+from .resources import Resources, Restarts
 from .stages import (
     AnnealConfig,
     BatchRampStep,
@@ -48,6 +48,10 @@ _PAPER_DATA = DataConfig(
     sources=["s3://llamaops-data/web", "s3://llamaops-data/code", "s3://llamaops-data/math"],
     workers=64,  # llamaops's choice: 16 CPU pods of the data RayJob
 )
+# A stage's worker group gets twice the paper's interruption rate over its planned days (Restarts'
+# defaults). llamaops's choice for the rest: 3 new Ray clusters per RayJob (a lost head pod: one
+# node of hundreds, rarely hit) and 2 retries of a launcher pod (node drains on the CPU pool).
+_PAPER_RESTARTS = Restarts(rayjob=3, launcher=2)
 _PAPER_GATE = EvalGate(
     max_validation_perplexity=10.0,  # llamaops's choice: a sane 405B-scale ceiling
     min_multiple_choice_accuracy=0.6,
@@ -94,6 +98,7 @@ def _paper_recipe(
         description=description,
         model=model,
         resources=resources,
+        restarts=_PAPER_RESTARTS,
         data=_PAPER_DATA,
         pretrain=PretrainConfig(
             layout=pretrain_layout,

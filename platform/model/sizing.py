@@ -8,6 +8,7 @@ from typing import Literal
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
+from llamaops.platform.config.resources import PLANNING_MFU
 
 SECONDS_PER_DAY = 86_400
 DTYPE_BYTES = {"bf16": 2, "fp32": 4}  # ParallelLayout.param_dtype: the weights' and activations' compute dtype
@@ -320,7 +321,7 @@ def size_preset(
     preset: Preset,
     stage: Literal["pretrain", "long_context"] = "pretrain",
     seq_len: int | None = None,
-    mfu: float = 0.4,
+    mfu: float = PLANNING_MFU,
 ) -> SizingReport:
     """Size a preset's pretraining (8K) or long-context stage at its final sequence length, or at
     `seq_len`, on that stage's layout and token budget."""

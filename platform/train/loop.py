@@ -52,7 +52,7 @@ class TrainingJob:
     grad_clip_norm: float = 1.0
     threads_per_worker: int = 1
     peak_flops: float | None = None  # per accelerator, for MFU; None: measure the CPU's matmul peak
-    max_restarts: int = 2  # Ray Train restarts of the worker group after a failure, each from the last checkpoint
+    max_restarts: int = 2  # Ray Train restarts of the worker group, each from the last checkpoint (stage_job: the preset's)
     fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)

@@ -20,6 +20,7 @@ from torch.distributed.tensor import DTensor
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
+from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.model.sizing import (
     DTYPE_BYTES,
     cp_attention_bias_bytes,
@@ -107,7 +108,7 @@ def plan_training(
     stage: Literal["pretrain", "long_context"] = "pretrain",
     gpus: int | None = None,
     seq_len: int | None = None,
-    mfu: float = 0.4,
+    mfu: float = PLANNING_MFU,
 ) -> TrainingPlan:
     """Shard `preset`'s `stage` layout (its data-parallel size rescaled to `gpus` if given) and
     report the busiest GPU's memory and the days to train the stage's token budget at `mfu`."""

@@ -1,4 +1,5 @@
 """What the three training stages share: preflight checks, the Ray run, publishing the model."""
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -8,7 +9,8 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import read_model_config
-from llamaops.platform.model.sizing import flops_per_token
+from llamaops.platform.config.resources import PLANNING_MFU
+from llamaops.platform.model.sizing import flops_per_token, training_days
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
@@ -29,9 +31,9 @@ def stage_job(
     preset: Preset, layout: ParallelLayout, plan: list[StepPlan], data_uri: str, output_uri: str,
     checkpoint_every: int, keep_checkpoints: int, init_model_uri: str | None = None, seed: int = 0,
 ) -> TrainingJob:
-    """The TrainingJob of a training stage on `layout`: the preset's model and pretraining optimizer
-    and checkpoint settings, checkpoints at the sibling `<output>-checkpoints` URI every
-    `checkpoint_every` steps."""
+    """The TrainingJob of a training stage on `layout`: the preset's model, pretraining optimizer,
+    checkpoint settings and restart budget, checkpoints at the sibling `<output>-checkpoints` URI
+    every `checkpoint_every` steps."""
     optimizer = preset.pretrain.optimizer
     return TrainingJob(
         model=preset.model,
@@ -47,7 +49,20 @@ def stage_job(
         weight_decay=optimizer.weight_decay,
         betas=optimizer.betas,
         grad_clip_norm=optimizer.grad_clip_norm,
+        max_restarts=worker_group_restarts(preset, layout, plan),
     )
+
+
+def worker_group_restarts(preset: Preset, layout: ParallelLayout, plan: list[StepPlan]) -> int:
+    """The stage's Ray Train restart budget: the preset's interruption rate over the days the plan
+    takes on the layout's GPUs at the planning MFU (a 405B pretraining plan: about two months)."""
+    tokens_by_seq_len = Counter[int]()
+    for step in plan:
+        tokens_by_seq_len[step.seq_len] += step.tokens
+    peak = preset.resources.peak_bf16_tflops * 1e12
+    days = sum(training_days(preset.model, tokens, seq_len, layout.world_size, peak, PLANNING_MFU)
+               for seq_len, tokens in tokens_by_seq_len.items())
+    return preset.restarts.worker_group(layout.world_size, days)
 
 
 def check_job_layout(preset: Preset, job: TrainingJob, where: str) -> None:

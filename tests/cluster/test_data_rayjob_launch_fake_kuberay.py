@@ -21,15 +21,16 @@ JOB_NAME = "run-7-data"
 
 
 class FakeKubeRay:
-    """Waits for the RayJob to exist, then writes `statuses` one by one; `before_last` runs before the
-    last one (the job's own work, e.g. publishing the shards)."""
+    """Waits for the RayJob to exist (one other than `replaces`), then writes `statuses` one by one;
+    `before_last` runs before the last one (the job's own work, e.g. publishing the shards)."""
 
     def __init__(self, kube, namespace: str, statuses: list[dict], before_last: Callable[[], None] = lambda: None,
-                 name: str = JOB_NAME):
+                 name: str = JOB_NAME, replaces: dict | None = None):
         from kubernetes import client
 
         self.api, self.namespace, self.name = client.CustomObjectsApi(kube), namespace, name
         self.statuses, self.before_last = statuses, before_last
+        self.replaced_uid = replaces["metadata"]["uid"] if replaces else None
         self.seen: dict | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._play, daemon=True)
@@ -39,10 +40,13 @@ class FakeKubeRay:
 
         while self.seen is None and not self.stop.wait(0.05):
             try:
-                self.seen = self.api.get_namespaced_custom_object("ray.io", "v1", self.namespace, "rayjobs", self.name)
+                found = self.api.get_namespaced_custom_object("ray.io", "v1", self.namespace, "rayjobs", self.name)
             except ApiException as error:
                 if error.status != 404:
                     raise
+                continue
+            if found["metadata"]["uid"] != self.replaced_uid:
+                self.seen = found
         for index, status in enumerate(self.statuses):
             if self.stop.wait(0.2):
                 return
@@ -124,11 +128,24 @@ def test_creates_the_data_rayjob_and_returns_the_shards_uri_when_it_succeeds(kub
 
 
 def test_a_retried_launcher_waits_on_the_rayjob_its_first_attempt_created(kube, k8s_namespace, launch):
-    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[:1]):
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[:1]) as first:
         with pytest.raises(RayJobFailed):  # the first attempt's pod is lost while the job starts
             launch_with_start_timeout(launch, 1)
-    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[1:], publish_output(launch.output_uri)):
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED[1:], publish_output(launch.output_uri)) as second:
         assert launch() == launch.output_uri
+    assert second.seen["metadata"]["uid"] == first.seen["metadata"]["uid"]
+
+
+FAILED_FOR_GOOD = [{"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+                   {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "failed": 1, "message": "node lost"}]
+
+
+def test_a_retried_launcher_replaces_a_rayjob_that_failed_for_good(kube, k8s_namespace, launch):
+    with FakeKubeRay(kube, k8s_namespace, FAILED_FOR_GOOD) as first, pytest.raises(RayJobFailed, match="node lost"):
+        launch()
+    with FakeKubeRay(kube, k8s_namespace, SUCCEEDED, publish_output(launch.output_uri), replaces=first.seen) as second:
+        assert launch() == launch.output_uri
+    assert second.seen["metadata"]["uid"] != first.seen["metadata"]["uid"]
 
 
 def launch_with_start_timeout(launch, seconds: float) -> str:

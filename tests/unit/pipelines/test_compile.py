@@ -133,6 +133,15 @@ def test_gpu_presets_prepare_data_through_the_data_rayjob_launcher(name, tmp_pat
     assert tasks["eval"]["inputs"]["parameters"]["data_uri"]["taskOutputParameter"]["producerTask"] == "data-on-rayjob"
 
 
+def test_kfp_retries_the_rayjob_launchers_as_the_preset_says_and_nothing_else(tmp_path):
+    ir = _compiled("405b", tmp_path, ["restarts.launcher=3"])
+    retried = {_step_of(t): t["retryPolicy"]["maxRetryCount"] for t in ir["root"]["dag"]["tasks"].values()
+               if "retryPolicy" in t}
+    launchers = {step for step in retried if _component_of(ir, step).startswith(("comp-train-on-rayjob", "comp-data-on-rayjob"))}
+    assert launchers == set(retried) and {"data", "pretrain", "safety"} <= launchers and set(retried.values()) == {3}
+    assert not any("retryPolicy" in t for t in _compiled("405b", tmp_path, ["restarts.launcher=0"])["root"]["dag"]["tasks"].values())
+
+
 def test_more_than_one_data_worker_launches_the_rayjob_on_a_cluster_but_not_locally(tmp_path):
     from kfp import compiler
 

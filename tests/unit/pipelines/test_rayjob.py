@@ -64,3 +64,11 @@ def test_queueing_puts_the_kueue_queue_on_the_job_and_the_priority_on_every_pod(
     cluster = manifest["spec"]["rayClusterSpec"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         assert group["template"]["spec"]["priorityClassName"] == "training-high"
+
+
+def test_kuberay_recreates_the_ray_cluster_as_often_as_the_preset_allows():
+    preset = load_preset("405b", overrides=["restarts.rayjob=5"])
+    manifest = build_rayjob(preset, training_layout(preset, "pretrain"), "pretrain", "run-1", "registry.example/llamaops:1",
+                            {}, ClusterContract())
+    assert manifest["spec"]["backoffLimit"] == 5
+    assert _manifest("405b", "pretrain")["spec"]["backoffLimit"] == load_preset("405b").restarts.rayjob > 0

@@ -29,9 +29,33 @@ def test_returns_when_the_job_succeeds(fake_clock):
     assert api.polls == 4
 
 
+RUNNING = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+
+
 def test_a_failed_job_raises_with_kuberays_message(fake_clock):
-    with pytest.raises(RayJobFailed, match="ended FAILED: worker 3 OOMKilled"):
-        wait(fake_clock, [{"jobStatus": "RUNNING"}, {"jobStatus": "FAILED", "message": "worker 3 OOMKilled"}])
+    with pytest.raises(RayJobFailed, match="ended FAILED: worker 3 OOMKilled$"):
+        wait(fake_clock, [RUNNING, {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "message": "worker 3 OOMKilled"}])
+
+
+def test_a_stopped_job_fails_the_step(fake_clock):
+    with pytest.raises(RayJobFailed, match="ended STOPPED"):
+        wait(fake_clock, [RUNNING, {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}])
+
+
+def test_a_failed_attempt_that_kuberay_retries_is_waited_through(fake_clock):
+    """KubeRay's sequence under a backoffLimit: the failed attempt goes to Retrying (the Ray job's
+    FAILED status still shown), then a new Ray cluster starts from New."""
+    retried = [RUNNING, {"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED", "failed": 1},
+               {"jobDeploymentStatus": "", "jobStatus": "", "failed": 1},
+               {"jobDeploymentStatus": "Initializing", "failed": 1}, {**RUNNING, "failed": 1},
+               {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "failed": 1}]
+    assert wait(fake_clock, retried).polls == len(retried)
+
+
+def test_a_job_that_failed_every_attempt_says_how_many(fake_clock):
+    last = {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "failed": 4, "message": "exit code 1"}  # backoffLimit 3
+    with pytest.raises(RayJobFailed, match="ended FAILED after 4 attempts: exit code 1$"):
+        wait(fake_clock, [RUNNING, last])
 
 
 def test_a_job_that_never_starts_fails_after_the_start_timeout(fake_clock):
