@@ -6,7 +6,12 @@ from typing import Annotated
 
 import typer
 
+from llamaops.platform.tracking.model_reference import MODEL_REFERENCE_HELP
+
 from .presets import AsJson
+
+ModelArgument = Annotated[str, typer.Argument(help=f"The model: {MODEL_REFERENCE_HELP}.", show_default=False)]
+TrackingUriOption = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (models:/ references, --track).")]
 
 app = typer.Typer(help="Evaluate models on multiple-choice and generation tasks (lm-eval conventions).", no_args_is_help=True)
 
@@ -16,7 +21,7 @@ SANDBOX_UNAVAILABLE = 3
 
 @app.command("run")
 def run(
-    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    model: ModelArgument,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated built-in task names or task YAML files.")],
     gate: Annotated[
         list[str] | None, typer.Option("--gate", help="METRIC>=VALUE or METRIC<=VALUE, e.g. mmlu_dev_de.acc>=0.3; repeatable.")
@@ -24,7 +29,7 @@ def run(
     output: Annotated[Path | None, typer.Option("--output", help="Write report.json and report.md here.")] = None,
     items: Annotated[bool, typer.Option("--items", help="Include per-item log-likelihoods in the report.")] = False,
     track: Annotated[bool, typer.Option("--track", help="Log metrics and the report to MLflow.")] = False,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    tracking_uri: TrackingUriOption = None,
     compare: Annotated[str | None, typer.Option(
         "--compare", help="Also evaluate this model and report the deltas: models:/NAME@ALIAS, an artifact URI or a directory.")] = None,
     compare_optional: Annotated[bool, typer.Option(
@@ -73,7 +78,7 @@ class Sandbox(str, Enum):
 
 @app.command("code")
 def code(
-    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    model: ModelArgument,
     problems: Annotated[int, typer.Option(min=1, max=164, help="First N HumanEval problems.")] = 164,
     samples: Annotated[int, typer.Option(min=1, help="Samples per problem (n).")] = 1,
     k: Annotated[str, typer.Option("--k", help="Comma-separated k of pass@k.")] = "1",
@@ -88,6 +93,7 @@ def code(
     namespace: Annotated[str | None, typer.Option(
         help="--sandbox pod: its namespace (default: the current context's, else default).")] = None,
     image: Annotated[str | None, typer.Option(help="--sandbox pod: its image (default: this version's llamaops image).")] = None,
+    tracking_uri: TrackingUriOption = None,
     as_json: AsJson = False,
 ) -> None:
     """HumanEval pass@k; every program runs in namespaces (own root, PID, network), or with --sandbox pod in a
@@ -105,7 +111,7 @@ def code(
     try:
         runner = PodSandbox(namespace, image) if sandbox is Sandbox.pod else None
         report = run_code_eval(model, problems, samples, _numbers(k, int, "--k"), sampling, max_new_tokens,
-                               limits=SandboxLimits(wall_seconds=timeout), run_programs=runner)
+                               limits=SandboxLimits(wall_seconds=timeout), run_programs=runner, tracking_uri=tracking_uri)
     except (SandboxUnavailableError, SandboxPodError) as exc:  # the machine, not the user: its own status
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(SANDBOX_UNAVAILABLE) from None
@@ -114,15 +120,17 @@ def code(
 
 @app.command("needle")
 def needle(
-    model: Annotated[Path, typer.Argument(help="llamaops checkpoint or Hugging Face model directory.")],
+    model: ModelArgument,
     lengths: Annotated[str, typer.Option(help="Comma-separated prompt lengths in tokens.")] = "256,512,1024",
     depths: Annotated[str, typer.Option(help="Comma-separated needle depths in [0, 1].")] = "0,0.5,1",
+    tracking_uri: TrackingUriOption = None,
     as_json: AsJson = False,
 ) -> None:
     """Needle in a haystack: retrieval accuracy at growing context lengths."""
     from llamaops.platform.eval.probes import run_needle
 
-    _print(run_needle(model, _numbers(lengths, int, "--lengths"), _numbers(depths, float, "--depths")), as_json)
+    _print(run_needle(model, _numbers(lengths, int, "--lengths"), _numbers(depths, float, "--depths"),
+                      tracking_uri=tracking_uri), as_json)
 
 
 def _print(report: dict, as_json: bool) -> None:

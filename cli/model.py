@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from llamaops.platform.config.resources import PLANNING_MFU
+from llamaops.platform.tracking.model_reference import MODEL_REFERENCE_HELP
 
 from .presets import AsJson, ConfigFile, Overrides, PresetName
 
@@ -59,16 +60,30 @@ def import_hf(
     typer.echo(convert(src, dst, overwrite=overwrite))
 
 
+class HfDtype(str, Enum):
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
 @app.command("export-hf")
 def export_hf(
-    src: Annotated[Path, typer.Argument(help="llamaops checkpoint directory.")],
+    src: Annotated[str, typer.Argument(help=f"The llamaops model: {MODEL_REFERENCE_HELP}.", show_default=False)],
     dst: Annotated[Path, typer.Argument(help="New Hugging Face model directory.")],
+    dtype: Annotated[HfDtype, typer.Option(
+        help="Weights written: bfloat16 (how Llama is published; half an fp32 model's bytes) or float32 (exact).")
+    ] = HfDtype.bfloat16,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI for models:/ references.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Convert a llamaops checkpoint into a Hugging Face Llama checkpoint (bf16 weights)."""
-    from llamaops.platform.model.hf import export_hf as convert
+    """Convert a llamaops model into a Hugging Face Llama checkpoint; prints where, and in which dtype."""
+    import torch
 
-    typer.echo(convert(src, dst, overwrite=overwrite))
+    from llamaops.platform.model.hf import export_hf as convert
+    from llamaops.platform.tracking.model_reference import model_directory
+
+    with model_directory(src, tracking_uri) as directory:
+        written = convert(directory, dst, dtype=getattr(torch, dtype.value), overwrite=overwrite)
+    typer.echo(f"{written} ({dtype.value} weights)")
 
 
 @app.command("seal")
@@ -83,12 +98,14 @@ def seal(
 
 @app.command("average")
 def average(
-    models: Annotated[list[str], typer.Argument(help="Two or more model artifacts (paths or file:// / s3:// URIs).")],
+    models: Annotated[list[str], typer.Argument(help=f"Two or more models: {MODEL_REFERENCE_HELP}.")],
     output: Annotated[str, typer.Option("--output", help="New artifact path or URI for the averaged model.")],
     weights: Annotated[str | None, typer.Option(help="Comma-separated positive weights, one per model.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI for models:/ references.")] = None,
 ) -> None:
     """Average the weights of models of one config (Llama 3 averages RM, SFT and DPO runs)."""
     from llamaops.platform.align.averaging import average_models
+    from llamaops.platform.tracking.model_reference import model_source
 
     def uri(text: str) -> str:
         return text if "://" in text else Path(text).resolve().as_uri()
@@ -97,7 +114,7 @@ def average(
         parsed = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
         raise typer.BadParameter(f"'{weights}' is not a comma-separated list of numbers", param_hint="--weights") from None
-    typer.echo(average_models([uri(m) for m in models], uri(output), parsed))
+    typer.echo(average_models([uri(model_source(m, tracking_uri)) for m in models], uri(output), parsed))
 
 
 def _format_report(r: dict) -> str:

@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from llamaops.platform.tracking.model_reference import MODEL_REFERENCE_HELP
+
 API_KEY_ENV = "LLAMAOPS_API_KEY"
 
 
@@ -13,7 +15,7 @@ class ApiKeyError(ValueError):
 
 
 def serve(
-    model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, a registered NAME, s3:// or file:// checkpoint, or a model directory (native or Hugging Face).")],
+    model: Annotated[str, typer.Argument(help=f"The model: {MODEL_REFERENCE_HELP}.", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.", min=1, max=65535)] = 8000,
     name: Annotated[str | None, typer.Option(help="Model name clients send (default: from MODEL).")] = None,

@@ -36,19 +36,13 @@ class ItemResult:
     predicted_norm: int
 
 
-def load_eval_model(model_dir: Path) -> Transformer:
-    """A llamaops checkpoint directory, or a Hugging Face Llama directory, as an fp32 model in eval mode."""
-    from llamaops.platform.model.checkpoint import CONFIG_FILE, load_model
-    from llamaops.platform.model.hf import load_hf
+def load_eval_model(reference: str | Path, tracking_uri: str | None = None) -> Transformer:
+    """The model `reference` names (platform/tracking/model_reference.py) in fp32, in eval mode."""
+    from llamaops.platform.model.hf import load_model_or_hf
+    from llamaops.platform.tracking.model_reference import model_directory
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise EvalInputError(f"model {model_dir} is not found; pass a llamaops checkpoint or Hugging Face model directory")
-    if (model_dir / CONFIG_FILE).is_file():
-        return load_model(model_dir, dtype=torch.float32).eval()
-    if (model_dir / "config.json").is_file():
-        return load_hf(model_dir, dtype=torch.float32).eval()
-    raise EvalInputError(f"{model_dir} has neither {CONFIG_FILE} nor config.json; it is not a model directory")
+    with model_directory(str(reference), tracking_uri) as directory:
+        return load_model_or_hf(directory, torch.float32).eval()
 
 
 def evaluate_task(model: Transformer, tokenizer: Tokenizer, spec: MultipleChoiceTask | GenerationTask) -> TaskResult:

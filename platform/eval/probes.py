@@ -1,7 +1,6 @@
 """`llamaops eval code` and `llamaops eval needle`: HumanEval pass@k and needle in a haystack on a
 model directory, generating through the serving engine (generation.py)."""
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from llamaops.platform.serve.sampling import SamplingParams
@@ -16,7 +15,7 @@ from .sandbox import BatchRunner, SandboxLimits, require_sandbox
 
 
 def run_code_eval(
-    model_dir: Path,
+    model_ref: str,
     problems: int,
     samples: int,
     ks: list[int],
@@ -25,6 +24,7 @@ def run_code_eval(
     batch_size: int = 8,
     limits: SandboxLimits = SandboxLimits(),
     run_programs: BatchRunner | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """`run_programs`: where the programs run (default: namespaces on this machine)."""
     from llamaops.platform.tokenizer import load_tokenizer
@@ -34,7 +34,7 @@ def run_code_eval(
     picked = load_humaneval()[:problems]
     if bad := [k for k in ks if not 1 <= k <= samples]:
         raise EvalInputError(f"pass@k needs 1 <= k <= --samples ({samples}); got k={bad}")
-    tokenizer, model = load_tokenizer(), load_eval_model(model_dir)
+    tokenizer, model = load_tokenizer(), load_eval_model(model_ref, tracking_uri)
 
     def complete(prompts, n):
         encoded = [tokenizer.encode(text, bos=True) for text in prompts]
@@ -43,7 +43,7 @@ def run_code_eval(
     metrics, results = evaluate_humaneval(complete, picked, samples, ks, limits, run_programs=run_programs)
     statuses = [s for r in results for s in r.statuses]
     return json_safe({
-        "model": str(model_dir),
+        "model": model_ref,
         "task": "humaneval",
         "problems": len(picked),
         "samples": samples,
@@ -52,13 +52,14 @@ def run_code_eval(
     })
 
 
-def run_needle(model_dir: Path, lengths: list[int], depths: list[float], max_new_tokens: int = 16, seed: int = 0) -> dict:
+def run_needle(model_ref: str, lengths: list[int], depths: list[float], max_new_tokens: int = 16, seed: int = 0,
+               tracking_uri: str | None = None) -> dict:
     from llamaops.platform.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer()
     cases = needle_cases(tokenizer, lengths, depths, seed)
-    model = load_eval_model(model_dir)
+    model = load_eval_model(model_ref, tracking_uri)
     if max(lengths) + max_new_tokens + 64 > model.cfg.max_seq_len:  # + 64: the chat format's tokens
         raise EvalInputError(f"needle length {max(lengths)} (+ reply) exceeds the model's max_seq_len {model.cfg.max_seq_len}")
     metrics = needle_accuracy(lambda prompts: chat_replies(model, tokenizer, prompts, max_new_tokens, 1), cases)
-    return {"model": str(model_dir), "task": "needle", "lengths": lengths, "depths": depths, "metrics": metrics}
+    return {"model": model_ref, "task": "needle", "lengths": lengths, "depths": depths, "metrics": metrics}

@@ -26,7 +26,7 @@ EXPERIMENT = "llamaops-eval"
 
 
 def run_tasks(
-    model_dir: Path,
+    model: str,
     tasks: list[str],
     gates: list[str] | None = None,
     output_dir: Path | None = None,
@@ -52,16 +52,15 @@ def run_tasks(
                        for part in ("baseline", "delta", "delta_stderr")}
     judge_thresholds(dict.fromkeys(measurable, 0.0), thresholds)  # names only
     tokenizer = load_tokenizer()
-    model = load_eval_model(model_dir)
+    candidate = load_eval_model(model, tracking_uri)
 
     started = time.perf_counter()
-    results = [evaluate_task(model, tokenizer, spec) for spec in specs]
+    results = [evaluate_task(candidate, tokenizer, spec) for spec in specs]
     flat = {f"{r.task}.{name}": value for r in results for name, value in r.metrics.items()}
     verdicts, compared = [], None
     if baseline is not None and baseline.source is not None:
-        with baseline.directory() as baseline_dir:
-            baseline_model = load_eval_model(baseline_dir)
-            comparison = compare_results(results, [evaluate_task(baseline_model, tokenizer, s) for s in specs])
+        baseline_model = load_eval_model(baseline.source)
+        comparison = compare_results(results, [evaluate_task(baseline_model, tokenizer, s) for s in specs])
         flat |= delta_metrics(comparison)
         compared = {"baseline": baseline.reference, "source": baseline.source,
                     "tasks": {task: {m: asdict(d) for m, d in deltas.items()} for task, deltas in comparison.items()}}
@@ -71,7 +70,7 @@ def run_tasks(
         compared = {"baseline": baseline.reference, "skipped": baseline.missing}
     verdicts = judge_thresholds(flat, thresholds) + verdicts
     gate = gate_report(verdicts) if verdicts else None
-    report = results_report(str(model_dir), results, gate, with_items)
+    report = results_report(model, results, gate, with_items)
     if compared is not None:
         report["compare"] = compared
     report = json_safe(report)
@@ -84,7 +83,7 @@ def run_tasks(
         (output_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         (output_dir / "report.md").write_text(markdown)
     if track:
-        report["mlflow_run_id"] = _log_to_mlflow(tracking_uri, str(model_dir), flat, report, markdown)
+        report["mlflow_run_id"] = _log_to_mlflow(tracking_uri, model, flat, report, markdown)
     return report
 
 

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from llamaops.platform.config.model import ModelConfig
 
 from .checkpoint import (
+    CONFIG_FILE,
     ModelDirectoryError,
     atomic_directory,
     build_model,
@@ -191,6 +192,17 @@ def load_hf(src: Path, device: torch.device | str = "cpu", dtype: torch.dtype | 
         except (SafetensorError, OSError) as exc:
             raise ModelDirectoryError(f"{path} is corrupt ({exc}); download it again") from None
     return build_model(cfg, state, str(src), device)
+
+
+def load_model_or_hf(directory: Path, dtype: torch.dtype | None = None) -> Transformer:
+    """The model in `directory`, native (its manifest checked) or Hugging Face Llama."""
+    directory = Path(directory)
+    if (directory / CONFIG_FILE).is_file():
+        return load_model(directory, dtype=dtype)
+    if (directory / "config.json").is_file():
+        return load_hf(directory, dtype=dtype)
+    what = "does not exist" if not directory.exists() else f"holds neither {CONFIG_FILE} nor a Hugging Face config.json"
+    raise ModelDirectoryError(f"model directory {directory} {what}")
 
 
 def import_hf(src: Path, dst: Path, overwrite: bool = False) -> Path:

@@ -2,16 +2,14 @@
 Hugging Face-layout directory."""
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from llamaops.platform.model import Transformer
-from llamaops.platform.model.checkpoint import CONFIG_FILE, ModelDirectoryError, load_model
-from llamaops.platform.model.hf import load_hf
+from llamaops.platform.model.checkpoint import ModelDirectoryError
+from llamaops.platform.model.hf import load_model_or_hf
 from llamaops.platform.model.precision import cpu_compute_dtype, no_bf16_note
-from llamaops.platform.store import ArtifactError, fetched
-from llamaops.platform.store.uri import local_path
+from llamaops.platform.tracking.model_reference import ModelReferenceError, model_directory, model_source
 
 
 log = logging.getLogger("llamaops.serve")
@@ -43,23 +41,12 @@ def load_for_serving(
     name: str | None = None,
     device: str = "cpu",
 ) -> LoadedModel:
-    source = reference
-    is_path = "/" in reference or Path(reference).exists()
-    if reference.startswith("models:") or not is_path:
-        from llamaops.platform.tracking.registry import model_uri_for
-
-        try:
-            source = model_uri_for(reference, tracking_uri)
-        except Exception as exc:  # MLflow's own errors name the missing model or alias
-            raise ModelNotFound(f"model '{reference}' is not in the registry: {exc}") from None
+    """The model `reference` names (platform/tracking/model_reference.py), on `device`."""
     try:
-        if source.startswith("s3://"):
-            with fetched(source) as directory:
-                model = _load_directory(directory, dtype)
-        else:
-            path = local_path(source) if source.startswith("file://") else Path(source).resolve()
-            model = _load_directory(path, dtype)
-    except (ArtifactError, ModelDirectoryError) as exc:
+        source = model_source(reference, tracking_uri)
+        with model_directory(source) as directory:
+            model = load_model_or_hf(directory, dtype)
+    except (ModelReferenceError, ModelDirectoryError) as exc:
         raise ModelNotFound(str(exc)) from None
     if dtype is None and device == "cpu":  # "as stored", unless stored in bf16 for a CPU without it
         stored = next(model.parameters()).dtype
@@ -67,12 +54,3 @@ def load_for_serving(
             log.warning("%s: serving the bf16 weights in fp32", no_bf16_note())
             model = model.float()
     return LoadedModel(model.to(device).eval(), name or served_name(reference), source)
-
-
-def _load_directory(directory: Path, dtype: torch.dtype | None) -> Transformer:
-    if (directory / CONFIG_FILE).is_file():
-        return load_model(directory, dtype=dtype)
-    if (directory / "config.json").is_file():
-        return load_hf(directory, dtype=dtype)
-    what = "does not exist" if not directory.exists() else f"holds neither {CONFIG_FILE} nor a Hugging Face config.json"
-    raise ModelNotFound(f"model directory {directory} {what}")

@@ -37,7 +37,7 @@ def test_s3_checkpoint_and_registry_alias_serve_the_same_weights(model, s3_bucke
     register_model("serve-src", uri, alias="production", tracking_uri=mlflow_server.uri)
     by_alias = load_for_serving("models:/serve-src@production", tracking_uri=mlflow_server.uri)
     assert by_alias.name == "serve-src" and by_alias.source == uri and _same_logits(by_alias, model)
-    with pytest.raises(ModelNotFound, match="not in the registry"):
+    with pytest.raises(ModelNotFound, match="^model models:/serve-src@nonexistent: registered model 'serve-src' has no alias 'nonexistent'$"):
         load_for_serving("models:/serve-src@nonexistent", tracking_uri=mlflow_server.uri)
 
 

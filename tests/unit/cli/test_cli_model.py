@@ -59,6 +59,7 @@ def test_export_then_import_hf_roundtrips_a_tiny_random_model(tmp_path):
     from llamaops.platform.config import ModelConfig
     from llamaops.platform.model import Transformer
     from llamaops.platform.model.checkpoint import load_model, save_model
+    from llamaops.platform.model.hf import load_hf
 
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=160, vocab_size=300, max_seq_len=64)
     model = Transformer(cfg)
@@ -67,7 +68,7 @@ def test_export_then_import_hf_roundtrips_a_tiny_random_model(tmp_path):
 
     exported = runner.invoke(app, ["model", "export-hf", str(tmp_path / "native"), str(tmp_path / "hf")])
     assert exported.exit_code == 0, exported.stderr
-    assert exported.stdout.strip() == str(tmp_path / "hf")
+    assert exported.stdout.strip() == f"{tmp_path / 'hf'} (bfloat16 weights)"
     assert (tmp_path / "hf" / "config.json").is_file()
     imported = runner.invoke(app, ["model", "import-hf", str(tmp_path / "hf"), str(tmp_path / "back")])
     assert imported.exit_code == 0, imported.stderr
@@ -81,7 +82,10 @@ def test_export_then_import_hf_roundtrips_a_tiny_random_model(tmp_path):
     assert again.stderr.startswith("error: ") and again.stderr.count("\n") == 1 and "not empty" in again.stderr
     assert runner.invoke(app, ["model", "import-hf", str(tmp_path / "hf"), str(tmp_path / "back"), "--overwrite"]).exit_code == 0
     missing = runner.invoke(app, ["model", "export-hf", str(tmp_path / "nowhere"), str(tmp_path / "hf2")])
-    assert missing.exit_code == 2 and "is not a directory" in missing.stderr
+    assert missing.exit_code == 2 and f"model {tmp_path / 'nowhere'}: no such model directory" in missing.stderr
+    full = runner.invoke(app, ["model", "export-hf", str(tmp_path / "native"), str(tmp_path / "hf32"), "--dtype", "float32"])
+    assert full.stdout.strip() == f"{tmp_path / 'hf32'} (float32 weights)"
+    assert {t.dtype for t in load_hf(tmp_path / "hf32").state_dict().values()} == {torch.float32}
 
 
 def test_seal_writes_the_manifest_of_a_model_directory_that_has_none(tmp_path):

@@ -1,0 +1,62 @@
+"""One way to name a model, for every command that reads one: models:/NAME@ALIAS or
+models:/NAME/VERSION (a registry version), a registered NAME (its latest version), an s3:// or
+file:// artifact, or a local model directory (native or Hugging Face)."""
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from llamaops.platform.store import ArtifactError, fetched
+
+from .connection import TrackingError
+
+MODEL_REFERENCE_HELP = ("models:/NAME@ALIAS, models:/NAME/VERSION, a registered NAME, an s3:// or file:// artifact, "
+                        "or a model directory (native or Hugging Face)")
+
+
+class ModelReferenceError(ValueError):
+    """A model reference that names nothing readable."""
+
+    def __init__(self, reference: str, reason: str):
+        super().__init__(reference, reason)  # both in args: it pickles (e.g. out of a Ray worker)
+        self.reference, self.reason = reference, reason
+
+    def __str__(self) -> str:
+        return f"model {self.reference}: {self.reason}"
+
+
+def _names_registry(reference: str) -> bool:
+    """models:/..., or a bare name that is no path here."""
+    if reference.startswith("models:"):
+        return True
+    return "/" not in reference and not reference.startswith(".") and not Path(reference).exists()
+
+
+def model_source(reference: str, tracking_uri: str | None = None) -> str:
+    """The artifact URI or directory behind `reference`, registry references resolved."""
+    if not _names_registry(reference):
+        return reference
+    from .registry import model_uri_for
+
+    try:
+        return model_uri_for(reference, tracking_uri)
+    except TrackingError as error:
+        hint = "" if reference.startswith("models:") else "; no such model directory either"
+        raise ModelReferenceError(reference, f"{error}{hint}") from None
+
+
+@contextlib.contextmanager
+def model_directory(reference: str, tracking_uri: str | None = None) -> Iterator[Path]:
+    """A local directory holding the model `reference` names (an s3:// artifact is fetched)."""
+    source = model_source(reference, tracking_uri)
+    if source.startswith(("s3://", "file://")):
+        with contextlib.ExitStack() as stack:
+            try:
+                directory = stack.enter_context(fetched(source))
+            except ArtifactError as error:
+                raise ModelReferenceError(reference, str(error)) from None
+            yield directory
+        return
+    directory = Path(source)
+    if not directory.is_dir():
+        raise ModelReferenceError(reference, f"no such model directory; pass {MODEL_REFERENCE_HELP}")
+    yield directory
