@@ -152,3 +152,26 @@ def _amount(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.3g}{suffix}"
     return str(count)
+
+
+@app.command("list")
+def list_models(
+    name: Annotated[str | None, typer.Argument(help="Only this registered model.", show_default=False)] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else local).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Registered models: each version, its aliases, its artifact and the gated metrics it was registered with."""
+    from dataclasses import asdict
+
+    from llamaops.platform.tracking.registry import list_versions
+
+    rows = list_versions(tracking_uri, name)
+    if as_json:
+        typer.echo(json.dumps([asdict(row) for row in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no registered models")
+        return
+    for row in rows:
+        metrics = "  ".join(f"{metric}={value:.4g}" for metric, value in row.metrics.items()) or "-"
+        typer.echo(f"models:/{row.name}/{row.version:<4} {','.join(row.aliases) or '-':<22} {row.source}\n    {metrics}")

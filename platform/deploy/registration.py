@@ -11,12 +11,12 @@ from llamaops.platform.config import Preset
 from llamaops.platform.eval.gate import GATED_METRICS, judge_against_baseline
 from llamaops.platform.store import fetched
 from llamaops.platform.tracking import register_model, set_alias, tracking_client
+from llamaops.platform.tracking.registry import METRIC_TAG, version_metrics
 
 from .serving import PRODUCTION_ALIAS, serve_command
 
 CANDIDATE_ALIAS = "candidate"
 EVAL_REPORT_FILE = "report.json"
-METRIC_TAG = "llamaops.metric."
 
 
 class DeployError(ValueError):
@@ -94,7 +94,7 @@ def run_register(
     production = _production_version(name, tracking_uri)
     max_worsening = preset.eval_gate.max_worsening_vs_production
     if max_worsening is not None and production is not None and str(production.version) != version:
-        baseline = {k.removeprefix(METRIC_TAG): float(v) for k, v in production.tags.items() if k.startswith(METRIC_TAG)}
+        baseline = version_metrics(production)
         verdicts = judge_against_baseline(measured, baseline, max_worsening)
         compared_with = {"version": str(production.version), "metrics": baseline, "verdicts": [asdict(v) for v in verdicts]}
         failed += [v.metric for v in verdicts if not v.passed]

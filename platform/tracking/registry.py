@@ -4,6 +4,7 @@ A version's `source` is the model artifact's own URI (s3:// or file://), and ali
 (candidate, production, ...) say which version a deployment should use.
 """
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..store import ArtifactError, is_complete
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
+# A version's gated metrics, written by the register step (deploy/registration.py) as tags.
+METRIC_TAG = "llamaops.metric."
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
 
@@ -110,3 +113,47 @@ def _by_alias(client: "MlflowClient", name: str, alias: str) -> "ModelVersion":
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         raise TrackingError(f"registered model '{name}' has no alias '{alias}'") from None
+
+
+def version_metrics(version: "ModelVersion") -> dict[str, float]:
+    """The gated metrics a version was registered with (its METRIC_TAG tags), by name."""
+    return {k.removeprefix(METRIC_TAG): float(v) for k, v in sorted(version.tags.items()) if k.startswith(METRIC_TAG)}
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    aliases: list[str]
+    source: str  # the model artifact's URI
+    created_ms: int
+    metrics: dict[str, float] = field(default_factory=dict)  # the gated metrics it was registered with
+
+
+def list_versions(tracking_uri: str | None = None, name: str | None = None) -> list[RegisteredVersion]:
+    """Every version of every registered model (or of `name`), by name then version."""
+    client = tracking_client(tracking_uri)
+    if name is not None:
+        _check_name(name)
+        if _registered_model(client, name) is None:
+            raise TrackingError(f"no registered model '{name}'; `llamaops model list` shows those there are")
+    models = [_registered_model(client, name)] if name else _all_registered_models(client)
+    rows = []
+    for model in models:
+        aliases: dict[str, list[str]] = {}  # version -> aliases (version searches leave them out)
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        for v in client.search_model_versions(f"name = '{model.name}'"):
+            rows.append(RegisteredVersion(model.name, str(v.version), sorted(aliases.get(str(v.version), [])), v.source,
+                                          int(v.creation_timestamp), version_metrics(v)))
+    return sorted(rows, key=lambda row: (row.name, int(row.version)))
+
+
+def _all_registered_models(client: "MlflowClient") -> list:
+    models, token = [], None
+    while True:
+        page = client.search_registered_models(page_token=token)
+        models += list(page)
+        token = page.token
+        if not token:
+            return sorted(models, key=lambda model: model.name)
