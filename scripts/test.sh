@@ -44,21 +44,25 @@ if [ $# != 0 ]; then
   .venv/bin/python -m pytest "$@"
   rc=$?
 else
-  # The whole suite as two pytest processes on two cores: the integration tier (the longest; its
-  # output here, live) and, alongside it, the unit tier then the cluster tiers (which wait for the
-  # background preparation), their output in $others_log, printed once the integration tier ends.
-  # Every port is picked free; pytest numbers each process's temporary directory apart.
-  others_log=build/tests/unit-cluster-pods.log
+  # The whole suite as two pytest processes, one per core. The integration tests that run Ray
+  # (several worker processes each) stay in one process, so one Ray runs at a time; its output is
+  # live here. Alongside: the unit tier, the other integration tests (single-process, local
+  # services), then the cluster tiers (which wait for the background preparation); their output
+  # goes to $others_log, printed once the Ray tests end. Every port is picked free; pytest numbers
+  # each process's temporary directory apart.
+  ray_tests=(tests/integration/data tests/integration/pipelines tests/integration/train)
+  others_log=build/tests/others.log
   mkdir -p build/tests
-  .venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/cluster tests/pods tests/e2e >"$others_log" 2>&1 &
+  .venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration "${ray_tests[@]/#/--ignore=}" \
+    tests/cluster tests/pods tests/e2e >"$others_log" 2>&1 &
   others=$!
   trap 'kill -INT "$others" 2>/dev/null' EXIT
-  .venv/bin/python -m pytest tests/integration
+  .venv/bin/python -m pytest "${ray_tests[@]}"
   rc=$?
   wait "$others"
   others_rc=$?
   trap - EXIT
-  echo "test.sh: the unit, cluster and pod tiers ran alongside; their output ($others_log):"
+  echo "test.sh: the other tests ran alongside; their output ($others_log):"
   cat "$others_log"
   for code in "$rc" "$others_rc"; do
     [ "$code" = 5 ] && { echo "error: a pytest process collected no tests; the suite must never be empty" >&2; rc=1; }
