@@ -97,7 +97,11 @@ def _create_or_attach(api, manifest: dict, poll_s: float = 1.0, sleep=time.sleep
             continue
         if _failed(found.get("status", {})) is None:
             return
-        api.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+        try:
+            api.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+        except ApiException as error:
+            if error.status != 404:  # gone already: create it
+                raise
 
 
 def _failed(status: dict) -> str | None:

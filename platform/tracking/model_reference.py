@@ -58,5 +58,5 @@ def model_directory(reference: str, tracking_uri: str | None = None) -> Iterator
         return
     directory = Path(source)
     if not directory.is_dir():
-        raise ModelReferenceError(reference, f"no such model directory; pass {MODEL_REFERENCE_HELP}")
+        raise ModelReferenceError(reference, f"does not exist; pass {MODEL_REFERENCE_HELP}")
     yield directory

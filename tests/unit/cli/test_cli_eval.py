@@ -81,7 +81,7 @@ def test_bad_input_fails_in_one_line(model_dir, tmp_path, args, message):
 def test_missing_model_fails_in_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "run", str(tmp_path / "gone"), "--tasks", "mmlu_dev_de"])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: model {tmp_path / 'gone'}: no such model directory; pass models:/NAME@ALIAS, "
+    assert result.stderr == (f"error: model {tmp_path / 'gone'}: does not exist; pass models:/NAME@ALIAS, "
                              "models:/NAME/VERSION, a registered NAME, an s3:// or file:// artifact, or a model directory "
                              "(native or Hugging Face)\n")
 

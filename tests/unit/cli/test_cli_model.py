@@ -82,7 +82,7 @@ def test_export_then_import_hf_roundtrips_a_tiny_random_model(tmp_path):
     assert again.stderr.startswith("error: ") and again.stderr.count("\n") == 1 and "not empty" in again.stderr
     assert runner.invoke(app, ["model", "import-hf", str(tmp_path / "hf"), str(tmp_path / "back"), "--overwrite"]).exit_code == 0
     missing = runner.invoke(app, ["model", "export-hf", str(tmp_path / "nowhere"), str(tmp_path / "hf2")])
-    assert missing.exit_code == 2 and f"model {tmp_path / 'nowhere'}: no such model directory" in missing.stderr
+    assert missing.exit_code == 2 and f"model {tmp_path / 'nowhere'}: does not exist" in missing.stderr
     full = runner.invoke(app, ["model", "export-hf", str(tmp_path / "native"), str(tmp_path / "hf32"), "--dtype", "float32"])
     assert full.stdout.strip() == f"{tmp_path / 'hf32'} (float32 weights)"
     assert {t.dtype for t in load_hf(tmp_path / "hf32").state_dict().values()} == {torch.float32}
