@@ -7,9 +7,9 @@ import torch
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
+from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.checkpoint import read_model_config
-from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.model.sizing import flops_per_token, training_days
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
