@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llamaops.platform.store import ArtifactError, fetched
 
-from .connection import TrackingError
+from .connection import TrackingError, resolve_tracking_uri, sqlite_path
 
 MODEL_REFERENCE_HELP = ("models:/NAME@ALIAS, models:/NAME/VERSION, a registered NAME, an s3:// or file:// artifact, "
                         "or a model directory (native or Hugging Face)")
@@ -35,6 +35,12 @@ def model_source(reference: str, tracking_uri: str | None = None) -> str:
     """The artifact URI or directory behind `reference`, registry references resolved."""
     if not _names_registry(reference):
         return reference
+    tracking = resolve_tracking_uri(tracking_uri)
+    if tracking.startswith("sqlite:") and not sqlite_path(tracking).is_file():  # no registry: make none
+        if not reference.startswith("models:"):
+            raise ModelReferenceError(reference, f"does not exist; pass {MODEL_REFERENCE_HELP}")
+        raise ModelReferenceError(reference, f"there is no model registry at {tracking}; pass --tracking-uri "
+                                             "or set MLFLOW_TRACKING_URI")
     from .registry import model_uri_for
 
     try:

@@ -133,11 +133,13 @@ class RegisteredVersion:
 def list_versions(tracking_uri: str | None = None, name: str | None = None) -> list[RegisteredVersion]:
     """Every version of every registered model (or of `name`), by name then version."""
     client = tracking_client(tracking_uri)
-    if name is not None:
+    if name is None:
+        models = _all_registered_models(client)
+    else:
         _check_name(name)
-        if _registered_model(client, name) is None:
+        models = [_registered_model(client, name)]
+        if models[0] is None:
             raise TrackingError(f"no registered model '{name}'; `llamaops model list` shows those there are")
-    models = [_registered_model(client, name)] if name else _all_registered_models(client)
     rows = []
     for model in models:
         aliases: dict[str, list[str]] = {}  # version -> aliases (version searches leave them out)

@@ -103,3 +103,17 @@ def test_seal_writes_the_manifest_of_a_model_directory_that_has_none(tmp_path):
     assert load_model(directory).cfg == cfg
     again = runner.invoke(app, ["model", "seal", str(directory)])
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("reference, reason", [
+    ("typo", "does not exist; pass models:/NAME@ALIAS"),
+    ("models:/x@production", "there is no model registry at sqlite:///"),
+])
+def test_a_reference_to_no_model_is_one_line_and_creates_no_registry(tmp_path, monkeypatch, reference, reason):
+    monkeypatch.setenv("LLAMAOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["model", "export-hf", reference, str(tmp_path / "hf")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: model {reference}: {reason}")
+    assert not (tmp_path / "home" / "mlflow.db").exists() and not (tmp_path / "hf").exists()
