@@ -18,7 +18,7 @@ from llamaops.platform.store import run_uri
 
 from .rayjob import container, pod_spec, rayjob_manifest, rayjob_name, step_labels, worker_group
 from .rayjob_launch import launch_rayjob
-from .resources import CPU_STEP_CPUS, cpu_pod, uses_gpus
+from .resources import cpu_pod, uses_gpus
 
 DATA_STEP = "data"
 _NOT_SET = ("sources",)  # given as arguments
@@ -56,18 +56,16 @@ def build_data_rayjob(
     tracking_uri: str = "", parent_run_id: str = "",
 ) -> dict[str, Any]:
     """The RayJob that runs the data step of run `run_id` on ceil(workers / CPUs per pod) CPU pods."""
-    pod = cpu_pod()
-    pods = math.ceil(preset.data.workers / CPU_STEP_CPUS)
+    pod = cpu_pod(contract)
+    pods = math.ceil(preset.data.workers / pod.whole_cpus)
     labels = step_labels(run_id, DATA_STEP)
-    workers = worker_group("cpu-workers", pods, {"num-cpus": str(pod.cpus)}, labels,
+    workers = worker_group("cpu-workers", pods, {"num-cpus": str(pod.whole_cpus)}, labels,
                            pod_spec([container("ray-worker", image, pod, {}, contract)], contract.cpu_nodes(), contract,
                                     shared_memory=True))  # fmt: skip
     head = container("ray-head", image, pod, {}, contract)
     entrypoint = shlex.join(data_prep_command(preset, output_uri, tracking_uri, parent_run_id))
-    manifest = rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers, contract,
-                               preset.restarts)
-    manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "0"  # the head only drives
-    return manifest
+    return rayjob_manifest(rayjob_name(run_id, DATA_STEP), namespace, labels, entrypoint, head, workers, contract,
+                           preset.restarts)
 
 
 def data_step_rayjob(

@@ -16,7 +16,7 @@ from llamaops.platform.store import run_uri
 from .data_rayjob import data_runs_on_rayjob, data_step_rayjob
 from .lifecycle import YAML_LOADER, compile_pipeline
 from .rayjob_launch import step_rayjob
-from .resources import uses_gpus
+from .resources import trains_on_rayjob
 from .stages import lifecycle_stages
 
 
@@ -29,8 +29,8 @@ def dry_run_manifests(preset: Preset, run_id: str, namespace: str, artifact_root
     if data_runs_on_rayjob(preset):
         docs.append(data_step_rayjob(preset, run_id, artifact_root, tracking_uri, namespace, contract))
     preset_json = preset.model_dump_json()
-    for stage in lifecycle_stages(preset) if uses_gpus(preset) else ():  # CPU presets train inside their steps
-        if stage.trains:
+    for stage in lifecycle_stages(preset):
+        if stage.trains and trains_on_rayjob(preset, stage.name):
             inputs = [run_uri(run_id, upstream, artifact_root or None) for upstream in stage.inputs]
             docs.append(step_rayjob(stage.name, preset_json, run_id, artifact_root, tracking_uri, "", inputs, namespace,
                                    contract))

@@ -2,8 +2,9 @@
 or the preset's rounds and averaging; see stages.py) -> safety -> eval -> register -> deploy.
 
 `start` settles the run id and the MLflow parent run, so a run needs nothing but its parameters.
-CPU presets train inside the step (embedded Ray); GPU presets train through a KubeRay RayJob per
-training step, and single-node steps request a whole node of the preset's pool. On a cluster, GPU
+A training step runs in a KubeRay RayJob of its own where its ranks span pods (GPU presets, and CPU
+presets whose layout has more than one rank: one pod per rank), else inside its step (embedded Ray);
+on GPU presets single-node steps request a whole node of the preset's pool. On a cluster, GPU
 presets and presets with more than one data worker prepare data in a RayJob too
 (data_rayjob.data_runs_on_rayjob). Each step pod is configured from the cluster contract
 (pod_config.py). `local=True` (`pipeline submit --local`) keeps everything in-process and makes
@@ -24,7 +25,7 @@ from llamaops.platform.deploy.rollout import serving_pool
 from . import components
 from .data_rayjob import data_runs_on_rayjob
 from .pod_config import configure_step_pod
-from .resources import PodShape, cpu_pod, gpu_node_pod, uses_gpus
+from .resources import PodShape, cpu_pod, gpu_node_pod, trains_on_rayjob, uses_gpus
 from .stages import DEPLOY_STEP, REGISTER_STEP, START_STEP, lifecycle_stages
 
 PIPELINE_NAME_PREFIX = "llamaops-lifecycle"
@@ -41,6 +42,9 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
     post_training = stages[names.index("anneal") + 1: names.index("eval")]
     gpu_pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}") if gpu and not local else None
     cpu_nodes = None if local else contract.cpu_nodes()
+
+    def on_rayjobs(step: str) -> bool:  # KFP's local runner cannot create RayJobs: local runs train in-process
+        return not local and trains_on_rayjob(preset, step)
     if preset.deploy.enabled and not local:
         serving_pool(contract, preset)  # a pool that cannot serve fails here, not after weeks of training
 
@@ -48,7 +52,7 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
         """`works_here`: the step computes in its own pod (not a launcher or bookkeeping)."""
         task.set_display_name(name).set_caching_options(False)
         if gpu:
-            task.set_cpu_request(str(shape.cpus)).set_memory_request(shape.memory)
+            task.set_cpu_request(shape.cpu).set_memory_request(shape.memory)
             if shape.gpus:
                 task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(shape.gpus)
         if not local:
@@ -67,7 +71,7 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
     ) -> str:
         start = sized(components.start_run(preset_json=preset_json, run_id=run_id, tracking_uri=tracking_uri,
                                            parent_run_id=parent_run_id, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
-                      cpu_pod(), START_STEP, works_here=False)  # fmt: skip
+                      cpu_pod(contract), START_STEP, works_here=False)  # fmt: skip
         ids = {"run_id": start.outputs["run_id"], "parent_run_id": start.outputs["parent_run_id"]}
         run = {"preset_json": preset_json, "artifact_root": artifact_root, "tracking_uri": tracking_uri, **ids}
 
@@ -76,21 +80,21 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
             and the retry re-attaches to the RayJob."""
             if preset.restarts.launcher:
                 task.set_retry(num_retries=preset.restarts.launcher)
-            return sized(task, cpu_pod(), name, works_here=False)
+            return sized(task, cpu_pod(contract), name, works_here=False)
 
         def on_rayjob(step: str, inputs: list) -> dsl.PipelineTask:
             return launcher(components.train_on_rayjob(step=step, inputs=inputs, cluster_json=cluster_json, **run), step)
 
         # (`in_step`, not `local`: that name is build_pipeline's flag for the local runner)
         def train(step: str, in_step: Callable, **inputs: object) -> dsl.PipelineTask:
-            if gpu:
+            if on_rayjobs(step):
                 return on_rayjob(step, list(inputs.values()))
-            return sized(in_step(**run, **inputs), cpu_pod(), step)
+            return sized(in_step(**run, **inputs), cpu_pod(contract), step)
 
         if data_runs_on_rayjob(preset) and not local:
             data = launcher(components.data_on_rayjob(cluster_json=cluster_json, **run), "data")
         else:
-            data = sized(components.data_prep(**run), cpu_pod(), "data")
+            data = sized(components.data_prep(**run), cpu_pod(contract), "data")
         pretrain = train("pretrain", components.pretrain, data_uri=data.output)
         long_context = train("long_context", components.long_context, data_uri=data.output,
                              init_model_uri=pretrain.output)
@@ -99,23 +103,23 @@ def build_pipeline(preset: Preset, local: bool = False, contract: ClusterContrac
         tasks = {"anneal": anneal}
         for spec in post_training:
             inputs = [tasks[name].output for name in spec.inputs]
-            if gpu and spec.trains:
+            if spec.trains and on_rayjobs(spec.name):
                 tasks[spec.name] = on_rayjob(spec.name, inputs)
             else:  # averaging holds whole models in memory: a whole node on GPU pools
-                shape = gpu_node_pod(preset) if gpu else cpu_pod()
+                shape = gpu_node_pod(preset, contract) if gpu else cpu_pod(contract)
                 tasks[spec.name] = sized(components.post_training(step=spec.name, inputs=inputs, **run), shape, spec.name)
         safety = tasks["safety"]
         evaluate = sized(components.evaluate(**run, model_uri=safety.output, data_uri=data.output),
-                         gpu_node_pod(preset) if gpu else cpu_pod(), "eval")
+                         gpu_node_pod(preset, contract) if gpu else cpu_pod(contract), "eval")
         registered = sized(components.register(
             preset_json=preset_json, tracking_uri=tracking_uri, model_uri=safety.output, report_uri=evaluate.output,
             model_name=model_name, **ids,
-        ), cpu_pod(), REGISTER_STEP, works_here=False)
+        ), cpu_pod(contract), REGISTER_STEP, works_here=False)
         sized(components.deploy(
             preset_json=preset_json, tracking_uri=tracking_uri, model_name=model_name,
             version=registered.outputs["version"], promoted=registered.outputs["promoted"],
             cluster_json=cluster_json, to_cluster=not local, **ids,
-        ), cpu_pod(), DEPLOY_STEP, works_here=False)
+        ), cpu_pod(contract), DEPLOY_STEP, works_here=False)
         return registered.outputs["version"]
 
     return lifecycle

@@ -12,9 +12,9 @@ from typing import Any
 from llamaops.platform.config import ParallelLayout, Preset
 from llamaops.platform.config.cluster import PLATFORM_ENV_KEYS, ClusterContract, NodePool, secret_env
 from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
-from llamaops.platform.config.resources import Restarts
+from llamaops.platform.config.resources import CPU_RANK_THREADS, Restarts
 
-from .resources import GPU_RESOURCE, PodShape, cpu_pod, gpu_node_pod, nodes_for
+from .resources import GPU_RESOURCE, PodShape, cpu_pod, nodes_for, rank_pod
 
 RAYJOB_API_VERSION = "ray.io/v1"
 STEP_ENV = "LLAMAOPS_STEP"  # JSON of run_step's arguments, read by llamaops.pipelines.stage_main
@@ -44,7 +44,7 @@ def _referenced_env(contract: ClusterContract) -> list[dict[str, Any]]:
 
 def container(name: str, image: str, shape: PodShape, env: dict[str, str], contract: ClusterContract) -> dict[str, Any]:
     resources: dict[str, Any] = {
-        "requests": {"cpu": str(shape.cpus), "memory": shape.memory},
+        "requests": {"cpu": shape.cpu, "memory": shape.memory},
         "limits": {"memory": shape.memory},
     }
     if shape.gpus:
@@ -106,8 +106,8 @@ def rayjob_manifest(
                 # generates into a Secret and hands to the cluster's own containers only.
                 "authOptions": {"mode": "token"},
                 "headGroupSpec": {
-                    # The head only drives: num-gpus 0 keeps training workers off it.
-                    "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+                    # The head only drives: no CPUs or GPUs for Ray keeps every worker off it.
+                    "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "dashboard-host": "0.0.0.0"},
                     "template": {"metadata": {"labels": labels},
                                  "spec": pod_spec([head], contract.cpu_nodes(), contract)},
                 },
@@ -143,14 +143,19 @@ def build_rayjob(
     preset: Preset, layout: ParallelLayout, step: str, run_id: str, image: str, env: dict[str, str],
     contract: ClusterContract, namespace: str = "default",
 ) -> dict[str, Any]:
-    """The RayJob that trains `step` of run `run_id` on nodes_for(layout) whole nodes of the preset's pool."""
+    """The RayJob that trains `step` of run `run_id` on nodes_for(layout) whole nodes of the preset's
+    pool (on CPU presets: one pod per rank)."""
     nodes = nodes_for(preset, layout)
-    worker = gpu_node_pod(preset)
+    worker = rank_pod(preset, contract)
     labels = step_labels(run_id, step)
-    pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}")
-    workers = worker_group("gpu-workers", nodes, {"num-gpus": str(worker.gpus)}, labels,
+    # CPU ranks are CPU pods: they go where the contract puts those.
+    pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}") if worker.gpus else contract.cpu_nodes()
+    # Ray Train asks one GPU per rank, or CPU_RANK_THREADS CPUs: what each pod offers Ray fixes
+    # how many ranks it hosts.
+    offered = {"num-gpus": str(worker.gpus)} if worker.gpus else {"num-cpus": str(CPU_RANK_THREADS)}
+    workers = worker_group("gpu-workers" if worker.gpus else "cpu-workers", nodes, offered, labels,
                            pod_spec([container("ray-worker", image, worker, env, contract)], pool, contract,
                                     shared_memory=True))
-    head = container("ray-head", image, cpu_pod(), env, contract)
+    head = container("ray-head", image, cpu_pod(contract), env, contract)
     return rayjob_manifest(rayjob_name(run_id, step), namespace, labels, ENTRYPOINT, head, workers, contract,
                            preset.restarts)

@@ -1,45 +1,61 @@
-"""Pod sizes of pipeline steps, derived from preset.resources.
-
-Resources carries the accelerator shape of the pool but not its CPU/memory per node, so the
-host-side requests below are llamaops's choices (about what an 8-GPU H100 node offers per GPU).
-"""
+"""Pod sizes of pipeline steps: CPU pods from the cluster contract's cpuPod, whole GPU nodes from
+the preset's pool (its nodePod, or a size per GPU), ranks of CPU presets one per CPU pod."""
 import math
 from dataclasses import dataclass
 
 from llamaops.platform.config import ParallelLayout, Preset
+from llamaops.platform.config.cluster import ClusterContract, PodSize
 
 from .stages import stage_kind
 
 GPU_RESOURCE = "nvidia.com/gpu"
-CPUS_PER_GPU = 12
-MEMORY_GIB_PER_GPU = 160
-CPU_STEP_CPUS = 4  # data prep, registration, RayJob launchers
-CPU_STEP_MEMORY_GIB = 16
 
 
 @dataclass(frozen=True)
 class PodShape:
-    cpus: int
-    memory_gib: int
+    cpus: float
+    memory_gib: float
     gpus: int  # nvidia.com/gpu limit; 0 for CPU pods
+
+    @classmethod
+    def of(cls, size: PodSize, gpus: int = 0) -> "PodShape":
+        return cls(size.cpus, size.memoryGiB, gpus)
+
+    @property
+    def cpu(self) -> str:
+        """As a Kubernetes quantity: whole CPUs, or millicores."""
+        return str(int(self.cpus)) if self.cpus == int(self.cpus) else f"{round(self.cpus * 1000)}m"
 
     @property
     def memory(self) -> str:
-        return f"{self.memory_gib}Gi"
+        gib = self.memory_gib
+        return f"{int(gib)}Gi" if gib == int(gib) else f"{round(gib * 1024)}Mi"
+
+    @property
+    def whole_cpus(self) -> int:
+        """CPUs a process may count on (a fraction of one still runs one process)."""
+        return max(1, int(self.cpus))
 
 
 def uses_gpus(preset: Preset) -> bool:
     return preset.resources.gpus_per_node > 0
 
 
-def cpu_pod() -> PodShape:
-    return PodShape(CPU_STEP_CPUS, CPU_STEP_MEMORY_GIB, 0)
+def cpu_pod(contract: ClusterContract) -> PodShape:
+    """RayJob heads, data workers, CPU ranks, and the CPU steps of GPU presets."""
+    return PodShape.of(contract.cpuPod)
 
 
-def gpu_node_pod(preset: Preset) -> PodShape:
+def gpu_node_pod(preset: Preset, contract: ClusterContract) -> PodShape:
     """One whole node of the preset's pool."""
     gpus = preset.resources.gpus_per_node
-    return PodShape(CPUS_PER_GPU * gpus, MEMORY_GIB_PER_GPU * gpus, gpus)
+    pool = contract.pool(preset.resources.node_pool, f"preset {preset.name}")
+    return PodShape.of(pool.whole_node_pod(gpus), gpus)
+
+
+def rank_pod(preset: Preset, contract: ClusterContract) -> PodShape:
+    """A training worker pod: a whole GPU node (one rank per GPU), or on CPU presets one CPU pod per rank."""
+    return gpu_node_pod(preset, contract) if uses_gpus(preset) else cpu_pod(contract)
 
 
 def nodes_for(preset: Preset, layout: ParallelLayout) -> int:
@@ -62,3 +78,9 @@ def training_layout(preset: Preset, step: str) -> ParallelLayout:
         "safety": preset.post_training.dpo.layout,
     }
     return layouts[stage_kind(step)]
+
+
+def trains_on_rayjob(preset: Preset, step: str) -> bool:
+    """Whether training step `step` gets a RayJob of its own on a cluster: on GPU pools, and wherever
+    its ranks span more than one pod (a CPU preset's ranks take one pod each)."""
+    return uses_gpus(preset) or nodes_for(preset, training_layout(preset, step)) > 1

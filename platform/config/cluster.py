@@ -21,6 +21,17 @@ _DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _ENV_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
 
 
+class PodSize(Config):
+    """What one pod requests: CPUs (fractions allowed, e.g. 0.5) and memory, which is its limit too."""
+
+    cpus: float = Field(gt=0, le=1024)
+    memoryGiB: float = Field(gt=0, le=65536)
+
+
+# A pod that takes a whole GPU node when its pool does not say: about what an 8-GPU H100 node offers per GPU.
+CPUS_PER_GPU, MEMORY_GIB_PER_GPU = 12, 160
+
+
 class NodePool(Config):
     """A node pool as the chart declares it: how pods land on its nodes and what each node has."""
 
@@ -28,6 +39,13 @@ class NodePool(Config):
     tolerations: list[dict] = Field(default_factory=list)
     gpusPerNode: int = Field(0, ge=0, le=16)
     gpuResource: str = "nvidia.com/gpu"
+    # What a pod that takes one whole node asks for (its allocatable CPUs and memory, less the
+    # node's daemons); None: CPUS_PER_GPU and MEMORY_GIB_PER_GPU per GPU.
+    nodePod: PodSize | None = None
+
+    def whole_node_pod(self, gpus: int) -> PodSize:
+        """The size of a pod that takes one whole node with `gpus` GPUs of this pool."""
+        return self.nodePod or PodSize(cpus=CPUS_PER_GPU * max(gpus, 1), memoryGiB=MEMORY_GIB_PER_GPU * max(gpus, 1))
 
 
 class SecretRef(Config):
@@ -70,6 +88,8 @@ class ClusterContract(Config):
     nodePools: dict[str, NodePool] = Field(default_factory=lambda: dict(DEFAULT_POOLS))
     # Where CPU pods (pipeline steps, RayJob heads, data workers) run: a pool name, or "" for any node.
     cpuPool: str = ""
+    # A CPU pod's size: RayJob heads, data workers and CPU presets' ranks; the steps of GPU presets.
+    cpuPod: PodSize = PodSize(cpus=4, memoryGiB=16)
     queueing: Queueing = Queueing()
 
     def pool(self, name: str, wanted_by: str) -> NodePool:

@@ -8,6 +8,9 @@ from .base import Config
 
 # The model-FLOPs utilisation time plans assume: the paper's 405B pretraining ran at 38-43%.
 PLANNING_MFU = 0.4
+# CPUs (torch threads) of one training rank on a CPU pool; its pod offers Ray exactly these, so
+# Ray Train places one rank per pod.
+CPU_RANK_THREADS = 1
 
 
 class Resources(Config):

@@ -15,6 +15,7 @@ import torch
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.config.resources import CPU_RANK_THREADS
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
@@ -50,7 +51,7 @@ class TrainingJob:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip_norm: float = 1.0
-    threads_per_worker: int = 1
+    threads_per_worker: int = CPU_RANK_THREADS
     peak_flops: float | None = None  # per accelerator, for MFU; None: measure the CPU's matmul peak
     max_restarts: int = 2  # Ray Train restarts of the worker group, each from the last checkpoint (stage_job: the preset's)
     fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once

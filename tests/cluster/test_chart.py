@@ -232,7 +232,9 @@ def test_bad_values_fail_with_one_line(helm, values, line):
 def test_new_values_are_in_the_schema(helm):
     for values in ({"pipelines": {"nope": 1}}, {"queueing": {"nope": 1}}, {"s3": {"secretKeys": {"accessKey": "a", "nope": "b"}}},
                    {"mlflow": {"externalUri": "mlflow:5000"}}, {"pipelines": {"namespaces": ["Team_A"]}},
-                   {"image": {"digest": "latest"}}, {"operator": {"watchNamespaces": ["Apps"]}}):
+                   {"image": {"digest": "latest"}}, {"operator": {"watchNamespaces": ["Apps"]}},
+                   {"pipelines": {"cpuPod": {"cpus": 0, "memoryGiB": 1}}}, {"pipelines": {"cpuPod": {"cpus": "1"}}},
+                   {"nodePools": {"h100": {"nodePod": {"cpus": 8, "memoryGiB": 64, "gpus": 8}}}}):
         assert "don't meet the specifications of the schema" in fail_line(helm, values), values
 
 
@@ -352,3 +354,14 @@ def test_operator_watches_its_namespaces_or_every_one_when_asked(helm):
     assert "--all-namespaces" in kopf_args(everywhere)
     assert "deployments" in {res for d in everywhere.cluster_scoped() if d["kind"] == "ClusterRole"
                              for rule in d["rules"] for res in rule["resources"]}
+
+
+def test_pod_sizes_in_the_values_are_the_contracts(helm):
+    """Clusters whose nodes are smaller (or larger) than the defaults say so once, in the values."""
+    assert render(helm, "r", "ml", {}).contract().cpuPod.model_dump() == {"cpus": 4, "memoryGiB": 16}
+    values = {"pipelines": {"cpuPod": {"cpus": 0.5, "memoryGiB": 1.5}},
+              "nodePools": {"h100": {"nodeSelector": {"pool": "h100"}, "gpusPerNode": 8,
+                                     "nodePod": {"cpus": 200, "memoryGiB": 1900}}}}
+    contract = render(helm, "r", "ml", values).contract()
+    assert contract.cpuPod.model_dump() == {"cpus": 0.5, "memoryGiB": 1.5}
+    assert contract.pool("h100", "test").whole_node_pod(8).model_dump() == {"cpus": 200, "memoryGiB": 1900}

@@ -181,6 +181,7 @@ namespace, then every served one. */}}
   "nodePoolsConfigMap" "llamaops-node-pools"
   "nodePools" ($v.nodePools | default dict)
   "cpuPool" ($v.pipelines.cpuNodePool | default "")
+  "cpuPod" $v.pipelines.cpuPod
   "queueing" (dict "kueueQueue" ($v.queueing.kueueQueue | default "") "priorityClass" ($v.queueing.priorityClass | default ""))
 -}}
 {{- if or $v.mlflow.enabled $v.mlflow.credentialsSecret -}}

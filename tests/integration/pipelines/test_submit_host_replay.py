@@ -2,7 +2,8 @@
 sends (recorded by the FAKE KFP API of conftest's `fake_kfp`, the stand-in for the KFP backend) is
 replayed through KFP's own local runner, as a backend would run it: the recorded pipeline spec with
 the recorded runtime parameters, in a process whose environment is PATH and nothing else. Every step
-of the tiny lifecycle must succeed, from nothing but what the request carries."""
+of the tiny lifecycle must succeed, from nothing but what the request carries. Its training steps
+run one rank each (conftest's SINGLE_RANK): more would launch RayJobs, rehearsed in tests/pods."""
 import json
 import os
 import subprocess
@@ -16,6 +17,11 @@ from typer.testing import CliRunner
 from llamaops.cli.main import app
 
 pytestmark = pytest.mark.slow
+
+# One rank per training step: on a cluster, a step whose ranks span pods launches a RayJob, which a
+# replay through KFP's local runner cannot run (no KubeRay here).
+SINGLE_RANK = {"pretrain.layout.dp": "1", "long_context.layout.dp": "1", "post_training.sft.layout.dp": "1",
+               "post_training.dpo.layout.dp": "1"}
 
 REPLAY = """
 import json, sys
@@ -43,7 +49,7 @@ def _submitted_request(fake_kfp, tmp_path: Path, monkeypatch, settings: list[str
 
 
 def test_the_request_submit_host_sends_runs_the_whole_lifecycle(fake_kfp, smallest_tiny, tmp_path, monkeypatch):
-    request = _submitted_request(fake_kfp, tmp_path, monkeypatch, smallest_tiny())
+    request = _submitted_request(fake_kfp, tmp_path, monkeypatch, smallest_tiny(SINGLE_RANK))
     assert request["service_account"] == "llamaops-pipeline"
     spec, platform = request["pipeline_spec"]["pipeline_spec"], request["pipeline_spec"]["platform_spec"]
     parameters = request["runtime_config"]["parameters"]

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -65,9 +66,28 @@ def test_dry_run_prints_the_pipeline_spec_the_data_rayjob_and_one_rayjob_per_tra
     assert worker["volumes"] == [{"name": "tmp", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     assert [m["mountPath"] for m in worker["containers"][0]["volumeMounts"]] == ["/tmp", "/dev/shm"]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
-    tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run"])
-    # the pipeline spec and its Kubernetes platform spec; a CPU preset has no RayJobs
-    assert [doc.get("kind") for doc in yaml.safe_load_all(tiny.stdout)] == [None, None]
+
+
+
+def test_a_cpu_preset_trains_one_rank_per_pod_on_rayjobs_sized_by_the_contract(tmp_path: Path):
+    """tiny's two ranks are two CPU pods of the contract's cpuPod size, each offering Ray one rank's
+    CPUs; the head drives only. Its one data worker prepares data in the step's own pod."""
+    contract = tmp_path / "cluster.json"
+    contract.write_text(json.dumps({"cpuPod": {"cpus": 0.5, "memoryGiB": 1.5}, "cpuPool": "cpu",
+                                    "nodePools": {"cpu": {"nodeSelector": {"pool": "cpu"}}}}))
+    tiny = runner.invoke(app, ["pipeline", "submit", "tiny", "--dry-run", "--cluster", str(contract)])
+    assert tiny.exit_code == 0, tiny.output
+    jobs = [doc for doc in yaml.safe_load_all(tiny.stdout) if doc.get("kind") == "RayJob"]
+    assert [job["metadata"]["labels"]["llamaops.io/step"] for job in jobs] == [
+        "pretrain", "long_context", "anneal", "sft", "dpo", "safety"]
+    cluster = jobs[0]["spec"]["rayClusterSpec"]
+    (workers,) = cluster["workerGroupSpecs"]
+    assert (workers["replicas"], workers["rayStartParams"]) == (2, {"num-cpus": "1"})
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for template in (workers["template"], cluster["headGroupSpec"]["template"]):
+        assert template["spec"]["containers"][0]["resources"] == {
+            "requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"memory": "1536Mi"}}
+        assert template["spec"]["nodeSelector"] == {"pool": "cpu"}
 
 
 def test_dry_run_of_a_two_round_preset_lists_its_round_and_averaging_steps_in_order():

@@ -70,10 +70,21 @@ def test_gpu_presets_train_through_rayjobs_and_evaluate_on_a_whole_node(name, tm
         assert "accelerator" not in _executor_resources(ir, step)  # the launcher pod needs no GPU
 
 
-def test_the_cpu_preset_runs_training_in_its_steps_without_resource_requests(tmp_path):
-    ir = _compiled("tiny", tmp_path)
+SINGLE_RANK = ["pretrain.layout.dp=1", "long_context.layout.dp=1", "post_training.sft.layout.dp=1",
+               "post_training.dpo.layout.dp=1"]
+
+
+def test_a_single_rank_cpu_preset_trains_in_its_steps_without_resource_requests(tmp_path):
+    ir = _compiled("tiny", tmp_path, SINGLE_RANK)
     assert not any(name.startswith("comp-train-on-rayjob") for name in ir["components"])
     assert all(not _executor_resources(ir, step) for step in step_names(load_preset("tiny")))
+
+
+def test_a_cpu_preset_whose_ranks_span_pods_launches_a_rayjob_per_training_step(tmp_path):
+    ir = _compiled("tiny", tmp_path)
+    launched = {_step_of(task) for task in ir["root"]["dag"]["tasks"].values()
+                if task["componentRef"]["name"].startswith("comp-train-on-rayjob")}
+    assert launched == {"pretrain", "long_context", "anneal", "sft", "dpo", "safety"}
 
 
 def _task(ir: dict, step: str) -> dict:
