@@ -7,7 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-KUBERAY_CHART_VERSION = "1.5.1"  # the first with RayJob authOptions (Ray token auth)
+# 1.5.1 was the first with RayJob authOptions (Ray token auth); from 1.6 the Ray pods' probes are HTTP
+# GETs of Ray's agent for Ray >= 2.53 (1.5 execs wget, which python:3.11-slim images lack).
+KUBERAY_CHART_VERSION = "1.7.0"
 KFP_VERSION = "2.5.0"
 KFP_MANIFESTS = "github.com/kubeflow/pipelines/manifests/kustomize"
 CHART = Path(__file__).resolve().parent.parent / "charts" / "llamaops"

@@ -97,7 +97,9 @@ def rayjob_manifest(
         "spec": {
             "entrypoint": entrypoint,
             "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": 600,
+            # The Ray cluster goes as soon as the job ends: the next step's RayJob waits for its
+            # nodes. The driver's log stays in the submitter Job's pod, the step's in MLflow.
+            "ttlSecondsAfterFinished": 0,
             "backoffLimit": restarts.rayjob,
             "rayClusterSpec": {
                 "rayVersion": version("ray"),

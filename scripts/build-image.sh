@@ -27,12 +27,13 @@ ctx="$cache/context"
 mkdir -p "$ctx/deps" "$ctx/llamaops"
 log() { echo "build-image: $*" >&2; }
 
-# Wheels of every runtime dependency at the pinned versions (rebuilt only when the pins change).
+# Wheels of every runtime dependency at the pinned versions (rebuilt only when the pins change),
+# with the `cluster` extra (pyproject.toml): what KubeRay and the chart's MLflow server need.
 stamp="$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [[ "$(cat "$ctx/deps/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   log "collecting dependency wheels"
   rm -rf "$ctx/deps" && mkdir -p "$ctx/deps"
-  "$py" -m pip wheel -q --disable-pip-version-check -c constraints.txt -w "$ctx/deps" "torch==2.13.0" . >&2
+  "$py" -m pip wheel -q --disable-pip-version-check -c constraints.txt -w "$ctx/deps" "torch==2.13.0" ".[cluster]" >&2
   rm -f "$ctx/deps"/llamaops-*.whl
   # requirements.txt = exactly the collected wheels, so the image resolves nothing on its own.
   (cd "$ctx/deps" && ls *.whl | sed -E 's/^([^-]+)-([^-]+)-.*/\1==\2/' | sed 's/_/-/g' | sort -u) > "$ctx/deps/requirements.txt"

@@ -29,9 +29,11 @@ def stdlib_dir() -> Path:
 
 
 def read_cpython_stdlib(source: str = "cpython-stdlib") -> list[Document]:
-    """The running interpreter's standard library sources, without tests and installed packages."""
+    """The running interpreter's standard library sources, without tests and installed packages, nor
+    links a distribution adds (Debian's sitecustomize.py points into /etc, absent in images)."""
     root = stdlib_dir()
-    paths = [p for p in sorted(root.rglob("*.py")) if _STDLIB_SKIPPED_DIRS.isdisjoint(p.relative_to(root).parts[:-1])]
+    paths = [p for p in sorted(root.rglob("*.py")) if not p.is_symlink()
+             and _STDLIB_SKIPPED_DIRS.isdisjoint(p.relative_to(root).parts[:-1])]
     return [
         Document(str(path.relative_to(root)), path.read_text(encoding="utf-8", errors="replace"), source, "python")
         for path in paths

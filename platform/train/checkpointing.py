@@ -14,6 +14,7 @@ them newest first: no listing, the same on file:// and s3://.
 """
 import io
 import json
+import logging
 import shutil
 from concurrent.futures import Future
 from contextlib import ExitStack
@@ -41,6 +42,7 @@ RNG_DIR = "rng"
 CONFIG_FILE = "model_config.json"
 PROGRESS_FILE = "progress.json"
 DEFAULT_SHARD_BYTES = 2 * 2**30  # a published model's weights files: at most this much each
+log = logging.getLogger(__name__)
 
 
 def checkpoints_uri(output_uri: str) -> str:
@@ -171,7 +173,8 @@ def is_valid_checkpoint(root_uri: str, step: int) -> bool:
         with fetched(uri) as directory:
             check_checkpoint(directory)
         return True
-    except ArtifactError:
+    except ArtifactError as error:  # the older ones are still there; say why this one is passed over
+        log.warning("checkpoint %s skipped: %s", uri, error)
         return False
 
 

@@ -19,6 +19,7 @@ from .loop import TrainingJob, train_worker
 # AF_UNIX socket paths must stay under 108 bytes: Ray's session dir has to be short.
 LOCAL_RAY_TEMP_DIR = "/tmp/ray-llo"
 LOCAL_RAY_CPUS = 2
+KUBERAY_CLUSTER_ENV = "RAY_CLUSTER_NAME"
 
 
 class TrainingRunError(RuntimeError):
@@ -32,7 +33,10 @@ def ensure_ray(workers: int) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        # On a KubeRay cluster (it names the cluster in every Ray container) the driver's log, which
+        # `ray job logs` and the submitter pod show, carries the workers' output; a local run's
+        # steps keep theirs in the workers' own log files.
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=bool(os.environ.get(KUBERAY_CLUSTER_ENV)))
         return
     _start_local_ray(workers)
 

@@ -8,6 +8,7 @@ items with `weights_only=True`. Anything else makes the checkpoint unreadable, n
 Given the checkpoint's manifest, the metadata's bytes are checked before they are unpickled, and
 each rank checks the blocks of the byte ranges it reads before DCP reads them.
 """
+import enum
 import io
 import pickle
 from pathlib import Path
@@ -41,10 +42,20 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint's metadata names something DCP's metadata is not made of."""
 
 
+def _enum_member(cls: object, name: str) -> enum.Enum:
+    """What `getattr` does in a DCP pickle: some Python 3.11 releases (3.11.2, Debian 12's) pickle an
+    Enum member by name as getattr(its class, name). Only a member of an allowed Enum is looked up."""
+    if isinstance(cls, type) and issubclass(cls, enum.Enum) and isinstance(name, str) and name in cls.__members__:
+        return cls[name]
+    raise UnsafeCheckpointError(f"the checkpoint metadata looks up {name!r} on {cls!r}, which is no allowed Enum")
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if name in _ALLOWED.get(module, ()):
             return super().find_class(module, name)
+        if (module, name) == ("builtins", "getattr"):  # its arguments come through this allow-list too
+            return _enum_member
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         raise UnsafeCheckpointError(f"the checkpoint metadata names {module}.{name}, which a DCP checkpoint never holds")

@@ -1,5 +1,6 @@
 """Write a minimal root filesystem holding this host's Python 3 (interpreter, stdlib, the shared
-libraries they load, /bin/sh and CA certificates) into DIR, for `docker import` as a base image.
+libraries they load, /bin/sh, bash and CA certificates) into DIR, for `docker import` as a base
+image. bash because python:3.11-slim has it and KubeRay runs Ray's containers with it.
 
 Used where no registry is reachable (tests/pods): the Dockerfile then builds FROM it exactly as
 it builds FROM python:3.11-slim elsewhere. Usage: python3 host_python_rootfs.py DIR
@@ -52,9 +53,10 @@ def main(root: Path) -> None:
             os.symlink(target, root / link)
     python = Path(sys.executable).resolve()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    binaries = [python, Path("/usr/bin/dash"), *Path(sysconfig.get_paths()["platstdlib"], "lib-dynload").glob("*.so")]
+    shells = [Path("/usr/bin/dash"), Path("/usr/bin/bash")]
+    binaries = [python, *shells, *Path(sysconfig.get_paths()["platstdlib"], "lib-dynload").glob("*.so")]
     libs = set().union(*(shared_libs(b) for b in binaries), *(package_libs(p) for p in RUNTIME_PACKAGES))
-    for path in [python, stdlib, Path("/usr/bin/dash"), Path("/etc/ssl/certs/ca-certificates.crt"), *sorted(libs)]:
+    for path in [python, stdlib, *shells, Path("/etc/ssl/certs/ca-certificates.crt"), *sorted(libs)]:
         copy(Path(path), root)
     (root / "usr/bin/python3").symlink_to(python.name)
     (root / "usr/bin/sh").symlink_to("dash")

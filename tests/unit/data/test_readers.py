@@ -90,3 +90,14 @@ def test_stdlib_reader_skips_tests_and_site_packages():
     assert "json/encoder.py" in ids and len(docs) > 300
     assert not any(part in {"test", "tests", "site-packages"} for i in ids for part in i.split("/")[:-1])
     assert {d.language for d in docs} == {"python"}
+
+
+def test_stdlib_reader_skips_links_a_distribution_adds(tmp_path, monkeypatch):
+    """Debian's stdlib links sitecustomize.py into /etc: a dangling link in an image built from it."""
+    from llamaops.platform.data import readers
+
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "encoder.py").write_text("x = 1\n")
+    (tmp_path / "sitecustomize.py").symlink_to(tmp_path / "etc" / "sitecustomize.py")
+    monkeypatch.setattr(readers, "stdlib_dir", lambda: tmp_path)
+    assert [d.id for d in read_cpython_stdlib()] == ["json/encoder.py"]

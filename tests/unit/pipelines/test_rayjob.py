@@ -16,6 +16,7 @@ def test_pretraining_rayjob_spans_the_layouts_nodes_with_gpus_on_the_pool():
     assert manifest["metadata"]["namespace"] == "ml"
     spec = manifest["spec"]
     assert spec["entrypoint"] == ENTRYPOINT and spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] == 0  # the next step's RayJob waits for these nodes
     (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2048 // 8  # tp8 pp4 dp64
     pod = workers["template"]["spec"]

@@ -71,3 +71,28 @@ def test_a_real_checkpoints_metadata_reads_through_the_allow_list(tmp_path: Path
     safe_dcp.load(loaded, tmp_path, no_dist=True, manifest=None)
     assert torch.equal(loaded["w"], state["w"]) and loaded["step"] == 7 and loaded["name"] == "x"
     assert tuple(loaded["betas"]) == (0.9, 0.95)
+
+
+class _ByName:
+    """Pickles as getattr(owner, name): how Python 3.11.2 pickles an Enum member (by name)."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return getattr, (self.owner, self.name)
+
+
+def test_metadata_with_enum_members_pickled_by_name_reads_and_nothing_else_is_looked_up(tmp_path: Path):
+    """Checkpoints written where Enum members pickle by name (Debian 12's Python 3.11.2) read
+    anywhere; the getattr they name reaches only a member of an allowed Enum."""
+    from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING
+
+    dcp.save({"w": torch.ones(2)}, checkpoint_id=tmp_path, no_dist=True)
+    metadata = safe_dcp.read_metadata(tmp_path, None)
+    metadata.planner_data = _ByName(_MEM_FORMAT_ENCODING, "TORCH_CONTIGUOUS_FORMAT")
+    assert safe_dcp.parse_metadata(pickle.dumps(metadata)).planner_data is _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT
+    for owner, name in ((torch.Size, "__class__"), (_MEM_FORMAT_ENCODING, "__class__"), (Path, "home")):
+        metadata.planner_data = _ByName(owner, name)
+        with pytest.raises(safe_dcp.UnsafeCheckpointError):
+            safe_dcp.parse_metadata(pickle.dumps(metadata))
