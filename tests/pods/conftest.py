@@ -21,11 +21,14 @@ _TESTS = Path(__file__).resolve().parents[1]
 for d in (_TESTS, _TESTS / "cluster", Path(__file__).resolve().parent):
     sys.path.insert(0, str(d))
 from local_services import S3Server, start_seaweedfs, stop  # noqa: E402
-from pod_helpers import CLUSTER_DIR, REPORT, ROOT, cluster_rss_mib, run  # noqa: E402
+from pod_helpers import CLUSTER_DIR, REPORT, ROOT, cluster_rss_mib, run, wait_until  # noqa: E402
 from localup import host as localup_host  # noqa: E402
 from localup.settings import CACHE, Settings  # noqa: E402
 
+from llamaops.cluster.kind import KUBERAY_CHART_VERSION  # noqa: E402
+
 IMAGE = "llamaops/llamaops:local"
+RELEASE_NAMESPACE = "llamaops"  # the chart's, and the one its pipelines (and their RayJobs) run in
 
 
 def _why_not_here() -> str | None:
@@ -150,7 +153,7 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
     from kubernetes import client
 
     core = client.CoreV1Api(kube)
-    ns = "llamaops"
+    ns = RELEASE_NAMESPACE
     for name in (ns, *APP_NAMESPACES):  # the operator's Roles go into namespaces that exist
         core.create_namespace({"metadata": {"name": name}})
     core.create_namespaced_secret(ns, {"metadata": {"name": "s3-creds"}, "stringData": {
@@ -168,6 +171,8 @@ def release(node_cluster, kube, llamaops_image, node_s3, helm) -> Iterator[Relea
                    "allowedHosts": [".".join(node_cluster.settings.service_cidr.split(".")[:2]) + ".*"]},
         "s3": {"existingSecret": "s3-creds", "componentSecrets": {"reader": "s3-reader"},
                "external": {"enabled": True, "endpoint": node_s3.endpoint}},
+        # Small CPU pods: a RayJob's head, two workers and its submitter fit the node's two CPUs.
+        "pipelines": {"cpuPod": {"cpus": 0.25, "memoryGiB": 3}},
         "nodePools": {
             "local": {"nodeSelector": {"llamaops.io/pool": "local"}, "tolerations": [], "gpusPerNode": 0},
             "nowhere": {"nodeSelector": {"llamaops.io/pool": "nowhere"}, "tolerations": [], "gpusPerNode": 0},
@@ -206,6 +211,37 @@ def app_namespace(kube, release, node_s3) -> Iterator[str]:
         yield name
     finally:
         client.CustomObjectsApi(kube).delete_collection_namespaced_custom_object(GROUP, VERSION, name, PLURAL)
+
+
+@pytest.fixture(scope="session")
+def kuberay_stand_in(node_cluster: NodeCluster, kube):
+    """KubeRay's RayJob controller played by kuberay_stand_in.py (KubeRay's image cannot be pulled here)
+    on the RayJob CRD (tests/cluster/crds), as the KubeRay release llamaops installs
+    (cluster/kind.py), watching the namespace `rayjobs`, which it creates, and the release's (its
+    pipelines' RayJobs)."""
+    import yaml
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    from kuberay_stand_in import KubeRayStandIn
+
+    crds = client.ApiextensionsV1Api(kube)
+    try:
+        crds.create_custom_resource_definition(yaml.safe_load((CLUSTER_DIR / "crds" / "rayjob-minimal.yaml").read_text()))
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    wait_until("the RayJob CRD Established", lambda: (any(
+        c.type == "Established" and c.status == "True"
+        for c in crds.read_custom_resource_definition("rayjobs.ray.io").status.conditions or []), None), 30, every=0.2)
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": "rayjobs"}})
+    # Its own ApiClient: it runs on another thread than the tests' calls.
+    kuberay = tuple(int(part) for part in KUBERAY_CHART_VERSION.split("."))
+    stand_in = KubeRayStandIn(config.new_client_from_config(config_file=str(node_cluster.kubeconfig)),
+                              ["rayjobs", RELEASE_NAMESPACE], kuberay_version=kuberay)
+    stand_in.start()
+    yield stand_in
+    stand_in.stop()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
