@@ -30,6 +30,8 @@ from .paths import home
 from .uri import COMPLETE_MARKER, ArtifactError
 
 _CREDENTIAL_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
+_UNFINISHED = ("artifact {uri} does not exist or is unfinished (no completion marker); "
+               "run the stage that produces it first")
 _MISSING_OBJECT_ERRORS = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 
 
@@ -172,6 +174,20 @@ def is_complete(uri: str) -> bool:
         raise _explain(error, settings, where) from None
 
 
+def published_files(uri: str) -> dict[str, int]:
+    """The files of the complete artifact at `uri` (relative path -> bytes), as its completion
+    marker lists them, without downloading any; leftovers of an interrupted upload are not among them."""
+    where = S3Location.parse(uri)
+    settings = S3Settings.from_env()
+    try:
+        marker = _read_marker(settings.client(), where)
+    except _S3_FAILURES as error:
+        raise _explain(error, settings, where) from None
+    if marker is None:
+        raise ArtifactError(_UNFINISHED.format(uri=uri))
+    return _manifest_files(marker, uri)
+
+
 def _cache_dir(where: S3Location, settings: S3Settings) -> Path:
     endpoint = urlparse(settings.endpoint).netloc.replace(":", "_")
     return home() / "cache" / "s3" / endpoint / where.bucket / where.prefix
@@ -187,8 +203,7 @@ def fetched(uri: str) -> Iterator[Path]:
     try:
         marker = _read_marker(client, where)
         if marker is None:
-            raise ArtifactError(f"artifact {uri} does not exist or is unfinished (no completion marker); "
-                                "run the stage that produces it first")
+            raise ArtifactError(_UNFINISHED.format(uri=uri))
         local_marker = cached / COMPLETE_MARKER
         if not (local_marker.is_file() and local_marker.read_bytes() == marker):
             _download(client, where, _manifest_files(marker, uri), marker, cached)

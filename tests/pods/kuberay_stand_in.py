@@ -83,6 +83,7 @@ class KubeRayStandIn:
         self.timeline: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self.errors: list[str] = []
         self._seen: dict[str, float] = {}
+        self._job_service: dict[str, str] = {}  # RayJob -> the cluster its head Service selects
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kuberay-stand-in", daemon=True)
 
@@ -173,9 +174,12 @@ class KubeRayStandIn:
         """The Ray job's status from the dashboard; terminal once the submitter Job has finished too.
         Meanwhile the Ray cluster keeps its worker pods."""
         ns, name, cluster = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"], status["rayClusterName"]
-        service = head_service(rayjob, f"{name}-head-svc")  # the RayJob's own, re-pointed at each new cluster
-        if not self._create(self.core.create_namespaced_service, ns, service):
-            self.core.patch_namespaced_service(service["metadata"]["name"], ns, {"spec": {"selector": service["spec"]["selector"]}})
+        if self._job_service.get(f"{ns}/{name}") != cluster:  # the RayJob's own, re-pointed at each new cluster
+            service = head_service(rayjob, f"{name}-head-svc")
+            if not self._create(self.core.create_namespaced_service, ns, service):
+                self.core.patch_namespaced_service(service["metadata"]["name"], ns,
+                                                   {"spec": {"selector": service["spec"]["selector"]}})
+            self._job_service[f"{ns}/{name}"] = cluster
         conditions = {c.type: c for c in self.batch.read_namespaced_job(name, ns).status.conditions or [] if c.status == "True"}
         finished = "Complete" in conditions or "Failed" in conditions
         if "Failed" in conditions:

@@ -128,14 +128,14 @@ def uninterrupted(rehearsal: Rehearsal, data_uri: str) -> tuple[str, RankSampler
 
 
 def _bytes_by_rank(uri: str) -> dict[str, int]:
-    """The bytes of the artifact at `uri` in S3, by the rank that wrote them."""
-    from llamaops.platform.store.s3 import S3Location, S3Settings
+    """The bytes of the published artifact at `uri` in S3, by the rank that wrote them."""
+    from llamaops.platform.store.s3 import published_files
 
-    where, sizes = S3Location.parse(uri), {}
-    for item in S3Settings.from_env().client().list_objects(where.bucket, prefix=where.prefix + "/", recursive=True):
-        match = RANK_FILE.search(item.object_name)
+    sizes: dict[str, int] = {}
+    for relative, size in published_files(uri).items():
+        match = RANK_FILE.search(relative)
         rank = f"rank {int(next(filter(None, match.groups()))) if match else 0}"
-        sizes[rank] = sizes.get(rank, 0) + item.size
+        sizes[rank] = sizes.get(rank, 0) + size
     return sizes
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llamaops.platform.store import ArtifactError, fetched, is_complete, staged_output
-from llamaops.platform.store.s3 import check_s3_access
+from llamaops.platform.store.s3 import check_s3_access, published_files
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +58,12 @@ def test_objects_without_marker_are_unfinished_and_overwrite_replaces_cached_cop
     with pytest.raises(ArtifactError, match="unfinished"):
         with fetched(uri):
             pass
+    with pytest.raises(ArtifactError, match="unfinished"):
+        published_files(uri)
     with staged_output(uri) as out:  # an unfinished leftover may be replaced without overwrite
         (out / "a.txt").write_text("v1")
+    s3_server.client().put_object(bucket, "run-3/model/leftover.bin", io.BytesIO(b"x"), 1)
+    assert published_files(uri) == {"a.txt": 2}  # the marker's list, not what else lies there
     with pytest.raises(ArtifactError, match="already exists"):
         with staged_output(uri):
             pass
