@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE.parent / "build_k8s.sh"
 # Start order; local-down stops them in reverse (the apiserver before etcd).
 CONTROL_PLANE = ("etcd", "kube-apiserver")
-NODE = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+NODE = ("cluster-dns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 
 
 def say(msg: str) -> None:
@@ -127,6 +127,7 @@ def _up(s: Settings) -> None:
     # /readyz includes the RBAC bootstrap: the controller manager must start only after it.
     wait_for("kube-apiserver /readyz", lambda: answers_200(api, "/readyz"), 90,
              lambda: procs.log_tail(s.state, "kube-apiserver"))
+    procs.spawn(s.state, "cluster-dns", components.cluster_dns(s), env={"PYTHONPATH": str(HERE.parent)})
     for name, argv in (("kube-controller-manager", components.controller_manager(bin_dir, s)),
                        ("kube-scheduler", components.scheduler(bin_dir, s)),
                        ("kubelet", components.kubelet(bin_dir, s)),

@@ -1,6 +1,7 @@
 """Command lines and config files of etcd and the five Kubernetes components (v1.20 flags)."""
 import json
 import socket
+import sys
 from pathlib import Path
 
 from .settings import Settings
@@ -86,6 +87,8 @@ def kubelet_config(s: Settings) -> Path:
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                          "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
         "resolvConf": "", "serializeImagePulls": False, "maxPods": 50,
+        # Pods resolve Service names through cluster_dns.py on the node's address.
+        "clusterDNS": [s.node_ip], "clusterDomain": "cluster.local",
     }
     path = s.path("kubelet-config.json")
     path.write_text(json.dumps(cfg, indent=1))
@@ -119,6 +122,10 @@ def kubelet(bin_dir: Path, s: Settings) -> list[str]:
         f"--node-ip={s.node_ip}", f"--hostname-override={s.node_name}",
         f"--root-dir={s.path('kubelet')}", f"--cert-dir={s.path('kubelet-certs')}", "--v=1",
     ]
+
+
+def cluster_dns(s: Settings) -> list[str]:
+    return [sys.executable, "-m", "localup.cluster_dns", str(s.state), s.node_ip]
 
 
 def kube_proxy(bin_dir: Path, s: Settings) -> list[str]:
