@@ -4,7 +4,8 @@ import math
 from dataclasses import dataclass
 
 from llamaops.platform.config import ParallelLayout, Preset
-from llamaops.platform.config.cluster import ClusterContract, PodSize
+from llamaops.platform.config.cluster import ClusterContract
+from llamaops.platform.config.pod_size import PodSize, cpu_quantity, memory_quantity
 
 from .stages import stage_kind
 
@@ -23,13 +24,11 @@ class PodShape:
 
     @property
     def cpu(self) -> str:
-        """As a Kubernetes quantity: whole CPUs, or millicores."""
-        return str(int(self.cpus)) if self.cpus == int(self.cpus) else f"{round(self.cpus * 1000)}m"
+        return cpu_quantity(self.cpus)
 
     @property
     def memory(self) -> str:
-        gib = self.memory_gib
-        return f"{int(gib)}Gi" if gib == int(gib) else f"{round(gib * 1024)}Mi"
+        return memory_quantity(self.memory_gib)
 
     @property
     def whole_cpus(self) -> int:

@@ -14,18 +14,12 @@ from pydantic import Field, ValidationError
 from ..store.paths import ARTIFACT_ROOT_ENV
 from .base import Config
 from .overrides import ConfigError
+from .pod_size import PodSize
 
 CLUSTER_CONFIGMAP = "llamaops-cluster"  # the one fixed name: where the others are found
 CLUSTER_KEY = "cluster.json"
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _ENV_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
-
-
-class PodSize(Config):
-    """What one pod requests: CPUs (fractions allowed, e.g. 0.5) and memory, which is its limit too."""
-
-    cpus: float = Field(gt=0, le=1024)
-    memoryGiB: float = Field(gt=0, le=65536)
 
 
 # A pod that takes a whole GPU node when its pool does not say: about what an 8-GPU H100 node offers per GPU.

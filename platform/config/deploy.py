@@ -4,6 +4,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from .base import Config
+from .pod_size import PodSize
 
 
 class DeployConfig(Config):
@@ -14,6 +15,7 @@ class DeployConfig(Config):
     tensor_parallel: PositiveInt = 1  # GPUs of one pod, on one node
     replicas: PositiveInt = 1
     served_model_name: str = Field("llama", pattern=r"^[A-Za-z0-9._-]{1,63}$")  # the OpenAI API's model name
+    pod: PodSize | None = None  # each serving pod's CPUs and memory; None: the operator's default (2 CPUs, 8 GiB)
     ready_timeout_s: PositiveInt = 1800  # loading weights takes minutes; a rollout that never gets Ready fails the step
 
     @model_validator(mode="after")

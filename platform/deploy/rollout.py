@@ -54,7 +54,8 @@ def _one_line(text: Any) -> str:
 
 def serving_pool(contract: ClusterContract, preset: Preset) -> tuple[str, NodePool]:
     """The pool the model is served on (deploy.node_pool, else the training pool), checked to hold
-    the engine: declared by the cluster, with GPUs, at least tensor_parallel of them per node."""
+    the engine: declared by the cluster; for vLLM, with at least tensor_parallel GPUs per node (the
+    llamaops engine also serves on a pool without GPUs, on its CPUs)."""
     deploy = preset.deploy
     name = deploy.node_pool or preset.resources.node_pool
     field = "deploy.node_pool" if deploy.node_pool else "resources.node_pool (deploy.node_pool is unset)"
@@ -62,10 +63,10 @@ def serving_pool(contract: ClusterContract, preset: Preset) -> tuple[str, NodePo
         pool = contract.pool(name, f"preset {preset.name}'s {field}")
     except ConfigError as error:
         raise DeployError(str(error)) from None
-    if pool.gpusPerNode == 0:
-        raise DeployError(f"node pool '{name}' has no GPUs (gpusPerNode 0) and engine {deploy.engine} serves on GPUs "
-                          f"on a cluster; set deploy.node_pool to a GPU pool, or deploy.enabled=false to serve locally")
-    if pool.gpusPerNode < deploy.tensor_parallel:
+    if pool.gpusPerNode == 0 and deploy.engine == "vllm":
+        raise DeployError(f"node pool '{name}' has no GPUs (gpusPerNode 0) and engine vllm serves on GPUs; set "
+                          f"deploy.node_pool to a GPU pool, or deploy.engine=llamaops to serve on CPUs")
+    if pool.gpusPerNode and pool.gpusPerNode < deploy.tensor_parallel:
         raise DeployError(f"deploy.tensor_parallel {deploy.tensor_parallel} needs that many GPUs on one node, but pool "
                           f"'{name}' has {pool.gpusPerNode} per node; lower it or set deploy.node_pool to a larger pool")
     return name, pool
@@ -93,6 +94,8 @@ def deployment_manifest(contract: ClusterContract, preset: Preset, model_name: s
         "storageSecret": contract.s3Secret.name,
         "storageSecretKeys": {"accessKey": contract.s3Secret.userKey, "secretKey": contract.s3Secret.passwordKey},
     }
+    if deploy.pod:
+        spec["resources"] = {"cpu": deploy.pod.cpu_quantity, "memory": deploy.pod.memory_quantity}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -39,6 +39,14 @@ def test_manifest_validates_against_the_operators_spec_and_checks(preset):
     assert checked == spec and spec.tensorParallelSize == load_preset(preset).deploy.tensor_parallel
 
 
+def test_the_presets_serving_pod_size_reaches_the_serving_pods():
+    m = _manifest(sets=['deploy.pod={"cpus": 0.5, "memoryGiB": 1.5}'])
+    assert m["spec"]["resources"] == {"cpu": "500m", "memory": "1536Mi"}
+    spec = operator_spec.DeploymentSpec.model_validate(m["spec"])
+    pool = CONTRACT.nodePools["h100"]
+    assert operator_manifests._resources(spec, pool)["requests"] == {"cpu": "500m", "memory": "1536Mi"}
+
+
 @pytest.mark.parametrize("keys", [("access-key", "secret-key"), ("id", "key")])
 def test_names_and_keys_match_the_operator(keys):
     assert (rollout.GROUP, rollout.VERSION, rollout.PLURAL, rollout.KIND) == (
@@ -77,11 +85,14 @@ def test_training_pool_is_the_default_and_must_be_declared():
     assert "resources.node_pool" in message and "'local'" in message
 
 
-def test_a_pool_without_gpus_is_refused_for_both_engines():
+def test_a_pool_without_gpus_serves_the_llamaops_engine_and_refuses_vllm():
     contract = CONTRACT.model_copy(update={"nodePools": {**CONTRACT.nodePools, "cpu": NodePool()}})
-    for engine in ("llamaops", "vllm"):
-        message = _one_line_error(sets=["deploy.node_pool=cpu", f"deploy.engine={engine}"], contract=contract)
-        assert "no GPUs" in message and "deploy.enabled=false" in message
+    message = _one_line_error(sets=["deploy.node_pool=cpu", "deploy.engine=vllm"], contract=contract)
+    assert "no GPUs" in message and "deploy.engine=llamaops" in message
+    spec = _manifest(sets=["deploy.node_pool=cpu"], contract=contract)["spec"]
+    assert spec["nodePool"] == "cpu" and spec["engine"] == "llamaops"
+    assert "nvidia.com/gpu" not in operator_manifests._resources(operator_spec.DeploymentSpec.model_validate(spec),
+                                                                 contract.nodePools["cpu"])["limits"]
 
 
 def test_fewer_gpus_per_node_than_tensor_parallel_is_one_line():

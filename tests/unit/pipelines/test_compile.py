@@ -212,5 +212,5 @@ def test_a_preset_on_a_pool_the_cluster_does_not_declare_fails_in_one_line(tmp_p
 def test_a_serving_pool_without_gpus_for_the_engine_fails_before_the_run(tmp_path):
     cpu_only = ClusterContract(nodePools={"h100": NodePool(gpusPerNode=8, nodeSelector={"pool": "gpu"}),
                                           "cpu": NodePool()})
-    with pytest.raises(ValueError, match=r"^node pool 'cpu' has no GPUs \(gpusPerNode 0\) and engine llamaops serves"):
-        compile_pipeline(load_preset("8b", None, ["deploy.node_pool=cpu"]), tmp_path / "8b.yaml", cpu_only)
+    with pytest.raises(ValueError, match=r"^node pool 'cpu' has no GPUs \(gpusPerNode 0\) and engine vllm serves"):
+        compile_pipeline(load_preset("70b", None, ["deploy.node_pool=cpu"]), tmp_path / "70b.yaml", cpu_only)
