@@ -21,6 +21,8 @@ ENV PATH=/opt/llamaops/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 ENV USER=llamaops LOGNAME=llamaops
 
 COPY --from=deps /opt/llamaops /opt/llamaops
+# Data packages the steps read in place (platform/data/packages.py: <venv>/llamaops-data).
+COPY data/ /opt/llamaops/llamaops-data/
 # Only this layer changes from one commit to the next (the llamaops wheel and pip to install it).
 COPY llamaops/ /src/
 RUN /opt/llamaops/bin/python /src/pip.whl/pip install --no-index --no-deps --no-cache-dir -q \

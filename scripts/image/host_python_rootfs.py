@@ -1,6 +1,7 @@
 """Write a minimal root filesystem holding this host's Python 3 (interpreter, stdlib, the shared
-libraries they load, /bin/sh, bash and CA certificates) into DIR, for `docker import` as a base
-image. bash because python:3.11-slim has it and KubeRay runs Ray's containers with it.
+libraries they load, /bin/sh, bash, a few coreutils and CA certificates) into DIR, for `docker
+import` as a base image. What python:3.11-slim has and pods run: bash (KubeRay runs Ray's
+containers with it), mktemp (KFP's lightweight components start with it), cat and friends.
 
 Used where no registry is reachable (tests/pods): the Dockerfile then builds FROM it exactly as
 it builds FROM python:3.11-slim elsewhere. Usage: python3 host_python_rootfs.py DIR
@@ -16,6 +17,7 @@ from pathlib import Path
 # Every shared library of these Debian packages: wheels load libraries Python itself does not
 # link (torch needs libstdc++; cryptography's Rust module needs libpthread.so.0, and so on).
 RUNTIME_PACKAGES = ("libc6", "libgcc-s1", "libstdc++6", "zlib1g")
+COREUTILS = ("cat", "env", "ls", "mkdir", "mktemp", "rm")
 
 
 def package_libs(package: str) -> set[Path]:
@@ -53,10 +55,10 @@ def main(root: Path) -> None:
             os.symlink(target, root / link)
     python = Path(sys.executable).resolve()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    shells = [Path("/usr/bin/dash"), Path("/usr/bin/bash")]
-    binaries = [python, *shells, *Path(sysconfig.get_paths()["platstdlib"], "lib-dynload").glob("*.so")]
+    programs = [Path("/usr/bin/dash"), Path("/usr/bin/bash"), *(Path("/usr/bin", tool) for tool in COREUTILS)]
+    binaries = [python, *programs, *Path(sysconfig.get_paths()["platstdlib"], "lib-dynload").glob("*.so")]
     libs = set().union(*(shared_libs(b) for b in binaries), *(package_libs(p) for p in RUNTIME_PACKAGES))
-    for path in [python, stdlib, *shells, Path("/etc/ssl/certs/ca-certificates.crt"), *sorted(libs)]:
+    for path in [python, stdlib, *programs, Path("/etc/ssl/certs/ca-certificates.crt"), *sorted(libs)]:
         copy(Path(path), root)
     (root / "usr/bin/python3").symlink_to(python.name)
     (root / "usr/bin/sh").symlink_to("dash")
