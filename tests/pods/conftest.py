@@ -213,6 +213,20 @@ def app_namespace(kube, release, node_s3) -> Iterator[str]:
         client.CustomObjectsApi(kube).delete_collection_namespaced_custom_object(GROUP, VERSION, name, PLURAL)
 
 
+POOL_LABEL = "llamaops.io/pool"
+
+
+@pytest.fixture(scope="module")
+def local_pool(kube, node_cluster):
+    """Puts the node into the `local` pool the release's values configure."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    core.patch_node(node_cluster.settings.node_name, {"metadata": {"labels": {POOL_LABEL: "local"}}})
+    yield "local"
+    core.patch_node(node_cluster.settings.node_name, {"metadata": {"labels": {POOL_LABEL: None}}})
+
+
 @pytest.fixture(scope="session")
 def kuberay_stand_in(node_cluster: NodeCluster, kube):
     """KubeRay's RayJob controller played by kuberay_stand_in.py (KubeRay's image cannot be pulled here)

@@ -1,6 +1,8 @@
 """Polling helpers for the pod tier (every wait has a deadline and says what it last saw)."""
+import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,23 @@ def wait_until(what: str, probe: Callable[[], tuple[bool, object]], timeout: flo
             return seen
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen}")
+
+
+def attempt(call: Callable[[], object]) -> tuple[bool, object]:
+    """For wait_until: (True, what `call` returned), or (False, the connection error it raised)."""
+    try:
+        return True, call()
+    except OSError as error:
+        return False, error
+
+
+def chat_completion(url: str, model: str) -> dict:
+    """One short, greedy chat completion from the OpenAI-compatible server at `url`."""
+    body = json.dumps({"model": model, "max_tokens": 4, "temperature": 0,
+                       "messages": [{"role": "user", "content": "Hello"}]}).encode()
+    request = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 def conditions(obj: dict) -> dict[str, dict]:

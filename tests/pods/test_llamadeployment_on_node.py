@@ -1,26 +1,14 @@
 """A LlamaDeployment of a tiny model on a node that runs pods: it serves through its Service,
 scales, heals, reports why it cannot run, and leaves nothing behind when deleted."""
-import json
 import time
-import urllib.request
 
 import pytest
 from kubernetes import client
-from pod_helpers import REPORT, cluster_rss_mib, conditions, wait_until
+from pod_helpers import REPORT, attempt, chat_completion, cluster_rss_mib, conditions, wait_until
 
 from llamaops.operators.spec import GROUP, PLURAL, VERSION
 
 pytestmark = [pytest.mark.pods, pytest.mark.slow]
-POOL_LABEL = "llamaops.io/pool"
-
-
-@pytest.fixture(scope="module")
-def local_pool(kube, node_cluster):
-    """Puts the node into the `local` pool the release's values configure."""
-    core = client.CoreV1Api(kube)
-    core.patch_node(node_cluster.settings.node_name, {"metadata": {"labels": {POOL_LABEL: "local"}}})
-    yield "local"
-    core.patch_node(node_cluster.settings.node_name, {"metadata": {"labels": {POOL_LABEL: None}}})
 
 
 def _llamadeployment(name: str, model: str, pool: str, replicas: int = 1) -> dict:
@@ -43,11 +31,7 @@ def _ready(kube, ns, name):
 
 
 def _chat(url: str) -> dict:
-    body = json.dumps({"model": "tiny", "max_tokens": 4, "temperature": 0,
-                       "messages": [{"role": "user", "content": "Hello"}]}).encode()
-    req = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+    return chat_completion(url, "tiny")
 
 
 def _owned(kube, ns: str, name: str) -> dict[str, list[str]]:
@@ -78,7 +62,7 @@ def test_serves_through_its_service_scales_heals_and_is_cleaned_up(kube, node_cl
     svc = core.read_namespaced_service(name, ns)
     url = f"http://{svc.spec.cluster_ip}:80"  # ClusterIP: kube-proxy's iptables rules carry it
     answer = wait_until("a chat completion through the Service",
-                        lambda: _try(lambda: _chat(url)), timeout=60)
+                        lambda: attempt(lambda: _chat(url)), timeout=60)
     REPORT["apply_to_first_answer_s"] = time.monotonic() - t0
     assert answer["object"] == "chat.completion" and answer["usage"]["completion_tokens"] >= 1
 
@@ -106,13 +90,6 @@ def test_serves_through_its_service_scales_heals_and_is_cleaned_up(kube, node_cl
     # Delete: the garbage collector removes everything the LlamaDeployment owned.
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     wait_until("every owned object gone", lambda: (not any(_owned(kube, ns, name).values()), _owned(kube, ns, name)), 180)
-
-
-def _try(call):
-    try:
-        return True, call()
-    except OSError as e:
-        return False, e
 
 
 def test_a_restarted_operator_resumes_without_duplicating_objects(kube, release, local_pool, tiny_model, app_namespace):

@@ -2,11 +2,11 @@
 Kubeflow Pipelines HTTP API on 127.0.0.1 (conftest's `fake_kfp`: the KFP backend cannot run here)."""
 import pytest
 import yaml
+from fake_kfp_api import TOKEN
 from typer.testing import CliRunner
 
 from llamaops.cli.main import app
 
-TOKEN = "good-token"  # the one the fake accepts
 runner = CliRunner()
 
 

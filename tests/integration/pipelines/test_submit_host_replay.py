@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_kfp_api import TOKEN, created_run
 from typer.testing import CliRunner
 
 from llamaops.cli.main import app
@@ -39,13 +40,12 @@ def _submitted_request(fake_kfp, tmp_path: Path, monkeypatch, settings: list[str
     for name in ("KUBECONFIG", "MLFLOW_TRACKING_URI", "KFP_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     token = tmp_path / "token"
-    token.write_text("good-token")
+    token.write_text(TOKEN)
     argv = ["pipeline", "submit", "tiny", "--host", fake_kfp.url, "--token-file", str(token),
             "--artifact-root", (tmp_path / "artifacts").as_uri(), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     result = CliRunner().invoke(app, argv + settings)
     assert result.exit_code == 0, result.output
-    (request,) = [body for method, path, body in fake_kfp.requests if method == "POST" and path == "/apis/v2beta1/runs"]
-    return request
+    return created_run(fake_kfp)
 
 
 def test_the_request_submit_host_sends_runs_the_whole_lifecycle(fake_kfp, smallest_tiny, tmp_path, monkeypatch):
