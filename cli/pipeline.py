@@ -1,4 +1,5 @@
 """`llamaops pipeline`: compile the lifecycle pipeline, run it locally, list presets' steps and runs."""
+import json
 import sys
 import time
 from pathlib import Path
@@ -137,28 +138,70 @@ def _target(host: str, token: str | None, token_file: Path | None, namespace: st
     return KfpTarget(host, read_token(token, token_file), namespace)
 
 
-HostOption = Annotated[str, typer.Option("--host", help="KFP API server URL.")]
+RemoteHostOption = Annotated[str | None, typer.Option(
+    "--host", help="KFP API server URL of a remote run; without it, RUN is a local run.")]
 TokenOption = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="KFP_TOKEN")]
 TokenFileOption = Annotated[Path | None, typer.Option("--token-file", help="File holding the bearer token.", dir_okay=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 @app.command("status")
-def status(run: str, host: HostOption, token: TokenOption = None, token_file: TokenFileOption = None) -> None:
-    """The state of KFP run RUN and of each of its tasks."""
-    from llamaops.pipelines.submit import run_state
+def status(run: str, host: RemoteHostOption = None, token: TokenOption = None, token_file: TokenFileOption = None,
+           as_json: JsonOption = False) -> None:
+    """The state of run RUN and of each of its steps: a local run, or with --host a KFP run."""
+    if host:
+        from llamaops.pipelines.submit import run_state, task_rows
 
-    state = run_state(_target(host, token, token_file, None), run)
-    typer.echo(f"run {state.run_id} {state.state or 'UNKNOWN'}"
-               + (f": {state.error.message}" if getattr(state, "error", None) and state.error.message else ""))
+        state = run_state(_target(host, token, token_file, None), run)
+        error = state.error.message if getattr(state, "error", None) and state.error.message else ""
+        if as_json:
+            _echo_json({"run_id": state.run_id, "state": state.state or "UNKNOWN", "error": error,
+                        "tasks": task_rows(state)})
+            return
+        typer.echo(f"run {state.run_id} {state.state or 'UNKNOWN'}" + (f": {error}" if error else ""))
+        return
+    from llamaops.pipelines.run_view import run_status
+
+    view = run_status(run)
+    if as_json:
+        _echo_json(view)
+        return
+    version = f", model version {view['model_version']}" if view["model_version"] else ""
+    typer.echo(f"run {view['run_id']} ({view['preset']}) {view['status']} after {view['seconds']:.0f}s{version}"
+               + (f": {view['error']}" if view["error"] else ""))
+    for step in view["steps"]:
+        took = f"{step['seconds']:.1f}s" if step["status"] != "started" else ""
+        typer.echo(f"  {step['step']:<22} {step['status']:<9} {took:>8}"
+                   + (f"  {step['error']}" if step["error"] else ""))
 
 
 @app.command("logs")
-def logs(run: str, host: HostOption, token: TokenOption = None, token_file: TokenFileOption = None) -> None:
-    """Each task of KFP run RUN with its state, pod and error (pod logs: kubectl logs POD)."""
-    from llamaops.pipelines.submit import run_state, task_lines
+def logs(run: str, step: Annotated[str | None, typer.Argument(help="Only this step's log (local runs).")] = None,
+         host: RemoteHostOption = None, token: TokenOption = None, token_file: TokenFileOption = None) -> None:
+    """A local run's step logs (every step's, or STEP's); with --host, each task of the KFP run with its
+    state, pod and error (pod logs: kubectl logs POD)."""
+    if host:
+        from llamaops.pipelines.submit import run_state, task_lines
 
-    lines = task_lines(run_state(_target(host, token, token_file, None), run))
-    typer.echo("\n".join(lines) if lines else f"run {run}: no tasks reported yet")
+        lines = task_lines(run_state(_target(host, token, token_file, None), run))
+        if step:
+            lines = [line for line in lines if line.split("  ", 1)[0] == step]
+        typer.echo("\n".join(lines) if lines else f"run {run}: no {'task ' + step if step else 'tasks'} reported yet")
+        return
+    from llamaops.pipelines.run_view import step_log, step_states
+
+    steps = [step] if step else [state.step for state in step_states(run)]
+    for name in steps:
+        path = step_log(run, name)
+        if not step:
+            typer.echo(f"==== {name}: {path}")
+        typer.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+    if not steps:
+        typer.echo(f"run {run}: no step has started yet")
 
 
 @app.command("compile")
@@ -178,24 +221,36 @@ def compile_(
 
 
 @app.command("list")
-def list_pipelines() -> None:
+def list_pipelines(as_json: JsonOption = False) -> None:
     """Every preset and the steps its pipeline runs."""
     from llamaops.pipelines.resources import uses_gpus
     from llamaops.pipelines.stages import step_names
     from llamaops.platform.config import PRESETS, load_preset
 
+    rows = []
     for preset_name in PRESETS:
         preset = load_preset(preset_name)
         where = f"KubeRay on {preset.resources.node_pool}" if uses_gpus(preset) else "local Ray"
-        typer.echo(f"{preset_name:<10} {' -> '.join(step_names(preset))}  (training: {where})")
+        rows.append({"preset": preset_name, "steps": step_names(preset), "training": where})
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['preset']:<10} {' -> '.join(row['steps'])}  (training: {row['training']})")
 
 
 @app.command("runs")
-def runs() -> None:
+def runs(as_json: JsonOption = False) -> None:
     """Local runs, oldest first, with their status and finished steps."""
+    from dataclasses import asdict
+
     from llamaops.pipelines.runs import list_runs
 
     records = list_runs()
+    if as_json:
+        _echo_json([{key: value for key, value in {**asdict(record), "status": record.shown_status}.items()
+                    if key != "preset_json"} for record in records])
+        return
     if not records:
         typer.echo("no local runs")
         return

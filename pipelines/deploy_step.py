@@ -16,7 +16,7 @@ from llamaops.platform.deploy.kube import current_namespace, custom_objects_api
 from llamaops.platform.deploy.serving import registry_uri
 from llamaops.platform.tracking import PipelineTracker
 
-from .events import StepEvent, emit
+from .events import StepEvent, emit, step_output
 from .stages import DEPLOY_STEP
 from .step import check_run_parameters, one_line_error
 
@@ -52,6 +52,15 @@ def deploy_step(
     model is to be served locally (`to_cluster` false, or the preset's deploy.enabled false); ""
     when the version was not promoted.
     """
+    with step_output(DEPLOY_STEP):
+        return _deploy_step(preset_json, run_id, tracking_uri, parent_run_id, model_name, version, promoted,
+                            cluster_json, to_cluster)
+
+
+def _deploy_step(
+    preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, model_name: str, version: str,
+    promoted: bool, cluster_json: str, to_cluster: bool,
+) -> str:
     check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     started = time.monotonic()

@@ -1,11 +1,16 @@
-"""Step events of a local run (started / finished / skipped / failed), appended as JSON lines.
+"""Step events of a local run (started / finished / skipped / failed), appended as JSON lines, and
+each step's own output in a log file of its own.
 
 Each KFP step runs in its own process; the submitting process follows the file to report progress.
-The file is named by LLAMAOPS_RUN_EVENTS; without it (on a cluster) events are not written.
+The file is named by LLAMAOPS_RUN_EVENTS; without it (on a cluster) events are not written and a
+step's output stays where its pod's log takes it.
 """
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,3 +53,37 @@ class EventFollower:
         complete = text[: text.rfind("\n") + 1]  # a line still being written waits for the next call
         self._offset += len(complete.encode("utf-8"))
         return [StepEvent(**json.loads(line)) for line in complete.splitlines() if line.strip()]
+
+
+def step_log_file(run_folder: Path, step: str) -> Path:
+    """Where a local run's step writes its output (and that of the Ray workers it drives)."""
+    return run_folder / "steps" / f"{step}.log"
+
+
+@contextmanager
+def step_output(step: str) -> Iterator[None]:
+    """In a local run, this process's stdout and stderr (file descriptors, so child processes and
+    native code too) go to the step's log file while the step runs; elsewhere nothing changes."""
+    events = os.environ.get(EVENTS_ENV)
+    if not events:
+        yield
+        return
+    log = step_log_file(Path(events).parent, step)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with log.open("ab") as file:
+            os.dup2(file.fileno(), 1)
+            os.dup2(file.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])

@@ -26,7 +26,7 @@ from llamaops.platform.tracking import PipelineTracker, resolve_tracking_uri
 from llamaops.platform.train.ray_runner import shared_local_ray
 
 from .errors import PipelineError
-from .events import EVENTS_ENV, EventFollower, StepEvent
+from .events import EVENTS_ENV, EventFollower, StepEvent, step_log_file
 from .lifecycle import build_pipeline
 from .preflight import preflight
 from .runs import RunRecord, check_run_id, load_run, run_dir, save_run
@@ -159,12 +159,12 @@ def submit_local(
     folder.mkdir(parents=True, exist_ok=True)
 
     registration: dict[str, Any] = {}
-    failed_step: list[str] = []
+    failed: list[StepEvent] = []
 
     def on_event(event: StepEvent) -> None:
         nonlocal registration
         if event.status == "failed":
-            failed_step.append(f"step {event.step}: {event.detail.get('error', '')}")
+            failed.append(event)
         if event.status in ("finished", "skipped") and event.step not in record.stages_done:
             record.stages_done.append(event.step)
             if event.step == "register":
@@ -183,14 +183,16 @@ def submit_local(
     record.ended_at = time.time()
     record.status = "failed" if error else "succeeded"
     record.model_version = registration.get("version")
-    record.error = (failed_step[0] if failed_step else _one_line(error)) if error else None
+    record.error = (f"step {failed[0].step}: {failed[0].detail.get('error', '')}" if failed else _one_line(error)) \
+        if error else None
     save_run(record)
     tracker.finish("FAILED" if error else "FINISHED")
     if isinstance(error, KeyboardInterrupt) or (error and not isinstance(error, Exception)):
         raise error
     if error:
-        raise PipelineError(f"run {record.run_id} failed: {record.error}; its steps' log: {log_path(record.run_id)};"
-                            f" fix it and `--resume {record.run_id}`")
+        log = step_log_file(folder, failed[0].step) if failed else log_path(record.run_id)
+        raise PipelineError(f"run {record.run_id} failed: {record.error}; its log: {log}; "
+                            f"fix it and `--resume {record.run_id}`")
     return LocalRunResult(record, tracking, _eval_summary(record), registration)
 
 

@@ -75,7 +75,7 @@ def load_run(run_id: str) -> RunRecord:
     check_run_id(run_id)
     path = runs_dir() / f"{run_id}.json"
     if not path.is_file():
-        raise PipelineError(f"no local run '{run_id}'; `llamaops pipeline runs` lists them")
+        raise PipelineError(f"no local run '{run_id}'; `llamaops pipeline runs` lists them (a KFP run: pass --host URL)")
     return RunRecord(**json.loads(path.read_text()))
 
 

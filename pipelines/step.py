@@ -15,7 +15,7 @@ from llamaops.platform.tracking import PipelineTracker
 
 from .calls import call_stage
 from .errors import PipelineError
-from .events import StepEvent, emit
+from .events import StepEvent, emit, step_output
 from .runs import check_run_id
 from .stages import REGISTER_STEP, stage_spec
 
@@ -63,6 +63,14 @@ def run_step(
     inputs: list[str],
 ) -> str:
     """Run one lifecycle stage of pipeline run `run_id`; return the URI of its published output."""
+    with step_output(step):
+        return _run_step(step, preset_json, run_id, artifact_root, tracking_uri, parent_run_id, inputs)
+
+
+def _run_step(
+    step: str, preset_json: str, run_id: str, artifact_root: str, tracking_uri: str, parent_run_id: str,
+    inputs: list[str],
+) -> str:
     check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     spec = stage_spec(preset, step)
@@ -97,6 +105,14 @@ def register_step(
     model_name: str,
 ) -> Registered:
     """Register the evaluated model; promote it when the gate passed."""
+    with step_output(REGISTER_STEP):
+        return _register_step(preset_json, run_id, tracking_uri, parent_run_id, model_uri, report_uri, model_name)
+
+
+def _register_step(
+    preset_json: str, run_id: str, tracking_uri: str, parent_run_id: str, model_uri: str, report_uri: str,
+    model_name: str,
+) -> Registered:
     check_run_parameters(run_id, parent_run_id)
     preset = Preset.model_validate_json(preset_json)
     started = time.monotonic()

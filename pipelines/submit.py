@@ -136,13 +136,19 @@ def run_state(target: KfpTarget, run_id: str):
         raise _api_error(target, f"get run {run_id}", error) from None
 
 
-def task_lines(run) -> list[str]:
-    """One line per task: name, state, pod, and the error if it failed."""
+def task_rows(run) -> list[dict]:
+    """Each task: name, state, pods, and the error if it failed."""
     details = getattr(run, "run_details", None)
-    lines = []
+    rows = []
     for task in getattr(details, "task_details", None) or []:
         pods = [c.pod_name for c in (task.child_tasks or []) if getattr(c, "pod_name", None)]
         error = task.error.message if getattr(task, "error", None) and task.error.message else ""
-        lines.append(f"{task.display_name or task.task_id}  {task.state or '-'}"
-                     + (f"  pod {','.join(pods)}" if pods else "") + (f"  error: {error}" if error else ""))
-    return lines
+        rows.append({"task": task.display_name or task.task_id, "state": task.state or "-", "pods": pods,
+                     "error": error})
+    return rows
+
+
+def task_lines(run) -> list[str]:
+    """One line per task: name, state, pod, and the error if it failed."""
+    return [f"{row['task']}  {row['state']}" + (f"  pod {','.join(row['pods'])}" if row["pods"] else "")
+            + (f"  error: {row['error']}" if row["error"] else "") for row in task_rows(run)]

@@ -178,3 +178,58 @@ def test_a_cluster_contract_file_names_what_the_run_uses(tmp_path):
     assert bad.startswith(f"error: {contract}: s3Secret.name: String should match pattern")
     assert "does not exist" in _error(runner.invoke(app, ["pipeline", "submit", "8b", "--dry-run", "--cluster",
                                                           str(tmp_path / "missing.json")]))
+
+
+def _local_run_with_events(run_id: str) -> Path:
+    """A failed local run as its events and step logs leave it: data finished, pretrain failed."""
+    from llamaops.pipelines.events import EVENTS_ENV, StepEvent, emit, step_log_file
+    from llamaops.pipelines.runs import run_dir
+
+    save_run(RunRecord(run_id, "tiny", "{}", "sqlite:///x.db", "file:///a", "m1", status="failed", started_at=100.0,
+                       ended_at=190.0, stages_done=["data"], error="step pretrain: RuntimeError: out of memory"))
+    folder = run_dir(run_id)
+    folder.mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(EVENTS_ENV, str(folder / "events.jsonl"))
+        for event in (StepEvent("data", "started"), StepEvent("data", "finished", 12.5),
+                      StepEvent("pretrain", "started"), StepEvent("pretrain", "failed", 70.0, {"error": "RuntimeError: out of memory"})):
+            emit(event)
+    for step, text in (("data", "read 120 documents\n"), ("pretrain", "step 1 loss 11.9\nTraceback ...\n")):
+        step_log_file(folder, step).parent.mkdir(exist_ok=True)
+        step_log_file(folder, step).write_text(text)
+    return folder
+
+
+def test_status_of_a_local_run_shows_each_step_and_the_error():
+    _local_run_with_events("r1")
+    result = runner.invoke(app, ["pipeline", "status", "r1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "run r1 (tiny) failed after 90s: step pretrain: RuntimeError: out of memory"
+    assert lines[1].split() == ["data", "finished", "12.5s"]
+    assert lines[2].split()[:3] == ["pretrain", "failed", "70.0s"]
+    view = json.loads(runner.invoke(app, ["pipeline", "status", "r1", "--json"]).stdout)
+    assert view["status"] == "failed" and view["seconds"] == 90.0
+    assert [(s["step"], s["status"]) for s in view["steps"]] == [("data", "finished"), ("pretrain", "failed")]
+    assert view["steps"][1]["log"].endswith("steps/pretrain.log")
+
+
+def test_logs_of_a_local_run_print_one_steps_log_or_all_of_them():
+    _local_run_with_events("r2")
+    one = runner.invoke(app, ["pipeline", "logs", "r2", "pretrain"])
+    assert one.exit_code == 0 and one.stdout == "step 1 loss 11.9\nTraceback ...\n"
+    every = runner.invoke(app, ["pipeline", "logs", "r2"]).stdout.splitlines()
+    assert [line.split(":")[0] for line in every if line.startswith("====")] == ["==== data", "==== pretrain"]
+    assert "read 120 documents" in every
+    message = _error(runner.invoke(app, ["pipeline", "logs", "r2", "eval"]))
+    assert message == "error: run r2 has no step 'eval' (steps: data, pretrain)"
+    assert "pass --host URL" in _error(runner.invoke(app, ["pipeline", "status", "nope"]))
+
+
+def test_runs_and_list_print_json():
+    _local_run_with_events("r3")
+    runs = json.loads(runner.invoke(app, ["pipeline", "runs", "--json"]).stdout)
+    assert [(r["run_id"], r["status"], r["stages_done"]) for r in runs] == [("r3", "failed", ["data"])]
+    assert "preset_json" not in runs[0]
+    presets = json.loads(runner.invoke(app, ["pipeline", "list", "--json"]).stdout)
+    assert presets[0]["preset"] == "tiny" and presets[0]["steps"][:2] == ["data", "pretrain"]

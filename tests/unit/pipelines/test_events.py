@@ -32,3 +32,32 @@ def test_a_new_follower_skips_events_of_an_earlier_attempt(tmp_path, monkeypatch
     follower = EventFollower(path)
     emit(StepEvent("data", "skipped"))
     assert [(e.step, e.status) for e in follower.new_events()] == [("data", "skipped")]
+
+
+STEP_PRINTS = """
+import os, subprocess, sys
+from llamaops.pipelines.events import step_output
+print("before", flush=True)
+with step_output("pretrain"):
+    print("from python", flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    subprocess.run(["sh", "-c", "echo from a child process"], check=True)
+    os.write(1, b"from the file descriptor\\n")
+print("after", flush=True)
+"""
+
+
+def test_a_steps_output_and_its_childrens_go_to_the_steps_log_in_a_local_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, EVENTS_ENV: str(tmp_path / "events.jsonl")}
+    out = subprocess.run([sys.executable, "-c", STEP_PRINTS], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["before", "after"] and out.stderr == ""
+    log = (tmp_path / "steps" / "pretrain.log").read_text()
+    assert log.splitlines() == ["from python", "to stderr", "from a child process", "from the file descriptor"]
+    env.pop(EVENTS_ENV)  # on a cluster: the output stays the pod's
+    out = subprocess.run([sys.executable, "-c", STEP_PRINTS], env=env, capture_output=True, text=True, timeout=120)
+    assert "from a child process" in out.stdout and "to stderr" in out.stderr
