@@ -3,11 +3,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
 
 from .presets import ConfigFile, Overrides, PresetName
+from .run_display import run_view
 
 app = typer.Typer(help="The lifecycle pipeline (Kubeflow Pipelines v2).", no_args_is_help=True)
 
@@ -20,26 +21,6 @@ ClusterOption = Annotated[Path | None, typer.Option(
 
 class MissingTarget(ValueError):
     """`submit` needs --local, --host or --dry-run."""
-
-
-def _event_printer(out: TextIO, header: str):
-    """Step events to `out`, the terminal taken before the run (while KFP runs, sys.stdout is the
-    run's log), after `header` (once the run has started: a refused run prints only its error)."""
-    started = False
-
-    def print_event(event) -> None:
-        nonlocal started
-        if not started:
-            started = True
-            typer.echo(header, file=out)
-        stamp = f"[{time.strftime('%H:%M:%S')}] {event.step}"
-        if event.status == "started":
-            typer.echo(f"{stamp} ...", file=out)
-        else:
-            typer.echo(f"{stamp} {event.status} in {event.seconds:.1f}s"
-                       + (f": {event.detail['error']}" if event.status == "failed" else ""), file=out)
-
-    return print_event
 
 
 @app.command("submit")
@@ -73,9 +54,12 @@ def submit(
 
     preset = load_preset(name, config, overrides or [])
     run_id = resume or new_run_id(preset)
-    printer = _event_printer(sys.stdout, f"run {run_id}: each step's output goes to {log_path(run_id)}")
-    result = submit_local(preset, run_id=None if resume else run_id, resume=resume, tracking_uri=tracking_uri,
-                          artifact_root=artifact_root, progress=printer)
+    view = run_view(sys.stdout, f"run {run_id}: each step's output goes to {log_path(run_id).parent / 'steps'}")
+    try:
+        result = submit_local(preset, run_id=None if resume else run_id, resume=resume, tracking_uri=tracking_uri,
+                              artifact_root=artifact_root, progress=view)
+    finally:
+        view.close()
     record = result.record
     typer.echo(f"run {record.run_id} {record.status} in {record.ended_at - record.started_at:.0f}s")
     typer.echo(f"MLflow run {record.mlflow_run_id} at {result.tracking_uri}"

@@ -1,39 +1,15 @@
-"""Step events of a local run (started / finished / skipped / failed), appended as JSON lines, and
-each step's own output in a log file of its own.
-
-Each KFP step runs in its own process; the submitting process follows the file to report progress.
-The file is named by LLAMAOPS_RUN_EVENTS; without it (on a cluster) events are not written and a
-step's output stays where its pod's log takes it.
+"""Following a local run's step events (platform/tracking/step_events.py writes them), and each
+step's own output in a log file of its own. On a cluster (no LLAMAOPS_RUN_EVENTS) neither happens:
+a step's output stays where its pod's log takes it.
 """
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-EVENTS_ENV = "LLAMAOPS_RUN_EVENTS"
-Status = Literal["started", "finished", "skipped", "failed"]
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    step: str
-    status: Status
-    seconds: float = 0.0  # time the step spent, for finished / skipped / failed
-    detail: dict[str, Any] = field(default_factory=dict)  # metrics, outputs or the error line
-    at: float = field(default_factory=time.time)
-
-
-def emit(event: StepEvent) -> None:
-    path = os.environ.get(EVENTS_ENV)
-    if not path:
-        return
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(asdict(event), default=str) + "\n")
+from llamaops.platform.tracking.step_events import EVENTS_ENV, STEP_ENV, StepEvent, emit  # noqa: F401
 
 
 class EventFollower:
@@ -72,7 +48,8 @@ def step_output(step: str) -> Iterator[None]:
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, named = (os.dup(1), os.dup(2)), os.environ.get(STEP_ENV)
+    os.environ[STEP_ENV] = step  # the stage's training workers report progress as this step
     try:
         with log.open("ab") as file:
             os.dup2(file.fileno(), 1)
@@ -87,3 +64,7 @@ def step_output(step: str) -> Iterator[None]:
     finally:
         os.close(saved[0])
         os.close(saved[1])
+        if named is None:
+            os.environ.pop(STEP_ENV, None)
+        else:
+            os.environ[STEP_ENV] = named

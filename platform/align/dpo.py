@@ -9,6 +9,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.model import Transformer
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
@@ -84,6 +85,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
+    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         batch = [train[i] for i in indices]
         terms = _terms(
@@ -98,6 +100,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
             },
             step=step,
         )
+        reporter.step(step, {"loss": float(terms.loss.detach())})
     after = _held_out_metrics(model, held_out, ref_held_chosen, ref_held_rejected, cfg.beta, cfg.nll_coefficient)
 
     publish_model(model, output_uri)

@@ -6,6 +6,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import staged_output
 from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
@@ -48,11 +49,13 @@ def run_reward_model(
 
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
+    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         chosen, rejected = pair_rewards(model, [train[i] for i in indices])
         loss = bradley_terry_loss(chosen, rejected)
         grad_norm = optimizer_step(model, optimizer, loss)
         metrics.log_metrics({"train_bt_loss": float(loss.detach()), "grad_norm": grad_norm}, step=step)
+        reporter.step(step, {"loss": float(loss.detach())})
     after = pairwise_metrics(model, held_out)
 
     with staged_output(output_uri) as directory:

@@ -10,6 +10,7 @@ import time
 from llamaops.platform.config import Preset
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
@@ -72,11 +73,13 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
     model.train()
     refusal_batches = batch_indices(len(train_refusals), refusals_per_batch, cfg.steps, cfg.seed)
     helpful_batches = batch_indices(len(train_helpful), cfg.batch_size - refusals_per_batch, cfg.steps, cfg.seed + 1)
+    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, (refusal_ids, helpful_ids) in enumerate(zip(refusal_batches, helpful_batches), start=1):
         batch = [train_refusals[i] for i in refusal_ids] + [train_helpful[i] for i in helpful_ids]
         loss_sum, count = masked_loss_sum(model, batch)
         grad_norm = optimizer_step(model, optimizer, loss_sum / count)
         metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
+        reporter.step(step, {"loss": float(loss_sum.detach()) / count})
     after = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
 
     publish_model(model, output_uri)

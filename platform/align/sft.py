@@ -4,6 +4,7 @@ import time
 from llamaops.platform.config import Preset
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
@@ -43,10 +44,12 @@ def run_sft(
     adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
     optimizer = make_optimizer(model, cfg.lr)
     model.train()
+    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         loss_sum, count = masked_loss_sum(model, [train[i] for i in indices])
         grad_norm = optimizer_step(model, optimizer, loss_sum / count)
         metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
+        reporter.step(step, {"loss": float(loss_sum.detach()) / count})
     loss_after = mean_loss(model, held_out)
 
     publish_model(model, output_uri)

@@ -20,6 +20,7 @@ from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
+from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .batches import check_stream_fits, next_cursor, rank_batch
 from .checkpointer import Checkpointer
@@ -57,6 +58,7 @@ class TrainingJob:
     fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
+    progress: ProgressChannel | None = None  # a local run's step: rank 0 reports its progress there
 
 
 def initial_rank_model(job: TrainingJob, layout: ParallelLayout, device: torch.device) -> RankModel:
@@ -101,12 +103,14 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         figures = _check_gate(placed, job, data_dir, progress.step, rank, device)
         baseline = verdict_baseline(job.gate, job.checkpoint_root, figures)
         stopped = stage_failed(job.gate, figures, baseline)  # restored at a failing stage's end
+        reporter = ProgressReporter(job.progress if rank == 0 else None, len(job.plan), first=progress.step)
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
             record = _train_step(placed, optimizers, stream, spec, progress.cursor, job, device)
             progress.step += 1
             progress.cursor = next_cursor(progress.cursor, spec.seq_len, spec.sequences)
             progress.history.append({"step": progress.step, **record})
+            reporter.step(progress.step, {"loss": record["loss"], "tokens_per_second": record["tokens_per_second"]})
             checkpointer.poll()
             if progress.step in job.checkpoint_steps:
                 checkpointer.save(placed.parts, optimizers, progress)

@@ -14,6 +14,7 @@ from llamaops.platform.model.sizing import flops_per_token, training_days
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
+from llamaops.platform.tracking.step_events import ProgressChannel
 
 from .batches import check_stream_fits
 from .checkpointing import (checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model,
@@ -50,6 +51,7 @@ def stage_job(
         betas=optimizer.betas,
         grad_clip_norm=optimizer.grad_clip_norm,
         max_restarts=worker_group_restarts(preset, layout, plan),
+        progress=ProgressChannel.from_env(),
     )
 
 

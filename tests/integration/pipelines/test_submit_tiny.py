@@ -80,8 +80,20 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
     log = (home / "runs" / run_id / "steps.log").read_text()
     headers = [line for line in log.splitlines() if line.startswith("==== ") and line.endswith(f"run {run_id}")]
     assert len(headers) == 2 and "KFP Executor" in log  # both attempts
-    # The training steps join the one Ray each attempt starts rather than each starting its own.
-    assert "Connecting to existing Ray cluster" in log and "Started a local Ray instance" not in log
+    # Each step's own output (and its Ray workers') is in its log; the training steps join the one
+    # Ray each attempt starts rather than each starting its own.
+    steps = home / "runs" / run_id / "steps"
+    pretrain_log = (steps / "pretrain.log").read_text()
+    assert "Connecting to existing Ray cluster" in pretrain_log and "Started a local Ray instance" not in pretrain_log
+    assert "Connecting to existing Ray cluster" not in log
+    # Pretraining's rank 0 reported its progress while it trained, to the last step.
+    events = [json.loads(line) for line in (home / "runs" / run_id / "events.jsonl").read_text().splitlines()]
+    progress = [e["detail"] for e in events if e["step"] == "pretrain" and e["status"] == "progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 16 and progress[-1]["loss"] > 0, progress
+    status = json.loads(subprocess.run([str(LLAMAOPS), "pipeline", "status", run_id, "--json"], env=_env(home),
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["status"] == "succeeded" and status["model_version"] == "1"
+    assert [step["step"] for step in status["steps"]][:2] == ["data", "pretrain"]
     assert "model llamaops-tiny version 1 aliases candidate" in result.stdout
     (record,) = _records(home)
     assert record["run_id"] == run_id and record["status"] == "succeeded"

@@ -1,4 +1,4 @@
-from llamaops.pipelines.events import EVENTS_ENV, EventFollower, StepEvent, emit
+from llamaops.pipelines.events import EVENTS_ENV, EventFollower, StepEvent, emit, step_output
 
 
 def test_follower_returns_each_complete_event_once(tmp_path, monkeypatch):
@@ -61,3 +61,33 @@ def test_a_steps_output_and_its_childrens_go_to_the_steps_log_in_a_local_run(tmp
     env.pop(EVENTS_ENV)  # on a cluster: the output stays the pod's
     out = subprocess.run([sys.executable, "-c", STEP_PRINTS], env=env, capture_output=True, text=True, timeout=120)
     assert "from a child process" in out.stdout and "to stderr" in out.stderr
+
+
+def test_progress_is_reported_at_most_every_few_seconds_and_at_the_last_step(tmp_path):
+    import json
+
+    from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
+
+    path = tmp_path / "events.jsonl"
+    clock = [100.0]
+    reporter = ProgressReporter(ProgressChannel(str(path), "pretrain", every_s=5.0), total=10, first=2,
+                                clock=lambda: clock[0])
+    for done in range(3, 11):  # a restored run: steps 3..10, two seconds each
+        clock[0] += 2
+        reporter.step(done, {"loss": 7.123456})
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["step"], e["status"]) for e in events] == [("pretrain", "progress")] * 4
+    assert [e["detail"]["done"] for e in events] == [3, 6, 9, 10]
+    assert events[1]["detail"] == {"done": 6, "total": 10, "eta_s": 8.0, "loss": 7.1235}
+    ProgressReporter(None, total=10).step(10, {"loss": 1.0})  # outside a local run: nothing, nowhere
+
+
+def test_a_progress_channel_exists_only_inside_a_local_runs_step(monkeypatch, tmp_path):
+    from llamaops.platform.tracking.step_events import STEP_ENV, ProgressChannel
+
+    monkeypatch.delenv(STEP_ENV, raising=False)
+    monkeypatch.setenv(EVENTS_ENV, str(tmp_path / "events.jsonl"))
+    assert ProgressChannel.from_env() is None
+    with step_output("sft"):
+        assert ProgressChannel.from_env() == ProgressChannel(str(tmp_path / "events.jsonl"), "sft")
+    assert ProgressChannel.from_env() is None
