@@ -33,6 +33,7 @@ def submit(
     namespace: Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace of the run and its RayJobs.")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment to file the run under.")] = "llamaops",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every manifest (pipeline spec, RayJobs); no cluster needed.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="--local: stream every step's log lines too.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue local run RUN; finished steps are skipped.")] = None,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -54,7 +55,8 @@ def submit(
 
     preset = load_preset(name, config, overrides or [])
     run_id = resume or new_run_id(preset)
-    view = run_view(sys.stdout, f"run {run_id}: each step's output goes to {log_path(run_id).parent / 'steps'}")
+    view = run_view(sys.stdout, f"run {run_id}: each step's output goes to {log_path(run_id).parent / 'steps'}",
+                    verbose, log_path(run_id).parent)
     try:
         result = submit_local(preset, run_id=None if resume else run_id, resume=resume, tracking_uri=tracking_uri,
                               artifact_root=artifact_root, progress=view)

@@ -1,7 +1,9 @@
 """How `pipeline submit --local` shows a run as it goes: on a terminal, a Rich live table (one row
 per step: status, elapsed time, its headline metric, and a training step's progress); elsewhere
 (CI, pipes) plain lines, a training step's progress at most once a minute."""
+import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
 import typer
@@ -118,6 +120,54 @@ class LiveView:
             self.live.stop()
 
 
-def run_view(out: TextIO, header: str):
-    """The live table on a terminal, plain lines elsewhere; call `.close()` when the run ends."""
+class LogTail:
+    """`-v`: streams the lines the run's log files gain (KFP's runner's, then each step's, prefixed
+    with the step) to `out` as they come, next to the plain step lines."""
+
+    def __init__(self, out: TextIO, run_folder: Path, every_s: float = 0.5):
+        self.out, self.folder, self.every_s = out, run_folder, every_s
+        self.offsets: dict[Path, int] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        while not self.stop_event.wait(self.every_s):
+            self.poll()
+
+    def poll(self) -> None:
+        for path in [self.folder / "steps.log", *sorted((self.folder / "steps").glob("*.log"))]:
+            if not path.is_file():
+                continue
+            with path.open("rb") as file:
+                file.seek(self.offsets.get(path, 0))
+                text = file.read()
+            complete = text[: text.rfind(b"\n") + 1]  # a line still being written waits
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            prefix = "" if path.name == "steps.log" else f"{path.stem} | "
+            for line in complete.decode("utf-8", errors="replace").splitlines():
+                typer.echo(prefix + line, file=self.out)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
+        self.poll()
+
+
+def run_view(out: TextIO, header: str, verbose: bool = False, run_folder: Path | None = None):
+    """The live table on a terminal, plain lines elsewhere; with `verbose`, plain lines and every
+    log line as it comes. Call `.close()` when the run ends."""
+    if verbose and run_folder is not None:
+        return VerboseView(PlainView(out, header), LogTail(out, run_folder))
     return LiveView(out, header) if out.isatty() else PlainView(out, header)
+
+
+class VerboseView:
+    def __init__(self, events: PlainView, logs: LogTail):
+        self.events, self.logs = events, logs
+
+    def __call__(self, event) -> None:
+        self.events(event)
+
+    def close(self) -> None:
+        self.logs.close()

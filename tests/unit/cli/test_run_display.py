@@ -48,3 +48,18 @@ def test_the_live_table_starts_at_the_first_event_and_shows_running_steps_progre
     view.close()
     final = out.getvalue()
     assert "run r2" in final and "tokens 1.234e+04" in final and "12/48 loss 7.912 1,234 tok/s ETA 2m10s" in final
+
+
+def test_verbose_streams_every_log_line_as_it_comes_prefixed_with_its_step(tmp_path):
+    from llamaops.cli.run_display import LogTail
+
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps.log").write_text("==== run r3\n")
+    (tmp_path / "steps" / "pretrain.log").write_text("step 1 loss 11.9\nstep 2 lo")  # a line being written
+    out = io.StringIO()
+    tail = LogTail(out, tmp_path, every_s=3600)  # polled by hand below
+    tail.poll()
+    with (tmp_path / "steps" / "pretrain.log").open("a") as file:
+        file.write("ss 10.2\n")
+    tail.close()
+    assert out.getvalue().splitlines() == ["==== run r3", "pretrain | step 1 loss 11.9", "pretrain | step 2 loss 10.2"]
