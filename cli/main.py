@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import cluster, data, model, pipeline, presets, serve, tokenizer, train
+from . import cluster, data, gc, model, pipeline, presets, serve, tokenizer, train
 from . import eval as eval_commands
 from .errors import UserErrorGroup
 
@@ -25,6 +25,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(eval_commands.app, name="eval")
 app.command("serve")(serve.serve)
 app.add_typer(cluster.app, name="cluster")
+app.command("gc")(gc.gc)
 
 
 def _print_version(value: bool) -> None:
