@@ -35,8 +35,10 @@ def headline(detail: dict) -> str:
     metrics = {**detail.get("metrics", {}), **({"model_version": detail["version"]} if "version" in detail else {})}
     for key, label in HEADLINES:
         value = metrics.get(key)
-        if isinstance(value, (int, float)) or (isinstance(value, str) and value):
-            return f"{label} {value:.4g}" if isinstance(value, float) else f"{label} {value}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{label} {value:,.0f}" if abs(value) >= 1000 else f"{label} {value:.4g}"
+        if isinstance(value, str) and value:
+            return f"{label} {value}"
     return ""
 
 

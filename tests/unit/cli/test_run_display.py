@@ -22,7 +22,7 @@ def test_plain_lines_show_each_step_with_its_headline_and_progress_once_a_minute
         view(_progress(done))
     view(StepEvent("pretrain", "failed", 125.0, {"error": "RuntimeError: out of memory"}))
     lines = [line.split("] ", 1)[-1] for line in out.getvalue().splitlines()]
-    assert lines == ["run r1: logs in X", "data ...", "data finished in 3.2s (tokens 1.234e+04)", "pretrain ...",
+    assert lines == ["run r1: logs in X", "data ...", "data finished in 3.2s (tokens 12,345)", "pretrain ...",
                      "pretrain 1/48 loss 7.912 1,234 tok/s ETA 2m10s", "pretrain 7/48 loss 7.912 1,234 tok/s ETA 2m10s",
                      "pretrain failed in 125.0s: RuntimeError: out of memory"]
 
@@ -47,7 +47,7 @@ def test_the_live_table_starts_at_the_first_event_and_shows_running_steps_progre
     view(_progress(12))
     view.close()
     final = out.getvalue()
-    assert "run r2" in final and "tokens 1.234e+04" in final and "12/48 loss 7.912 1,234 tok/s ETA 2m10s" in final
+    assert "run r2" in final and "tokens 12,345" in final and "12/48 loss 7.912 1,234 tok/s ETA 2m10s" in final
 
 
 def test_verbose_streams_every_log_line_as_it_comes_prefixed_with_its_step(tmp_path):
