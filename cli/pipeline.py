@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from .presets import ConfigFile, Overrides, PresetName
-from .run_display import run_view
+from .eval import GATE_FAILED
+from .run_display import number, run_view
 
 app = typer.Typer(help="The lifecycle pipeline (Kubeflow Pipelines v2).", no_args_is_help=True)
 
@@ -79,7 +80,18 @@ def submit(
         if registration.get("serve_command"):
             typer.echo(f"deploy: {registration['serve_command']}")
         else:
-            typer.echo(f"not promoted: gate failed on {', '.join(registration['failed_thresholds'])}")
+            typer.echo(f"not promoted: {_refusal(registration, result.eval_summary.get('gate', {}))}", err=True)
+            raise typer.Exit(GATE_FAILED)
+
+
+def _refusal(registration: dict, gate: dict) -> str:
+    """Why the gate refused promotion, in one line: each failed threshold with its value."""
+    failed = [f"{v['metric']} {number(v['value'])} (needs {v['comparison']} {number(v['threshold'])})"
+              for v in gate.get("verdicts", []) if not v.get("passed")]
+    if failed:
+        return "the eval gate failed on " + ", ".join(failed)
+    names = registration.get("failed_thresholds") or ["the comparison with the production model"]
+    return "the gate failed on " + ", ".join(names)
 
 
 def _submit_remote(name, config, overrides, host, token, token_file, namespace, experiment, dry_run,

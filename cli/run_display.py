@@ -14,6 +14,11 @@ HEADLINES = (("validation_perplexity", "val ppl"), ("final_loss", "loss"), ("hel
 PLAIN_PROGRESS_EVERY_S = 60.0
 
 
+def number(value: float) -> str:
+    """Large values in full with separators (18,265), small ones to four figures (0.09091)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -36,7 +41,7 @@ def headline(detail: dict) -> str:
     for key, label in HEADLINES:
         value = metrics.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return f"{label} {value:,.0f}" if abs(value) >= 1000 else f"{label} {value:.4g}"
+            return f"{label} {number(value)}"
         if isinstance(value, str) and value:
             return f"{label} {value}"
     return ""

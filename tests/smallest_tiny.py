@@ -1,7 +1,8 @@
 """Settings for the tiny lifecycle at its smallest, for the tests that run all of it."""
 
 # The tiny lifecycle at its smallest: every step runs, each for a step or two, with tiny's own model,
-# context lengths and layouts, and the gate open so the model is promoted and the deploy step runs.
+# context lengths and layouts, and every threshold of the gate open (two steps of each post-training
+# stage teach nothing) so the model is promoted and the deploy step runs.
 SMALLEST_TINY = {
     "data.max_documents_per_source": "60", "pretrain.total_tokens": "4096",
     "long_context.total_tokens": "4096", "long_context.global_batch_tokens": "2048",
@@ -12,6 +13,7 @@ SMALLEST_TINY = {
     "post_training.safety.rate_prompts": "4", "post_training.sft.max_eval_examples": "8",
     "post_training.dpo.max_eval_pairs": "8", "post_training.safety.max_eval_examples": "8",
     "eval.safety_prompts": "4", "eval.max_new_tokens": "8", "eval_gate.max_validation_perplexity": "1e9",
+    "eval_gate.min_multiple_choice_accuracy": "0", "eval_gate.max_violation_rate": "1", "eval_gate.max_false_refusal_rate": "1",
 }
 
 

@@ -90,7 +90,9 @@ def test_run_eval_writes_report_returns_metrics_and_judges_the_gate(tmp_path, ti
 
 
 def test_gate_passes_when_thresholds_allow_the_measured_metrics(tmp_path, narrow_model_uri, local_safety_prompts):
-    preset = load_preset("tiny", overrides=[*SMALL_EVAL, "eval_gate.max_validation_perplexity=1e9"])
+    preset = load_preset("tiny", overrides=[*SMALL_EVAL, "eval_gate.max_validation_perplexity=1e9",
+                                            "eval_gate.min_multiple_choice_accuracy=0", "eval_gate.max_violation_rate=1",
+                                            "eval_gate.max_false_refusal_rate=1"])
     result = run_eval(preset, narrow_model_uri, _shards_uri(tmp_path, 600), f"file://{tmp_path}/eval")
     assert result.metrics["gate_passed"] == 1.0 and result.report["gate"]["failed"] == []
 

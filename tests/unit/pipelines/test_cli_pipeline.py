@@ -233,3 +233,26 @@ def test_runs_and_list_print_json():
     assert "preset_json" not in runs[0]
     presets = json.loads(runner.invoke(app, ["pipeline", "list", "--json"]).stdout)
     assert presets[0]["preset"] == "tiny" and presets[0]["steps"][:2] == ["data", "pretrain"]
+
+
+def test_a_run_the_gate_refuses_exits_non_zero_with_the_reason_in_one_line(monkeypatch):
+    from llamaops.pipelines import local
+
+    gate = {"passed": False, "failed": ["validation_perplexity"], "verdicts": [
+        {"metric": "validation_perplexity", "value": 80303.7, "comparison": "<=", "threshold": 30000.0, "passed": False},
+        {"metric": "violation_rate", "value": 0.0, "comparison": "<=", "threshold": 0.25, "passed": True}]}
+
+    def refused(preset, **kwargs):
+        record = RunRecord("r9", "tiny", "{}", "sqlite:///x.db", "file:///a", "m9", status="succeeded",
+                           started_at=0.0, ended_at=400.0, model_version="1")
+        registration = {"model_name": "llamaops-tiny", "version": "1", "aliases": ["candidate"],
+                        "failed_thresholds": ["validation_perplexity"], "serve_command": None}
+        return local.LocalRunResult(record, "sqlite:///x.db", {"metrics": {}, "gate": gate, "report_uri": "file:///r"},
+                                    registration)
+
+    monkeypatch.setattr(local, "submit_local", refused)
+    result = runner.invoke(app, ["pipeline", "submit", "tiny", "--local"])
+    assert result.exit_code == 1
+    assert "model llamaops-tiny version 1 aliases candidate" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "not promoted: the eval gate failed on validation_perplexity 80,304 (needs <= 30,000)"]
