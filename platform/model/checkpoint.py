@@ -8,6 +8,7 @@ weights file's header are checked before they are parsed, and weights before the
 A directory without one (an older llamaops, or made by hand) is refused until re-created or sealed.
 """
 import json
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -176,6 +177,7 @@ def write_model_shards(
             file = WEIGHTS_FILE if count == 1 else shard_file(written, count)
             save_file({n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}, tmp / file,
                       metadata={"format": "pt"})
+            readable_as_umask_allows(tmp / file)
             weight_map.update(dict.fromkeys(tensors, file))
         if written != count:
             raise ValueError(f"write_model_shards: {written} groups of tensors given, {count} announced")
@@ -183,8 +185,17 @@ def write_model_shards(
             (tmp / INDEX_FILE).write_text(json.dumps({"weight_map": dict(sorted(weight_map.items()))}, indent=1) + "\n")
         for name, tensors in (extra or {}).items():
             save_file({n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}, tmp / name)
+            readable_as_umask_allows(tmp / name)
         seal(tmp)  # one writer: it hashes its own files, reading each back once
     return directory
+
+
+def readable_as_umask_allows(path: Path) -> None:
+    """safetensors creates files owner-only (0600); weights hold no secret: the mode any other file
+    gets (0644 under the usual umask), so a serving or eval process of another user can read them."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def weight_files(directory: Path, manifest: Manifest) -> list[str]:

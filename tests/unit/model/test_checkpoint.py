@@ -194,3 +194,16 @@ def test_a_weights_index_naming_a_path_outside_the_directory_is_refused(tmp_path
     (model_dir / HF_INDEX_FILE).write_text(json.dumps({"weight_map": {"model.embed_tokens.weight": named}}))
     with pytest.raises(ModelDirectoryError, match="which is not a file in"):
         hf_weight_files(model_dir)
+
+
+def test_weights_files_are_readable_as_the_umask_allows_not_owner_only(model, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        directory = save_model(model, tmp_path / "shared")
+    finally:
+        os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir() if path.is_file()}
+    assert modes and set(modes.values()) == {0o644}, modes
