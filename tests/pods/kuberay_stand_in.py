@@ -19,10 +19,11 @@ Where it deviates from KubeRay:
   RayJob directly (KubeRay: RayJob -> RayCluster -> them), so the garbage collector removes
   everything when the RayJob is deleted. No finalizer: a deleted RayJob's Ray job is not stopped
   through the dashboard first.
-- The local cluster has no DNS. The head Service is headless as KubeRay makes it, and every pod
-  that addresses the head (workers, the submitter) gets hostAliases mapping the head's FQDN and
-  short Service name to the head pod's IP. So workers are created once the head pod has its IP
-  (KubeRay creates them together).
+- The head Service is headless as KubeRay makes it, and every pod that addresses the head
+  (workers, the submitter) also gets hostAliases mapping the head's FQDN and short Service name to
+  the head pod's IP: the local cluster's DNS answers a headless Service with its ready endpoints
+  only, and workers must reach the head before its readiness probe passes. So workers are created
+  once the head pod has its IP (KubeRay creates them together).
 - The Ray job's status is read from the host at http://<head pod IP>:8265 (KubeRay: the dashboard
   URL through cluster DNS), by polling every `poll_s` (KubeRay: watches plus a 3 s requeue).
 - Not covered: suspend, activeDeadlineSeconds, clusterSelector, submission modes other than
