@@ -192,13 +192,15 @@ def logs(run: str, step: Annotated[str | None, typer.Argument(help="Only this st
         return
     from llamaops.pipelines.run_view import step_log, step_states
 
-    steps = [step] if step else [state.step for state in step_states(run)]
-    for name in steps:
-        path = step_log(run, name)
-        if not step:
-            typer.echo(f"==== {name}: {path}")
-        typer.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
-    if not steps:
+    if step:
+        typer.echo(step_log(run, step).read_text(encoding="utf-8", errors="replace"), nl=False)
+        return
+    states = step_states(run)
+    for state in states:
+        typer.echo(f"==== {state.step}: {state.log}" + ("" if state.log.is_file() else " (none written)"))
+        if state.log.is_file():
+            typer.echo(state.log.read_text(encoding="utf-8", errors="replace"), nl=False)
+    if not states:
         typer.echo(f"run {run}: no step has started yet")
 
 

@@ -28,29 +28,37 @@ def _local_artifacts(record: RunRecord) -> Path | None:
     return Path(parsed.path) / record.run_id if parsed.scheme == "file" else None
 
 
-def _registered_in(record: RunRecord, artifacts: Path) -> tuple[dict[Path, list[str]], str | None]:
-    """The run's artifact folders that registered model versions come from (folder -> versions), or
-    why the registry cannot say."""
+def _registered_sources(tracking_uri: str) -> list[tuple[Path, str]] | str:
+    """Every file:// source in the registry at `tracking_uri` with its version's label, or why the
+    registry cannot say."""
     try:
         from llamaops.platform.tracking import tracking_client
 
-        client = tracking_client(record.tracking_uri)
+        client = tracking_client(tracking_uri)
         versions = client.search_model_versions("")
         aliases = {}  # (name, version) -> aliases; search results do not carry them
         for name in {version.name for version in versions}:
             for alias, number in client.get_registered_model(name).aliases.items():
                 aliases.setdefault((name, str(number)), []).append(alias)
     except Exception as error:  # an unreachable or broken registry: keep what it might still reference
-        return {}, f"its registry at {record.tracking_uri} cannot be read ({type(error).__name__})"
-    held: dict[Path, list[str]] = {}
+        return f"its registry at {tracking_uri} cannot be read ({type(error).__name__})"
+    sources = []
     for version in versions:
         source = urlparse(version.source or "")
-        path = Path(source.path) if source.scheme == "file" else None
-        if path is not None and path.is_relative_to(artifacts) and path != artifacts:
+        if source.scheme == "file":
             named = aliases.get((version.name, str(version.version)))
-            held.setdefault(artifacts / path.relative_to(artifacts).parts[0], []).append(
-                f"{version.name} version {version.version}" + (f" ({', '.join(sorted(named))})" if named else ""))
-    return held, None
+            sources.append((Path(source.path), f"{version.name} version {version.version}"
+                            + (f" ({', '.join(sorted(named))})" if named else "")))
+    return sources
+
+
+def _held(sources: list[tuple[Path, str]], artifacts: Path) -> dict[Path, list[str]]:
+    """The run's artifact folders registered versions come from: folder -> their labels."""
+    held: dict[Path, list[str]] = {}
+    for path, label in sources:
+        if path.is_relative_to(artifacts) and path != artifacts:
+            held.setdefault(artifacts / path.relative_to(artifacts).parts[0], []).append(label)
+    return held
 
 
 def plan_cleanup(keep_last: int, older_than_days: float | None = None, now: float | None = None) -> list[RunCleanup]:
@@ -62,18 +70,23 @@ def plan_cleanup(keep_last: int, older_than_days: float | None = None, now: floa
     candidates = finished[: max(len(finished) - keep_last, 0)]
     if older_than_days is not None:
         candidates = [r for r in candidates if (r.ended_at or r.started_at) < now - older_than_days * 86400]
+    registries: dict[str, list[tuple[Path, str]] | str] = {}  # each registry read once
     plans = []
     for record in candidates:
         artifacts = _local_artifacts(record)
-        held, unreadable = _registered_in(record, artifacts) if artifacts and artifacts.is_dir() else ({}, None)
-        if unreadable:
-            plans.append(RunCleanup(record.run_id, kept_because=unreadable))
-            continue
-        if artifacts is None or not artifacts.is_dir():
-            paths = []
-        else:
+        held: dict[Path, list[str]] = {}
+        paths: list[Path] = []
+        if artifacts is not None and artifacts.is_dir():
+            if record.tracking_uri not in registries:
+                registries[record.tracking_uri] = _registered_sources(record.tracking_uri)
+            sources = registries[record.tracking_uri]
+            if isinstance(sources, str):
+                plans.append(RunCleanup(record.run_id, kept_because=sources))
+                continue
+            held = _held(sources, artifacts)
             paths = sorted(child for child in artifacts.iterdir() if child not in held) if held else [artifacts]
-        paths += [p for p in (run_dir(record.run_id),) if p.exists()]
+        if run_dir(record.run_id).exists():
+            paths.append(run_dir(record.run_id))
         if not held:
             paths.append(runs_dir() / f"{record.run_id}.json")
         kept = "; ".join(f"{folder.name} ({', '.join(names)})" for folder, names in held.items()) or None

@@ -21,7 +21,13 @@ class StepState:
 
 
 def step_states(run_id: str) -> list[StepState]:
-    """Each step of local run `run_id` that has started, in the order it first started."""
+    """Each step of local run `run_id` that has started, in the order it first started; a run id with
+    no local run is one line naming the command that lists them."""
+    load_run(run_id)
+    return _states(run_id)
+
+
+def _states(run_id: str) -> list[StepState]:
     events = run_dir(run_id) / "events.jsonl"
     latest: dict[str, StepEvent] = {}
     if events.is_file():
@@ -42,12 +48,11 @@ def run_status(run_id: str) -> dict[str, Any]:
             "seconds": round(ended - record.started_at, 1), "model_version": record.model_version,
             "error": record.error, "mlflow_run_id": record.mlflow_run_id, "tracking_uri": record.tracking_uri,
             "artifact_root": record.artifact_root,
-            "steps": [{**asdict(state), "log": str(state.log)} for state in step_states(run_id)]}
+            "steps": [{**asdict(state), "log": str(state.log)} for state in _states(run_id)]}
 
 
 def step_log(run_id: str, step: str) -> Path:
     """The log file of step `step` of local run `run_id`; one line naming the steps there are if not."""
-    load_run(run_id)
     states = {state.step: state for state in step_states(run_id)}
     if step not in states:
         known = ", ".join(states) or "none has started yet"

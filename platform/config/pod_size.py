@@ -10,14 +10,6 @@ class PodSize(Config):
     cpus: float = Field(gt=0, le=1024)
     memoryGiB: float = Field(gt=0, le=65536)
 
-    @property
-    def cpu_quantity(self) -> str:
-        return cpu_quantity(self.cpus)
-
-    @property
-    def memory_quantity(self) -> str:
-        return memory_quantity(self.memoryGiB)
-
 
 def cpu_quantity(cpus: float) -> str:
     """As a Kubernetes quantity: whole CPUs, or millicores."""

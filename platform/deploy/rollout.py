@@ -19,6 +19,7 @@ from typing import Any
 
 from llamaops.platform.config import ConfigError, Preset
 from llamaops.platform.config.cluster import ClusterContract, NodePool
+from llamaops.platform.config.pod_size import cpu_quantity, memory_quantity
 
 from .registration import DeployError
 from .serving import registry_uri
@@ -95,7 +96,7 @@ def deployment_manifest(contract: ClusterContract, preset: Preset, model_name: s
         "storageSecretKeys": {"accessKey": contract.s3Secret.userKey, "secretKey": contract.s3Secret.passwordKey},
     }
     if deploy.pod:
-        spec["resources"] = {"cpu": deploy.pod.cpu_quantity, "memory": deploy.pod.memory_quantity}
+        spec["resources"] = {"cpu": cpu_quantity(deploy.pod.cpus), "memory": memory_quantity(deploy.pod.memoryGiB)}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

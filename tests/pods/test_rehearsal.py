@@ -162,7 +162,7 @@ def lifecycle(rehearsal: Rehearsal, local_pool, tmp_path_factory) -> Iterator[Li
 
 
 def _preset():
-    return load_preset("tiny", None, set_arguments(SETTINGS)[1::2])
+    return load_preset("tiny", None, [f"{key}={value}" for key, value in SETTINGS.items()])
 
 
 def _parent_run(rehearsal: Rehearsal, run_id: str) -> str:

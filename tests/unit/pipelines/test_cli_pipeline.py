@@ -223,7 +223,8 @@ def test_logs_of_a_local_run_print_one_steps_log_or_all_of_them():
     assert "read 120 documents" in every
     message = _error(runner.invoke(app, ["pipeline", "logs", "r2", "eval"]))
     assert message == "error: run r2 has no step 'eval' (steps: data, pretrain)"
-    assert "pass --host URL" in _error(runner.invoke(app, ["pipeline", "status", "nope"]))
+    for command in (["status", "nope"], ["logs", "nope"], ["logs", "nope", "data"]):
+        assert "no local run 'nope'" in _error(runner.invoke(app, ["pipeline", *command]))
 
 
 def test_runs_and_list_print_json():
