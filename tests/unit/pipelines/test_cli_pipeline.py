@@ -236,14 +236,14 @@ def test_runs_and_list_print_json():
     assert presets[0]["preset"] == "tiny" and presets[0]["steps"][:2] == ["data", "pretrain"]
 
 
-def test_a_run_the_gate_refuses_exits_non_zero_with_the_reason_in_one_line(monkeypatch):
+def test_a_run_the_gate_refuses_exits_non_zero_with_the_reason_in_one_line_canned_run_result(monkeypatch):
     from llamaops.pipelines import local
 
     gate = {"passed": False, "failed": ["validation_perplexity"], "verdicts": [
         {"metric": "validation_perplexity", "value": 80303.7, "comparison": "<=", "threshold": 30000.0, "passed": False},
         {"metric": "violation_rate", "value": 0.0, "comparison": "<=", "threshold": 0.25, "passed": True}]}
 
-    def refused(preset, **kwargs):
+    def refused(preset, **kwargs):  # a canned run: the CLI is under test, not the lifecycle
         record = RunRecord("r9", "tiny", "{}", "sqlite:///x.db", "file:///a", "m9", status="succeeded",
                            started_at=0.0, ended_at=400.0, model_version="1")
         registration = {"model_name": "llamaops-tiny", "version": "1", "aliases": ["candidate"],
