@@ -83,7 +83,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     before = _held_out_metrics(model, held_out, ref_held_chosen, ref_held_rejected, cfg.beta, cfg.nll_coefficient)
 
     adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
-    optimizer = make_optimizer(model, cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
     model.train()
     reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
@@ -91,7 +91,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
         terms = _terms(
             model, batch, ref_train_chosen[indices], ref_train_rejected[indices], cfg.beta, cfg.nll_coefficient
         )
-        grad_norm = optimizer_step(model, optimizer, terms.loss)
+        grad_norm = optimizer_step(model, optimizer, terms.loss, cfg.optimizer.grad_clip_norm)
         metrics.log_metrics(
             {
                 "train_loss": float(terms.loss.detach()),

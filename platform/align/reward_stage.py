@@ -47,13 +47,13 @@ def run_reward_model(
     model = RewardModel(load_input_model(sft_model_uri))
     before = pairwise_metrics(model, held_out)
 
-    optimizer = make_optimizer(model, cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
     model.train()
     reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         chosen, rejected = pair_rewards(model, [train[i] for i in indices])
         loss = bradley_terry_loss(chosen, rejected)
-        grad_norm = optimizer_step(model, optimizer, loss)
+        grad_norm = optimizer_step(model, optimizer, loss, cfg.optimizer.grad_clip_norm)
         metrics.log_metrics({"train_bt_loss": float(loss.detach()), "grad_norm": grad_norm}, step=step)
         reporter.step(step, {"loss": float(loss.detach())})
     after = pairwise_metrics(model, held_out)

@@ -69,7 +69,7 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
     model = load_input_model(model_uri)
 
     before = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
-    optimizer = make_optimizer(model, cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
     model.train()
     refusal_batches = batch_indices(len(train_refusals), refusals_per_batch, cfg.steps, cfg.seed)
     helpful_batches = batch_indices(len(train_helpful), cfg.batch_size - refusals_per_batch, cfg.steps, cfg.seed + 1)
@@ -77,7 +77,7 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
     for step, (refusal_ids, helpful_ids) in enumerate(zip(refusal_batches, helpful_batches), start=1):
         batch = [train_refusals[i] for i in refusal_ids] + [train_helpful[i] for i in helpful_ids]
         loss_sum, count = masked_loss_sum(model, batch)
-        grad_norm = optimizer_step(model, optimizer, loss_sum / count)
+        grad_norm = optimizer_step(model, optimizer, loss_sum / count, cfg.optimizer.grad_clip_norm)
         metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
         reporter.step(step, {"loss": float(loss_sum.detach()) / count})
     after = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)

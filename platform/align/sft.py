@@ -42,12 +42,12 @@ def run_sft(
 
     loss_before = mean_loss(model, held_out)
     adapt(model, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
-    optimizer = make_optimizer(model, cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
     model.train()
     reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
     for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
         loss_sum, count = masked_loss_sum(model, [train[i] for i in indices])
-        grad_norm = optimizer_step(model, optimizer, loss_sum / count)
+        grad_norm = optimizer_step(model, optimizer, loss_sum / count, cfg.optimizer.grad_clip_norm)
         metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
         reporter.step(step, {"loss": float(loss_sum.detach()) / count})
     loss_after = mean_loss(model, held_out)

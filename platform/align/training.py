@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llamaops.platform.config.stages import Optimizer
+from llamaops.platform.config.stages import FineTuningOptimizer
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import load_model, save_model
 from llamaops.platform.store import fetched, is_complete, staged_output
@@ -51,17 +51,16 @@ def publish_model(model: Transformer, output_uri: str) -> None:
         save_model(model, directory)
 
 
-def make_optimizer(model: Transformer, lr: float) -> torch.optim.AdamW:
-    # Fine-tuning: the pretraining recipe's betas, no weight decay towards zero.
-    betas = Optimizer.model_fields["betas"].default
-    return adamw(model, lr=lr, betas=betas, weight_decay=0.0)
+def make_optimizer(model: torch.nn.Module, lr: float, settings: FineTuningOptimizer) -> torch.optim.AdamW:
+    """The stage's AdamW, every setting from its config."""
+    return adamw(model, lr=lr, betas=settings.betas, weight_decay=settings.weight_decay)
 
 
-def optimizer_step(model: Transformer, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-    """Backward, clip to the recipe's norm, step; returns the gradient norm before clipping."""
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> float:
+    """Backward, clip to `max_norm`, step; returns the gradient norm before clipping."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), Optimizer.model_fields["grad_clip_norm"].default)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
     return float(norm)
 

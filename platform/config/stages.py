@@ -26,6 +26,15 @@ class Optimizer(Config):
         return self
 
 
+class FineTuningOptimizer(Config):
+    """A post-training stage's AdamW, at the stage's constant `lr`: the pretraining recipe's betas
+    and clipping, and no weight decay (it would pull a trained model's weights towards zero)."""
+
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip_norm: PositiveFloat = 1.0
+
+
 class BatchRampStep(Config):
     """From `after_tokens` trained on, use this sequence length and global batch."""
 
@@ -201,6 +210,7 @@ class SFTConfig(Config):
     steps: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat = 1e-5
+    optimizer: FineTuningOptimizer = FineTuningOptimizer()
     languages: list[str] = Field(default_factory=lambda: list(LLAMA_3_1_LANGUAGES), min_length=1)
     held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
     max_eval_examples: PositiveInt = 128
@@ -223,6 +233,7 @@ class RewardModelConfig(Config):
     steps: PositiveInt = 100
     batch_size: PositiveInt = 16  # pairs per step
     lr: PositiveFloat = 1e-5
+    optimizer: FineTuningOptimizer = FineTuningOptimizer()
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
 
@@ -232,6 +243,7 @@ class DPOConfig(Config):
     steps: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat = 1e-5
+    optimizer: FineTuningOptimizer = FineTuningOptimizer()
     beta: PositiveFloat = 0.1
     nll_coefficient: NonNegativeFloat = 0.2
     mask_formatting_tokens: bool = True
@@ -246,6 +258,7 @@ class SafetyConfig(Config):
     steps: PositiveInt = 100
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-5
+    optimizer: FineTuningOptimizer = FineTuningOptimizer()
     seq_len: PositiveInt = 2048
     max_eval_examples: PositiveInt = 128
     seed: int = 0
