@@ -7,6 +7,7 @@ import torch
 
 from llamaops.platform.config import Preset
 from llamaops.platform.model import Transformer
+from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tokenizer import load_tokenizer
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
@@ -16,7 +17,7 @@ from .errors import AlignmentError
 from .examples import batch_indices
 from .losses import DPOTerms, dpo_terms, response_logprobs
 from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
-from .training import EVAL_BATCH, adapt, check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step, publish_model
+from .training import EVAL_BATCH, adapt, check_output_free, load_input_model, make_optimizer, optimizer_step, publish_model
 
 
 @torch.no_grad()

@@ -14,9 +14,10 @@ from llamaops.platform.config import Preset
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import sample_each
 from llamaops.platform.model import Transformer
+from llamaops.platform.model.precision import flush_denormals
+from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
-from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.tokenizer import Message, Tokenizer, encode_dialog_for_generation, load_tokenizer
 
 from .conversations import check_languages, load_conversations, split_conversations
@@ -24,7 +25,7 @@ from .errors import AlignmentError
 from .examples import encode_dialog
 from .preferences import seeded_order
 from .reward import RewardModel, load_reward_model
-from .training import check_output_free, flush_denormals, load_input_model
+from .training import check_output_free, load_input_model
 
 SCORE_BATCH = 16
 

@@ -3,6 +3,7 @@ preference pairs, with held-out pairwise accuracy before and after."""
 import time
 
 from llamaops.platform.config import Preset
+from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import staged_output
 from llamaops.platform.tokenizer import load_tokenizer
@@ -13,7 +14,7 @@ from .errors import AlignmentError
 from .examples import batch_indices
 from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
 from .reward import RewardModel, bradley_terry_loss, pair_rewards, pairwise_metrics, save_reward_model
-from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, optimizer_step
+from .training import check_output_free, load_input_model, make_optimizer, optimizer_step
 
 
 def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:

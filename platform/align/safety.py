@@ -8,24 +8,31 @@ held-out losses, and the violation and false-refusal rates of greedy replies bef
 import time
 
 from llamaops.platform.config import Preset
+from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tokenizer import load_tokenizer
-from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
-from .losses import masked_loss_sum
+from .fine_tuning import FineTuning, fine_tune
 from .safety_data import borderline_dialogs, refusal_dialogs
-from .training import check_output_free, flush_denormals, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+from .training import check_output_free, load_input_model
 
 
-def _held_out(model, refusals: list[Example], helpful: list[Example]) -> dict[str, float]:
-    refusal_loss, helpful_loss = mean_loss(model, refusals), mean_loss(model, helpful)
+REFUSALS, BORDERLINE_HELPFUL = "refusal", "borderline_helpful"  # the held-out sets
+
+
+def _objective(losses: dict[str, float]) -> dict[str, float]:
+    refusal_loss, helpful_loss = losses[REFUSALS], losses[BORDERLINE_HELPFUL]
     return {
         "refusal_loss": refusal_loss,
         "borderline_helpful_loss": helpful_loss,
         "safety_objective": (refusal_loss + helpful_loss) / 2,
     }
+
+
+def _rates_of(model_uri: str, tokenizer, cfg) -> dict[str, float]:
+    return _rates(load_input_model(model_uri), tokenizer, cfg) if cfg.rate_prompts else {}
 
 
 def _rates(model, tokenizer, cfg) -> dict[str, float]:
@@ -66,23 +73,23 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
     test_helpful = encoded(borderline_dialogs("test"))[: cfg.max_eval_examples]
     if not (train_refusals and train_helpful and test_refusals and test_helpful):
         raise AlignmentError(f"no safety dialogs fit post_training.safety.seq_len={cfg.seq_len}; raise it")
-    model = load_input_model(model_uri)
 
-    before = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
-    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
-    model.train()
+    # Every step: its refusals, then its helpful answers (indices past the refusals').
     refusal_batches = batch_indices(len(train_refusals), refusals_per_batch, cfg.steps, cfg.seed)
     helpful_batches = batch_indices(len(train_helpful), cfg.batch_size - refusals_per_batch, cfg.steps, cfg.seed + 1)
-    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
-    for step, (refusal_ids, helpful_ids) in enumerate(zip(refusal_batches, helpful_batches), start=1):
-        batch = [train_refusals[i] for i in refusal_ids] + [train_helpful[i] for i in helpful_ids]
-        loss_sum, count = masked_loss_sum(model, batch)
-        grad_norm = optimizer_step(model, optimizer, loss_sum / count, cfg.optimizer.grad_clip_norm)
-        metrics.log_metrics({"train_loss": float(loss_sum.detach()) / count, "grad_norm": grad_norm}, step=step)
-        reporter.step(step, {"loss": float(loss_sum.detach()) / count})
-    after = _held_out(model, test_refusals, test_helpful) | _rates(model, tokenizer, cfg)
+    rows = [refusal_ids + [len(train_refusals) + i for i in helpful_ids]
+            for refusal_ids, helpful_ids in zip(refusal_batches, helpful_batches)]
+    rates_before = _rates_of(model_uri, tokenizer, cfg)
+    tuned = fine_tune(
+        preset,
+        FineTuning("safety", preset.post_training.dpo.layout, cfg.seq_len, cfg.lr, cfg.optimizer,
+                   cfg.checkpoint_every_steps, cfg.seed),
+        model_uri, output_uri, train_refusals + train_helpful, rows,
+        {REFUSALS: test_refusals, BORDERLINE_HELPFUL: test_helpful}, metrics,
+    )
+    before = _objective(tuned.held_out_before) | rates_before
+    after = _objective(tuned.held_out_after) | _rates_of(output_uri, tokenizer, cfg)
 
-    publish_model(model, output_uri)
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
     if "false_refusal_rate" in after:
@@ -94,11 +101,13 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
         "train_refusals": float(len(train_refusals)),
         "train_borderline": float(len(train_helpful)),
         "seconds": time.perf_counter() - started,
+        **tuned.result.metrics,
     }
     report = {
         "harmful_prompts": "AdvBench (pyrit==1.1.0 wheel), train split",
         "borderline_prompts": "llamaops's borderline set (data/safety_prompts.py), train split",
         "refusals_per_batch": refusals_per_batch,
         "held_out": "test split of data.safety_prompts (the one evaluation uses)",
+        "layout": preset.post_training.dpo.layout.describe(),
     }
     return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)

@@ -18,13 +18,6 @@ from .losses import masked_loss_sum
 EVAL_BATCH = 16
 
 
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero for this process. Once fine-tuning sharpens the output
-    distribution, most of the 128K log-probabilities fall below -87 and their exp() is subnormal,
-    which x86 CPUs compute several times slower (measured: a tiny step 1.3 s -> 5 s)."""
-    torch.set_flush_denormal(True)
-
-
 def check_output_free(output_uri: str) -> None:
     """Fail before any compute rather than after it when the output already exists."""
     if is_complete(output_uri):

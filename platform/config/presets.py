@@ -254,7 +254,7 @@ def llama_405b() -> Preset:
         min_lr=8e-7,
         pretrain_layout=_bf16(tp=8, pp=16, dp=64, pp_microbatches=16),
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=4, pp_microbatches=16, activation_checkpointing="selective"),
-        post_training_layout=Layout(tp=8, pp=16, dp=8),
+        post_training_layout=Layout(tp=8, pp=16, dp=8, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
         deploy=_DEPLOY_405B,
     )
 
@@ -271,7 +271,7 @@ def full_405b() -> Preset:
         # the 16 stages: the paper's flexible schedule (interleaved 1F1B in torch) runs 8 microbatches.
         pretrain_layout=_bf16(tp=8, pp=16, dp=128, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=8, pp_microbatches=16, activation_checkpointing="selective"),
-        post_training_layout=Layout(tp=8, pp=16, dp=8),
+        post_training_layout=Layout(tp=8, pp=16, dp=8, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
         deploy=_DEPLOY_405B,
     )
 

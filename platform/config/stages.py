@@ -211,6 +211,7 @@ class SFTConfig(Config):
     batch_size: PositiveInt
     lr: PositiveFloat = 1e-5
     optimizer: FineTuningOptimizer = FineTuningOptimizer()
+    checkpoint_every_steps: PositiveInt = 500  # and after the last step
     languages: list[str] = Field(default_factory=lambda: list(LLAMA_3_1_LANGUAGES), min_length=1)
     held_out_fraction: float = Field(0.1, gt=0, lt=1)  # conversations kept out of SFT and DPO training
     max_eval_examples: PositiveInt = 128
@@ -259,6 +260,7 @@ class SafetyConfig(Config):
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-5
     optimizer: FineTuningOptimizer = FineTuningOptimizer()
+    checkpoint_every_steps: PositiveInt = 500  # and after the last step
     seq_len: PositiveInt = 2048
     max_eval_examples: PositiveInt = 128
     seed: int = 0

@@ -9,7 +9,7 @@ A directory without one (an older llamaops, or made by hand) is refused until re
 """
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.store.atomic import replace_directory
 from llamaops.platform.store.manifest import MANIFEST_FILE, Manifest, ManifestError, read_manifest, seal
+from llamaops.platform.store.uri import opened_in_part
 
 from .transformer import Transformer
 from .verified_slices import VerifiedSlice, verified_header
@@ -281,7 +282,18 @@ def check_tensor_shapes(model: Transformer, shapes: dict[str, Any], source: str)
 
 
 @contextmanager
-def weight_slices(directory: Path) -> Iterator[tuple[ModelConfig, dict[str, Any]]]:
+def model_in_part(uri: str) -> Iterator[tuple[Path, Callable[[str, int, int], None] | None]]:
+    """The model artifact at `uri` for a reader of parts of its weights (weight_slices): a local
+    one as it is; an s3:// one with its config and index downloaded, its weights files sparse and
+    the blocks a reader checks fetched on demand (store.opened_in_part), so a rank downloads its
+    shards' blocks, never the whole model."""
+    with opened_in_part(uri, lambda name: name.endswith(".safetensors")) as opened:
+        yield opened
+
+
+@contextmanager
+def weight_slices(directory: Path, fill: Callable[[str, int, int], None] | None = None
+                  ) -> Iterator[tuple[ModelConfig, dict[str, Any]]]:
     """A native model directory's config and its tensors as lazy slices (name -> safetensors'
     get_slice, on the CPU: indexing one with a box, `slices[name][rows, columns]`, reads only
     that box's bytes), after checking the names and shapes against the config. For a reader that
@@ -289,6 +301,7 @@ def weight_slices(directory: Path) -> Iterator[tuple[ModelConfig, dict[str, Any]
     checked against the manifest before they are parsed, and a box's blocks before it is read."""
     directory = Path(directory)
     cfg, manifest = _read_config(directory)
+    manifest.fill = fill  # (model_in_part) the blocks checked are the blocks read
     files = weight_files(directory, manifest)
     with ExitStack() as stack:
         slices: dict[str, Any] = {}

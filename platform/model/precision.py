@@ -53,3 +53,10 @@ def no_bf16_note() -> str:
 def cpu_compute_dtype(wanted: torch.dtype) -> torch.dtype:
     """`wanted`, unless it is bf16 and this CPU cannot compute in bf16: then fp32."""
     return torch.float32 if wanted == torch.bfloat16 and not cpu_has_bf16() else wanted
+
+
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero in this process. Once training sharpens the output
+    distribution, most of the 128K log-probabilities fall below -87 and their exp() is subnormal,
+    which x86 CPUs compute several times slower (measured: a tiny fine-tuning step 1.3 s -> 5 s)."""
+    torch.set_flush_denormal(True)

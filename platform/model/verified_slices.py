@@ -19,7 +19,9 @@ def verified_header(manifest: Manifest, name: str) -> dict[str, TensorSpan]:
     """Each tensor's span in weights file `name`, read from its checked header."""
     manifest.verify_range(name, 0, 8)
     path = manifest.directory / name
-    with open(path, "rb") as stream:
+    # Unbuffered: a buffered first read would keep bytes that checking the header's blocks may
+    # only then fill in (a sparse copy of a remote file, Manifest.fill).
+    with open(path, "rb", buffering=0) as stream:
         (length,) = struct.unpack("<Q", stream.read(8))
         manifest.verify_range(name, 8, length)  # a length past the file's end fails here
         stream.seek(8)

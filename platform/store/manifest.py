@@ -12,6 +12,7 @@ not a signature: whoever can rewrite every file of a directory can rewrite its m
 """
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,9 @@ class Manifest:
         self.files: dict[str, Digest] = body["files"]
         self.hashed_bytes = 0
         self._intact: set[tuple[str, int]] = set()
+        # Called with (file, offset, length) before a block is read: fills a sparse local copy of
+        # a remote artifact (s3.RangeReader) with the blocks a reader needs, and only those.
+        self.fill: Callable[[str, int, int], None] | None = None
 
     def under(self, folder: str) -> "Manifest":
         """The entries of files under `folder`, named relative to it (a DCP state directory's)."""
@@ -132,6 +136,10 @@ class Manifest:
         wanted = [i for i in range(first, last + 1) if (relative, i) not in self._intact]
         if not wanted:
             return
+        if self.fill is not None:
+            for index in wanted:
+                start = index * self.block_bytes
+                self.fill(relative, start, min(self.block_bytes, digest["size"] - start))
         with open(self.directory / relative, "rb") as stream:
             for index in wanted:
                 stream.seek(index * self.block_bytes)

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,3 +352,63 @@ def _remove_stale(client: Minio, where: S3Location, current: set[str]) -> None:
         return
     _remove_quietly(client, where, stale)
 
+
+
+class RangeReader:
+    """Fills a sparse local copy of an artifact's large files with the byte ranges a reader asks
+    for, each range once (ranged GETs); `downloaded_bytes` counts what it fetched."""
+
+    def __init__(self, client: Minio, where: S3Location, settings: S3Settings, local: Path):
+        self._client, self._where, self._settings, self._local = client, where, settings, local
+        self._filled: set[tuple[str, int, int]] = set()
+        self.downloaded_bytes = 0
+
+    def __call__(self, relative: str, offset: int, length: int) -> None:
+        if length <= 0 or (relative, offset, length) in self._filled:
+            return
+        try:
+            response = self._client.get_object(self._where.bucket, self._where.key(relative), offset=offset, length=length)
+            try:
+                data = response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except _S3_FAILURES as error:
+            raise _explain(error, self._settings, self._where) from None
+        if len(data) != length:
+            raise ArtifactError(f"s3://{self._where.bucket}/{self._where.key(relative)} changed while reading; retry")
+        with open(self._local / relative, "r+b") as stream:
+            stream.seek(offset)
+            stream.write(data)
+        self._filled.add((relative, offset, length))
+        self.downloaded_bytes += length
+
+
+@contextmanager
+def opened_in_part(uri: str, large: Callable[[str], bool]) -> Iterator[tuple[Path, RangeReader]]:
+    """The complete artifact at `uri` as a private local directory in which the files that are not
+    `large` are downloaded whole and the large ones are sparse files of their full size, holding
+    only what the yielded RangeReader has fetched; removed afterwards. For a reader that needs a
+    part of each large file (a rank's shards of a model), never all of it."""
+    where = S3Location.parse(uri)
+    settings = S3Settings.from_env()
+    client = settings.client()
+    local = _staging_dir(".part-")
+    try:
+        try:
+            marker = _read_marker(client, where)
+            if marker is None:
+                raise ArtifactError(_UNFINISHED.format(uri=uri))
+            for relative, size in _manifest_files(marker, uri).items():
+                target = local / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if large(relative):
+                    with open(target, "wb") as stream:
+                        stream.truncate(size)  # sparse: takes no disk until filled
+                else:
+                    client.fget_object(where.bucket, where.key(relative), str(target))
+        except _S3_FAILURES as error:
+            raise _explain(error, settings, where) from None
+        yield local, RangeReader(client, where, settings, local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)

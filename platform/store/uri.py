@@ -1,5 +1,5 @@
 """Reading and publishing artifact directories by URI (file:// here; s3:// in s3.py)."""
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -55,6 +55,21 @@ def fetched(uri: str) -> Iterator[Path]:
         what = "does not exist" if not path.exists() else "is unfinished (no completion marker)"
         raise ArtifactError(f"artifact {uri} {what}; run the stage that produces it first")
     yield path
+
+
+@contextmanager
+def opened_in_part(uri: str, large: Callable[[str], bool]) -> Iterator[tuple[Path, Callable[[str, int, int], None] | None]]:
+    """(a local directory of the complete artifact at `uri`, a filler): a local artifact as it is
+    (no filler); an s3:// one with its `large` files sparse, the filler fetching (file, offset,
+    length) ranges into them on demand (s3.opened_in_part): what a reader of parts of a model uses."""
+    if uri.startswith("s3://"):
+        from . import s3
+
+        with s3.opened_in_part(uri, large) as (path, reader):
+            yield path, reader
+        return
+    with fetched(uri) as path:
+        yield path, None
 
 
 def check_output(uri: str, overwrite: bool = False) -> None:

@@ -8,13 +8,10 @@ k's checkpoint) the workers compute, under no_grad:
   counted), the windows split over the DP ranks;
 - (steps > 0, when needles are configured) the needles found at the length of the step just
   trained, teacher-forced: see `needle_found_sums`.
-Rank 0 publishes them atomically at `<checkpoint root>/gate-checks/step-<k>`, next to the
-checkpoints; a restarted worker group or a resumed driver finds them there and computes nothing
-again. The driver (long_context.py) reads them and decides. So that passing stages need no new
+Rank 0 publishes them at `<checkpoint root>/gate-checks/step-<k>` (step_figures.py). The driver (long_context.py) reads them and decides. So that passing stages need no new
 worker group, the workers apply the same verdict at each stage end and end the run only where a
 stage failed (every rank alike: the figures are summed over the ranks).
 """
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +22,14 @@ from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.eval.needle import needle_cases
 from llamaops.platform.eval.perplexity import open_validation, window_indices, window_rows
 from llamaops.platform.model.loss import IGNORE_INDEX
-from llamaops.platform.store import fetched, is_complete, staged_output
 
+from . import step_figures
 from .batches import Batch
 from .rank_eval import COUNTED, HITS, LOSS, local_sums, summed_over_ranks
 from .rank_model import RankModel
+from .step_figures import load_step_figures, publish_step_figures
 
-FIGURES_FILE = "figures.json"
+GATE_FIGURES = "gate-checks"
 
 
 @dataclass(frozen=True)
@@ -69,16 +67,12 @@ def needle_prompt_len(seq_len: int, max_new_tokens: int) -> int:
 
 
 def figures_uri(checkpoint_root: str, step: int) -> str:
-    return checkpoint_root.rstrip("/") + f"/gate-checks/step-{step}"
+    return step_figures.figures_uri(checkpoint_root, GATE_FIGURES, step)
 
 
 def load_figures(checkpoint_root: str, step: int) -> dict | None:
     """{"step", "short_loss", "needle_accuracy" (None: not run)} measured at `step`, if published."""
-    uri = figures_uri(checkpoint_root, step)
-    if not is_complete(uri):
-        return None
-    with fetched(uri) as directory:
-        return json.loads((directory / FIGURES_FILE).read_text())
+    return load_step_figures(checkpoint_root, GATE_FIGURES, step)
 
 
 def check_at_step(
@@ -98,8 +92,7 @@ def check_at_step(
     if step > 0 and gate.needle_depths:
         figures["needle_accuracy"] = teacher_forced_needle_accuracy(placed, gate, seq_len, device)
     if rank == 0:
-        with staged_output(figures_uri(checkpoint_root, step), overwrite=True) as out:
-            (out / FIGURES_FILE).write_text(json.dumps(figures, indent=1) + "\n")
+        publish_step_figures(checkpoint_root, GATE_FIGURES, step, figures)
     return figures
 
 

@@ -16,16 +16,19 @@ import torch
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.resources import CPU_RANK_THREADS
-from llamaops.platform.data.shards import TokenStream
+from llamaops.platform.model.checkpoint import model_in_part
+from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
-from .batches import check_stream_fits, next_cursor, rank_batch
+from .batch_sources import BatchKind, BatchSource, open_batches
+from .batches import Batch
 from .checkpointer import Checkpointer
 from .checkpointing import Progress
 from .gate_checks import GateChecks, check_at_step, stage_failed, verdict_baseline
+from .held_out import HeldOutChecks, check_held_out
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
@@ -41,7 +44,7 @@ class TrainingJob:
 
     model: ModelConfig
     plan: list[StepPlan]
-    data_uri: str
+    data_uri: str  # token shards (batches "token_windows") or an example set (batches "examples")
     checkpoint_root: str
     checkpoint_steps: list[int]  # completed-step counts to checkpoint after; the last plan step included
     keep_checkpoints: int
@@ -57,18 +60,20 @@ class TrainingJob:
     max_restarts: int = 2  # Ray Train restarts of the worker group, each from the last checkpoint (stage_job: the preset's)
     fail_after_step: int | None = None  # fault injection: rank 1 dies after this checkpoint, once
     stop_after_step: int | None = None  # a checkpoint step: end right after its checkpoint, as a kill would
+    batches: BatchKind = "token_windows"
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
+    held_out: HeldOutChecks | None = None  # fine-tuning's held-out losses, measured at its steps
     progress: ProgressChannel | None = None  # a local run's step: rank 0 reports its progress there
 
 
 def initial_rank_model(job: TrainingJob, layout: ParallelLayout, device: torch.device) -> RankModel:
     """This rank's share of the job's starting model, placed as `layout` says: fresh weights from
-    the job's seed, or the input model's (an s3:// one is fetched whole to the rank's disk first).
-    Built on the meta device: only this rank's shards are ever materialised."""
+    the job's seed, or the input model's (of an s3:// one the rank downloads the blocks its
+    shards lie in). Built on the meta device: only this rank's shards are ever materialised."""
     if job.init_model_uri is None:
         return initialised_rank_model(job.model, layout, device, job.seed)
-    with fetched(job.init_model_uri) as directory:
-        return loaded_rank_model(directory, layout, device)
+    with model_in_part(job.init_model_uri) as (directory, fill):
+        return loaded_rank_model(directory, layout, device, fill)
 
 
 def build_optimizer(model: Transformer, job: TrainingJob) -> torch.optim.AdamW:
@@ -83,6 +88,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     tokens/s, the casts around the 128K-wide logits costing more than the matmuls save).
     """
     torch.set_num_threads(job.threads_per_worker)
+    flush_denormals()
     torch.manual_seed(job.seed)
     layout = worker_layout(job.layout, world)
     check_microbatches(layout, {step.sequences for step in job.plan})
@@ -97,24 +103,27 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
     )
     with fetched(job.data_uri) as data_dir:
-        stream = TokenStream.open(data_dir, "train")
-        check_stream_fits(stream, {step.seq_len for step in job.plan})
-        # The input model's gate figures (step 0), or those a restart lost (a restored gate step).
+        batches = open_batches(job.batches, data_dir, job.seed)
+        batches.check(job.plan)
+        # The input model's figures (step 0), or those a restart lost (at the restored step).
         figures = _check_gate(placed, job, data_dir, progress.step, rank, device)
+        check_held_out(placed, job.held_out, data_dir, job.checkpoint_root, progress.step, rank, device)
         baseline = verdict_baseline(job.gate, job.checkpoint_root, figures)
         stopped = stage_failed(job.gate, figures, baseline)  # restored at a failing stage's end
         reporter = ProgressReporter(job.progress if rank == 0 else None, len(job.plan), first=progress.step)
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
-            record = _train_step(placed, optimizers, stream, spec, progress.cursor, job, device)
+            batch = batches.batch(progress.step, progress.cursor, spec, placed.dp_rank, placed.layout)
+            record = _train_step(placed, optimizers, batch, spec, job, device)
             progress.step += 1
-            progress.cursor = next_cursor(progress.cursor, spec.seq_len, spec.sequences)
+            progress.cursor = batches.next_cursor(progress.cursor, spec)
             progress.history.append({"step": progress.step, **record})
             reporter.step(progress.step, {"loss": record["loss"], "tokens_per_second": record["tokens_per_second"]})
             checkpointer.poll()
             if progress.step in job.checkpoint_steps:
                 checkpointer.save(placed.parts, optimizers, progress)
                 figures = _check_gate(placed, job, data_dir, progress.step, rank, device)
+                check_held_out(placed, job.held_out, data_dir, job.checkpoint_root, progress.step, rank, device)
                 if progress.step == job.stop_after_step or stage_failed(job.gate, figures, baseline):
                     break
                 if progress.step == job.fail_after_step and restored_step != progress.step:
@@ -130,13 +139,12 @@ def _check_gate(placed: RankModel, job: TrainingJob, data_dir, step: int, rank: 
     return check_at_step(placed, job.gate, job.checkpoint_root, data_dir, step, seq_len, rank, device)
 
 
-def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, job, device) -> dict[str, float]:
+def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job, device) -> dict[str, float]:
     start = time.perf_counter()
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = spec.lr
     layout = placed.layout
-    batch = rank_batch(stream, cursor, spec.seq_len, spec.sequences, placed.dp_rank, layout.dp, job.seed)
     rank_loss = placed.forward_backward(batch, device)
     grad_norm = placed.clip_gradients(job.grad_clip_norm)
     for optimizer in optimizers:
@@ -144,19 +152,21 @@ def _train_step(placed: RankModel, optimizers, stream, spec: StepPlan, cursor, j
         optimizer.zero_grad(set_to_none=True)
     mean_loss = placed.mean_loss(rank_loss)
     seconds = time.perf_counter() - start
+    # The positions computed: a fine-tuning batch is as long as its longest example, padded.
+    rows, seq_len = batch.inputs.shape
+    tokens = rows * seq_len * layout.dp
     # On CPU the peak of the dtype the step computes in.
     peak = job.peak_flops or measured_matmul_peak(PARAM_DTYPES[layout.param_dtype], job.threads_per_worker)
     return {
         "loss": mean_loss,
         "lr": spec.lr,
         "grad_norm": grad_norm,
-        "seq_len": spec.seq_len,
-        "tokens": spec.tokens,
+        "seq_len": seq_len,
+        "tokens": tokens,
         "seconds": seconds,
-        "tokens_per_second": spec.tokens / seconds,
-        "mfu": model_flops_utilisation(
-            spec.tokens, seconds, flops_per_token(job.model, spec.seq_len), peak, layout.world_size
-        ),
+        "tokens_per_second": tokens / seconds,
+        "mfu": model_flops_utilisation(tokens, seconds, flops_per_token(job.model, seq_len), peak, layout.world_size),
         "peak_flops": peak,
         "memory_bytes": peak_memory_bytes(device),
+        "memory_bytes_max": placed.max_over_ranks(peak_memory_bytes(device)),  # the busiest rank's peak
     }

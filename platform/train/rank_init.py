@@ -40,12 +40,14 @@ def initialised_rank_model(cfg: ModelConfig, layout: ParallelLayout, device: tor
     return placed
 
 
-def loaded_rank_model(directory: Path, layout: ParallelLayout, device: torch.device) -> RankModel:
+def loaded_rank_model(directory: Path, layout: ParallelLayout, device: torch.device,
+                      fill: Callable[[str, int, int], None] | None = None) -> RankModel:
     """The model of a native model directory (model/checkpoint.py) placed as `layout` says, in fp32,
     this rank copying only its shards out of the memory-mapped weights files: a row shard reads
     its rows' pages; a column shard (TP's row-parallel weights) pages through every row but
-    still allocates only its box."""
-    with weight_slices(directory) as (cfg, slices):
+    still allocates only its box. `fill` (model_in_part): fetches the blocks read, for a remote
+    model."""
+    with weight_slices(directory, fill) as (cfg, slices):
         placed = placed_on_meta(cfg, layout, device)
 
         def read(name: str, local: torch.Tensor, shape: torch.Size, offset: tuple[int, ...]) -> None:

@@ -128,6 +128,14 @@ class RankModel:
         dist.all_reduce(total)
         return float(total)
 
+    def max_over_ranks(self, value: int) -> int:
+        """(Collective) the largest of every rank's `value`."""
+        if self.mesh is None:
+            return value
+        largest = torch.tensor(value, dtype=torch.int64, device=self.mesh.device_type)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return int(largest)
+
     def clip_gradients(self, max_norm: float) -> float:
         """Scale the gradients to a total norm of at most `max_norm`; returns the norm before. The
         norm is over the whole model: every shard (DTensor) and every pipeline stage (the squared

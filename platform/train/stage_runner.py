@@ -8,15 +8,15 @@ import torch
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.preset import Preset
 from llamaops.platform.config.resources import PLANNING_MFU
-from llamaops.platform.data.shards import TokenStream
-from llamaops.platform.model.checkpoint import read_model_config
+from llamaops.platform.config.stages import FineTuningOptimizer, Optimizer
+from llamaops.platform.model.checkpoint import model_in_part, read_model_config
 from llamaops.platform.model.sizing import flops_per_token, training_days
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
 from llamaops.platform.tracking.step_events import ProgressChannel
 
-from .batches import check_stream_fits
+from .batch_sources import open_batches
 from .checkpointing import (checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model,
                             remove_checkpoint, step_uri)
 from .context_parallel import ContextParallelError, check_seq_len
@@ -31,11 +31,12 @@ from .schedule import StepPlan, checkpoint_steps
 def stage_job(
     preset: Preset, layout: ParallelLayout, plan: list[StepPlan], data_uri: str, output_uri: str,
     checkpoint_every: int, keep_checkpoints: int, init_model_uri: str | None = None, seed: int = 0,
+    optimizer: Optimizer | FineTuningOptimizer | None = None,
 ) -> TrainingJob:
-    """The TrainingJob of a training stage on `layout`: the preset's model, pretraining optimizer,
-    checkpoint settings and restart budget, checkpoints at the sibling `<output>-checkpoints` URI
-    every `checkpoint_every` steps."""
-    optimizer = preset.pretrain.optimizer
+    """The TrainingJob of a training stage on `layout`: the preset's model, the stage's optimizer
+    settings (default: pretraining's), checkpoint settings and restart budget, checkpoints at the
+    sibling `<output>-checkpoints` URI every `checkpoint_every` steps."""
+    optimizer = optimizer or preset.pretrain.optimizer
     return TrainingJob(
         model=preset.model,
         plan=plan,
@@ -72,6 +73,9 @@ def check_job_layout(preset: Preset, job: TrainingJob, where: str) -> None:
     with the stage's layout setting. Needs no data, model or GPU (a meta-device model)."""
     try:
         layout = worker_layout(job.layout, job.layout.world_size)
+        uneven = sorted({step.sequences for step in job.plan if step.sequences % layout.dp})
+        if uneven:
+            raise TrainingConfigError(f"a step of {uneven[0]} sequences does not split over {layout.dp} DP ranks")
         check_microbatches(layout, {step.sequences for step in job.plan})
         if layout.cp > 1:
             for seq_len in sorted({step.seq_len for step in job.plan}):
@@ -91,11 +95,11 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
     if is_complete(output_uri):
         raise ArtifactError(f"artifact {output_uri} already exists; write to a new URI")
     with fetched(job.data_uri) as data_dir:
-        if not (data_dir / "train.tokens.npy").is_file():
+        if job.batches == "token_windows" and not (data_dir / "train.tokens.npy").is_file():
             raise TrainingConfigError(f"{job.data_uri} has no training split; pass the data prep stage's shards")
-        check_stream_fits(TokenStream.open(data_dir, "train"), {step.seq_len for step in job.plan})
+        open_batches(job.batches, data_dir, job.seed).check(job.plan)
     if job.init_model_uri is not None:
-        with fetched(job.init_model_uri) as model_dir:
+        with model_in_part(job.init_model_uri) as (model_dir, _):  # the config alone: no weights
             if read_model_config(model_dir) != preset.model:
                 raise TrainingConfigError(
                     f"the model at {job.init_model_uri} does not have preset '{preset.name}''s model shape;"
@@ -148,7 +152,7 @@ def publish_trained(
         publish_checkpoint_model(job.checkpoint_root, averaged, out)
     kept = prune_published(job, preset.pretrain.keep_checkpoints_after_publish)
     for entry in history:
-        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes")
+        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes", "memory_bytes_max")
         metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
     final = _throughput(preset, history, job.layout.world_size)
     final["final_loss"] = history[-1]["loss"]

@@ -188,7 +188,8 @@ def test_figures_the_workers_published_are_read_not_measured_again(tmp_path: Pat
     """A driver stopped after a stage's run but before recording its check: on resume the
     published figures make the record (baseline and check) and no worker starts."""
     from llamaops.platform.train import long_context
-    from llamaops.platform.train.gate_checks import FIGURES_FILE, figures_uri
+    from llamaops.platform.train.gate_checks import figures_uri
+    from llamaops.platform.train.step_figures import FIGURES_FILE
 
     def no_run(*args, **kwargs):
         raise AssertionError("the workers were started again")

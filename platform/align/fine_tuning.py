@@ -1,0 +1,81 @@
+"""Fine-tuning on the training engine, for SFT and safety tuning.
+
+The driver tokenizes the stage's examples and lists every step's rows, publishes both as an
+example set next to the output (`<output>-examples`, train/example_set.py), and trains like any
+training stage (train/stage_runner.py): Ray Train workers with the stage's layout, the model
+built sharded from the input model, the stage's optimizer, checkpoints, exact resume, per-step
+metrics and MFU. The loss is the mean next-token loss over the learned tokens of the step's
+examples (assistant tokens only). The workers measure the held-out sets' losses before the first
+step and after the last; the driver reads those figures and never holds the model.
+"""
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from llamaops.platform.config import Preset
+from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.config.stages import FineTuningOptimizer
+from llamaops.platform.stage import MetricsSink, StageResult
+from llamaops.platform.store import is_complete, staged_output
+from llamaops.platform.train.example_set import TRAIN, write_example_set, write_step_rows
+from llamaops.platform.train.held_out import HeldOutChecks, held_out_losses
+from llamaops.platform.train.schedule import StepPlan
+from llamaops.platform.train.stage_runner import stage_job, train_and_publish
+
+from .errors import AlignmentError
+from .examples import Example
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """A fine-tuning stage's settings, from its preset section."""
+
+    stage: str  # its name in logs, Ray and errors
+    layout: ParallelLayout
+    seq_len: int  # the longest example, in next-token pairs
+    lr: float
+    optimizer: FineTuningOptimizer
+    checkpoint_every_steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    result: StageResult
+    held_out_before: dict[str, float]  # {held-out set: mean loss over its learned tokens}
+    held_out_after: dict[str, float]
+
+
+def examples_uri(output_uri: str) -> str:
+    return output_uri.rstrip("/") + "-examples"
+
+
+def fine_tune(
+    preset: Preset,
+    spec: FineTuning,
+    init_model_uri: str,
+    output_uri: str,
+    train: Sequence[Example],
+    step_rows: Sequence[Sequence[int]],
+    held_out: dict[str, Sequence[Example]],
+    metrics: MetricsSink,
+) -> FineTuned:
+    """Train from `init_model_uri` on `train`, step k on the examples `step_rows[k]`, and publish
+    the model at `output_uri`. A stage run again after a failure resumes from its checkpoints."""
+    if TRAIN in held_out:
+        raise AlignmentError(f"a held-out set cannot be named {TRAIN!r}")
+    data_uri = examples_uri(output_uri)
+    if not is_complete(data_uri):  # else written by an earlier attempt of this stage
+        with staged_output(data_uri) as directory:
+            write_example_set(directory, TRAIN, [(e.ids, e.trained) for e in train])
+            for name, examples in held_out.items():
+                write_example_set(directory, name, [(e.ids, e.trained) for e in examples])
+            write_step_rows(directory, step_rows)
+    plan = [StepPlan(seq_len=spec.seq_len, sequences=len(step_rows[0]), lr=spec.lr)] * len(step_rows)
+    job = stage_job(preset, spec.layout, plan, data_uri, output_uri, spec.checkpoint_every_steps,
+                    preset.pretrain.keep_checkpoints, init_model_uri, spec.seed, optimizer=spec.optimizer)
+    job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan))))
+    result = train_and_publish(preset, job, output_uri, metrics, spec.stage)
+    before, after = (held_out_losses(job.checkpoint_root, step) for step in (0, len(plan)))
+    if before is None or after is None:
+        raise AlignmentError(f"{spec.stage}: the workers published no held-out losses at {job.checkpoint_root}")
+    return FineTuned(result, before, after)

@@ -1,0 +1,61 @@
+"""Held-out losses of a fine-tuning job, measured by the training workers on the model as the
+job's layout places it: the mean loss over the learned tokens of each held-out example set,
+before the first step (step 0: the input model) and after the last. The driver reads them
+(step_figures.py) and never loads a model.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .example_set import ExampleSet, example_batch
+from .rank_eval import COUNTED, LOSS, local_sums, summed_over_ranks
+from .rank_model import RankModel
+from .step_figures import load_step_figures, publish_step_figures
+
+HELD_OUT_FIGURES = "held-out"
+
+
+@dataclass(frozen=True)
+class HeldOutChecks:
+    """What the workers measure, and when; picklable (it travels in the TrainingJob)."""
+
+    sets: tuple[str, ...]  # example sets of the job's example-set directory
+    steps: tuple[int, ...]  # completed-step counts; 0: the input model
+    rows_per_forward: int = 8
+
+
+def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
+    """{set: mean loss} published at `step`, or None."""
+    figures = load_step_figures(checkpoint_root, HELD_OUT_FIGURES, step)
+    return None if figures is None else figures["losses"]
+
+
+def check_held_out(placed: RankModel, checks: HeldOutChecks | None, directory: Path, checkpoint_root: str,
+                   step: int, rank: int, device: torch.device) -> None:
+    """(Collective) measure and publish the held-out losses at `step` if it is one of the checks'
+    steps and they are not published yet."""
+    if checks is None or step not in checks.steps or held_out_losses(checkpoint_root, step) is not None:
+        return
+    losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks.rows_per_forward, device)
+              for name in checks.sets}
+    if rank == 0:
+        publish_step_figures(checkpoint_root, HELD_OUT_FIGURES, step, {"step": step, "losses": losses})
+
+
+def sharded_mean_loss(placed: RankModel, examples: ExampleSet, rows_per_forward: int, device: torch.device) -> float:
+    """(Collective) the mean loss over the learned tokens of every example, the same on every rank.
+    DP rank d takes examples d, d + dp, ...; every DP rank runs the same number of forwards (FSDP2
+    gathers collectively), a rank short of examples filling up with rows that count nothing."""
+    layout = placed.layout
+    dp, dp_rank = layout.dp, placed.dp_rank
+    mine = list(range(dp_rank, len(examples), dp))
+    per_rank = math.ceil(len(examples) / dp)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, per_rank, rows_per_forward):
+        picked: list = [examples.example(i) for i in mine[start : start + rows_per_forward]]
+        picked += [None] * (min(rows_per_forward, per_rank - start) - len(picked))
+        sums += local_sums(placed, example_batch(picked, layout.cp, layout.tp), device)
+    total = summed_over_ranks(placed, sums)
+    return float(total[LOSS] / total[COUNTED])
