@@ -73,7 +73,7 @@ def fine_tune(
     plan = [StepPlan(seq_len=spec.seq_len, sequences=len(step_rows[0]), lr=spec.lr)] * len(step_rows)
     job = stage_job(preset, spec.layout, plan, data_uri, output_uri, spec.checkpoint_every_steps,
                     preset.pretrain.keep_checkpoints, init_model_uri, spec.seed, optimizer=spec.optimizer)
-    job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan))))
+    job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan)), spec.seq_len))
     result = train_and_publish(preset, job, output_uri, metrics, spec.stage)
     before, after = (held_out_losses(job.checkpoint_root, step) for step in (0, len(plan)))
     if before is None or after is None:

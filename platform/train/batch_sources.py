@@ -63,7 +63,8 @@ class ExampleSteps:
     def batch(self, step: int, cursor: int, spec: StepPlan, dp_rank: int, layout: ParallelLayout) -> Batch:
         per_rank = spec.sequences // layout.dp
         mine = self.rows[step][dp_rank * per_rank : (dp_rank + 1) * per_rank]
-        return example_batch([self.examples.example(int(i)) for i in mine], layout.cp, layout.tp)
+        packed = spec.seq_len if layout.pp == 1 else None  # the pipeline's microbatches are rows
+        return example_batch([self.examples.example(int(i)) for i in mine], layout.cp, layout.tp, packed)
 
     def next_cursor(self, cursor: int, spec: StepPlan) -> int:
         return cursor + 1

@@ -9,9 +9,11 @@ An example set is a directory written once by the stage's driver:
 Every step's rows are decided before training, so a rank's batch is a function of the step alone
 (resume needs only the step) and a rank reads only its own rows from the memory-mapped files.
 
-A batch is one example per row, right-padded to the longest row of the rank's batch (rounded up
-so that context and tensor parallelism can cut it); padding is a document of its own that counts
-no target, so no real token attends to it and nothing is learned from it.
+A rank's batch packs its examples into rows of at most the step's length, each example a
+document of its own (attention within it, positions from 0), as pretraining's windows hold
+documents; under pipeline parallelism, whose schedule cuts a batch into microbatches by rows, one
+example per row instead. Rows are right-padded to the longest (rounded up so that context and
+tensor parallelism can cut them); padding is a document of its own that counts no target.
 """
 import math
 from collections.abc import Sequence
@@ -84,19 +86,46 @@ def padded_length(longest: int, cp: int, tp: int) -> int:
     return max(1, math.ceil(longest / multiple)) * multiple
 
 
-def example_batch(examples: Sequence[tuple[np.ndarray, np.ndarray] | None], cp: int = 1, tp: int = 1) -> Batch:
-    """One row per example (None: a row that counts nothing, for ranks short of examples): inputs
-    are the ids but the last, targets the next id where it is learned, IGNORE_INDEX elsewhere."""
-    length = padded_length(max((len(e[0]) - 1 for e in examples if e is not None), default=1), cp, tp)
-    inputs = torch.zeros(len(examples), length, dtype=torch.long)
-    targets = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-    documents = torch.ones(len(examples), length, dtype=torch.long)  # padding: document 1
-    for row, example in enumerate(examples):
-        if example is None:
-            continue
-        ids, learned = (torch.from_numpy(np.asarray(a)) for a in example)
-        n = len(ids) - 1
-        inputs[row, :n] = ids[:-1].long()
-        targets[row, :n] = torch.where(learned[1:], ids[1:].long(), IGNORE_INDEX)
-        documents[row, :n] = 0
+def example_batch(examples: Sequence[tuple[np.ndarray, np.ndarray] | None], cp: int = 1, tp: int = 1,
+                  row_tokens: int | None = None) -> Batch:
+    """The examples' rows (None: nothing, for ranks short of examples): one example per row, or,
+    with `row_tokens`, packed into rows of at most that many next-token pairs (first fit, longest
+    first), each example a document of its own: attention stays within it and its positions start
+    at 0, so it computes exactly as alone. Inputs are the ids but the last, targets the next id
+    where it is learned, IGNORE_INDEX elsewhere; padding is one more document, counting nothing."""
+    if row_tokens:
+        rows = _packed([e for e in examples if e is not None], row_tokens) or [[]]
+    else:
+        rows = [[e] if e is not None else [] for e in examples]
+    fills = [sum(len(ids) - 1 for ids, _ in row) for row in rows]
+    length = padded_length(max(fills, default=1), cp, tp)
+    inputs = torch.zeros(len(rows), length, dtype=torch.long)
+    targets = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    documents = torch.empty(len(rows), length, dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for document, (ids, learned) in enumerate(row):
+            ids_t, learned_t = torch.from_numpy(np.asarray(ids)).long(), torch.from_numpy(np.asarray(learned))
+            stop = start + len(ids_t) - 1
+            inputs[r, start:stop] = ids_t[:-1]
+            targets[r, start:stop] = torch.where(learned_t[1:], ids_t[1:], IGNORE_INDEX)
+            documents[r, start:stop] = document
+            start = stop
+        documents[r, start:] = len(row)  # the padding's own document
     return Batch(inputs, targets, documents)
+
+
+def _packed(examples: list[tuple[np.ndarray, np.ndarray]], row_tokens: int) -> list[list]:
+    """First fit decreasing: each example into the first row with room, longest first."""
+    rows: list[list] = []
+    room: list[int] = []
+    for example in sorted(examples, key=lambda e: -len(e[0])):
+        pairs = len(example[0]) - 1
+        fit = next((r for r, left in enumerate(room) if left >= pairs), None)
+        if fit is None:
+            rows.append([])
+            room.append(row_tokens)
+            fit = len(rows) - 1
+        rows[fit].append(example)
+        room[fit] -= pairs
+    return rows

@@ -23,7 +23,8 @@ class HeldOutChecks:
 
     sets: tuple[str, ...]  # example sets of the job's example-set directory
     steps: tuple[int, ...]  # completed-step counts; 0: the input model
-    rows_per_forward: int = 8
+    seq_len: int  # the longest packed row
+    examples_per_forward: int = 16
 
 
 def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
@@ -38,24 +39,25 @@ def check_held_out(placed: RankModel, checks: HeldOutChecks | None, directory: P
     steps and they are not published yet."""
     if checks is None or step not in checks.steps or held_out_losses(checkpoint_root, step) is not None:
         return
-    losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks.rows_per_forward, device)
+    losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks, device)
               for name in checks.sets}
     if rank == 0:
         publish_step_figures(checkpoint_root, HELD_OUT_FIGURES, step, {"step": step, "losses": losses})
 
 
-def sharded_mean_loss(placed: RankModel, examples: ExampleSet, rows_per_forward: int, device: torch.device) -> float:
+def sharded_mean_loss(placed: RankModel, examples: ExampleSet, checks: HeldOutChecks, device: torch.device) -> float:
     """(Collective) the mean loss over the learned tokens of every example, the same on every rank.
     DP rank d takes examples d, d + dp, ...; every DP rank runs the same number of forwards (FSDP2
-    gathers collectively), a rank short of examples filling up with rows that count nothing."""
+    gathers collectively), a rank short of examples filling up with a row that counts nothing.
+    Each forward packs its examples into rows (a forward-only pipeline takes any rows)."""
     layout = placed.layout
     dp, dp_rank = layout.dp, placed.dp_rank
     mine = list(range(dp_rank, len(examples), dp))
     per_rank = math.ceil(len(examples) / dp)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for start in range(0, per_rank, rows_per_forward):
-        picked: list = [examples.example(i) for i in mine[start : start + rows_per_forward]]
-        picked += [None] * (min(rows_per_forward, per_rank - start) - len(picked))
-        sums += local_sums(placed, example_batch(picked, layout.cp, layout.tp), device)
+    for start in range(0, per_rank, checks.examples_per_forward):
+        picked = [examples.example(i) for i in mine[start : start + checks.examples_per_forward]]
+        batch = example_batch(picked or [None], layout.cp, layout.tp, row_tokens=checks.seq_len)
+        sums += local_sums(placed, batch, device)
     total = summed_over_ranks(placed, sums)
     return float(total[LOSS] / total[COUNTED])

@@ -42,7 +42,7 @@ def _fine_tuning_job(tmp_path: Path, name: str, layout: ParallelLayout, **change
     job = loop_job(tmp_path, name, layout, **changes)
     plan = [replace(step, seq_len=64, sequences=ROWS) for step in job.plan]
     return replace(job, data_uri=data.as_uri(), batches="examples", plan=plan,
-                   held_out=HeldOutChecks(("held_out",), (0, STEPS), rows_per_forward=4))
+                   held_out=HeldOutChecks(("held_out",), (0, STEPS), seq_len=64, examples_per_forward=4))
 
 
 def _held_out(job: TrainingJob) -> list[float]:

@@ -40,12 +40,25 @@ def test_a_batch_learns_only_the_learned_next_tokens(tmp_path: Path):
     assert padded_length(65, cp=1, tp=1) == 128 and padded_length(10, cp=16, tp=8) == 256
 
 
-def test_the_batch_loss_is_the_packed_one_process_loss(tmp_path: Path):
+def test_packed_rows_hold_whole_examples_as_documents_of_their_own(tmp_path: Path):
+    write_example_set(tmp_path, TRAIN, EXAMPLES)
+    examples = ExampleSet.open(tmp_path, TRAIN)
+    batch = example_batch([examples.example(i) for i in range(3)] + [None], row_tokens=5)
+    assert batch.inputs.shape == (2, 64)  # 4 + 2 + 1 next-token pairs in rows of 5: [4, 1] and [2]
+    assert batch.document_ids[0, :6].tolist() == [0, 0, 0, 0, 1, 2]  # then padding: document 2
+    assert batch.targets[0, :5].tolist() == [IGNORE_INDEX, 7, 8, 9, 4]
+    assert batch.document_ids[1, :3].tolist() == [0, 0, 1]
+    assert example_batch([None], row_tokens=5).targets.eq(IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("row_tokens", [None, 5, 64])
+def test_the_batch_loss_is_the_one_process_sft_loss(tmp_path: Path, row_tokens):
+    """Packed or one per row, the mean loss over learned tokens is the in-process SFT loss."""
     write_example_set(tmp_path, TRAIN, EXAMPLES)
     examples = ExampleSet.open(tmp_path, TRAIN)
     model = Transformer(micro_preset().model)
     model.init_weights(0)
-    batch = example_batch([examples.example(i) for i in range(3)])
+    batch = example_batch([examples.example(i) for i in range(3)], row_tokens=row_tokens)
     engine = model(batch.inputs, document_ids=batch.document_ids, targets=batch.targets)
     packed, count = masked_loss_sum(model, [Example(tuple(ids), tuple(learned)) for ids, learned in EXAMPLES])
     assert float(engine) == pytest.approx(float(packed) / count, rel=1e-5)
