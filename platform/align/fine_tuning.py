@@ -4,7 +4,7 @@ The driver tokenizes the stage's examples and lists every step's rows, publishes
 example set next to the output (`<output>-examples`, train/example_set.py), and trains like any
 training stage (train/stage_runner.py): Ray Train workers with the stage's layout, the model
 built sharded from the input model, the stage's optimizer, checkpoints, exact resume, per-step
-metrics and MFU. The loss is the mean next-token loss over the learned tokens of the step's
+metrics and MFU (stage_runner's check_inputs, run_job, publish_trained). The loss is the mean next-token loss over the learned tokens of the step's
 examples (assistant tokens only). The workers measure the held-out sets' losses before the first
 step and after the last; the driver reads those figures and never holds the model.
 """
@@ -19,7 +19,7 @@ from llamaops.platform.store import is_complete, staged_output
 from llamaops.platform.train.example_set import TRAIN, write_example_set, write_step_rows
 from llamaops.platform.train.held_out import HeldOutChecks, held_out_losses
 from llamaops.platform.train.schedule import StepPlan
-from llamaops.platform.train.stage_runner import stage_job, train_and_publish
+from llamaops.platform.train.stage_runner import check_inputs, publish_trained, run_job, stage_job
 
 from .errors import AlignmentError
 from .examples import Example
@@ -74,7 +74,11 @@ def fine_tune(
     job = stage_job(preset, spec.layout, plan, data_uri, output_uri, spec.checkpoint_every_steps,
                     preset.pretrain.keep_checkpoints, init_model_uri, spec.seed, optimizer=spec.optimizer)
     job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan)), spec.seq_len))
-    result = train_and_publish(preset, job, output_uri, metrics, spec.stage)
+    check_inputs(preset, job, output_uri, spec.stage)
+    # Workers start even when the last checkpoint is there but its held-out losses are not (a run
+    # stopped between the two): they restore it and measure.
+    resumed_from = run_job(preset, job, spec.stage, always=held_out_losses(job.checkpoint_root, len(plan)) is None)
+    result = publish_trained(preset, job, output_uri, metrics, resumed_from)
     before, after = (held_out_losses(job.checkpoint_root, step) for step in (0, len(plan)))
     if before is None or after is None:
         raise AlignmentError(f"{spec.stage}: the workers published no held-out losses at {job.checkpoint_root}")

@@ -57,7 +57,8 @@ class ExampleSteps:
             if index >= len(self.rows) or self.rows.shape[1] != spec.sequences:
                 raise TrainingConfigError(
                     f"the example set lists {len(self.rows)} steps of {self.rows.shape[1]} rows; the plan's"
-                    f" step {index + 1} needs {spec.sequences} rows: write the examples again for this plan"
+                    f" step {index + 1} needs {spec.sequences} rows (an earlier attempt with other settings?):"
+                    " write to a new output URI"
                 )
 
     def batch(self, step: int, cursor: int, spec: StepPlan, dp_rank: int, layout: ParallelLayout) -> Batch:

@@ -2,6 +2,8 @@
 its objective improves on held-out data. The preset's post-training learning rates are set for the
 annealed model the pipeline hands them; a random init moves measurably in 12 steps only at
 from-scratch rates, so the tests raise them."""
+import shutil
+
 import pytest
 
 from llamaops.platform.align.dpo import run_dpo
@@ -123,3 +125,20 @@ def test_sft_clips_to_the_presets_norm(init_uri, tmp_path):
         before, after = load_model(before_dir).state_dict(), load_model(after_dir).state_dict()
     moved = max(float((after[name] - before[name]).abs().max()) for name in before)
     assert moved < preset.post_training.sft.lr * 1e-2
+
+
+def test_sft_stopped_before_its_held_out_figures_resumes_and_measures_them(preset, init_uri, tmp_path):
+    """A step killed after its last checkpoint, before the workers measured the held-out loss and
+    before the model was published: run again, it trains nothing, measures and publishes."""
+    kept = preset.model_copy(update={"pretrain": preset.pretrain.model_copy(update={"keep_checkpoints_after_publish": 1})})
+    output = (tmp_path / "sft").as_uri()
+    first = run_sft(kept, init_uri, output)
+    steps = kept.post_training.sft.steps
+    last = tmp_path / "sft-checkpoints" / f"step_{steps:06d}"
+    written = last.stat().st_mtime_ns
+    shutil.rmtree(tmp_path / "sft")
+    shutil.rmtree(tmp_path / "sft-checkpoints" / "held-out" / f"step-{steps}")
+    again = run_sft(kept, init_uri, output)
+    assert last.stat().st_mtime_ns == written  # restored, not trained again
+    assert again.metrics["held_out_loss_after"] == pytest.approx(first.metrics["held_out_loss_after"], rel=1e-6)
+    _published(again.outputs["model"])
