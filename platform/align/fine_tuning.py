@@ -19,7 +19,8 @@ from llamaops.platform.store import is_complete, staged_output
 from llamaops.platform.train.example_set import TRAIN, write_example_set, write_step_rows
 from llamaops.platform.train.held_out import HeldOutChecks, held_out_losses
 from llamaops.platform.train.schedule import StepPlan
-from llamaops.platform.train.stage_runner import check_inputs, publish_trained, run_job, stage_job
+from llamaops.platform.train.stage_runner import (check_inputs, check_job_layout, publish_trained, run_job,
+                                                  stage_job)
 
 from .errors import AlignmentError
 from .examples import Example
@@ -64,16 +65,17 @@ def fine_tune(
     if TRAIN in held_out:
         raise AlignmentError(f"a held-out set cannot be named {TRAIN!r}")
     data_uri = examples_uri(output_uri)
+    plan = [StepPlan(seq_len=spec.seq_len, sequences=len(step_rows[0]), lr=spec.lr)] * len(step_rows)
+    job = stage_job(preset, spec.layout, plan, data_uri, output_uri, spec.checkpoint_every_steps,
+                    preset.pretrain.keep_checkpoints, init_model_uri, spec.seed, optimizer=spec.optimizer)
+    job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan)), spec.seq_len))
+    check_job_layout(preset, job, spec.stage)  # a layout the plan cannot run on writes nothing
     if not is_complete(data_uri):  # else written by an earlier attempt of this stage
         with staged_output(data_uri) as directory:
             write_example_set(directory, TRAIN, [(e.ids, e.trained) for e in train])
             for name, examples in held_out.items():
                 write_example_set(directory, name, [(e.ids, e.trained) for e in examples])
             write_step_rows(directory, step_rows)
-    plan = [StepPlan(seq_len=spec.seq_len, sequences=len(step_rows[0]), lr=spec.lr)] * len(step_rows)
-    job = stage_job(preset, spec.layout, plan, data_uri, output_uri, spec.checkpoint_every_steps,
-                    preset.pretrain.keep_checkpoints, init_model_uri, spec.seed, optimizer=spec.optimizer)
-    job = replace(job, batches="examples", held_out=HeldOutChecks(tuple(held_out), (0, len(plan)), spec.seq_len))
     check_inputs(preset, job, output_uri, spec.stage)
     # Workers start even when the last checkpoint is there but its held-out losses are not (a run
     # stopped between the two): they restore it and measure.

@@ -7,6 +7,9 @@ from .base import Config
 from .parallel import ParallelLayout
 
 
+AdamBeta = Annotated[float, Field(ge=0, lt=1)]  # what torch's AdamW accepts, checked before any worker starts
+
+
 class Optimizer(Config):
     """AdamW with linear warmup then decay to a floor."""
 
@@ -16,7 +19,7 @@ class Optimizer(Config):
     decay_steps: PositiveInt
     decay: Literal["cosine", "linear"] = "cosine"
     weight_decay: NonNegativeFloat = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.95)
     grad_clip_norm: PositiveFloat = 1.0
 
     @model_validator(mode="after")
@@ -30,7 +33,7 @@ class FineTuningOptimizer(Config):
     """A post-training stage's AdamW, at the stage's constant `lr`: the pretraining recipe's betas
     and clipping, and no weight decay (it would pull a trained model's weights towards zero)."""
 
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.95)
     weight_decay: NonNegativeFloat = 0.0
     grad_clip_norm: PositiveFloat = 1.0
 

@@ -353,18 +353,16 @@ def _remove_stale(client: Minio, where: S3Location, current: set[str]) -> None:
     _remove_quietly(client, where, stale)
 
 
-
 class RangeReader:
     """Fills a sparse local copy of an artifact's large files with the byte ranges a reader asks
-    for, each range once (ranged GETs); `downloaded_bytes` counts what it fetched."""
+    for (ranged GETs; Manifest.fill asks for each block once); `downloaded_bytes` counts them."""
 
     def __init__(self, client: Minio, where: S3Location, settings: S3Settings, local: Path):
         self._client, self._where, self._settings, self._local = client, where, settings, local
-        self._filled: set[tuple[str, int, int]] = set()
         self.downloaded_bytes = 0
 
     def __call__(self, relative: str, offset: int, length: int) -> None:
-        if length <= 0 or (relative, offset, length) in self._filled:
+        if length <= 0:
             return
         try:
             response = self._client.get_object(self._where.bucket, self._where.key(relative), offset=offset, length=length)
@@ -380,7 +378,6 @@ class RangeReader:
         with open(self._local / relative, "r+b") as stream:
             stream.seek(offset)
             stream.write(data)
-        self._filled.add((relative, offset, length))
         self.downloaded_bytes += length
 
 
@@ -393,13 +390,11 @@ def opened_in_part(uri: str, large: Callable[[str], bool]) -> Iterator[tuple[Pat
     where = S3Location.parse(uri)
     settings = S3Settings.from_env()
     client = settings.client()
+    files = published_files(uri)
     local = _staging_dir(".part-")
     try:
         try:
-            marker = _read_marker(client, where)
-            if marker is None:
-                raise ArtifactError(_UNFINISHED.format(uri=uri))
-            for relative, size in _manifest_files(marker, uri).items():
+            for relative, size in files.items():
                 target = local / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if large(relative):

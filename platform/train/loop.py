@@ -23,7 +23,7 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
-from .batch_sources import BatchKind, BatchSource, open_batches
+from .batch_sources import BatchKind, open_batches
 from .batches import Batch
 from .checkpointer import Checkpointer
 from .checkpointing import Progress
@@ -152,9 +152,11 @@ def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job
         optimizer.zero_grad(set_to_none=True)
     mean_loss = placed.mean_loss(rank_loss)
     seconds = time.perf_counter() - start
-    # The positions computed: a fine-tuning batch is as long as its longest example, padded.
-    rows, seq_len = batch.inputs.shape
-    tokens = rows * seq_len * layout.dp
+    # The positions every DP rank computed (a fine-tuning rank's rows are its own packing); the
+    # other ranks of a DP rank's group hold the same batch.
+    seq_len = batch.inputs.shape[1]
+    tokens = placed.sum_over_ranks(batch.inputs.numel()) * layout.dp // layout.world_size
+    memory = peak_memory_bytes(device)
     # On CPU the peak of the dtype the step computes in.
     peak = job.peak_flops or measured_matmul_peak(PARAM_DTYPES[layout.param_dtype], job.threads_per_worker)
     return {
@@ -167,6 +169,6 @@ def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job
         "tokens_per_second": tokens / seconds,
         "mfu": model_flops_utilisation(tokens, seconds, flops_per_token(job.model, seq_len), peak, layout.world_size),
         "peak_flops": peak,
-        "memory_bytes": peak_memory_bytes(device),
-        "memory_bytes_max": placed.max_over_ranks(peak_memory_bytes(device)),  # the busiest rank's peak
+        "memory_bytes": memory,
+        "memory_bytes_max": placed.max_over_ranks(memory),  # the busiest rank's peak
     }

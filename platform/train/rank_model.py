@@ -130,11 +130,18 @@ class RankModel:
 
     def max_over_ranks(self, value: int) -> int:
         """(Collective) the largest of every rank's `value`."""
+        return self._reduced(value, dist.ReduceOp.MAX)
+
+    def sum_over_ranks(self, value: int) -> int:
+        """(Collective) every rank's `value` added up."""
+        return self._reduced(value, dist.ReduceOp.SUM)
+
+    def _reduced(self, value: int, op: dist.ReduceOp) -> int:
         if self.mesh is None:
             return value
-        largest = torch.tensor(value, dtype=torch.int64, device=self.mesh.device_type)
-        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
-        return int(largest)
+        reduced = torch.tensor(value, dtype=torch.int64, device=self.mesh.device_type)
+        dist.all_reduce(reduced, op=op)
+        return int(reduced)
 
     def clip_gradients(self, max_norm: float) -> float:
         """Scale the gradients to a total norm of at most `max_norm`; returns the norm before. The

@@ -14,6 +14,7 @@ from llamaops.platform.config import load_preset
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import load_model, save_model
 from llamaops.platform.store import fetched, staged_output
+from llamaops.platform.train.errors import TrainingConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +143,10 @@ def test_sft_stopped_before_its_held_out_figures_resumes_and_measures_them(prese
     assert last.stat().st_mtime_ns == written  # restored, not trained again
     assert again.metrics["held_out_loss_after"] == pytest.approx(first.metrics["held_out_loss_after"], rel=1e-6)
     _published(again.outputs["model"])
+
+
+def test_a_batch_the_layout_cannot_split_is_refused_before_anything_is_written(init_uri, tmp_path):
+    preset = load_preset("tiny", overrides=[*FAST, "post_training.sft.batch_size=3"])  # over DP 2
+    with pytest.raises(TrainingConfigError, match="sft.layout: a step of 3 sequences does not split over 2 DP ranks"):
+        run_sft(preset, init_uri, (tmp_path / "sft").as_uri())
+    assert list(tmp_path.iterdir()) == []

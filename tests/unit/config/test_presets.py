@@ -78,3 +78,10 @@ def test_presets_are_immutable():
     preset = load_preset("tiny")
     with pytest.raises(Exception):
         preset.model.dim = 4
+
+
+@pytest.mark.parametrize("key", ["pretrain.optimizer.betas", "post_training.sft.optimizer.betas"])
+def test_an_adam_beta_outside_0_1_is_refused_in_one_line(key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as info:
+        load_preset("tiny", overrides=[f"{key}=[1.0, 0.95]"])
+    assert "\n" not in str(info.value)
