@@ -1,9 +1,8 @@
-"""Post-training objectives: masked next-token loss, response log-probabilities and DPO (+NLL)."""
+"""Post-training losses in one process: masked next-token loss and response log-probabilities
+(DPO's terms: train/preference_step.py)."""
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.loss import IGNORE_INDEX, linear_cross_entropy
@@ -42,34 +41,3 @@ def response_logprobs(model: Transformer, examples: Sequence[Example]) -> torch.
         rows = learned & (document_ids == index)
         sums.append(-linear_cross_entropy(hidden[rows], model.output.weight, targets[rows], reduction="sum"))
     return torch.stack(sums)
-
-
-@dataclass
-class DPOTerms:
-    loss: torch.Tensor  # scalar to minimise: mean DPO loss + nll_coefficient * mean NLL
-    preference_loss: torch.Tensor  # [B] -log sigmoid(margin)
-    nll: torch.Tensor  # [B] per-token NLL of the chosen responses
-    margins: torch.Tensor  # [B] reward(chosen) - reward(rejected)
-
-
-def dpo_terms(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    reference_chosen: torch.Tensor,
-    reference_rejected: torch.Tensor,
-    chosen_tokens: torch.Tensor,
-    beta: float,
-    nll_coefficient: float,
-) -> DPOTerms:
-    """DPO (Rafailov et al. 2023) with the NLL term on chosen responses of the Llama 3 recipe.
-
-    The implicit reward of a response is beta * (log pi(y|x) - log pi_ref(y|x)); all log-probs are
-    sums over the response's learned tokens, `chosen_tokens` their count for the per-token NLL.
-    """
-    chosen_rewards = beta * (policy_chosen - reference_chosen)
-    rejected_rewards = beta * (policy_rejected - reference_rejected)
-    margins = chosen_rewards - rejected_rewards
-    preference_loss = -F.logsigmoid(margins)
-    nll = -policy_chosen / chosen_tokens
-    loss = preference_loss.mean() + nll_coefficient * nll.mean()
-    return DPOTerms(loss, preference_loss, nll, margins.detach())

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from llamaops.platform.tokenizer import Message, Tokenizer
+from llamaops.platform.config.stages import SFTConfig
+from llamaops.platform.tokenizer import Message, Tokenizer, load_tokenizer
 
-from .conversations import Conversation
+from .conversations import Conversation, check_languages, load_conversations, split_conversations
+from .errors import AlignmentError
 from .examples import Example, encode_dialog, without_formatting_tokens
 
 
@@ -88,3 +90,22 @@ def usable_pairs(pairs: list[PreferencePair], limit: int, seq_len: int, encode: 
 def seeded_order(items: list, seed: int) -> list:
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
     return [items[i] for i in order]
+
+
+def preference_split(sft: SFTConfig, seed: int, train_pairs: int, held_out_pairs: int,
+                     mask_formatting_tokens: bool) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """(training pairs, held-out pairs) from the SFT split's dialogs (held-out pairs come from
+    dialogs no stage trained on), in an order fixed by `seed`, each fitting the SFT length."""
+    check_languages(sft.languages)
+    tokenizer = load_tokenizer()
+    train_dialogs, held_out_dialogs = split_conversations(load_conversations(sft.languages), sft.held_out_fraction,
+                                                          sft.seed)
+
+    def encoded(dialogs, limit: int) -> list[EncodedPair]:
+        return usable_pairs(seeded_order(build_pairs(dialogs), seed), limit, sft.seq_len,
+                            lambda p: encode_pair(p, tokenizer, mask_formatting_tokens))
+
+    train, held_out = encoded(train_dialogs, train_pairs), encoded(held_out_dialogs, held_out_pairs)
+    if not train or not held_out:
+        raise AlignmentError(f"no preference pairs fit post_training.sft.seq_len={sft.seq_len}; raise it")
+    return train, held_out

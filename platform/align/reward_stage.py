@@ -6,35 +6,18 @@ from llamaops.platform.config import Preset
 from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import staged_output
-from llamaops.platform.tokenizer import load_tokenizer
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
-from .conversations import check_languages, load_conversations, split_conversations
-from .errors import AlignmentError
 from .examples import batch_indices
-from .preferences import EncodedPair, build_pairs, encode_pair, seeded_order, usable_pairs
+from .preferences import EncodedPair, preference_split
 from .reward import RewardModel, bradley_terry_loss, pair_rewards, pairwise_metrics, save_reward_model
 from .training import check_output_free, load_input_model, make_optimizer, optimizer_step
 
 
 def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
     """(train, held-out) pairs, whole dialogs scored (no token masking: the head reads the last token)."""
-    sft_cfg, cfg = preset.post_training.sft, preset.post_training.reward_model
-    check_languages(sft_cfg.languages)
-    tokenizer = load_tokenizer()
-    train_dialogs, held_out_dialogs = split_conversations(
-        load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed
-    )
-
-    def encoded(dialogs, limit: int) -> list[EncodedPair]:
-        pairs = seeded_order(build_pairs(dialogs), cfg.seed)
-        return usable_pairs(pairs, limit, sft_cfg.seq_len, lambda p: encode_pair(p, tokenizer, False))
-
-    train = encoded(train_dialogs, cfg.steps * cfg.batch_size)
-    held_out = encoded(held_out_dialogs, cfg.max_eval_pairs)
-    if not train or not held_out:
-        raise AlignmentError(f"no preference pairs fit post_training.sft.seq_len={sft_cfg.seq_len}; raise it")
-    return train, held_out
+    cfg = preset.post_training.reward_model
+    return preference_split(preset.post_training.sft, cfg.seed, cfg.steps * cfg.batch_size, cfg.max_eval_pairs, False)
 
 
 def run_reward_model(

@@ -253,6 +253,7 @@ class DPOConfig(Config):
     mask_formatting_tokens: bool = True
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
+    checkpoint_every_steps: PositiveInt = 500  # and after the last step (full fine-tuning)
     lora_rank: NonNegativeInt = 0  # > 0: train LoRA adapters of this rank only (merged when published)
     lora_alpha: PositiveFloat = 16.0
 

@@ -34,12 +34,16 @@ def linear_cross_entropy(
     reduction: str = "mean",
     chunk_size: int | None = None,
     count_hits: bool = False,
+    token_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the logits `hidden @ weight.T` against `targets`, computed in chunks.
 
     hidden [..., dim], weight [vocab, dim], targets [...] (same leading shape as hidden) with
     `ignore_index` for positions without a target. reduction "mean" (over counted targets, as
-    F.cross_entropy) or "sum". chunk_size: tokens per chunk, by default 256 on a CPU and 1024
+    F.cross_entropy), "sum", or "none" (evaluation, without autograd: each position's loss, 0
+    where not counted, in the targets' shape). token_weights (fp32, the targets' shape; with
+    "sum"): the weighted sum of the counted positions' losses, for objectives whose gradient is a
+    per-token weighting of the next-token loss's (DPO's, train/preference_step.py). chunk_size: tokens per chunk, by default 256 on a CPU and 1024
     on an accelerator (where bigger matmuls pay: an H200 runs 4096 x 2048 -> 128,256 in bf16
     within 10% of the unfused loss at 1024, with a quarter of its memory). A chunk holds
     chunk_size x vocab logits in the compute dtype, plus two fp32 buffers of that size on an
@@ -48,17 +52,23 @@ def linear_cross_entropy(
     counted targets that are their row's argmax logit, i.e. what greedy decoding would pick.
     """
     if isinstance(hidden, DTensor):
-        return _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits)
+        return _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits,
+                                  token_weights)
     if chunk_size is None:
         chunk_size = 256 if hidden.device.type == "cpu" else 1024
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if token_weights is not None and (reduction != "sum" or token_weights.shape != targets.shape):
+        raise ValueError("token_weights need reduction 'sum' and the targets' shape")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} do not match")
+    shape = targets.shape
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
+    if token_weights is not None:
+        token_weights = token_weights.reshape(-1).to(torch.float32)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         # What nn.Linear would do under autocast: the matmuls run in the autocast dtype. The casts
@@ -68,17 +78,20 @@ def linear_cross_entropy(
     elif hidden.dtype != weight.dtype:
         raise ValueError(f"hidden is {hidden.dtype} but weight is {weight.dtype}")
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        if count_hits:
-            raise ValueError("count_hits is for evaluation: call under torch.no_grad()")
-        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, chunk_size)
+        if count_hits or reduction == "none":
+            raise ValueError("count_hits and reduction 'none' are for evaluation: call under torch.no_grad()")
+        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, chunk_size, token_weights)
     with torch.autocast(device_type, enabled=False):
         loss, _, _, hits = _chunked(
-            hidden, weight, targets, ignore_index, reduction, chunk_size, (False, False), count_hits
+            hidden, weight, targets, ignore_index, reduction, chunk_size, (False, False), count_hits, token_weights
         )
+    if reduction == "none":
+        return loss.reshape(shape)
     return torch.stack((loss, hits)) if count_hits else loss
 
 
-def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits) -> torch.Tensor:
+def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_size, count_hits,
+                       token_weights) -> torch.Tensor:
     """The loss when a tensor-parallel model (train/parallelize.py) hands over hidden states split
     along the sequence (a DTensor, Shard(1) on a 1-D mesh) and a vocab-split output weight (a
     DTensor on the same mesh). Each rank gathers the weight and computes the summed loss of its own
@@ -97,10 +110,14 @@ def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_s
     shard = seq // ranks
     start = mesh.get_local_rank() * shard
     local_weight = weight.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
+    local_weights = None if token_weights is None else token_weights[:, start : start + shard]
     local_sum = linear_cross_entropy(
         hidden.to_local(), local_weight, targets[:, start : start + shard],
-        ignore_index=ignore_index, reduction="sum", chunk_size=chunk_size, count_hits=count_hits,
+        ignore_index=ignore_index, reduction="none" if reduction == "none" else "sum", chunk_size=chunk_size,
+        count_hits=count_hits, token_weights=local_weights,
     )
+    if reduction == "none":  # each rank's positions' losses, gathered along the sequence
+        return DTensor.from_local(local_sum, mesh, [Shard(1)]).full_tensor()
     total = DTensor.from_local(local_sum, mesh, [Partial()]).full_tensor()  # [loss, hits] with count_hits
     if reduction == "sum":
         return total
@@ -110,10 +127,11 @@ def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_s
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size):
+    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, token_weights):
         with torch.autocast(hidden.device.type, enabled=False):
             loss, grad_hidden, grad_weight, _ = _chunked(
-                hidden, weight, targets, ignore_index, reduction, chunk_size, ctx.needs_input_grad[:2]
+                hidden, weight, targets, ignore_index, reduction, chunk_size, ctx.needs_input_grad[:2],
+                token_weights=token_weights,
             )
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.mark_non_differentiable(targets)
@@ -130,14 +148,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
             if grad_weight is not None:
                 grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def _chunked(
-    hidden, weight, targets, ignore_index, reduction, chunk_size, needs_grad: tuple[bool, bool], count_hits=False
+    hidden, weight, targets, ignore_index, reduction, chunk_size, needs_grad: tuple[bool, bool], count_hits=False,
+    token_weights=None,
 ):
-    """Loss (fp32 scalar), d loss / d hidden and d loss / d weight (each None unless needed), and
-    the counted targets that are their row's argmax (fp32 scalar; None unless count_hits)."""
+    """Loss (fp32 scalar; [tokens] with reduction "none"), d loss / d hidden and d loss / d weight
+    (each None unless needed), and the counted targets that are their row's argmax (fp32 scalar;
+    None unless count_hits)."""
     grads = any(needs_grad)
     tokens, vocab = hidden.shape[0], weight.shape[0]
     device, compute_dtype = hidden.device, hidden.dtype
@@ -150,6 +170,8 @@ def _chunked(
     else:
         count = None
         row_scale = valid.to(torch.float32)
+        if token_weights is not None:
+            row_scale = row_scale * token_weights
     row_scale = row_scale.unsqueeze(1)
 
     chunk = min(chunk_size, tokens)
@@ -206,7 +228,10 @@ def _chunked(
                 torch.mm(logits.t(), h, out=grad_weight)
             else:
                 torch.addmm(grad_weight, logits.t(), h, out=grad_weight)
-    total = -(target_logp.squeeze(1) * valid).sum()
+    if reduction == "none":
+        return -(target_logp.squeeze(1) * valid), grad_hidden, grad_weight, hits  # 0 where not counted
+    scale = valid if token_weights is None else row_scale.squeeze(1)
+    total = -(target_logp.squeeze(1) * scale).sum()
     loss = total / count if reduction == "mean" else total
     return loss, grad_hidden, grad_weight, hits
 

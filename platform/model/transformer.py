@@ -181,9 +181,10 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
-        loss_reduction: Literal["mean", "sum"] = "mean",
+        loss_reduction: Literal["mean", "sum", "none"] = "mean",
         loss_chunk_size: int | None = None,
         count_hits: bool = False,
+        loss_weights: torch.Tensor | None = None,
         last_only: bool = False,
         project: bool = True,
     ) -> torch.Tensor:
@@ -203,6 +204,8 @@ class Transformer(nn.Module):
         tokens at a time (default: its own), so [B, T, vocab] logits are never held.
         count_hits (with targets, under no_grad): returns [loss, hits], hits the counted targets
         that are their position's argmax logit (a teacher-forced greedy check).
+        loss_weights [B, T] (with "sum"): each position's loss weighted (DPO's gradient); "none"
+        (under no_grad): each position's loss, [B, T].
         last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
         with a 128K vocabulary most of a small model's prefill cost otherwise.
         project=False: the final-normed hidden states instead of logits; the serving engine
@@ -232,7 +235,7 @@ class Transformer(nn.Module):
         if targets is not None:
             return linear_cross_entropy(
                 h, self.output.weight, targets, ignore_index=IGNORE_INDEX, reduction=loss_reduction,
-                chunk_size=loss_chunk_size, count_hits=count_hits,
+                chunk_size=loss_chunk_size, count_hits=count_hits, token_weights=loss_weights,
             )
         return self.output(h)
 

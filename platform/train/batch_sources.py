@@ -8,6 +8,8 @@
 Either way a rank's batch is a function of (step, data position, layout) alone.
 """
 from pathlib import Path
+
+import numpy as np
 from typing import Literal, Protocol
 
 from llamaops.platform.config.parallel import ParallelLayout
@@ -69,6 +71,10 @@ class ExampleSteps:
 
     def next_cursor(self, cursor: int, spec: StepPlan) -> int:
         return cursor + 1
+
+    def step_examples(self, step: int) -> np.ndarray:
+        """The examples of 0-based step `step`, in the order the DP ranks share them."""
+        return np.asarray(self.rows[step])
 
 
 def open_batches(kind: BatchKind, directory: Path, seed: int) -> BatchSource:

@@ -25,6 +25,9 @@ class Batch:
     inputs: torch.Tensor  # [B, T] token ids
     targets: torch.Tensor  # [B, T] the next token of each input; IGNORE_INDEX across documents
     document_ids: torch.Tensor  # [B, T] document of each input token, for the attention mask
+    # [B, T] fine-tuning: which of the batch's examples (their index in the order given) each
+    # position belongs to, -1 for padding; None for token windows
+    example_index: torch.Tensor | None = None
 
 
 def first_window(cursor: int, seq_len: int) -> int:

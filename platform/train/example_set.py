@@ -93,34 +93,37 @@ def example_batch(examples: Sequence[tuple[np.ndarray, np.ndarray] | None], cp: 
     first), each example a document of its own: attention stays within it and its positions start
     at 0, so it computes exactly as alone. Inputs are the ids but the last, targets the next id
     where it is learned, IGNORE_INDEX elsewhere; padding is one more document, counting nothing."""
+    numbered = [(index, e) for index, e in enumerate(examples) if e is not None]
     if row_tokens:
-        rows = _packed([e for e in examples if e is not None], row_tokens) or [[]]
+        rows = _packed(numbered, row_tokens) or [[]]
     else:
-        rows = [[e] if e is not None else [] for e in examples]
-    fills = [sum(len(ids) - 1 for ids, _ in row) for row in rows]
+        rows = [[(index, e)] if e is not None else [] for index, e in enumerate(examples)]
+    fills = [sum(len(ids) - 1 for _, (ids, _) in row) for row in rows]
     length = padded_length(max(fills, default=1), cp, tp)
     inputs = torch.zeros(len(rows), length, dtype=torch.long)
     targets = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     documents = torch.empty(len(rows), length, dtype=torch.long)
+    example_index = torch.full((len(rows), length), -1, dtype=torch.long)
     for r, row in enumerate(rows):
         start = 0
-        for document, (ids, learned) in enumerate(row):
+        for document, (index, (ids, learned)) in enumerate(row):
             ids_t, learned_t = torch.from_numpy(np.asarray(ids)).long(), torch.from_numpy(np.asarray(learned))
             stop = start + len(ids_t) - 1
             inputs[r, start:stop] = ids_t[:-1]
             targets[r, start:stop] = torch.where(learned_t[1:], ids_t[1:], IGNORE_INDEX)
             documents[r, start:stop] = document
+            example_index[r, start:stop] = index
             start = stop
         documents[r, start:] = len(row)  # the padding's own document
-    return Batch(inputs, targets, documents)
+    return Batch(inputs, targets, documents, example_index)
 
 
-def _packed(examples: list[tuple[np.ndarray, np.ndarray]], row_tokens: int) -> list[list]:
-    """First fit decreasing: each example into the first row with room, longest first."""
+def _packed(examples: list[tuple[int, tuple[np.ndarray, np.ndarray]]], row_tokens: int) -> list[list]:
+    """First fit decreasing: each (index, example) into the first row with room, longest first."""
     rows: list[list] = []
     room: list[int] = []
-    for example in sorted(examples, key=lambda e: -len(e[0])):
-        pairs = len(example[0]) - 1
+    for example in sorted(examples, key=lambda e: -len(e[1][0])):
+        pairs = len(example[1][0]) - 1
         fit = next((r for r, left in enumerate(room) if left >= pairs), None)
         if fit is None:
             rows.append([])

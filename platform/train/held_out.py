@@ -7,12 +7,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .example_losses import sharded_example_losses
 from .example_set import ExampleSet, example_batch
 from .rank_eval import COUNTED, LOSS, local_sums, summed_over_ranks
 from .rank_model import RankModel
-from .step_figures import load_step_figures, publish_step_figures
+from .step_figures import load_step_arrays, load_step_figures, publish_step_figures
 
 HELD_OUT_FIGURES = "held-out"
 
@@ -25,6 +27,7 @@ class HeldOutChecks:
     steps: tuple[int, ...]  # completed-step counts; 0: the input model
     seq_len: int  # the longest packed row
     examples_per_forward: int = 16
+    per_example: bool = False  # also publish each example's summed loss (arrays named after the sets)
 
 
 def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
@@ -33,16 +36,29 @@ def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
     return None if figures is None else figures["losses"]
 
 
+def held_out_example_losses(checkpoint_root: str, step: int) -> dict[str, np.ndarray] | None:
+    """{set: [examples] summed loss over each example's learned tokens} published at `step` (by
+    checks with per_example), or None."""
+    return load_step_arrays(checkpoint_root, HELD_OUT_FIGURES, step)
+
+
 def check_held_out(placed: RankModel, checks: HeldOutChecks | None, directory: Path, checkpoint_root: str,
                    step: int, rank: int, device: torch.device) -> None:
     """(Collective) measure and publish the held-out losses at `step` if it is one of the checks'
     steps and they are not published yet."""
     if checks is None or step not in checks.steps or held_out_losses(checkpoint_root, step) is not None:
         return
-    losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks, device)
-              for name in checks.sets}
+    if checks.per_example:
+        sums = {name: sharded_example_losses(placed, ExampleSet.open(directory, name), checks.seq_len,
+                                             checks.examples_per_forward, device) for name in checks.sets}
+        losses = {name: float(loss.sum() / counted.sum()) for name, (loss, counted) in sums.items()}
+        arrays = {name: loss for name, (loss, _) in sums.items()}
+    else:
+        losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks, device)
+                  for name in checks.sets}
+        arrays = {}
     if rank == 0:
-        publish_step_figures(checkpoint_root, HELD_OUT_FIGURES, step, {"step": step, "losses": losses})
+        publish_step_figures(checkpoint_root, HELD_OUT_FIGURES, step, {"step": step, "losses": losses}, arrays)
 
 
 def sharded_mean_loss(placed: RankModel, examples: ExampleSet, checks: HeldOutChecks, device: torch.device) -> float:

@@ -32,6 +32,7 @@ from .held_out import HeldOutChecks, check_held_out
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
+from .preference_step import PreferenceObjective, preference_forward_backward, reference_losses
 from .rank_init import initialised_rank_model, loaded_rank_model
 from .rank_model import RankModel, check_microbatches, worker_layout
 from .resume import resume_checkpoint
@@ -63,6 +64,7 @@ class TrainingJob:
     batches: BatchKind = "token_windows"
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
     held_out: HeldOutChecks | None = None  # fine-tuning's held-out losses, measured at its steps
+    objective: PreferenceObjective | None = None  # None: the mean next-token loss; else DPO's (examples in pairs)
     progress: ProgressChannel | None = None  # a local run's step: rank 0 reports its progress there
 
 
@@ -96,15 +98,18 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     # before a restore (which loads each rank's shards, whatever layout wrote them).
     placed = initial_rank_model(job, layout, device)
     optimizers = [build_optimizer(part, job) for part in placed.parts]
-    restored = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
-    progress = restored or Progress(step=0, cursor=0)
-    restored_step = restored.step if restored else None
     checkpointer = Checkpointer(
         job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
     )
     with fetched(job.data_uri) as data_dir:
         batches = open_batches(job.batches, data_dir, job.seed)
         batches.check(job.plan)
+        reference = None  # measured on the input model, before a restore replaces it
+        if job.objective is not None:
+            reference = reference_losses(placed, job.objective, job.checkpoint_root, data_dir, rank, device)
+        restored = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
+        progress = restored or Progress(step=0, cursor=0)
+        restored_step = restored.step if restored else None
         # The input model's figures (step 0), or those a restart lost (at the restored step).
         figures = _check_gate(placed, job, data_dir, progress.step, rank, device)
         check_held_out(placed, job.held_out, data_dir, job.checkpoint_root, progress.step, rank, device)
@@ -114,7 +119,8 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
             batch = batches.batch(progress.step, progress.cursor, spec, placed.dp_rank, placed.layout)
-            record = _train_step(placed, optimizers, batch, spec, job, device)
+            step_reference = None if reference is None else reference[batches.step_examples(progress.step)]
+            record = _train_step(placed, optimizers, batch, spec, job, device, step_reference)
             progress.step += 1
             progress.cursor = batches.next_cursor(progress.cursor, spec)
             progress.history.append({"step": progress.step, **record})
@@ -139,18 +145,24 @@ def _check_gate(placed: RankModel, job: TrainingJob, data_dir, step: int, rank: 
     return check_at_step(placed, job.gate, job.checkpoint_root, data_dir, step, seq_len, rank, device)
 
 
-def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job, device) -> dict[str, float]:
+def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job, device,
+                reference=None) -> dict[str, float]:
+    """One optimizer step; `reference`: the step's examples' reference losses (DPO)."""
     start = time.perf_counter()
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = spec.lr
     layout = placed.layout
-    rank_loss = placed.forward_backward(batch, device)
+    if job.objective is None:
+        rank_loss = placed.forward_backward(batch, device)
+        figures: dict[str, float] = {}
+    else:
+        figures = preference_forward_backward(placed, batch, job.objective, reference, device)
     grad_norm = placed.clip_gradients(job.grad_clip_norm)
     for optimizer in optimizers:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    mean_loss = placed.mean_loss(rank_loss)
+    mean_loss = placed.mean_loss(rank_loss) if job.objective is None else figures.pop("loss")
     seconds = time.perf_counter() - start
     # The positions every DP rank computed (a fine-tuning rank's rows are its own packing); the
     # other ranks of a DP rank's group hold the same batch.
@@ -171,4 +183,5 @@ def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job
         "peak_flops": peak,
         "memory_bytes": memory,
         "memory_bytes_max": placed.max_over_ranks(memory),  # the busiest rank's peak
+        **figures,
     }

@@ -32,15 +32,35 @@ def local_sums(placed: RankModel, batch: Batch, device: torch.device) -> torch.T
     last nat's digit) of this rank's share of `batch`; zeros on ranks whose sums another rank
     reports (TP ranks but the first, pipeline ranks without the last stage)."""
     inputs, targets, model_inputs = placed.rank_inputs(batch, device)
-    if placed.stages is None:
-        loss_hits = placed.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum", count_hits=True)
-    else:
-        loss_hits = _pipeline_forward(placed, inputs, targets, model_inputs)
-    reports = placed.holds_last and (placed.mesh is None or placed.mesh["tp"].get_local_rank() == 0)
-    if not reports:
+    loss_hits = _forward(placed, inputs, model_inputs, targets=targets, loss_reduction="sum", count_hits=True)
+    if not reports(placed):
         return torch.zeros(3, dtype=torch.float64, device=device)
     counted = (targets != IGNORE_INDEX).sum(dtype=torch.float64)
     return torch.stack((loss_hits[0].double(), counted, loss_hits[1].double()))
+
+
+@torch.no_grad()
+def token_losses(placed: RankModel, batch: Batch, device: torch.device) -> torch.Tensor | None:
+    """[rows, T] each position's next-token loss (0 where not counted) of this rank's rows of
+    `batch`, on the ranks that report (see local_sums); None on the others. Not under CP, whose
+    ranks hold chunks of the rows."""
+    if placed.layout.cp > 1:
+        raise ValueError("per-position losses are not implemented under context parallelism")
+    inputs, targets, model_inputs = placed.rank_inputs(batch, device)
+    losses = _forward(placed, inputs, model_inputs, targets=targets, loss_reduction="none")
+    return losses if reports(placed) else None
+
+
+def reports(placed: RankModel) -> bool:
+    """Whether this rank's figures count: it holds the last stage, and is the first of its TP
+    group (whose ranks compute the same figures)."""
+    return placed.holds_last and (placed.mesh is None or placed.mesh["tp"].get_local_rank() == 0)
+
+
+def _forward(placed: RankModel, inputs: torch.Tensor, model_inputs: dict, **head) -> torch.Tensor | None:
+    if placed.stages is None:
+        return placed.parts[0](inputs, **model_inputs, **head)
+    return _pipeline_forward(placed, inputs, model_inputs, head)
 
 
 def summed_over_ranks(placed: RankModel, sums: torch.Tensor) -> torch.Tensor:
@@ -52,9 +72,10 @@ def summed_over_ranks(placed: RankModel, sums: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _pipeline_forward(placed: RankModel, inputs: torch.Tensor, targets: torch.Tensor, model_inputs: dict):
-    """This rank's stages run in stage order on the whole batch; returns the last stage's
-    [loss, hits] (None on a rank without it). Consecutive stages sit on consecutive pp ranks, so
+def _pipeline_forward(placed: RankModel, inputs: torch.Tensor, model_inputs: dict, head: dict):
+    """This rank's stages run in stage order on the whole batch, each with `head` (the loss's
+    arguments, which only the last stage uses); returns the last stage's output (None on a rank
+    without it). Consecutive stages sit on consecutive pp ranks, so
     each receive below matches the previous stage's send."""
     layout = placed.layout
     pp_mesh = placed.mesh["pp"]
@@ -67,7 +88,7 @@ def _pipeline_forward(placed: RankModel, inputs: torch.Tensor, targets: torch.Te
         if stage > 0:
             hidden = torch.empty((*inputs.shape, part.cfg.dim), dtype=dtype, device=inputs.device)
             dist.recv(hidden, group=group, group_src=(stage - 1) % pp)
-        output = part(hidden, **model_inputs, targets=targets, loss_reduction="sum", count_hits=True)
+        output = part(hidden, **model_inputs, **head)
         if stage < last:
             dist.send(output.contiguous(), group=group, group_dst=(stage + 1) % pp)
     return output if placed.holds_last else None

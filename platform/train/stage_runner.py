@@ -77,6 +77,8 @@ def check_job_layout(preset: Preset, job: TrainingJob, where: str) -> None:
         if uneven:
             raise TrainingConfigError(f"a step of {uneven[0]} sequences does not split over {layout.dp} DP ranks")
         check_microbatches(layout, {step.sequences for step in job.plan})
+        if job.objective is not None:
+            _check_pairs(job, layout)
         if layout.cp > 1:
             for seq_len in sorted({step.seq_len for step in job.plan}):
                 check_seq_len(seq_len, layout.cp, layout.tp)
@@ -84,6 +86,16 @@ def check_job_layout(preset: Preset, job: TrainingJob, where: str) -> None:
             check_layout(Transformer(preset.model), layout.model_copy(update={"pp": 1}))  # inside one stage
     except (TrainingConfigError, UnsupportedLayout, ContextParallelError) as error:
         raise TrainingConfigError(f"{where}.layout: {error}") from None
+
+
+def _check_pairs(job: TrainingJob, layout) -> None:
+    """A preference objective's pairs stay whole on one DP rank, and its losses are per example."""
+    split = sorted({step.sequences // 2 for step in job.plan if (step.sequences // layout.dp) % 2})
+    if split:
+        raise TrainingConfigError(f"a step of {split[0]} pairs does not split into whole pairs over {layout.dp} DP"
+                                  " ranks; make the batch size a multiple of the DP ranks")
+    if layout.cp > 1:
+        raise TrainingConfigError("DPO does not run under context parallelism; use cp=1")
 
 
 def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) -> None:
@@ -152,7 +164,8 @@ def publish_trained(
         publish_checkpoint_model(job.checkpoint_root, averaged, out)
     kept = prune_published(job, preset.pretrain.keep_checkpoints_after_publish)
     for entry in history:
-        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes", "memory_bytes_max")
+        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes", "memory_bytes_max",
+                  "reward_margin")
         metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
     final = _throughput(preset, history, job.layout.world_size)
     final["final_loss"] = history[-1]["loss"]

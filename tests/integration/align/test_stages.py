@@ -149,4 +149,15 @@ def test_a_batch_the_layout_cannot_split_is_refused_before_anything_is_written(i
     preset = load_preset("tiny", overrides=[*FAST, "post_training.sft.batch_size=3"])  # over DP 2
     with pytest.raises(TrainingConfigError, match="sft.layout: a step of 3 sequences does not split over 2 DP ranks"):
         run_sft(preset, init_uri, (tmp_path / "sft").as_uri())
+    preset = load_preset("tiny", overrides=[*FAST, "post_training.dpo.batch_size=3"])
+    with pytest.raises(TrainingConfigError, match="dpo.layout: a step of 3 pairs does not split into whole pairs over 2"):
+        run_dpo(preset, init_uri, (tmp_path / "dpo").as_uri())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_dpo_raises_the_held_out_margin_in_one_process(init_uri, tmp_path):
+    preset = load_preset("tiny", overrides=[*FAST, "post_training.dpo.lora_rank=8", "post_training.dpo.lr=3e-3"])
+    result = run_dpo(preset, init_uri, (tmp_path / "dpo-lora").as_uri())
+    assert result.report["layout"] == "in-process (LoRA)"
+    assert result.metrics["held_out_reward_margin_after"] > result.metrics["held_out_reward_margin_before"] == 0
+    _published(result.outputs["model"])

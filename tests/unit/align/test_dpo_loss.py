@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from llamaops.platform.align.losses import dpo_terms
+from llamaops.platform.train.preference_step import dpo_terms
 
 
 def _terms(policy_chosen, policy_rejected, ref_chosen, ref_rejected, counts, beta=0.1, nll=0.2):
