@@ -18,10 +18,10 @@ from llamaops.platform.model import Transformer
 from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
-from llamaops.platform.train.preference_step import PreferenceObjective, dpo_terms
+from llamaops.platform.train.preference_step import DPOObjective, dpo_terms
 
-from .examples import Example, batch_indices
-from .fine_tuning import FineTuning, fine_tune
+from .examples import batch_indices
+from .fine_tuning import FineTuning, fine_tune, in_pairs, pair_steps
 from .losses import response_logprobs
 from .preferences import EncodedPair, preference_split
 from .training import EVAL_BATCH, adapt, check_output_free, load_input_model, make_optimizer, optimizer_step, publish_model
@@ -61,14 +61,13 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
         tuned = fine_tune(
             preset,
             FineTuning("dpo", cfg.layout, sft_cfg.seq_len, cfg.lr, cfg.optimizer, cfg.checkpoint_every_steps, cfg.seed),
-            sft_model_uri, output_uri, _in_pairs(train),
-            [[2 * pair + side for pair in pairs for side in (0, 1)]
-             for pairs in batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed)],
-            {HELD_OUT: _in_pairs(held_out)}, metrics,
-            objective=PreferenceObjective(cfg.beta, cfg.nll_coefficient, sft_cfg.seq_len),
+            sft_model_uri, output_uri, in_pairs(train),
+            pair_steps(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed)),
+            {HELD_OUT: in_pairs(held_out)}, metrics,
+            objective=DPOObjective(cfg.beta, cfg.nll_coefficient, sft_cfg.seq_len),
         )
         policy_before, policy_after = (_chosen_rejected(-torch.from_numpy(losses[HELD_OUT]))
-                                       for losses in (tuned.example_losses_before, tuned.example_losses_after))
+                                       for losses in (tuned.example_values_before, tuned.example_values_after))
         engine = tuned.result.metrics
     # The reference is the input model: the policy before the first step.
     before = preference_metrics(*policy_before, *policy_before, *counts, cfg)
@@ -90,11 +89,6 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
         "layout": "in-process (LoRA)" if cfg.lora_rank else cfg.layout.describe(),
     }
     return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)
-
-
-def _in_pairs(pairs: Sequence[EncodedPair]) -> list[Example]:
-    """chosen, rejected, chosen, ...: the order the engine's preference objective reads."""
-    return [example for pair in pairs for example in (pair.chosen, pair.rejected)]
 
 
 def _chosen_rejected(interleaved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

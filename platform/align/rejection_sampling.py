@@ -105,7 +105,7 @@ def run_rejection_sampling(
     prompts = [c.messages[:-1] for c in seeded_order(train_dialogs, sft_cfg.seed)][: cfg.prompts]
     policy = load_input_model(model_uri)
     with fetched(reward_model_uri) as directory:
-        reward_model = load_reward_model(directory)
+        reward_model = load_reward_model(directory, preset.post_training.reward_model.score_token)
     result = rejection_sample(policy, reward_model, load_tokenizer(), prompts, cfg, sft_cfg.seed, cfg.batch_size)
     with staged_output(output_uri) as directory:
         with open(directory / SAMPLES_FILE, "w", encoding="utf-8") as out:

@@ -1,21 +1,27 @@
-"""The reward-model stage: a Bradley-Terry reward model initialised from the SFT model, trained on
-preference pairs, with held-out pairwise accuracy before and after."""
+"""The reward-model stage: a Bradley-Terry reward model initialised from the SFT model, trained
+on preference pairs on the training engine with the SFT stage's layout (fine_tuning.py with the
+reward objective), with held-out pairwise accuracy before and after, from the rewards the
+workers measure."""
 import time
 
-from llamaops.platform.config import Preset
-from llamaops.platform.model.precision import flush_denormals
-from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
-from llamaops.platform.store import staged_output
-from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
+import torch
 
+from llamaops.platform.config import Preset
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+from llamaops.platform.train.preference_step import RewardObjective
+
+from .errors import AlignmentError
 from .examples import batch_indices
+from .fine_tuning import FineTuning, fine_tune, in_pairs, pair_steps
 from .preferences import EncodedPair, preference_split
-from .reward import RewardModel, bradley_terry_loss, pair_rewards, pairwise_metrics, save_reward_model
-from .training import check_output_free, load_input_model, make_optimizer, optimizer_step
+from .reward import pairwise_metrics
+from .training import check_output_free
+
+HELD_OUT = "held_out"
 
 
 def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
-    """(train, held-out) pairs, whole dialogs scored (no token masking: the head reads the last token)."""
+    """(train, held-out) pairs of whole dialogs (no formatting tokens masked)."""
     cfg = preset.post_training.reward_model
     return preference_split(preset.post_training.sft, cfg.seed, cfg.steps * cfg.batch_size, cfg.max_eval_pairs, False)
 
@@ -23,31 +29,32 @@ def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
 def run_reward_model(
     preset: Preset, sft_model_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
 ) -> StageResult:
-    cfg = preset.post_training.reward_model
+    sft_cfg, cfg = preset.post_training.sft, preset.post_training.reward_model
+    if cfg.score_token >= preset.model.vocab_size:
+        raise AlignmentError(f"post_training.reward_model.score_token={cfg.score_token} is outside the model's"
+                             f" {preset.model.vocab_size}-token vocabulary; use a reserved token's id below it")
     check_output_free(output_uri)
-    flush_denormals()
     started = time.perf_counter()
     train, held_out = reward_pairs(preset)
-    model = RewardModel(load_input_model(sft_model_uri))
-    before = pairwise_metrics(model, held_out)
-
-    optimizer = make_optimizer(model, cfg.lr, cfg.optimizer)
-    model.train()
-    reporter = ProgressReporter(ProgressChannel.from_env(), cfg.steps)
-    for step, indices in enumerate(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed), start=1):
-        chosen, rejected = pair_rewards(model, [train[i] for i in indices])
-        loss = bradley_terry_loss(chosen, rejected)
-        grad_norm = optimizer_step(model, optimizer, loss, cfg.optimizer.grad_clip_norm)
-        metrics.log_metrics({"train_bt_loss": float(loss.detach()), "grad_norm": grad_norm}, step=step)
-        reporter.step(step, {"loss": float(loss.detach())})
-    after = pairwise_metrics(model, held_out)
-
-    with staged_output(output_uri) as directory:
-        save_reward_model(model, directory)
+    tuned = fine_tune(
+        preset,
+        FineTuning("reward_model", sft_cfg.layout, sft_cfg.seq_len, cfg.lr, cfg.optimizer, cfg.checkpoint_every_steps,
+                   cfg.seed),
+        sft_model_uri, output_uri, in_pairs(train), pair_steps(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed)),
+        {HELD_OUT: in_pairs(held_out)}, metrics, objective=RewardObjective(cfg.score_token),
+    )
+    before, after = (pairwise_metrics(*_chosen_rejected(values[HELD_OUT]))
+                     for values in (tuned.example_values_before, tuned.example_values_after))
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
     metrics.log_metrics(result_metrics)
     result_metrics |= {"train_pairs": float(len(train)), "held_out_pairs": float(len(held_out)),
-                       "seconds": time.perf_counter() - started}
-    report = {"loss": "Bradley-Terry, no margin", "pairs": "chosen = real answer; rejected = its words scrambled"}
+                       "seconds": time.perf_counter() - started, **tuned.result.metrics}
+    report = {"loss": "Bradley-Terry, no margin", "pairs": "chosen = real answer; rejected = its words scrambled",
+              "score_token": cfg.score_token, "layout": sft_cfg.layout.describe()}
     return StageResult(outputs={"reward_model": output_uri}, metrics=result_metrics, report=report)
+
+
+def _chosen_rejected(values) -> tuple[torch.Tensor, torch.Tensor]:
+    values = torch.from_numpy(values)
+    return values[0::2], values[1::2]

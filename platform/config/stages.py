@@ -240,6 +240,10 @@ class RewardModelConfig(Config):
     optimizer: FineTuningOptimizer = FineTuningOptimizer()
     max_eval_pairs: PositiveInt = 128
     seed: int = 0
+    checkpoint_every_steps: PositiveInt = 500  # and after the last step
+    # The reward is this token's logit at a dialog's last position: <|reserved_special_token_247|>,
+    # never in the data; its row of the output projection starts at zero (every reward 0).
+    score_token: NonNegativeInt = 128_255
 
 
 class DPOConfig(Config):

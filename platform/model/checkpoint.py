@@ -58,13 +58,10 @@ def atomic_directory(dst: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
 
 
-def save_model(
-    model: Transformer, directory: Path, overwrite: bool = False, extra: dict[str, dict[str, torch.Tensor]] | None = None
-) -> Path:
-    """Write `model` as a native model directory and return its path; `extra`: more safetensors
-    files (name -> tensors) that belong to it (a reward model's head), covered by its manifest."""
+def save_model(model: Transformer, directory: Path, overwrite: bool = False) -> Path:
+    """Write `model` as a native model directory and return its path."""
     require_whole_model(model)
-    return write_model_shards(model.cfg, [model.state_dict()], 1, directory, overwrite, extra)
+    return write_model_shards(model.cfg, [model.state_dict()], 1, directory, overwrite)
 
 
 def read_model_config(directory: Path) -> ModelConfig:
@@ -135,12 +132,6 @@ def _model_errors() -> Iterator[None]:
         raise ModelDirectoryError(f"{exc}; re-create the model directory") from None
 
 
-def verified_file(directory: Path, name: str) -> bytes:
-    """The bytes of file `name` of a model directory, checked against its manifest."""
-    with _model_errors():
-        return model_manifest(Path(directory)).verified_bytes(name)
-
-
 def shard_file(index: int, count: int) -> str:
     """The name of weights file `index` (from 1) of `count`, as Hugging Face names its shards."""
     return f"model-{index:05d}-of-{count:05d}.safetensors"
@@ -162,7 +153,6 @@ def plan_shards(sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
 
 def write_model_shards(
     cfg: ModelConfig, shards: Iterable[dict[str, torch.Tensor]], count: int, directory: Path, overwrite: bool = False,
-    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a native model directory one group of tensors at a time (`count` groups, each a
     name -> tensor dict, produced while the previous one is already on disk), so a model far
@@ -184,9 +174,6 @@ def write_model_shards(
             raise ValueError(f"write_model_shards: {written} groups of tensors given, {count} announced")
         if count > 1:
             (tmp / INDEX_FILE).write_text(json.dumps({"weight_map": dict(sorted(weight_map.items()))}, indent=1) + "\n")
-        for name, tensors in (extra or {}).items():
-            save_file({n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}, tmp / name)
-            readable_as_umask_allows(tmp / name)
         seal(tmp)  # one writer: it hashes its own files, reading each back once
     return directory
 

@@ -125,6 +125,27 @@ def _sequence_parallel(hidden, weight, targets, ignore_index, reduction, chunk_s
     return torch.stack((total[0] / count, total[1])) if count_hits else total / count
 
 
+def token_logits(hidden: torch.Tensor, weight: torch.Tensor, token: int,
+                 token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The logit of one vocabulary entry, `token`, at every position: hidden [B, T, dim] times
+    weight[token] (fp32, [B, T]); with token_weights [B, T], their weighted sum instead. Only that
+    row of the output projection is read and gets a gradient: a scalar head inside the vocabulary
+    (the reward model's, align/reward.py). A tensor-parallel model's sequence-split hidden states
+    and vocab-split weight are handled as in linear_cross_entropy: each rank its positions, the
+    weight gathered, the positions' values gathered (or the weighted sums added up) over the ranks."""
+    if not isinstance(hidden, DTensor):
+        logits = (hidden @ weight[token]).float()
+        return logits if token_weights is None else (logits * token_weights).sum()
+    mesh = hidden.device_mesh
+    seq = hidden.shape[1]
+    shard = seq // mesh.size()
+    start = mesh.get_local_rank() * shard
+    local_weight = weight.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
+    local_weights = None if token_weights is None else token_weights[:, start : start + shard]
+    local = token_logits(hidden.to_local(), local_weight, token, local_weights)
+    return DTensor.from_local(local, mesh, [Shard(1)] if token_weights is None else [Partial()]).full_tensor()
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_size, token_weights):

@@ -15,7 +15,7 @@ from torch import nn
 from llamaops.platform.config.model import ModelConfig
 
 from .kv_cache import KVCache
-from .loss import IGNORE_INDEX, linear_cross_entropy
+from .loss import IGNORE_INDEX, linear_cross_entropy, token_logits
 from .rope import apply_rotary, rotary_table
 from .weight_init import ONES, Init, fill_, prefixed
 
@@ -185,6 +185,7 @@ class Transformer(nn.Module):
         loss_chunk_size: int | None = None,
         count_hits: bool = False,
         loss_weights: torch.Tensor | None = None,
+        score_token: int | None = None,
         last_only: bool = False,
         project: bool = True,
     ) -> torch.Tensor:
@@ -206,6 +207,8 @@ class Transformer(nn.Module):
         that are their position's argmax logit (a teacher-forced greedy check).
         loss_weights [B, T] (with "sum"): each position's loss weighted (DPO's gradient); "none"
         (under no_grad): each position's loss, [B, T].
+        score_token: instead of logits or a loss, the logit of that one token at every position
+        [B, T] (fp32), or with loss_weights their weighted sum (the reward model's score).
         last_only: logits of the last position only ([B, 1, vocab]): what a prefill needs, and
         with a 128K vocabulary most of a small model's prefill cost otherwise.
         project=False: the final-normed hidden states instead of logits; the serving engine
@@ -232,6 +235,8 @@ class Transformer(nn.Module):
             h = self.norm(h)
         if self.output is None or not project:
             return h
+        if score_token is not None:
+            return token_logits(h, self.output.weight, score_token, loss_weights)
         if targets is not None:
             return linear_cross_entropy(
                 h, self.output.weight, targets, ignore_index=IGNORE_INDEX, reduction=loss_reduction,

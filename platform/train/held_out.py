@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .example_losses import sharded_example_losses
+from .example_values import sharded_example_values
 from .example_set import ExampleSet, example_batch
 from .rank_eval import COUNTED, LOSS, local_sums, summed_over_ranks
 from .rank_model import RankModel
@@ -28,6 +28,7 @@ class HeldOutChecks:
     seq_len: int  # the longest packed row
     examples_per_forward: int = 16
     per_example: bool = False  # also publish each example's summed loss (arrays named after the sets)
+    score_token: int | None = None  # per example, that token's logit at its end instead (no mean loss)
 
 
 def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
@@ -36,9 +37,9 @@ def held_out_losses(checkpoint_root: str, step: int) -> dict[str, float] | None:
     return None if figures is None else figures["losses"]
 
 
-def held_out_example_losses(checkpoint_root: str, step: int) -> dict[str, np.ndarray] | None:
-    """{set: [examples] summed loss over each example's learned tokens} published at `step` (by
-    checks with per_example), or None."""
+def held_out_example_values(checkpoint_root: str, step: int) -> dict[str, np.ndarray] | None:
+    """{set: [examples] each one's value (summed loss over its learned tokens, or score)}
+    published at `step` by checks with per_example, or None."""
     return load_step_arrays(checkpoint_root, HELD_OUT_FIGURES, step)
 
 
@@ -49,10 +50,12 @@ def check_held_out(placed: RankModel, checks: HeldOutChecks | None, directory: P
     if checks is None or step not in checks.steps or held_out_losses(checkpoint_root, step) is not None:
         return
     if checks.per_example:
-        sums = {name: sharded_example_losses(placed, ExampleSet.open(directory, name), checks.seq_len,
-                                             checks.examples_per_forward, device) for name in checks.sets}
-        losses = {name: float(loss.sum() / counted.sum()) for name, (loss, counted) in sums.items()}
-        arrays = {name: loss for name, (loss, _) in sums.items()}
+        sums = {name: sharded_example_values(placed, ExampleSet.open(directory, name), checks.seq_len,
+                                             checks.examples_per_forward, device, checks.score_token)
+                for name in checks.sets}
+        scored = checks.score_token is not None
+        losses = {} if scored else {name: float(loss.sum() / counted.sum()) for name, (loss, counted) in sums.items()}
+        arrays = {name: values for name, (values, _) in sums.items()}
     else:
         losses = {name: sharded_mean_loss(placed, ExampleSet.open(directory, name), checks, device)
                   for name in checks.sets}

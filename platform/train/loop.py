@@ -32,7 +32,8 @@ from .held_out import HeldOutChecks, check_held_out
 from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
-from .preference_step import PreferenceObjective, preference_forward_backward, reference_losses
+from .preference_step import (PairwiseObjective, DPOObjective, RewardObjective, pairwise_forward_backward,
+                              reference_losses, start_reward_head)
 from .rank_init import initialised_rank_model, loaded_rank_model
 from .rank_model import RankModel, check_microbatches, worker_layout
 from .resume import resume_checkpoint
@@ -64,7 +65,7 @@ class TrainingJob:
     batches: BatchKind = "token_windows"
     gate: GateChecks | None = None  # the long-context gate's figures, measured at its steps (checkpoint steps, or 0)
     held_out: HeldOutChecks | None = None  # fine-tuning's held-out losses, measured at its steps
-    objective: PreferenceObjective | None = None  # None: the mean next-token loss; else DPO's (examples in pairs)
+    objective: PairwiseObjective | None = None  # None: the mean next-token loss; else DPO's or Bradley-Terry's (examples in pairs)
     progress: ProgressChannel | None = None  # a local run's step: rank 0 reports its progress there
 
 
@@ -105,8 +106,10 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         batches = open_batches(job.batches, data_dir, job.seed)
         batches.check(job.plan)
         reference = None  # measured on the input model, before a restore replaces it
-        if job.objective is not None:
+        if isinstance(job.objective, DPOObjective):
             reference = reference_losses(placed, job.objective, job.checkpoint_root, data_dir, rank, device)
+        if isinstance(job.objective, RewardObjective):
+            start_reward_head(placed, job.objective)  # a restore overwrites it
         restored = resume_checkpoint(job.checkpoint_root, job.checkpoint_steps, placed.parts, optimizers)
         progress = restored or Progress(step=0, cursor=0)
         restored_step = restored.step if restored else None
@@ -157,7 +160,7 @@ def _train_step(placed: RankModel, optimizers, batch: Batch, spec: StepPlan, job
         rank_loss = placed.forward_backward(batch, device)
         figures: dict[str, float] = {}
     else:
-        figures = preference_forward_backward(placed, batch, job.objective, reference, device)
+        figures = pairwise_forward_backward(placed, batch, job.objective, spec.sequences, reference, device)
     grad_norm = placed.clip_gradients(job.grad_clip_norm)
     for optimizer in optimizers:
         optimizer.step()

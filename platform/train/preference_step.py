@@ -1,21 +1,24 @@
-"""DPO on the training engine, for every layout, as a per-token weighting of the next-token loss.
+"""The pairwise objectives on the training engine, for every layout: DPO and the reward model's
+Bradley-Terry loss, each as a per-position weighting of a loss the engine sums.
 
-DPO's loss is a nonlinear function of whole responses' log-probabilities, so it cannot be summed
-over tokens, microbatches or ranks as the next-token loss is (step_loss.py). Its gradient can:
-with pc, pr the summed log-probs of a pair's chosen and rejected responses,
+Both losses are nonlinear functions of one value per response (DPO: its summed log-prob; the
+reward model: its score), so they cannot be summed over tokens, microbatches or ranks as the
+next-token loss is (step_loss.py). Their gradients can: with v_e the value of response e,
 
-    d L = dL/dpc * d pc + dL/dpr * d pr,    and  d pc = -sum over pc's tokens of d (token loss),
+    dL = sum_e dL/dv_e * dv_e,
 
-so the step's gradient is that of sum_t w_t * loss_t, w_t = -dL/dp of the response token t is
-in. A step therefore runs two passes over the rank's rows: a forward without autograd that gives
-every response's log-prob (one all-reduce shares the step's log-probs with every rank, so each
-computes the same loss and weights), then the weighted loss's forward and backward, which the
-engine runs like any other (FSDP2, TP, pipeline microbatches: the weights travel with the targets).
-The extra forward costs about a third of a step without activation checkpointing.
+and v_e is itself a sum over positions (of next-token losses, or the score token's logit at the
+response's last position), so the step's gradient is that of sum_t w_t * value_t with w_t the
+dL/dv of the response position t counts in. A step therefore runs two passes over the rank's
+rows: a forward without autograd that gives every response's value (one all-reduce shares the
+step's values with every rank, so each computes the same loss and weights), then the weighted
+sum's forward and backward, which the engine runs like any other (FSDP2, TP, pipeline
+microbatches: the weights travel with the targets). The extra forward costs about a third of a
+step without activation checkpointing.
 
-The reference model's log-probs are the input model's, measured by the workers over the whole
-training set before the first step (example_losses.py) and published next to the checkpoints: no
-second model is ever held, and a restart reads them back.
+DPO's reference log-probs are the input model's, measured by the workers over the whole training
+set before the first step (example_values.py) and published next to the checkpoints: no second
+model is ever held, and a restart reads them back.
 
 A step's examples are pairs in order (chosen, rejected, chosen, ...), and DP rank d holds the
 d-th contiguous share of them, so every pair sits on one rank (the driver makes the shares even).
@@ -27,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from .batches import Batch
-from .example_losses import sharded_example_losses, step_example_losses
 from .example_set import TRAIN, ExampleSet
+from .example_values import counted_positions, sharded_example_values, step_example_values
+from .rank_init import local_box
 from .rank_model import RankModel
 from .step_figures import load_step_arrays, publish_step_figures
 
@@ -36,27 +40,26 @@ REFERENCE_FIGURES = "reference"
 
 
 @dataclass(frozen=True)
-class PreferenceObjective:
+class DPOObjective:
     """DPO with the NLL term on chosen responses (the Llama 3 recipe); picklable."""
 
     beta: float
     nll_coefficient: float
     seq_len: int  # the reference pass packs the training examples into rows of this many tokens
     examples_per_forward: int = 16
+    score_token = None  # a response's value is its summed next-token loss
 
 
-def reference_losses(placed: RankModel, objective: PreferenceObjective, checkpoint_root: str, data_dir,
-                     rank: int, device: torch.device) -> np.ndarray:
-    """(Collective) [training examples] each one's summed loss under the reference model: the
-    input model, which `placed` must still hold unless they were published already (read back)."""
-    published = load_step_arrays(checkpoint_root, REFERENCE_FIGURES, 0)
-    if published is not None:
-        return published[TRAIN]
-    losses, _ = sharded_example_losses(placed, ExampleSet.open(data_dir, TRAIN), objective.seq_len,
-                                       objective.examples_per_forward, device)
-    if rank == 0:
-        publish_step_figures(checkpoint_root, REFERENCE_FIGURES, 0, {"examples": len(losses)}, {TRAIN: losses})
-    return losses
+@dataclass(frozen=True)
+class RewardObjective:
+    """Bradley-Terry, -log sigmoid(r(chosen) - r(rejected)), no margin term (as in Llama 3). A
+    response's reward is the logit of `score_token` (a reserved token, never in the data) at its
+    last position; that row of the output projection starts at zero, so every reward starts at 0."""
+
+    score_token: int
+
+
+PairwiseObjective = DPOObjective | RewardObjective
 
 
 @dataclass
@@ -90,23 +93,56 @@ def dpo_terms(
     return DPOTerms(loss, preference_loss, nll, margins.detach())
 
 
-def preference_forward_backward(placed: RankModel, batch: Batch, objective: PreferenceObjective,
-                                reference: np.ndarray, device: torch.device) -> dict[str, float]:
-    """(Collective) gradients of the step's DPO loss. `reference`: the summed next-token losses
-    (minus log-probs) of the step's examples under the reference model, in step order; `batch`:
-    this DP rank's share of them. Returns the step's loss and mean reward margin (every rank)."""
-    total = len(reference)
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    return -F.logsigmoid(chosen - rejected).mean()
+
+
+def reference_losses(placed: RankModel, objective: DPOObjective, checkpoint_root: str, data_dir,
+                     rank: int, device: torch.device) -> np.ndarray:
+    """(Collective) [training examples] each one's summed loss under the reference model: the
+    input model, which `placed` must still hold unless they were published already (read back)."""
+    published = load_step_arrays(checkpoint_root, REFERENCE_FIGURES, 0)
+    if published is not None:
+        return published[TRAIN]
+    losses, _ = sharded_example_values(placed, ExampleSet.open(data_dir, TRAIN), objective.seq_len,
+                                       objective.examples_per_forward, device)
+    if rank == 0:
+        publish_step_figures(checkpoint_root, REFERENCE_FIGURES, 0, {"examples": len(losses)}, {TRAIN: losses})
+    return losses
+
+
+@torch.no_grad()
+def start_reward_head(placed: RankModel, objective: RewardObjective) -> None:
+    """Zero the score token's row of the output projection, on the rank holding it (if any)."""
+    for part in placed.parts:
+        if part.output is None:
+            continue
+        local, offset = local_box(part.output.weight)
+        row = objective.score_token - offset[0]
+        if 0 <= row < local.shape[0]:
+            local[row].zero_()
+
+
+def pairwise_forward_backward(placed: RankModel, batch: Batch, objective: PairwiseObjective, total: int,
+                              reference: np.ndarray | None, device: torch.device) -> dict[str, float]:
+    """(Collective) gradients of the step's loss. `batch`: this DP rank's share of the step's
+    `total` examples; `reference` (DPO): their summed losses under the reference model, in step
+    order. Returns the step's loss and mean margin (every rank)."""
     per_rank = total // placed.layout.dp
     offset = placed.dp_rank * per_rank
-    losses, counted = step_example_losses(placed, batch, offset, total, device)
-    policy = (-losses).requires_grad_()
-    reference_t = torch.from_numpy(-np.asarray(reference, dtype=np.float64))
-    terms = dpo_terms(policy[0::2], policy[1::2], reference_t[0::2], reference_t[1::2], counted[0::2],
-                      objective.beta, objective.nll_coefficient)
-    terms.loss.backward()
-    # d L / d (a token's loss) = -d L / d (its response's log-prob)
-    example_weights = (-policy.grad[offset : offset + per_rank]).to(torch.float32)
+    values, counted = step_example_values(placed, batch, offset, total, device, objective.score_token)
+    values.requires_grad_()
+    if isinstance(objective, DPOObjective):
+        policy, reference_t = -values, torch.from_numpy(-np.asarray(reference, dtype=np.float64))
+        terms = dpo_terms(policy[0::2], policy[1::2], reference_t[0::2], reference_t[1::2], counted[0::2],
+                          objective.beta, objective.nll_coefficient)
+        loss, margins = terms.loss, terms.margins
+    else:
+        loss, margins = bradley_terry_loss(values[0::2], values[1::2]), (values[0::2] - values[1::2]).detach()
+    loss.backward()
+    example_weights = values.grad[offset : offset + per_rank].to(torch.float32)
     index = batch.example_index
-    token_weights = torch.where(index >= 0, example_weights[index.clamp(min=0)], 0.0)
-    placed.forward_backward(batch, device, token_weights=token_weights)
-    return {"loss": float(terms.loss.detach()), "reward_margin": float(terms.margins.mean())}
+    counts = counted_positions(batch, objective.score_token)
+    token_weights = torch.where(counts, example_weights[index.clamp(min=0)], 0.0)
+    placed.forward_backward(batch, device, token_weights=token_weights, score_token=objective.score_token)
+    return {"loss": float(loss.detach()), "reward_margin": float(margins.mean())}

@@ -40,15 +40,19 @@ def local_sums(placed: RankModel, batch: Batch, device: torch.device) -> torch.T
 
 
 @torch.no_grad()
-def token_losses(placed: RankModel, batch: Batch, device: torch.device) -> torch.Tensor | None:
-    """[rows, T] each position's next-token loss (0 where not counted) of this rank's rows of
-    `batch`, on the ranks that report (see local_sums); None on the others. Not under CP, whose
-    ranks hold chunks of the rows."""
+def position_values(placed: RankModel, batch: Batch, device: torch.device,
+                    score_token: int | None = None) -> torch.Tensor | None:
+    """[rows, T] a value at each position of this rank's rows of `batch`: its next-token loss (0
+    where not counted), or with `score_token` that token's logit; on the ranks that report (see
+    local_sums), None on the others. Not under CP, whose ranks hold chunks of the rows."""
     if placed.layout.cp > 1:
-        raise ValueError("per-position losses are not implemented under context parallelism")
+        raise ValueError("per-position values are not implemented under context parallelism")
     inputs, targets, model_inputs = placed.rank_inputs(batch, device)
-    losses = _forward(placed, inputs, model_inputs, targets=targets, loss_reduction="none")
-    return losses if reports(placed) else None
+    if score_token is None:
+        values = _forward(placed, inputs, model_inputs, targets=targets, loss_reduction="none")
+    else:
+        values = _forward(placed, inputs, model_inputs, score_token=score_token)
+    return values if reports(placed) else None
 
 
 def reports(placed: RankModel) -> bool:

@@ -85,13 +85,14 @@ class RankModel:
         shard = shard_context(inputs, targets, documents, cp, self.mesh["cp"].get_local_rank())
         return shard.tokens, shard.targets, {"positions": shard.positions, "attention_mask": shard.document_ids}
 
-    def forward_backward(self, batch: Batch, device: torch.device,
-                         token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_backward(self, batch: Batch, device: torch.device, token_weights: torch.Tensor | None = None,
+                         score_token: int | None = None) -> torch.Tensor:
         """Gradients of the step's loss: the mean over the counted targets of every DP rank's batch,
         however the batch is split (over DP ranks, into microbatches), so every layout trains the
         same. Returns this rank's share of that loss (zero on ranks without the last stage).
         token_weights [rows, T] (fp32): instead, the step's loss is the sum over every DP rank's
-        counted targets of weight x loss (the caller weighs for the whole step; not under CP)."""
+        counted targets of weight x loss, or with `score_token` of weight x that token's logit
+        (the caller weighs for the whole step; not under CP)."""
         inputs, targets, model_inputs = self.rank_inputs(batch, device)
         averaged_ranks = self.layout.dp * self.layout.cp  # FSDP averages the gradients over dp x cp ranks
         if token_weights is None:
@@ -101,6 +102,8 @@ class RankModel:
                 raise TrainingConfigError("weighted token losses (DPO) are not implemented under context parallelism")
             counted = torch.ones((), device=device)
             model_inputs["loss_weights"] = token_weights.to(device)
+            if score_token is not None:
+                model_inputs["score_token"] = score_token
         if self.stages is None:
             loss_sum = self.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum")
             share = weighted_sum(loss_sum, averaged_ranks, counted)

@@ -51,6 +51,6 @@ def test_one_round_improves_every_stage(tmp_path):
     assert m["round1.sft.rejection_sampled_dialogs"] == 8
     assert m["round1.sft.held_out_loss_after"] < m["round1.sft.held_out_loss_before"]
     assert m["round1.dpo.held_out_reward_margin_after"] > m["round1.dpo.held_out_reward_margin_before"]
-    assert {"round1.reward_model.train_bt_loss", "round1.sft.loss", "round1.dpo.train_loss"} <= sink.names
+    assert {"round1.reward_model.loss", "round1.sft.loss", "round1.dpo.loss", "round1.dpo.reward_margin"} <= sink.names
     with fetched(result.outputs["model"]) as directory:
         assert load_model(directory).cfg == preset.model

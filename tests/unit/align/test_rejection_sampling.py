@@ -27,8 +27,7 @@ def _model(tokenizer, seed: int) -> Transformer:
 def test_best_of_k_by_reward(tokenizer):
     torch.manual_seed(0)
     policy = _model(tokenizer, 0)
-    reward_model = RewardModel(_model(tokenizer, 1))
-    torch.nn.init.normal_(reward_model.head.weight)  # a reward that differs between replies
+    reward_model = RewardModel(_model(tokenizer, 1), score_token=tokenizer.vocab_size - 1)  # random: rewards differ
     prompts = [(Message("user", "Hello, how are you?"),), (Message("user", "Name a colour."),)]
     cfg = RejectionSamplingConfig(samples_per_prompt=4, temperature=1.0, max_new_tokens=6)
 

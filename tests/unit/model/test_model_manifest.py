@@ -91,15 +91,3 @@ def test_a_model_directory_without_a_manifest_is_refused_until_sealed(model, tmp
     assert torch.equal(load_model(directory).output.weight, model.output.weight)
     with pytest.raises(ModelDirectoryError, match="already exists"):
         seal_model_directory(directory)
-
-
-def test_a_reward_models_head_is_covered_by_its_manifest(model, tmp_path):
-    from llamaops.platform.align.reward import HEAD_FILE, RewardModel, load_reward_model, save_reward_model
-
-    reward = RewardModel(model)
-    save_reward_model(reward, tmp_path / "rm")
-    assert torch.equal(load_reward_model(tmp_path / "rm").head.weight, reward.head.weight)
-    head = tmp_path / "rm" / HEAD_FILE
-    overwrite_in_place(head, head.stat().st_size - 8, b"\xff" * 8)
-    with pytest.raises(ModelDirectoryError, match=f"{HEAD_FILE} is corrupt"):
-        load_reward_model(tmp_path / "rm")

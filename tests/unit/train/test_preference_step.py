@@ -1,6 +1,7 @@
-"""DPO on the engine: its two passes (log-probs without autograd, then the per-token weighted
-loss) give exactly the gradient autograd gives for the DPO loss of the same pairs computed in
-one process, packed into rows or one example per row; the per-example losses are each example's."""
+"""The pairwise objectives on the engine: their two passes (each response's value without
+autograd, then the per-position weighted loss or score) give exactly the gradient autograd gives
+for the DPO loss, and for the reward model's Bradley-Terry loss, of the same pairs computed in one
+process, packed into rows or one example per row; per-example values are each example's own."""
 import numpy as np
 import pytest
 import torch
@@ -10,9 +11,11 @@ from llamaops.platform.align.losses import response_logprobs
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.loss import linear_cross_entropy
-from llamaops.platform.train.example_losses import step_example_losses
+from llamaops.platform.align.reward import RewardModel
+from llamaops.platform.train.example_values import step_example_values
 from llamaops.platform.train.example_set import example_batch
-from llamaops.platform.train.preference_step import PreferenceObjective, dpo_terms, preference_forward_backward
+from llamaops.platform.train.preference_step import (DPOObjective, RewardObjective, bradley_terry_loss, dpo_terms,
+                                                     pairwise_forward_backward)
 from llamaops.platform.train.rank_model import RankModel
 
 from .micro import MICRO_VOCAB, micro_preset
@@ -57,8 +60,8 @@ def test_the_two_passes_give_autograds_dpo_gradient(row_tokens):
     model = _model()
     placed = RankModel([model], ParallelLayout(), None)
     batch = example_batch([(np.array(e.ids), np.array(e.trained)) for e in examples], row_tokens=row_tokens)
-    figures = preference_forward_backward(placed, batch, PreferenceObjective(BETA, NLL, 64), reference.numpy(),
-                                          torch.device("cpu"))
+    figures = pairwise_forward_backward(placed, batch, DPOObjective(BETA, NLL, 64), len(examples), reference.numpy(),
+                                        torch.device("cpu"))
     assert figures["loss"] == pytest.approx(float(terms.loss), rel=1e-5)
     assert figures["reward_margin"] == pytest.approx(float(terms.margins.mean()), rel=1e-4, abs=1e-6)
     want = _gradients(want_model)
@@ -66,16 +69,39 @@ def test_the_two_passes_give_autograds_dpo_gradient(row_tokens):
         torch.testing.assert_close(grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_per_example_losses_are_each_examples_own():
+@pytest.mark.parametrize("row_tokens", [None, 48])
+def test_the_two_passes_give_autograds_reward_model_gradient(row_tokens):
+    examples, token = _pairs(3), MICRO_VOCAB - 1
+    want_model = _model()
+    rewards = RewardModel(want_model, token)(examples)
+    loss = bradley_terry_loss(rewards[0::2], rewards[1::2])
+    loss.backward()
+
+    model = _model()
+    placed = RankModel([model], ParallelLayout(), None)
+    batch = example_batch([(np.array(e.ids), np.array(e.trained)) for e in examples], row_tokens=row_tokens)
+    figures = pairwise_forward_backward(placed, batch, RewardObjective(token), len(examples), None, torch.device("cpu"))
+    assert figures["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert figures["reward_margin"] == pytest.approx(float((rewards[0::2] - rewards[1::2]).mean()), rel=1e-4)
+    want = _gradients(want_model)
+    for name, grad in _gradients(model).items():
+        torch.testing.assert_close(grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert model.output.weight.grad[:token].abs().max() == 0  # the score token's row alone
+
+
+def test_per_example_values_are_each_examples_own():
     examples = _pairs(2)
     model = _model()
     placed = RankModel([model], ParallelLayout(), None)
     batch = example_batch([(np.array(e.ids), np.array(e.trained)) for e in examples], row_tokens=40)
-    losses, counted = step_example_losses(placed, batch, 0, len(examples), torch.device("cpu"))
+    losses, counted = step_example_values(placed, batch, 0, len(examples), torch.device("cpu"))
+    scores, _ = step_example_values(placed, batch, 0, len(examples), torch.device("cpu"), score_token=5)
     with torch.no_grad():
         alone = [-float(response_logprobs(model, [e])[0]) for e in examples]
+        alone_scores = [float(RewardModel(model, 5)([e])[0]) for e in examples]
     assert losses.tolist() == pytest.approx(alone, rel=1e-5)
     assert counted.tolist() == [e.trained_tokens for e in examples]
+    assert scores.tolist() == pytest.approx(alone_scores, rel=1e-5)
 
 
 def test_weighted_token_losses_are_the_weighted_sum_of_each_positions_loss():
