@@ -73,7 +73,7 @@ class ExampleSet:
 
     def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        return np.asarray(self.ids[start:stop]), np.asarray(self.learned[start:stop])
+        return np.array(self.ids[start:stop]), np.array(self.learned[start:stop])  # copies: the files are read-only
 
 
 def step_rows(directory: Path) -> np.ndarray:

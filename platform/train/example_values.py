@@ -18,6 +18,7 @@ from llamaops.platform.model.loss import IGNORE_INDEX
 
 from .batches import Batch
 from .example_set import ExampleSet, example_batch
+from .pipeline import step_microbatches
 from .rank_eval import position_values
 from .rank_model import RankModel
 
@@ -28,8 +29,21 @@ def step_example_values(placed: RankModel, batch: Batch, offset: int, total: int
     step's examples, this rank's `batch` holding those from `offset` on."""
     sums = torch.zeros(2, total, dtype=torch.float64, device=device)
     slots = torch.arange(offset, offset + int(batch.example_index.max()) + 1)
-    _add_batch(placed, batch, slots, sums, device, score_token)
+    for rows in _microbatches(placed, batch):
+        _add_batch(placed, rows, slots, sums, device, score_token)
     return tuple(_summed(placed, sums).cpu())  # type: ignore[return-value]
+
+
+def _microbatches(placed: RankModel, batch: Batch) -> list[Batch]:
+    """The batch as the training pass splits it: under PP its microbatches (forward-only stages
+    otherwise hand on the whole batch's hidden states at once), else whole."""
+    if placed.stages is None:
+        return [batch]
+    count = step_microbatches(placed.layout, batch.inputs.shape[0])
+    size = batch.inputs.shape[0] // count
+    return [Batch(*(t[start : start + size] for t in (batch.inputs, batch.targets, batch.document_ids,
+                                                       batch.example_index)))
+            for start in range(0, batch.inputs.shape[0], size)]
 
 
 def sharded_example_values(placed: RankModel, examples: ExampleSet, row_tokens: int, per_forward: int,
