@@ -25,6 +25,9 @@ class ParallelLayout(Config):
     pp_schedule: Literal["1f1b", "interleaved_1f1b"] = "1f1b"
     pp_stages_per_rank: PositiveInt = 1  # virtual stages; > 1 needs interleaved_1f1b
     pp_microbatches: PositiveInt = 4  # per step; 1F1B needs at least pp
+    # Without PP: the forward/backward passes a DP rank splits its rows of a step into, their
+    # gradients added up (gradient accumulation), so a pass holds the activations of its rows only.
+    accumulation_steps: PositiveInt = 1
 
     @field_validator("activation_checkpointing", mode="before")
     @classmethod

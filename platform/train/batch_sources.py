@@ -67,7 +67,8 @@ class ExampleSteps:
         per_rank = spec.sequences // layout.dp
         mine = self.rows[step][dp_rank * per_rank : (dp_rank + 1) * per_rank]
         packed = spec.seq_len if layout.pp == 1 else None  # the pipeline's microbatches are rows
-        return example_batch([self.examples.example(int(i)) for i in mine], layout.cp, layout.tp, packed)
+        return example_batch([self.examples.example(int(i)) for i in mine], layout.cp, layout.tp, packed,
+                             min_rows=layout.accumulation_steps)
 
     def next_cursor(self, cursor: int, spec: StepPlan) -> int:
         return cursor + 1

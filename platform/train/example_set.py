@@ -87,17 +87,19 @@ def padded_length(longest: int, cp: int, tp: int) -> int:
 
 
 def example_batch(examples: Sequence[tuple[np.ndarray, np.ndarray] | None], cp: int = 1, tp: int = 1,
-                  row_tokens: int | None = None) -> Batch:
+                  row_tokens: int | None = None, min_rows: int = 1) -> Batch:
     """The examples' rows (None: nothing, for ranks short of examples): one example per row, or,
     with `row_tokens`, packed into rows of at most that many next-token pairs (first fit, longest
     first), each example a document of its own: attention stays within it and its positions start
     at 0, so it computes exactly as alone. Inputs are the ids but the last, targets the next id
-    where it is learned, IGNORE_INDEX elsewhere; padding is one more document, counting nothing."""
+    where it is learned, IGNORE_INDEX elsewhere; padding is one more document, counting nothing,
+    and so are the empty rows added up to `min_rows` (one per gradient-accumulation pass)."""
     numbered = [(index, e) for index, e in enumerate(examples) if e is not None]
     if row_tokens:
         rows = _packed(numbered, row_tokens) or [[]]
     else:
         rows = [[(index, e)] if e is not None else [] for index, e in enumerate(examples)]
+    rows += [[] for _ in range(min_rows - len(rows))]
     fills = [sum(len(ids) - 1 for _, (ids, _) in row) for row in rows]
     length = padded_length(max(fills, default=1), cp, tp)
     inputs = torch.zeros(len(rows), length, dtype=torch.long)

@@ -105,10 +105,16 @@ class RankModel:
             if score_token is not None:
                 model_inputs["score_token"] = score_token
         if self.stages is None:
-            loss_sum = self.parts[0](inputs, **model_inputs, targets=targets, loss_reduction="sum")
-            share = weighted_sum(loss_sum, averaged_ranks, counted)
-            share.backward()
-            return share.detach() / averaged_ranks
+            share = torch.zeros((), device=device)
+            # Gradient accumulation: FSDP2 reduce-scatters each pass's gradients into the shards, so
+            # no pass holds more than its rows' activations and the shards' gradients.
+            passes = min(self.layout.accumulation_steps, inputs.shape[0])  # the same on every rank
+            for rows in _row_chunks(passes, inputs, targets, model_inputs):
+                loss_sum = self.parts[0](rows[0], **rows[2], targets=rows[1], loss_reduction="sum")
+                piece = weighted_sum(loss_sum, averaged_ranks, counted)
+                piece.backward()
+                share += piece.detach()
+            return share / averaged_ranks
         self.loss.counted_in_step = counted
         schedule = self._schedule_for(tuple(inputs.shape))
         losses: list[torch.Tensor] = []
@@ -169,6 +175,21 @@ class RankModel:
             norm = squared.sqrt()
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
         return float(norm)
+
+
+def _row_chunks(count: int, inputs: torch.Tensor, targets: torch.Tensor, model_inputs: dict[str, Any]):
+    """(inputs, targets, model inputs) of `count` consecutive groups of the rows (non-tensor model
+    inputs shared). Every DP rank must run as many (FSDP2 gathers collectively): token windows give
+    each the same rows, fine-tuning pads each to at least accumulation_steps."""
+    if count == 1:
+        yield inputs, targets, model_inputs
+        return
+    tensors = {name: value for name, value in model_inputs.items() if isinstance(value, torch.Tensor)}
+    for index in range(count):
+        def part(t: torch.Tensor) -> torch.Tensor:
+            return torch.tensor_split(t, count)[index]
+
+        yield part(inputs), part(targets), model_inputs | {name: part(t) for name, t in tensors.items()}
 
 
 def build_rank_model(model: Transformer, layout: ParallelLayout, device: torch.device) -> RankModel:

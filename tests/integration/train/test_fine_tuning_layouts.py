@@ -72,6 +72,7 @@ LAYOUTS = [
     ("tp2", ParallelLayout(tp=2)),
     ("pp2", PP2),
     ("dp2tp2", ParallelLayout(dp=2, tp=2)),
+    ("dp2-accumulating", ParallelLayout(dp=2, accumulation_steps=3)),  # 4 examples a rank, packed: padded rows
 ]
 
 

@@ -20,7 +20,8 @@ PP2_INTERLEAVED = PP2.model_copy(update={"pp_schedule": "interleaved_1f1b", "pp_
 
 
 @pytest.mark.parametrize(("name", "layout"), [("pp2", PP2), ("pp2-interleaved", PP2_INTERLEAVED),
-                                             ("tp2", ParallelLayout(tp=2)), ("cp2", ParallelLayout(cp=2))])
+                                             ("tp2", ParallelLayout(tp=2)), ("cp2", ParallelLayout(cp=2)),
+                                             ("dp2-accumulating", ParallelLayout(dp=2, accumulation_steps=2))])
 def test_two_ranks_train_as_one_process(tmp_path: Path, name: str, layout: ParallelLayout):
     want = _run(tmp_path, _job(tmp_path, "one", ParallelLayout()), 1, "one")
     got = _run(tmp_path, _job(tmp_path, name, layout), 2, name)
