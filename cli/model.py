@@ -19,6 +19,9 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace DST if it 
 class Stage(str, Enum):
     pretrain = "pretrain"
     long_context = "long_context"
+    sft = "sft"
+    reward_model = "reward_model"
+    dpo = "dpo"
 
 
 StageOption = Annotated[Stage, typer.Option(help="Training stage whose layout and token budget to use.")]

@@ -69,9 +69,10 @@ _DEPLOY_405B = DeployConfig(enabled=True, engine="vllm", tensor_parallel=8)
 
 def _bf16(**layout) -> Layout:
     """A GPU training layout: bf16 compute on fp32 master weights (FSDP2 mixed precision), the
-    Llama 3 recipe. Each train plan fits 80 GB without activation checkpointing, except that the
-    405B long-context stages (71.3 GiB counted, before CUDA context and NCCL buffers) use selective
-    checkpointing (48.9 GiB; `llamaops train plan 405b --stage long_context`)."""
+    Llama 3 recipe. The paper presets run one sequence a forward pass (pipeline microbatches, or
+    gradient accumulation without PP). Each stage's `llamaops train plan PRESET --stage STAGE`
+    fits 80 GB without activation checkpointing (at most 68.5 GiB counted, before CUDA context
+    and NCCL buffers), except the 405B long-context stages: selective checkpointing, 48.9 GiB."""
     return Layout(param_dtype="bf16", **layout)
 
 
@@ -127,6 +128,8 @@ def _paper_recipe(
         post_training=PostTrainingConfig(
             rounds=6,
             sft=SFTConfig(layout=post_training_layout, seq_len=8192, steps=9000, batch_size=256, lr=1e-5),
+            # llamaops's choice: the paper gives no reward-model batch; DPO's, on the SFT layout.
+            reward_model=RewardModelConfig(steps=1000, batch_size=256, lr=1e-5),
             dpo=DPOConfig(layout=post_training_layout, steps=1000, batch_size=256, lr=1e-5, beta=0.1, nll_coefficient=0.2),
         ),
         eval_gate=_PAPER_GATE,
@@ -221,9 +224,10 @@ def llama_8b() -> Preset:
         _h100_pool(nodes=64),
         peak_lr=3e-4,  # llamaops's choice, from the Llama 2 7B recipe; the paper gives 405B's only
         min_lr=3e-6,
-        pretrain_layout=_bf16(dp=512),
-        long_context_layout=_bf16(tp=8, cp=8, dp=8),
-        post_training_layout=Layout(dp=64),
+        # One sequence a forward pass: 4 a rank at 8K (16M tokens over 512), 16 at 128K, 8 in DPO.
+        pretrain_layout=_bf16(dp=512, accumulation_steps=4),
+        long_context_layout=_bf16(tp=8, cp=8, dp=8, accumulation_steps=16),
+        post_training_layout=_bf16(dp=64, accumulation_steps=8),
         deploy=DeployConfig(enabled=True, tensor_parallel=1),  # bf16 16 GB on one 80 GB GPU
     )
 
@@ -236,9 +240,10 @@ def llama_70b() -> Preset:
         _h100_pool(nodes=256),
         peak_lr=1.5e-4,  # llamaops's choice, from the Llama 2 70B recipe
         min_lr=1.5e-6,
-        pretrain_layout=_bf16(tp=8, pp=4, dp=64),
-        long_context_layout=_bf16(tp=8, cp=16, pp=4, dp=4),
-        post_training_layout=Layout(tp=8, dp=16),
+        # One sequence a microbatch: 32 a rank at 8K and at 128K, 32 in DPO.
+        pretrain_layout=_bf16(tp=8, pp=4, dp=64, pp_microbatches=32),
+        long_context_layout=_bf16(tp=8, cp=16, pp=4, dp=4, pp_microbatches=32),
+        post_training_layout=_bf16(tp=8, dp=16, accumulation_steps=32),
         # bf16 weights are 141 GB: 4 x 80 GB with room for the KV cache. Tensor parallelism is vLLM's.
         deploy=DeployConfig(enabled=True, engine="vllm", tensor_parallel=4),
     )
@@ -252,9 +257,10 @@ def llama_405b() -> Preset:
         _h100_pool(nodes=1024),
         peak_lr=8e-5,
         min_lr=8e-7,
-        pretrain_layout=_bf16(tp=8, pp=16, dp=64, pp_microbatches=16),
-        long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=4, pp_microbatches=16, activation_checkpointing="selective"),
-        post_training_layout=Layout(tp=8, pp=16, dp=8, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
+        # The paper's batch size per DP rank, 32 sequences (Table 4), one a microbatch; DPO's 64.
+        pretrain_layout=_bf16(tp=8, pp=16, dp=64, pp_microbatches=32),
+        long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=4, pp_microbatches=32, activation_checkpointing="selective"),
+        post_training_layout=_bf16(tp=8, pp=16, dp=8, pp_microbatches=64),
         deploy=_DEPLOY_405B,
     )
 
@@ -271,7 +277,7 @@ def full_405b() -> Preset:
         # the 16 stages: the paper's flexible schedule (interleaved 1F1B in torch) runs 8 microbatches.
         pretrain_layout=_bf16(tp=8, pp=16, dp=128, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=8, pp_microbatches=16, activation_checkpointing="selective"),
-        post_training_layout=Layout(tp=8, pp=16, dp=8, pp_microbatches=16, pp_schedule="interleaved_1f1b"),
+        post_training_layout=_bf16(tp=8, pp=16, dp=8, pp_microbatches=64),
         deploy=_DEPLOY_405B,
     )
 

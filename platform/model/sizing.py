@@ -3,7 +3,7 @@
 Pure arithmetic on the config: no tensors, so a 405B answer costs microseconds on a laptop.
 """
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.parallel import ParallelLayout
@@ -307,25 +307,66 @@ class SizingReport:
         }
 
 
-def stage_budget(preset: Preset, stage: str) -> tuple[ParallelLayout, int, int]:
-    """(layout, final sequence length, token budget) of a preset's pretrain or long_context stage."""
+PlannedStage = Literal["pretrain", "long_context", "sft", "reward_model", "dpo"]
+PLANNED_STAGES: tuple[str, ...] = PlannedStage.__args__  # type: ignore[attr-defined]
+
+# Post-training's compute, in tokens of a plain training step (6N FLOPs a token): the pairwise
+# objectives add a forward without autograd (2N) to every step (train/preference_step.py); DPO's
+# reference pass is one more forward over its training responses.
+PAIRWISE_STEP_COST = 4 / 3
+DPO_REFERENCE_COST = 1 / 3
+
+
+class StageBudget(NamedTuple):
+    layout: ParallelLayout
+    seq_len: int  # the stage's final sequence length
+    tokens: int  # its token budget
+    batch_tokens: int  # tokens of one optimizer step (its global batch, at the final length)
+
+
+def stage_budget(preset: Preset, stage: str) -> StageBudget:
+    """A preset's training stage as the plan sees it. A post-training budget is an upper bound
+    (every example as long as the stage's seq_len), in tokens of a plain training step."""
+    post = preset.post_training
     if stage == "pretrain":
-        return preset.pretrain.layout, preset.pretrain.seq_len, preset.pretrain.total_tokens
+        pretrain = preset.pretrain
+        return StageBudget(pretrain.layout, pretrain.seq_len, pretrain.total_tokens,
+                           pretrain.batch_ramp[-1].global_batch_tokens)
     if stage == "long_context":
         lc = preset.long_context
-        return lc.layout, lc.seq_lens[-1], lc.total_tokens
-    raise ValueError(f"unknown stage '{stage}'; choose pretrain or long_context")
+        return StageBudget(lc.layout, lc.seq_lens[-1], lc.total_tokens, lc.global_batch_tokens)
+    seq_len = post.sft.seq_len
+    if stage == "sft":
+        batch = post.sft.batch_size * seq_len
+        return StageBudget(post.sft.layout, seq_len, post.sft.steps * batch, batch)
+    if stage == "reward_model":  # on the SFT stage's layout
+        batch = 2 * post.reward_model.batch_size * seq_len
+        return StageBudget(post.sft.layout, seq_len, round(post.reward_model.steps * batch * PAIRWISE_STEP_COST), batch)
+    if stage == "dpo":
+        batch = 2 * post.dpo.batch_size * seq_len
+        tokens = round(post.dpo.steps * batch * (PAIRWISE_STEP_COST + DPO_REFERENCE_COST))
+        return StageBudget(post.dpo.layout, seq_len, tokens, batch)
+    raise ValueError(f"unknown stage '{stage}'; choose one of {', '.join(PLANNED_STAGES)}")
+
+
+def microbatch_sequences(layout: ParallelLayout, batch_tokens: int, seq_len: int) -> int:
+    """Sequences one forward of a rank runs: one of the passes its DP rank's share of the step's
+    batch is split into (accumulation_steps, or under PP the schedule's microbatches:
+    train/pipeline.step_microbatches)."""
+    rows = max(1, -(-batch_tokens // seq_len) // layout.dp)
+    passes = layout.accumulation_steps if layout.pp == 1 else layout.pp_microbatches
+    return -(-rows // min(passes, rows))
 
 
 def size_preset(
     preset: Preset,
-    stage: Literal["pretrain", "long_context"] = "pretrain",
+    stage: PlannedStage = "pretrain",
     seq_len: int | None = None,
     mfu: float = PLANNING_MFU,
 ) -> SizingReport:
     """Size a preset's pretraining (8K) or long-context stage at its final sequence length, or at
     `seq_len`, on that stage's layout and token budget."""
-    layout, default_seq_len, tokens = stage_budget(preset, stage)
+    layout, default_seq_len, tokens, batch_tokens = stage_budget(preset, stage)
     seq_len = seq_len or default_seq_len
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
@@ -337,7 +378,7 @@ def size_preset(
         layout=layout,
         parameters=parameter_breakdown(preset.model),
         flops_per_token=flops_per_token(preset.model, seq_len),
-        memory=memory_per_gpu(preset.model, layout, seq_len),
+        memory=memory_per_gpu(preset.model, layout, seq_len, microbatch_sequences(layout, batch_tokens, seq_len)),
         accelerator_memory_bytes=round(resources.accelerator_memory_gib * 2**30),
         total_tokens=tokens,
         mfu=mfu,

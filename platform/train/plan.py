@@ -23,6 +23,8 @@ from llamaops.platform.config.preset import Preset
 from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.model.sizing import (
     DTYPE_BYTES,
+    PlannedStage,
+    microbatch_sequences,
     cp_attention_bias_bytes,
     stage_activation_bytes,
     stage_budget,
@@ -105,21 +107,22 @@ class TrainingPlan:
 
 def plan_training(
     preset: Preset,
-    stage: Literal["pretrain", "long_context"] = "pretrain",
+    stage: PlannedStage = "pretrain",
     gpus: int | None = None,
     seq_len: int | None = None,
     mfu: float = PLANNING_MFU,
 ) -> TrainingPlan:
     """Shard `preset`'s `stage` layout (its data-parallel size rescaled to `gpus` if given) and
     report the busiest GPU's memory and the days to train the stage's token budget at `mfu`."""
-    layout, default_seq_len, tokens = stage_budget(preset, stage)
+    layout, default_seq_len, tokens, batch_tokens = stage_budget(preset, stage)
     if not 0 < mfu <= 1:
         raise PlanError(f"mfu must be in (0, 1], got {mfu}")
     layout = rescale(layout, gpus) if gpus is not None else layout
     seq_len = seq_len or default_seq_len
+    sequences = microbatch_sequences(layout, batch_tokens, seq_len)
     with fake_process_group(layout.world_size):
         mesh = build_mesh(layout)
-        busiest = max(stage_memories(preset.model, layout, mesh, seq_len), key=lambda m: m.total_bytes)
+        busiest = max(stage_memories(preset.model, layout, mesh, seq_len, sequences), key=lambda m: m.total_bytes)
     resources = preset.resources
     return TrainingPlan(
         preset=preset.name,
@@ -158,7 +161,9 @@ def fake_process_group(world_size: int) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int) -> list[StageMemory]:
+def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int,
+                   sequences: int = 1) -> list[StageMemory]:
+    """Each pipeline stage's peak on rank 0, each forward running `sequences` rows of `seq_len`."""
     counts = stage_layer_counts(cfg.n_layers, layout.pp)
     measured: dict[tuple, tuple[int, list[int]]] = {}
     memories = []
@@ -179,9 +184,9 @@ def stage_memories(cfg: ModelConfig, layout: ParallelLayout, mesh, seq_len: int)
             parameters_bytes=MASTER_BYTES * local + compute_bytes * sum(sorted(units)[-GATHERED_UNITS:]),
             gradients_bytes=GRADIENT_BYTES * (local + max(units)),
             optimizer_bytes=ADAM_BYTES * local,
-            activations_bytes=round(stage_activation_bytes(cfg, layout, seq_len, stage, 1, compute_bytes)),
+            activations_bytes=round(stage_activation_bytes(cfg, layout, seq_len, stage, sequences, compute_bytes)),
             loss_weight_bytes=loss_weight,
-            attention_bias_bytes=round(cp_attention_bias_bytes(layout, seq_len, 1, compute_bytes)),
+            attention_bias_bytes=round(cp_attention_bias_bytes(layout, seq_len, sequences, compute_bytes)),
         ))
     return memories
 

@@ -25,7 +25,8 @@ def test_info_json_for_405b():
     assert report["fits"] is True and report["accelerator_memory_bytes"] == 80 * 2**30
     assert report["layout"] == {"tp": 8, "cp": 1, "pp": 16, "dp": 64, "activation_checkpointing": "none",
                                 "param_dtype": "bf16", "compile": False,
-                                "pp_schedule": "1f1b", "pp_stages_per_rank": 1, "pp_microbatches": 16, "world_size": 8192}
+                                "pp_schedule": "1f1b", "pp_stages_per_rank": 1, "pp_microbatches": 32, "accumulation_steps": 1,
+                                "world_size": 8192}
     assert report["seq_len"] == 8192 and report["mfu"] == 0.4
     assert report == json.loads(json.dumps(size_preset(load_preset("405b")).to_dict()))
 

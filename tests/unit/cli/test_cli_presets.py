@@ -29,7 +29,7 @@ def test_show_prints_the_validated_preset_as_yaml_or_json():
     assert json.loads(as_json.stdout)["long_context"]["layout"] == {
         "tp": 8, "cp": 16, "pp": 16, "dp": 8, "activation_checkpointing": "selective",
         "param_dtype": "bf16", "compile": False,
-        "pp_schedule": "1f1b", "pp_stages_per_rank": 1, "pp_microbatches": 16,
+        "pp_schedule": "1f1b", "pp_stages_per_rank": 1, "pp_microbatches": 16, "accumulation_steps": 1,
     }
 
 

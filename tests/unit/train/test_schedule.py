@@ -56,12 +56,12 @@ def test_long_context_plan_visits_each_length_in_order():
 
 
 def test_paper_context_stages_take_the_most_whole_sequences_that_split_evenly():
-    cfg = load_preset("405b").long_context  # 16M tokens, DP 4 x 16 microbatches
+    cfg = load_preset("405b").long_context  # 16M tokens, DP 4 x 32 microbatches
     by_length = {step.seq_len: step for step in long_context_plan(cfg)}
     assert by_length[131_072].sequences == 128 and by_length[16_384].sequences == 1024  # exact
-    assert by_length[49_152].sequences == 320  # 341 fit; 320 is the largest multiple of 64
+    assert by_length[49_152].sequences == 256  # 341 fit; 256 is the largest multiple of 128
     assert by_length[98_304].sequences == 128
-    assert all(step.sequences % 64 == 0 and step.tokens <= cfg.global_batch_tokens for step in by_length.values())
+    assert all(step.sequences % 128 == 0 and step.tokens <= cfg.global_batch_tokens for step in by_length.values())
     stage_tokens = {}
     for step in long_context_plan(cfg):
         stage_tokens[step.seq_len] = stage_tokens.get(step.seq_len, 0) + step.tokens
@@ -71,7 +71,7 @@ def test_paper_context_stages_take_the_most_whole_sequences_that_split_evenly():
 
 def test_a_context_batch_smaller_than_dp_x_microbatches_is_refused():
     cfg = load_preset("405b").long_context.model_copy(update={"global_batch_tokens": 2**20})
-    with pytest.raises(TrainingConfigError, match="fewer than dp x microbatches = 64 sequences of 32768 tokens"):
+    with pytest.raises(TrainingConfigError, match="fewer than dp x microbatches = 128 sequences of 16384 tokens"):
         long_context_plan(cfg)
 
 
