@@ -35,15 +35,12 @@ def step_example_values(placed: RankModel, batch: Batch, offset: int, total: int
 
 
 def _microbatches(placed: RankModel, batch: Batch) -> list[Batch]:
-    """The batch as the training pass splits it: under PP its microbatches (forward-only stages
-    otherwise hand on the whole batch's hidden states at once), else whole."""
-    if placed.stages is None:
-        return [batch]
-    count = step_microbatches(placed.layout, batch.inputs.shape[0])
-    size = batch.inputs.shape[0] // count
-    return [Batch(*(t[start : start + size] for t in (batch.inputs, batch.targets, batch.document_ids,
-                                                       batch.example_index)))
-            for start in range(0, batch.inputs.shape[0], size)]
+    """The batch as the training pass splits it (its pipeline microbatches, or its gradient
+    accumulation passes), so that no forward holds more rows' activations than training does."""
+    layout, rows = placed.layout, batch.inputs.shape[0]
+    count = step_microbatches(layout, rows) if layout.pp > 1 else min(layout.accumulation_steps, rows)
+    tensors = (batch.inputs, batch.targets, batch.document_ids, batch.example_index)
+    return [Batch(*(torch.tensor_split(t, count)[index] for t in tensors)) for index in range(count)]
 
 
 def sharded_example_values(placed: RankModel, examples: ExampleSet, row_tokens: int, per_forward: int,

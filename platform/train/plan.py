@@ -3,14 +3,19 @@
 Each distinct pipeline stage (first, middle, last) is built on the meta device (no memory) and
 parallelized with the same code as training (tensor parallel, then FSDP2 over the dp x cp ranks)
 over a simulated mesh of the layout's full world size: a fake process group, whose collectives do
-nothing. The parameter,
-gradient and optimizer bytes are then counted from the shards rank 0 actually holds; activations
-come from the analytic count in model/sizing.py, as no step runs.
+nothing. The parameter, gradient and optimizer bytes are then counted from the shards rank 0
+actually holds; activations come from the analytic count in model/sizing.py, as no step runs, for
+the rows one forward runs.
+
+Peaks not counted, because none exceeds training's: a stage's input model is read shard by shard
+into the rank's own shards (rank_init.py), with no optimizer state yet; DPO holds no reference
+model, only 8 bytes a training response (preference_step.py); the pairwise objectives' forward
+without autograd runs the training pass's rows. Generation's KV cache is not counted: rejection
+sampling and eval do not generate on the training layout.
 """
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 import torch.distributed as dist
