@@ -21,13 +21,10 @@ from llamaops.platform.tracking.step_events import ProgressChannel, ProgressRepo
 from llamaops.platform.train.preference_step import DPOObjective, dpo_terms
 
 from .examples import batch_indices
-from .fine_tuning import FineTuning, fine_tune, in_pairs, pair_steps
+from .fine_tuning import HELD_OUT, FineTuning, fine_tune, in_pairs, pair_steps, pair_values
 from .losses import response_logprobs
 from .preferences import EncodedPair, preference_split
 from .training import EVAL_BATCH, adapt, check_output_free, load_input_model, make_optimizer, optimizer_step, publish_model
-
-HELD_OUT = "held_out"
-
 
 def preference_metrics(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
                        reference_rejected: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor,
@@ -66,7 +63,7 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
             {HELD_OUT: in_pairs(held_out)}, metrics,
             objective=DPOObjective(cfg.beta, cfg.nll_coefficient, sft_cfg.seq_len),
         )
-        policy_before, policy_after = (_chosen_rejected(-torch.from_numpy(losses[HELD_OUT]))
+        policy_before, policy_after = (pair_values(-losses[HELD_OUT])
                                        for losses in (tuned.example_values_before, tuned.example_values_after))
         engine = tuned.result.metrics
     # The reference is the input model: the policy before the first step.
@@ -89,10 +86,6 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
         "layout": "in-process (LoRA)" if cfg.lora_rank else cfg.layout.describe(),
     }
     return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)
-
-
-def _chosen_rejected(interleaved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return interleaved[0::2], interleaved[1::2]
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from llamaops.platform.config import Preset
 from llamaops.platform.config.parallel import ParallelLayout
@@ -53,9 +54,18 @@ class FineTuned:
     example_values_after: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+HELD_OUT = "held_out"  # the held-out example set of SFT, DPO and the reward model
+
+
 def in_pairs(pairs: Sequence[EncodedPair]) -> list[Example]:
     """chosen, rejected, chosen, ...: the order the engine's pairwise objectives read."""
     return [example for pair in pairs for example in (pair.chosen, pair.rejected)]
+
+
+def pair_values(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) of per-example values listed `in_pairs`' order."""
+    interleaved = torch.from_numpy(np.asarray(values))
+    return interleaved[0::2], interleaved[1::2]
 
 
 def pair_steps(steps: Iterable[Sequence[int]]) -> list[list[int]]:

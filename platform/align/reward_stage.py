@@ -4,21 +4,16 @@ reward objective), with held-out pairwise accuracy before and after, from the re
 workers measure."""
 import time
 
-import torch
-
 from llamaops.platform.config import Preset
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.train.preference_step import RewardObjective
 
 from .errors import AlignmentError
 from .examples import batch_indices
-from .fine_tuning import FineTuning, fine_tune, in_pairs, pair_steps
+from .fine_tuning import HELD_OUT, FineTuning, fine_tune, in_pairs, pair_steps, pair_values
 from .preferences import EncodedPair, preference_split
 from .reward import pairwise_metrics
 from .training import check_output_free
-
-HELD_OUT = "held_out"
-
 
 def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
     """(train, held-out) pairs of whole dialogs (no formatting tokens masked)."""
@@ -43,7 +38,7 @@ def run_reward_model(
         sft_model_uri, output_uri, in_pairs(train), pair_steps(batch_indices(len(train), cfg.batch_size, cfg.steps, cfg.seed)),
         {HELD_OUT: in_pairs(held_out)}, metrics, objective=RewardObjective(cfg.score_token),
     )
-    before, after = (pairwise_metrics(*_chosen_rejected(values[HELD_OUT]))
+    before, after = (pairwise_metrics(*pair_values(values[HELD_OUT]))
                      for values in (tuned.example_values_before, tuned.example_values_after))
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
@@ -53,8 +48,3 @@ def run_reward_model(
     report = {"loss": "Bradley-Terry, no margin", "pairs": "chosen = real answer; rejected = its words scrambled",
               "score_token": cfg.score_token, "layout": sft_cfg.layout.describe()}
     return StageResult(outputs={"reward_model": output_uri}, metrics=result_metrics, report=report)
-
-
-def _chosen_rejected(values) -> tuple[torch.Tensor, torch.Tensor]:
-    values = torch.from_numpy(values)
-    return values[0::2], values[1::2]

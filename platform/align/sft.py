@@ -11,13 +11,10 @@ from llamaops.platform.tracking.step_events import ProgressChannel, ProgressRepo
 from .conversations import check_languages, load_conversations, split_conversations
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
-from .fine_tuning import FineTuning, fine_tune
+from .fine_tuning import HELD_OUT, FineTuning, fine_tune
 from .losses import masked_loss_sum
 from .rejection_sampling import load_samples
 from .training import adapt, check_output_free, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
-
-HELD_OUT = "held_out"
-
 
 def run_sft(
     preset: Preset,

@@ -109,8 +109,8 @@ class RankModel:
             # Gradient accumulation: FSDP2 reduce-scatters each pass's gradients into the shards, so
             # no pass holds more than its rows' activations and the shards' gradients.
             passes = min(self.layout.accumulation_steps, inputs.shape[0])  # the same on every rank
-            for rows in _row_chunks(passes, inputs, targets, model_inputs):
-                loss_sum = self.parts[0](rows[0], **rows[2], targets=rows[1], loss_reduction="sum")
+            for pass_inputs, pass_targets, pass_model_inputs in _row_chunks(passes, inputs, targets, model_inputs):
+                loss_sum = self.parts[0](pass_inputs, **pass_model_inputs, targets=pass_targets, loss_reduction="sum")
                 piece = weighted_sum(loss_sum, averaged_ranks, counted)
                 piece.backward()
                 share += piece.detach()

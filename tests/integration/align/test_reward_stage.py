@@ -4,6 +4,7 @@ figures the workers measured."""
 import pytest
 import torch
 
+from llamaops.platform.align.errors import AlignmentError
 from llamaops.platform.align.reward import load_reward_model, pairwise_metrics
 from llamaops.platform.align.reward_stage import reward_pairs, run_reward_model
 from llamaops.platform.config import load_preset
@@ -38,3 +39,10 @@ def test_reward_model_learns_held_out_preferences(tmp_path):
     figures = pairwise_metrics(chosen, rejected)
     assert figures["pairwise_accuracy"] == m["held_out_pairwise_accuracy_after"]
     assert figures["bt_loss"] == pytest.approx(m["held_out_bt_loss_after"], rel=1e-4)
+
+
+def test_a_score_token_outside_the_vocabulary_is_refused_before_anything_is_written(tmp_path):
+    preset = load_preset("tiny", overrides=["post_training.reward_model.score_token=128256"])
+    with pytest.raises(AlignmentError, match="score_token=128256 is outside the model's 128256-token vocabulary"):
+        run_reward_model(preset, (tmp_path / "init").as_uri(), (tmp_path / "rm").as_uri())
+    assert list(tmp_path.iterdir()) == []
