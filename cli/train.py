@@ -49,4 +49,18 @@ def _format_plan(r: dict) -> str:
         f" {'fits' if r['fits'] else 'DOES NOT FIT'} (stage {memory['stage']}, {memory['layers']} layers)",
         *(f"  {kind.removesuffix('_bytes'):<16}{memory[kind] / gib:>10.2f} GiB" for kind in kinds),
         f"training time     {r['training_days']:>10.1f} days ({r['total_tokens']:.3g} tokens at {r['mfu']:.0%} MFU)",
+        *_generation_lines(r.get("generation"), r["accelerator_memory_bytes"]),
     ])
+
+
+def _generation_lines(g: dict | None, capacity: int) -> list[str]:
+    if g is None:
+        return []
+    gib = 2**30
+    return [
+        f"rejection sampling{g['total_bytes'] / gib:>10.1f} GiB per GPU: {'fits' if g['total_bytes'] <= capacity else 'DOES NOT FIT'}"
+        f" (TP {g['tp']}, {g['rows']} rows of {g['context']:,} tokens)",
+        f"  weights         {g['weights_bytes'] / gib:>10.2f} GiB",
+        f"  kv_cache        {g['kv_cache_bytes'] / gib:>10.2f} GiB",
+        f"  logits          {g['logits_bytes'] / gib:>10.2f} GiB",
+    ]

@@ -1,20 +1,20 @@
 """Rejection sampling (Llama 3): K sampled replies per prompt from the current model, scored by the
 reward model, the best kept as new SFT data; throughput reported in samples per second.
 
-Sampling goes through eval.generation, i.e. the serving engine's continuous batching and seeded sampler.
+Both models run on Ray workers (eval/generation_workers.py) on the SFT stage's layout: groups of
+its TP ranks, each rank holding its shards of one model at a time, the groups sharing the
+prompts. Sampling is the serving engine's continuous batching and seeded sampler.
 """
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from llamaops.platform.config import Preset
+from llamaops.platform.config.resources import CPU_RANK_THREADS
 from llamaops.platform.config.stages import RejectionSamplingConfig
-from llamaops.platform.eval.generation import sample_each
-from llamaops.platform.model import Transformer
-from llamaops.platform.model.precision import flush_denormals
+from llamaops.platform.eval.generation import per_prompt
+from llamaops.platform.eval.generation_workers import GenerationLayout, GenerationWorkers
 from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
@@ -24,10 +24,7 @@ from .conversations import check_languages, load_conversations, split_conversati
 from .errors import AlignmentError
 from .examples import encode_dialog
 from .preferences import seeded_order
-from .reward import RewardModel, load_reward_model
-from .training import check_output_free, load_input_model
-
-SCORE_BATCH = 16
+from .training import check_output_free
 
 
 @dataclass(frozen=True)
@@ -53,40 +50,49 @@ class RejectionSamplingResult:
         return sum(s.mean_reward for s in self.selections) / len(self.selections)
 
 
-@torch.no_grad()
-def score_replies(reward_model: RewardModel, tokenizer: Tokenizer, dialogs: Sequence[tuple[Message, ...]],
-                  replies: Sequence[str]) -> list[float]:
-    examples = [encode_dialog((*dialog, Message("assistant", reply)), tokenizer) for dialog, reply in zip(dialogs, replies)]
-    reward_model.eval()
-    scores = [reward_model(examples[s : s + SCORE_BATCH]) for s in range(0, len(examples), SCORE_BATCH)]
-    return torch.cat(scores).tolist()
+def best_of(prompts: Sequence[tuple[Message, ...]], replies: Sequence[Sequence[str]],
+            rewards: Sequence[float]) -> list[Selection]:
+    """Each prompt's highest-reward reply (the first among equals); `rewards` in the order of the
+    replies flattened prompt by prompt."""
+    selections, at = [], 0
+    for prompt, options in zip(prompts, replies):
+        scores = rewards[at : at + len(options)]
+        at += len(options)
+        best = max(range(len(options)), key=scores.__getitem__)
+        selections.append(Selection(tuple(prompt), options[best], scores[best], sum(scores) / len(options)))
+    return selections
 
 
-def rejection_sample(
-    policy: Transformer,
-    reward_model: RewardModel,
-    tokenizer: Tokenizer,
-    prompts: Sequence[tuple[Message, ...]],
-    cfg: RejectionSamplingConfig,
-    seed: int = 0,
-    batch_size: int = 16,
-) -> RejectionSamplingResult:
+def scored_tokens(tokenizer: Tokenizer, dialog: Sequence[Message], reply: str) -> list[int]:
+    """What the reward model reads of a dialog ending in `reply`: the inputs of its next-token
+    pairs, so the score sits at the token before the closing <|eot_id|> (align/reward.py)."""
+    return encode_dialog((*dialog, Message("assistant", reply)), tokenizer).ids[:-1]
+
+
+def rejection_sample(workers: GenerationWorkers, policy_uri: str, reward_model_uri: str, score_token: int,
+                     tokenizer: Tokenizer, prompts: Sequence[tuple[Message, ...]], cfg: RejectionSamplingConfig,
+                     seed: int = 0) -> RejectionSamplingResult:
+    """Best-of-K replies of the policy at `policy_uri` by the reward model at `reward_model_uri`."""
     if not prompts:
         raise AlignmentError("rejection sampling needs at least one prompt")
     k = cfg.samples_per_prompt
     started = time.perf_counter()
     encoded = [encode_dialog_for_generation(list(dialog), tokenizer) for dialog in prompts]
     params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-    replies = sample_each(policy.eval(), tokenizer, encoded, k, params, batch_size)
-    flat_dialogs = [p for p in prompts for _ in range(k)]
-    rewards = score_replies(reward_model, tokenizer, flat_dialogs, [r for rs in replies for r in rs])
-    selections = []
-    for n, (prompt, options) in enumerate(zip(prompts, replies)):
-        scores = rewards[n * k : (n + 1) * k]
-        best = max(range(k), key=scores.__getitem__)
-        selections.append(Selection(tuple(prompt), options[best], scores[best], sum(scores) / k))
+    workers.load(policy_uri)
+    replies = per_prompt(workers.generate([p for p in encoded for _ in range(k)], params, cfg.batch_size), k)
+    workers.load(reward_model_uri)
+    dialogs = [scored_tokens(tokenizer, prompt, reply) for prompt, options in zip(prompts, replies) for reply in options]
+    rewards = workers.scores(dialogs, score_token)
     seconds = time.perf_counter() - started
-    return RejectionSamplingResult(selections, len(prompts) * k, len(prompts) * k / seconds)
+    return RejectionSamplingResult(best_of(prompts, replies, rewards), len(prompts) * k, len(prompts) * k / seconds)
+
+
+def sampling_layout(preset: Preset) -> GenerationLayout:
+    """The SFT layout's ranks as generation groups of the preset's sampling TP."""
+    tp, world = preset.post_training.sampling_tp, preset.post_training.sft.layout.world_size
+    return GenerationLayout(tp=tp, groups=world // tp, use_gpu=preset.resources.gpus_per_node > 0,
+                            threads=CPU_RANK_THREADS)
 
 
 SAMPLES_FILE = "samples.jsonl"
@@ -100,13 +106,12 @@ def run_rejection_sampling(
     sft_cfg, cfg = preset.post_training.sft, preset.post_training.rejection_sampling
     check_languages(sft_cfg.languages)
     check_output_free(output_uri)
-    flush_denormals()
     train_dialogs, _ = split_conversations(load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed)
     prompts = [c.messages[:-1] for c in seeded_order(train_dialogs, sft_cfg.seed)][: cfg.prompts]
-    policy = load_input_model(model_uri)
-    with fetched(reward_model_uri) as directory:
-        reward_model = load_reward_model(directory, preset.post_training.reward_model.score_token)
-    result = rejection_sample(policy, reward_model, load_tokenizer(), prompts, cfg, sft_cfg.seed, cfg.batch_size)
+    layout = sampling_layout(preset)
+    with GenerationWorkers(layout) as workers:
+        result = rejection_sample(workers, model_uri, reward_model_uri, preset.post_training.reward_model.score_token,
+                                  load_tokenizer(), prompts, cfg, sft_cfg.seed)
     with staged_output(output_uri) as directory:
         with open(directory / SAMPLES_FILE, "w", encoding="utf-8") as out:
             for s in result.selections:
@@ -120,7 +125,8 @@ def run_rejection_sampling(
     }
     metrics.log_metrics(result_metrics)
     return StageResult(outputs={"samples": output_uri}, metrics=result_metrics,
-                       report={"samples_per_prompt": cfg.samples_per_prompt, "prompts": len(prompts)})
+                       report={"samples_per_prompt": cfg.samples_per_prompt, "prompts": len(prompts),
+                               "generation": {"tp": layout.tp, "groups": layout.groups}})
 
 
 def load_samples(uri: str) -> list[tuple[Message, ...]]:

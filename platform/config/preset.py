@@ -47,10 +47,15 @@ class Preset(Config):
                     f"{where}: {layout.describe()} needs more accelerators than the pool's "
                     f"{self.resources.accelerators}"
                 )
-        tp = self.deploy.tensor_parallel
-        if m.n_heads % tp or (m.n_kv_heads % tp and tp % m.n_kv_heads):
-            raise ValueError(f"deploy.tensor_parallel {tp} must divide n_heads {m.n_heads} and divide or be a "
-                             f"multiple of n_kv_heads {m.n_kv_heads}")
+        for where, tp in (("deploy.tensor_parallel", self.deploy.tensor_parallel),
+                          ("post_training.rejection_sampling.tp", self.post_training.sampling_tp)):
+            if m.n_heads % tp or (m.n_kv_heads % tp and tp % m.n_kv_heads):
+                raise ValueError(f"{where} {tp} must divide n_heads {m.n_heads} and divide or be a "
+                                 f"multiple of n_kv_heads {m.n_kv_heads}")
+        sft_world = self.post_training.sft.layout.world_size
+        if sft_world % self.post_training.sampling_tp:
+            raise ValueError(f"post_training.rejection_sampling.tp {self.post_training.sampling_tp} must divide the "
+                             f"SFT layout's {sft_world} ranks, which rejection sampling runs on")
         if self.long_context.seq_lens[-1] > m.max_seq_len:
             raise ValueError(
                 f"long_context.seq_lens ends at {self.long_context.seq_lens[-1]}, beyond model.max_seq_len {m.max_seq_len}"

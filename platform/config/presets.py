@@ -91,6 +91,7 @@ def _paper_recipe(
     long_context_layout: Layout,
     post_training_layout: Layout,
     deploy: DeployConfig,
+    sampling_tp: int | None = None,
 ) -> Preset:
     """Llama 3 paper's schedule: 15.6T tokens at 8K, ~800B tokens of context extension, 40M
     annealing tokens, six post-training rounds."""
@@ -130,6 +131,7 @@ def _paper_recipe(
             sft=SFTConfig(layout=post_training_layout, seq_len=8192, steps=9000, batch_size=256, lr=1e-5),
             # llamaops's choice: the paper gives no reward-model batch; DPO's, on the SFT layout.
             reward_model=RewardModelConfig(steps=1000, batch_size=256, lr=1e-5),
+            rejection_sampling=RejectionSamplingConfig(tp=sampling_tp),
             dpo=DPOConfig(layout=post_training_layout, steps=1000, batch_size=256, lr=1e-5, beta=0.1, nll_coefficient=0.2),
         ),
         eval_gate=_PAPER_GATE,
@@ -249,6 +251,12 @@ def llama_70b() -> Preset:
     )
 
 
+# bf16 weights are 812 GB: a rank's share at TP 8 (105 GB) exceeds 80 GB. Rejection sampling
+# splits the model over two nodes (the paper served bf16 405B on two nodes too), each key/value
+# head kept on two ranks: 55 GB of weights and 9 GB of KV cache a GPU (`train plan --stage sft`).
+_SAMPLING_TP_405B = 16
+
+
 def llama_405b() -> Preset:
     return _paper_recipe(
         "405b",
@@ -262,6 +270,7 @@ def llama_405b() -> Preset:
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=4, pp_microbatches=32, activation_checkpointing="selective"),
         post_training_layout=_bf16(tp=8, pp=16, dp=8, pp_microbatches=64),
         deploy=_DEPLOY_405B,
+        sampling_tp=_SAMPLING_TP_405B,
     )
 
 
@@ -279,6 +288,7 @@ def full_405b() -> Preset:
         long_context_layout=_bf16(tp=8, cp=16, pp=16, dp=8, pp_microbatches=16, activation_checkpointing="selective"),
         post_training_layout=_bf16(tp=8, pp=16, dp=8, pp_microbatches=64),
         deploy=_DEPLOY_405B,
+        sampling_tp=_SAMPLING_TP_405B,
     )
 
 

@@ -229,6 +229,9 @@ class RejectionSamplingConfig(Config):
     max_new_tokens: PositiveInt = 512
     prompts: PositiveInt = 1024  # training prompts sampled per round; their best replies join SFT
     batch_size: PositiveInt = 16  # rows generated together
+    # Ranks holding one copy of the model while sampling (tensor parallel); the SFT layout's ranks
+    # form world / tp copies that share the prompts. None: the SFT layout's TP.
+    tp: PositiveInt | None = None
 
 
 class RewardModelConfig(Config):
@@ -300,6 +303,11 @@ class PostTrainingConfig(Config):
     rejection_sampling: RejectionSamplingConfig = RejectionSamplingConfig()
     dpo: DPOConfig
     safety: SafetyConfig = SafetyConfig()
+
+    @property
+    def sampling_tp(self) -> int:
+        """The tensor parallelism rejection sampling generates and scores with."""
+        return self.rejection_sampling.tp or self.sft.layout.tp
 
     @model_validator(mode="after")
     def _check_averaging(self) -> "PostTrainingConfig":

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from llamaops.platform.model import Transformer
 from llamaops.platform.serve.engine import Engine, Request
+from llamaops.platform.serve.head import OutputHead
 from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.tokenizer import Message, Tokenizer, encode_dialog_for_generation
 
@@ -18,10 +19,12 @@ def generate(
     prompts: Sequence[Sequence[int]],
     params: SamplingParams,
     max_batch: int = 16,
+    head: OutputHead | None = None,
 ) -> list[str]:
     """The continuation of each token prompt until a stop id (the tokenizer's by default), a stop
     string or `params.max_tokens`. Request i draws with seed `params.seed + i`, so the same seed
-    gives the same texts run to run, whatever the batch size."""
+    gives the same texts run to run, whatever the batch size. head: a tensor-parallel model's
+    sharded output projection (serve/tensor_parallel.py)."""
     if not prompts:
         return []
     stop_ids = params.stop_ids or frozenset(tokenizer.stop_ids)
@@ -29,7 +32,7 @@ def generate(
     # The greedy screen quantises the whole output matrix when the engine is built: only worth it
     # when the requests are greedy (an engine lives for one call here).
     engine = Engine(model, tokenizer, max_batch=min(max_batch, len(prompts)), max_queue=len(prompts),
-                    max_seq_len=min(longest, model.cfg.max_seq_len), screen_greedy=params.greedy)
+                    max_seq_len=min(longest, model.cfg.max_seq_len), screen_greedy=params.greedy, head=head)
     seed = params.seed if params.seed is not None else 0
     requests = [
         engine.submit(Request(list(prompt), replace(params, seed=seed + i, stop_ids=stop_ids)))
@@ -58,5 +61,9 @@ def sample_each(
     """`samples_per_prompt` sampled continuations of each token prompt (sample s of prompt p is
     request p * samples_per_prompt + s, so its seed is fixed)."""
     k = samples_per_prompt
-    texts = generate(model, tokenizer, [p for p in prompts for _ in range(k)], params, max_batch)
-    return [texts[n * k : (n + 1) * k] for n in range(len(prompts))]
+    return per_prompt(generate(model, tokenizer, [p for p in prompts for _ in range(k)], params, max_batch), k)
+
+
+def per_prompt(texts: Sequence[str], k: int) -> list[list[str]]:
+    """Texts of prompts repeated `k` times each, grouped back by prompt."""
+    return [list(texts[n : n + k]) for n in range(0, len(texts), k)]

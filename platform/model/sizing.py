@@ -307,6 +307,39 @@ class SizingReport:
         }
 
 
+@dataclass(frozen=True)
+class GenerationMemory:
+    """Peak bytes on one GPU of a model split over `tp` ranks for generation
+    (serve/tensor_parallel.py): its weight shards, the engine's KV cache for `rows` requests of
+    `context` tokens, and the gathered fp32 logits of a decode step."""
+
+    tp: int
+    rows: int
+    context: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    logits_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.logits_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+
+def generation_memory(cfg: ModelConfig, tp: int, rows: int, context: int, compute_bytes: int = 2) -> GenerationMemory:
+    """A tensor-parallel rank holds the embedding and norms whole, 1/tp of the projections and the
+    output, and its share of the key/value heads (one, replicated, when tp exceeds them)."""
+    p = parameter_breakdown(cfg)
+    kv_heads = max(1, cfg.n_kv_heads // tp)
+    attention = cfg.n_layers * (2 * cfg.dim * cfg.n_heads * cfg.head_dim // tp + 2 * cfg.dim * kv_heads * cfg.head_dim)
+    weights = p.embedding + p.norms + attention + (p.ffn + p.output) // tp
+    kv_cache = 2 * cfg.n_layers * kv_heads * cfg.head_dim * rows * context
+    return GenerationMemory(tp, rows, context, compute_bytes * weights, compute_bytes * kv_cache,
+                            4 * rows * cfg.vocab_size)
+
+
 PlannedStage = Literal["pretrain", "long_context", "sft", "reward_model", "dpo"]
 PLANNED_STAGES: tuple[str, ...] = PlannedStage.__args__  # type: ignore[attr-defined]
 

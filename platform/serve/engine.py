@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model import Transformer
 from llamaops.platform.tokenizer import Tokenizer
 
@@ -92,6 +93,13 @@ class Request:
         return len(self.prompt) + len(self.generated)
 
 
+def _cache_config(model: Transformer) -> ModelConfig:
+    """The model's config with the key/value heads this process holds (a tensor-parallel rank
+    holds its share of them)."""
+    keys = next(iter(model.layers.values())).attention.wk.weight
+    return model.cfg.model_copy(update={"n_kv_heads": keys.shape[0] // model.cfg.head_dim})
+
+
 class Engine:
     def __init__(
         self,
@@ -106,10 +114,13 @@ class Engine:
         screen_greedy: bool = True,
         kv_block_size: int | None = None,
         kv_blocks: int | None = None,
+        head: OutputHead | None = None,
     ) -> None:
         """kv_block_size: keep keys and values in paged blocks of this many tokens (kv_store.py)
         instead of one dense max_seq_len row per slot; kv_blocks: the pool's size (default: as
-        many tokens as the dense cache)."""
+        many tokens as the dense cache). head: the output projection (default: the model's own,
+        with the greedy screen when `screen_greedy`); a tensor-parallel model brings its sharded
+        one (tensor_parallel.py)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
@@ -117,13 +128,14 @@ class Engine:
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         dtype = next(model.parameters()).dtype
         device = next(model.parameters()).device
+        cache_cfg = _cache_config(model)
         if kv_block_size is None:
-            self.kv: DenseRows | PagedRows = DenseRows(model.cfg, max_batch, self.max_seq_len, dtype, device)
+            self.kv: DenseRows | PagedRows = DenseRows(cache_cfg, max_batch, self.max_seq_len, dtype, device)
         else:
             blocks = kv_blocks or max_batch * -(-self.max_seq_len // kv_block_size)
-            self.kv = PagedRows(model.cfg, blocks, kv_block_size, dtype, device)
+            self.kv = PagedRows(cache_cfg, blocks, kv_block_size, dtype, device)
         self.device = device
-        self.head = OutputHead(model.output.weight, screen=screen_greedy)
+        self.head = head or OutputHead(model.output.weight, screen=screen_greedy)
         self.decoding: list[Request] = []  # slot i holds decoding[i]
         self.prefilling: list[Request] = []  # slot len(decoding) + i holds prefilling[i]
         self.waiting: deque[Request] = deque()

@@ -31,6 +31,10 @@ class OutputHead:
         """[N, dim] -> [N, vocab]."""
         return F.linear(hidden, self.weight)
 
+    def token_logits(self, hidden: torch.Tensor, token: int) -> torch.Tensor:
+        """[N, dim] -> [N] fp32 logits of one token (a reward model's score)."""
+        return hidden.float() @ self.weight[token].float()
+
     def argmax(self, hidden: torch.Tensor) -> list[int]:
         """The model's greedy token for each row of hidden [N, dim]."""
         if self.screen is None or len(hidden) > SCREEN_MAX_ROWS:

@@ -10,8 +10,10 @@ the rows one forward runs.
 Peaks not counted, because none exceeds training's: a stage's input model is read shard by shard
 into the rank's own shards (rank_init.py), with no optimizer state yet; DPO holds no reference
 model, only 8 bytes a training response (preference_step.py); the pairwise objectives' forward
-without autograd runs the training pass's rows. Generation's KV cache is not counted: rejection
-sampling and eval do not generate on the training layout.
+without autograd runs the training pass's rows. Rejection
+sampling generates on the SFT stage's ranks: the SFT plan adds that step's peak, a rank's share of
+the model split for generation and its KV cache (sizing.generation_memory; eval's generation is
+not planned).
 """
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,8 @@ from llamaops.platform.config.preset import Preset
 from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.model.sizing import (
     DTYPE_BYTES,
+    GenerationMemory,
+    generation_memory,
     PlannedStage,
     microbatch_sequences,
     cp_attention_bias_bytes,
@@ -83,10 +87,12 @@ class TrainingPlan:
     total_tokens: int
     mfu: float
     training_days: float
+    generation: GenerationMemory | None = None  # SFT: rejection sampling on the same ranks
 
     @property
     def fits(self) -> bool:
-        return self.busiest.total_bytes <= self.accelerator_memory_bytes
+        peaks = [self.busiest.total_bytes] + ([self.generation.total_bytes] if self.generation else [])
+        return max(peaks) <= self.accelerator_memory_bytes
 
     def to_dict(self) -> dict:
         return {
@@ -107,6 +113,7 @@ class TrainingPlan:
             "total_tokens": self.total_tokens,
             "mfu": self.mfu,
             "training_days": self.training_days,
+            **({"generation": self.generation.to_dict()} if self.generation else {}),
         }
 
 
@@ -141,7 +148,17 @@ def plan_training(
         training_days=training_days(
             preset.model, tokens, seq_len, layout.world_size, resources.peak_bf16_tflops * 1e12, mfu
         ),
+        generation=sampling_memory(preset) if stage == "sft" else None,
     )
+
+
+def sampling_memory(preset: Preset) -> GenerationMemory:
+    """Rejection sampling's peak on a GPU: the engine's KV cache holds `batch_size` rows of an SFT
+    dialog's longest prompt plus the new tokens."""
+    post, cfg = preset.post_training, preset.model
+    context = min(post.sft.seq_len + post.rejection_sampling.max_new_tokens, cfg.max_seq_len)
+    return generation_memory(cfg, post.sampling_tp, post.rejection_sampling.batch_size, context,
+                             DTYPE_BYTES[post.sft.layout.param_dtype])
 
 
 def rescale(layout: ParallelLayout, gpus: int) -> ParallelLayout:

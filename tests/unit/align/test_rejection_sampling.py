@@ -1,44 +1,23 @@
 import pytest
-import torch
 
-from llamaops.platform.align.rejection_sampling import rejection_sample, score_replies
-from llamaops.platform.align.reward import RewardModel
-from llamaops.platform.config.model import ModelConfig
-from llamaops.platform.config.stages import RejectionSamplingConfig
-from llamaops.platform.eval.generation import sample_each
-from llamaops.platform.model import Transformer
-from llamaops.platform.serve.sampling import SamplingParams
-from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
+from llamaops.platform.align.examples import encode_dialog
+from llamaops.platform.align.rejection_sampling import best_of, scored_tokens
+from llamaops.platform.tokenizer import Message, load_tokenizer
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
+def test_best_of_keeps_each_prompts_highest_reward_reply():
+    prompts = [(Message("user", "a"),), (Message("user", "b"),)]
+    replies = [["x", "y", "z"], ["p", "q", "r"]]
+    rewards = [0.1, 0.9, 0.5, 2.0, -1.0, 2.0]
+    first, second = best_of(prompts, replies, rewards)
+    assert (first.reply, first.reward, first.mean_reward) == ("y", 0.9, pytest.approx(0.5))
+    assert (second.reply, second.reward) == ("p", 2.0)  # the first among equals
+    assert first.prompt == prompts[0] and second.mean_reward == pytest.approx(1.0)
 
 
-def _model(tokenizer, seed: int) -> Transformer:
-    cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden_dim=32,
-                      vocab_size=tokenizer.vocab_size, max_seq_len=128, rope_scaling=None)
-    model = Transformer(cfg)
-    model.init_weights(seed)
-    return model.eval()
-
-
-def test_best_of_k_by_reward(tokenizer):
-    torch.manual_seed(0)
-    policy = _model(tokenizer, 0)
-    reward_model = RewardModel(_model(tokenizer, 1), score_token=tokenizer.vocab_size - 1)  # random: rewards differ
-    prompts = [(Message("user", "Hello, how are you?"),), (Message("user", "Name a colour."),)]
-    cfg = RejectionSamplingConfig(samples_per_prompt=4, temperature=1.0, max_new_tokens=6)
-
-    result = rejection_sample(policy, reward_model, tokenizer, prompts, cfg, seed=3, batch_size=3)
-    assert result.samples == 8 and result.samples_per_second > 0
-    encoded = [encode_dialog_for_generation(list(p), tokenizer) for p in prompts]
-    samples = sample_each(policy, tokenizer, encoded, 4, SamplingParams(max_tokens=6, temperature=1.0, seed=3), 3)
-    for prompt, options, chosen in zip(prompts, samples, result.selections):
-        scores = score_replies(reward_model, tokenizer, [prompt] * 4, options)
-        assert chosen.reply == options[max(range(4), key=scores.__getitem__)]
-        assert chosen.reward == pytest.approx(max(scores)) and chosen.mean_reward == pytest.approx(sum(scores) / 4)
-    assert result.mean_best_reward > result.mean_sample_reward  # distinct samples: the best beats the mean
-    again = rejection_sample(policy, reward_model, tokenizer, prompts, cfg, seed=3, batch_size=3)
-    assert [s.reply for s in again.selections] == [s.reply for s in result.selections]
+def test_the_reward_model_reads_the_dialog_up_to_the_token_before_its_end():
+    tokenizer = load_tokenizer()
+    dialog = (Message("user", "Name a colour."),)
+    tokens = scored_tokens(tokenizer, dialog, "Blue.")
+    whole = encode_dialog((*dialog, Message("assistant", "Blue.")), tokenizer).ids
+    assert tokens == whole[:-1] and whole[-1] == tokenizer.special_tokens["<|eot_id|>"]

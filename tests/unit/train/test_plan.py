@@ -49,3 +49,16 @@ def test_bad_gpu_counts_are_refused():
         rescale(ParallelLayout(tp=8, pp=16, dp=64), 1000)
     with pytest.raises(PlanError, match="mfu"):
         plan_training(load_preset("tiny"), mfu=0)
+
+
+def test_the_sft_plan_counts_rejection_sampling_on_its_ranks():
+    preset = load_preset("405b")
+    plan = plan_training(preset, "sft")
+    g = plan.generation
+    assert (g.tp, g.rows, g.context) == (16, 16, 8192 + 512) and plan.fits
+    cfg = preset.model
+    # 8 key/value heads over 16 ranks: one each, 2 bytes, keys and values, every layer and row.
+    assert g.kv_cache_bytes == 2 * 2 * cfg.n_layers * cfg.head_dim * 16 * (8192 + 512)
+    at_one_node = plan_training(load_preset("405b", overrides=["post_training.rejection_sampling.tp=8"]), "sft")
+    assert not at_one_node.fits and at_one_node.busiest.total_bytes < 80 * 2**30  # sampling is what does not fit
+    assert plan_training(preset, "dpo").generation is None
