@@ -50,7 +50,8 @@ else
   # services), then the cluster tiers (which wait for the background preparation); their output
   # goes to $others_log, printed once the Ray tests end. Every port is picked free; pytest numbers
   # each process's temporary directory apart.
-  ray_tests=(tests/integration/align tests/integration/data tests/integration/pipelines tests/integration/train)
+  ray_tests=(tests/integration/align tests/integration/data tests/integration/pipelines tests/integration/train
+             tests/integration/eval/test_eval_stage.py)
   others_log=build/tests/others.log
   mkdir -p build/tests
   .venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration "${ray_tests[@]/#/--ignore=}" \

@@ -67,3 +67,25 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def random_shards(tmp_path):
+    """A data-prep artifact of random tokens: `random_shards(validation_tokens)` -> its file:// URI
+    (two documents in each of the validation and train splits)."""
+    import numpy as np
+
+    from llamaops.platform.data.shards import write_split
+    from llamaops.platform.store import staged_output
+
+    def make(validation_tokens: int) -> str:
+        uri = f"file://{tmp_path}/shards-{validation_tokens}"
+        rng = np.random.default_rng(0)
+        half = validation_tokens // 2
+        with staged_output(uri) as directory:
+            docs = [rng.integers(0, 128_000, size=n).tolist() for n in (half, validation_tokens - half)]
+            write_split(directory, "validation", docs)
+            write_split(directory, "train", docs)
+        return uri
+
+    return make

@@ -1,7 +1,7 @@
 """Rejection sampling (Llama 3): K sampled replies per prompt from the current model, scored by the
 reward model, the best kept as new SFT data; throughput reported in samples per second.
 
-Both models run on Ray workers (eval/generation_workers.py) on the SFT stage's layout: groups of
+Both models run on Ray workers (eval/model_workers.py) on the SFT stage's layout: groups of
 its TP ranks, each rank holding its shards of one model at a time, the groups sharing the
 prompts. Sampling is the serving engine's continuous batching and seeded sampler.
 """
@@ -14,7 +14,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.config.resources import CPU_RANK_THREADS
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import per_prompt
-from llamaops.platform.eval.generation_workers import GenerationLayout, GenerationWorkers
+from llamaops.platform.eval.model_workers import WorkerLayout, ModelWorkers
 from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
@@ -69,7 +69,7 @@ def scored_tokens(tokenizer: Tokenizer, dialog: Sequence[Message], reply: str) -
     return encode_dialog((*dialog, Message("assistant", reply)), tokenizer).ids[:-1]
 
 
-def rejection_sample(workers: GenerationWorkers, policy_uri: str, reward_model_uri: str, score_token: int,
+def rejection_sample(workers: ModelWorkers, policy_uri: str, reward_model_uri: str, score_token: int,
                      tokenizer: Tokenizer, prompts: Sequence[tuple[Message, ...]], cfg: RejectionSamplingConfig,
                      seed: int = 0) -> RejectionSamplingResult:
     """Best-of-K replies of the policy at `policy_uri` by the reward model at `reward_model_uri`."""
@@ -88,10 +88,10 @@ def rejection_sample(workers: GenerationWorkers, policy_uri: str, reward_model_u
     return RejectionSamplingResult(best_of(prompts, replies, rewards), len(prompts) * k, len(prompts) * k / seconds)
 
 
-def sampling_layout(preset: Preset) -> GenerationLayout:
+def sampling_layout(preset: Preset) -> WorkerLayout:
     """The SFT layout's ranks as generation groups of the preset's sampling TP."""
     tp, world = preset.post_training.sampling_tp, preset.post_training.sft.layout.world_size
-    return GenerationLayout(tp=tp, groups=world // tp, use_gpu=preset.resources.gpus_per_node > 0,
+    return WorkerLayout(tp=tp, groups=world // tp, use_gpu=preset.resources.gpus_per_node > 0,
                             threads=CPU_RANK_THREADS)
 
 
@@ -109,7 +109,7 @@ def run_rejection_sampling(
     train_dialogs, _ = split_conversations(load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed)
     prompts = [c.messages[:-1] for c in seeded_order(train_dialogs, sft_cfg.seed)][: cfg.prompts]
     layout = sampling_layout(preset)
-    with GenerationWorkers(layout) as workers:
+    with ModelWorkers(layout) as workers:
         result = rejection_sample(workers, model_uri, reward_model_uri, preset.post_training.reward_model.score_token,
                                   load_tokenizer(), prompts, cfg, sft_cfg.seed)
     with staged_output(output_uri) as directory:

@@ -7,21 +7,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from llamaops.platform.config import Preset
 from llamaops.platform.data.packages import MissingPackageDataError
-from llamaops.platform.model.checkpoint import load_model, read_model_config
+from llamaops.platform.model.checkpoint import model_in_part, read_model_config
+from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
-from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
+from llamaops.platform.train.ray_runner import LOCAL_RAY_CPUS
 
 from .errors import EvalInputError
 from .gate import gate_report, judge
-from .generation import chat_replies
 from .mmlu import Question, load_mmlu_dev
-from .multiple_choice import multiple_choice_accuracy, select_questions
-from .perplexity import open_validation, validation_perplexity
+from .model_workers import ModelWorkers, WorkerLayout
+from .multiple_choice import multiple_choice_accuracy, prompt_and_choices, select_questions
+from .perplexity import open_validation, perplexity_of, window_indices
 from .safety import safety_rates
 
 REPORT_FILE = "report.json"
@@ -77,19 +77,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def eval_layout(preset: Preset) -> WorkerLayout:
+    """The eval step's pod: on a GPU pool one node, the model split over its GPUs; on CPUs one
+    process on the local Ray's CPUs."""
+    gpus = preset.resources.gpus_per_node
+    if gpus:
+        return WorkerLayout(tp=gpus, use_gpu=True)
+    return WorkerLayout(threads=LOCAL_RAY_CPUS)
+
+
 def run_eval(
     preset: Preset, model_uri: str, data_uri: str, output_uri: str, metrics: MetricsSink = NoMetrics()
 ) -> StageResult:
+    """Measure the model on Ray workers (model_workers.py): no process here holds it."""
     cfg, seq_len = preset.eval, preset.pretrain.seq_len
     tokenizer = load_tokenizer()
-    with fetched(model_uri) as model_dir, fetched(data_uri) as data_dir, staged_output(output_uri) as out:
-        # Every input is checked before the model is loaded or run.
-        _check_model(Path(model_dir), tokenizer.vocab_size, seq_len)
+    with fetched(data_uri) as data_dir, staged_output(output_uri) as out:
+        # Every input is checked before any worker starts.
+        with model_in_part(model_uri) as (model_dir, _):
+            _check_model(Path(model_dir), tokenizer.vocab_size, seq_len)
         stream = open_validation(Path(data_dir), seq_len)
+        windows = window_indices(stream.num_windows(seq_len), cfg.perplexity_windows)
         questions = _benchmark_questions(preset)
         harmful, borderline = _safety_prompts(preset)
-
-        model = load_model(model_dir, dtype=torch.float32).eval()
         seconds: dict[str, float] = {}
 
         def timed(part: str, measure: Callable[[], T]) -> T:
@@ -98,13 +108,20 @@ def run_eval(
             seconds[part] = round(time.perf_counter() - started, 3)
             return result
 
-        def respond(prompts: list[str]) -> list[str]:
-            return chat_replies(model, tokenizer, prompts, cfg.max_new_tokens, cfg.generation_batch_size)
+        layout = eval_layout(preset)
+        with ModelWorkers(layout) as workers:
+            timed("load", lambda: workers.load(model_uri))
 
-        ppl = timed("perplexity", lambda: validation_perplexity(
-            model, stream, seq_len, cfg.perplexity_windows, cfg.perplexity_batch_size))
-        choice = timed("multiple_choice", lambda: multiple_choice_accuracy(model, tokenizer, questions))
-        safety = timed("safety", lambda: safety_rates(respond, harmful, borderline))
+            def respond(prompts: list[str]) -> list[str]:
+                encoded = [encode_dialog_for_generation([Message("user", text)], tokenizer) for text in prompts]
+                return workers.generate(encoded, SamplingParams(max_tokens=cfg.max_new_tokens, temperature=0.0),
+                                        cfg.generation_batch_size)
+
+            ppl = timed("perplexity", lambda: perplexity_of(
+                workers.window_nll_sums(windows, data_uri, seq_len, cfg.perplexity_batch_size), seq_len))
+            choice = timed("multiple_choice", lambda: multiple_choice_accuracy(
+                questions, workers.choice_scores([prompt_and_choices(q, tokenizer) for q in questions])))
+            safety = timed("safety", lambda: safety_rates(respond, harmful, borderline))
 
         # The headline accuracy is length-normalised: choices differ in length, and the summed
         # log-likelihood favours short ones.
@@ -132,6 +149,7 @@ def run_eval(
                                                  "languages": cfg.multiple_choice_languages},
             "safety": asdict(safety),
             "seconds": seconds,
+            "workers": {"tp": layout.tp, "groups": layout.groups, "gpus": layout.use_gpu},
         })
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     metrics.log_metrics(result_metrics)

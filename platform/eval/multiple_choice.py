@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from llamaops.platform.model import Transformer
+from llamaops.platform.serve.head import OutputHead
 from llamaops.platform.tokenizer import Tokenizer
 
-from .hidden import final_hidden_states, log_probs_at
 from .mmlu import Question
 
 
@@ -36,20 +36,25 @@ class MultipleChoiceResult:
 
 
 @torch.no_grad()
-def score_continuations(model: Transformer, context: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[ChoiceScore]:
-    """Log-likelihood of each (non-empty) continuation after `context`, all in one right-padded batch."""
+def score_continuations(model: Transformer, context: Sequence[int], continuations: Sequence[Sequence[int]],
+                        head: OutputHead | None = None) -> list[ChoiceScore]:
+    """Log-likelihood of each (non-empty) continuation after `context`, all in one right-padded
+    batch. head: a tensor-parallel model's sharded output projection (default: the model's own)."""
     if not context or any(not c for c in continuations):
         raise ValueError("context and every continuation need at least one token")
     sequences = [list(context) + list(c) for c in continuations]
     width = max(map(len, sequences))
-    tokens = torch.tensor([seq + [0] * (width - len(seq)) for seq in sequences])
-    hidden = final_hidden_states(model, tokens)
+    device = next(model.parameters()).device
+    tokens = torch.tensor([seq + [0] * (width - len(seq)) for seq in sequences], device=device)
+    hidden = model(tokens, project=False)
     # The token at position p is predicted by the hidden state at p - 1; all rows' predicting
     # states go through the output projection together (one pass over its weight).
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(continuations)])
     columns = torch.cat([torch.arange(len(c)) + len(context) - 1 for c in continuations])
     targets = torch.tensor([t for c in continuations for t in c])
-    picked = log_probs_at(model, hidden[rows, columns]).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    head = head or OutputHead(model.output.weight, screen=False)
+    logits = head.logits(hidden[rows.to(device), columns.to(device)]).float().cpu()
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     sums = torch.zeros(len(continuations), dtype=picked.dtype).index_add_(0, rows, picked)
     return [ChoiceScore(float(total), len(c)) for total, c in zip(sums, continuations)]
 
@@ -83,12 +88,12 @@ def select_questions(questions: list[Question], tokenizer: Tokenizer, count: int
     return [questions[i] for i in sorted(picked)]
 
 
-def multiple_choice_accuracy(model: Transformer, tokenizer: Tokenizer, questions: list[Question]) -> MultipleChoiceResult:
+def multiple_choice_accuracy(questions: list[Question], scores_of: list[list[ChoiceScore]]) -> MultipleChoiceResult:
+    """Accuracy of the choices' scores (`scores_of[i]`: question i's, score_continuations)."""
     if not questions:
         raise ValueError("no questions to evaluate")
     correct_sum = correct_normalised = 0
-    for question in questions:
-        scores = score_continuations(model, *prompt_and_choices(question, tokenizer))
+    for question, scores in zip(questions, scores_of, strict=True):
         correct_sum += argmax([s.log_likelihood for s in scores]) == question.answer
         correct_normalised += argmax([s.normalised for s in scores]) == question.answer
     n = len(questions)

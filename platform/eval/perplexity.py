@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from llamaops.platform.data.shards import TokenStream
 from llamaops.platform.model import Transformer
+from llamaops.platform.serve.head import OutputHead
 
 from .errors import EvalInputError
 
@@ -55,18 +57,31 @@ def window_rows(stream: TokenStream, indices: list[int], seq_len: int) -> tuple[
     return torch.from_numpy(np.stack([w[0] for w in windows])), torch.from_numpy(np.stack([w[1] for w in windows]))
 
 
+POSITIONS_PER_PROJECTION = 1024  # logits of this many positions at a time: [1024, vocab] fp32 is 0.5 GB
+
+
 @torch.no_grad()
-def validation_perplexity(
-    model: Transformer, stream: TokenStream, seq_len: int, max_windows: int, batch_size: int
-) -> PerplexityResult:
-    indices = window_indices(stream.num_windows(seq_len), max_windows)
-    total_nll, total_tokens = 0.0, 0
+def window_nll_sums(model: Transformer, head: OutputHead, stream: TokenStream, indices: list[int], seq_len: int,
+                    batch_size: int) -> list[float]:
+    """The summed next-token NLL of each window (every one of its seq_len targets counted), the
+    output projection through `head` (a tensor-parallel model's sharded one, or the model's own)."""
+    sums: list[float] = []
     for start in range(0, len(indices), batch_size):
         tokens, document_ids = window_rows(stream, indices[start : start + batch_size], seq_len)
-        mean_nll = model(tokens[:, :-1], document_ids=document_ids[:, :-1], targets=tokens[:, 1:])
-        count = tokens[:, 1:].numel()
-        total_nll += float(mean_nll) * count
-        total_tokens += count
-    mean = total_nll / total_tokens
+        device = next(model.parameters()).device
+        hidden = model(tokens[:, :-1].to(device), document_ids=document_ids[:, :-1].to(device), project=False)
+        targets = tokens[:, 1:].to(device)
+        per_position = torch.cat([
+            F.cross_entropy(head.logits(h).float(), t, reduction="none")
+            for h, t in zip(hidden.flatten(0, 1).split(POSITIONS_PER_PROJECTION),
+                            targets.flatten().split(POSITIONS_PER_PROJECTION))
+        ])
+        sums += per_position.view(len(tokens), seq_len).sum(1).tolist()
+    return sums
+
+
+def perplexity_of(window_sums: list[float], seq_len: int) -> PerplexityResult:
+    tokens = len(window_sums) * seq_len
+    mean = sum(window_sums) / tokens
     perplexity = math.exp(mean) if mean < _MAX_EXP_ARG else math.inf
-    return PerplexityResult(perplexity, mean, len(indices), total_tokens)
+    return PerplexityResult(perplexity, mean, len(window_sums), tokens)

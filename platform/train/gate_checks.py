@@ -4,7 +4,7 @@ layout places it (rank_eval.py), so no process ever holds the whole model for th
 At each of the job's gate steps (0: the input model, before the first step; k: right after step
 k's checkpoint) the workers compute, under no_grad:
 - the short-context loss: the mean next-token loss over the validation windows that the
-  one-process `eval.perplexity.validation_perplexity` picks (the same choice, every target
+  eval stage picks (`eval.perplexity.window_indices` (the same choice, every target
   counted), the windows split over the DP ranks;
 - (steps > 0, when needles are configured) the needles found at the length of the step just
   trained, teacher-forced: see `needle_found_sums`.

@@ -47,12 +47,14 @@ def test_accuracy_is_one_when_the_model_favours_the_right_answers_and_zero_other
     (paris,) = tokenizer.encode(" Paris")
     questions = [Question("en", "geo", "Capital of Italy?", choices, 2), Question("en", "geo", "Where is the Colosseum?", choices, 2)]
 
-    rome_model = unigram_model(cfg, {rome: 8.0})
-    result = multiple_choice_accuracy(rome_model, tokenizer, questions)
+    def accuracy(model):
+        return multiple_choice_accuracy(questions, [score_continuations(model, *prompt_and_choices(q, tokenizer))
+                                                    for q in questions])
+
+    result = accuracy(unigram_model(cfg, {rome: 8.0}))
     assert (result.accuracy, result.accuracy_length_normalised, result.chance, result.questions) == (1.0, 1.0, 0.25, 2)
 
-    paris_model = unigram_model(cfg, {paris: 8.0})
-    result = multiple_choice_accuracy(paris_model, tokenizer, questions)
+    result = accuracy(unigram_model(cfg, {paris: 8.0}))
     assert (result.accuracy, result.accuracy_length_normalised) == (0.0, 0.0)
 
 

@@ -11,7 +11,7 @@ from llamaops.platform.align.reward import RewardModel
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import generate
-from llamaops.platform.eval.generation_workers import GenerationLayout, GenerationWorkers
+from llamaops.platform.eval.model_workers import WorkerLayout, ModelWorkers
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import save_model
 from llamaops.platform.model.sizing import generation_memory
@@ -49,7 +49,7 @@ def test_workers_generate_what_one_process_generates(tokenizer, tmp_path, tp, gr
     prompts = [encode_dialog_for_generation(list(d), tokenizer) for d in DIALOGS]
     greedy, hot = SamplingParams(max_tokens=12, temperature=0.0), SamplingParams(max_tokens=12, temperature=1.0, seed=7)
     dialogs = [scored_tokens(tokenizer, d, "Red, as blood.") for d in DIALOGS]
-    with GenerationWorkers(GenerationLayout(tp=tp, groups=groups)) as workers:
+    with ModelWorkers(WorkerLayout(tp=tp, groups=groups)) as workers:
         workers.load(uri)
         assert workers.generate(prompts, greedy, 4) == generate(model, tokenizer, prompts, greedy, 4)
         assert workers.generate(prompts, hot, 4) == generate(model, tokenizer, prompts, hot, 4)
@@ -73,7 +73,7 @@ def test_rejection_sampling_keeps_the_best_rewarded_reply(tokenizer, tmp_path):
     policy, policy_uri = _published(tokenizer, tmp_path / "policy", seed=0)
     reward, reward_uri = _published(tokenizer, tmp_path / "reward", seed=1)
     cfg = RejectionSamplingConfig(samples_per_prompt=3, temperature=1.0, max_new_tokens=6, batch_size=4)
-    with GenerationWorkers(GenerationLayout(tp=2, groups=1)) as workers:
+    with ModelWorkers(WorkerLayout(tp=2, groups=1)) as workers:
         result = rejection_sample(workers, policy_uri, reward_uri, SCORE_TOKEN, tokenizer, DIALOGS[:3], cfg, seed=3)
     assert result.samples == 9 and result.samples_per_second > 0
     prompts = [encode_dialog_for_generation(list(d), tokenizer) for d in DIALOGS[:3]]
@@ -90,8 +90,8 @@ def test_rejection_sampling_keeps_the_best_rewarded_reply(tokenizer, tmp_path):
 
 
 def test_a_layout_the_cluster_cannot_hold_fails_in_one_line(monkeypatch):
-    from llamaops.platform.eval import generation_workers
+    from llamaops.platform.eval import model_workers
 
-    monkeypatch.setattr(generation_workers, "PLACEMENT_TIMEOUT_S", 2)
-    with pytest.raises(generation_workers.GenerationError, match="64 generation ranks .* found no room"):
-        GenerationWorkers(GenerationLayout(tp=8, groups=8))
+    monkeypatch.setattr(model_workers, "PLACEMENT_TIMEOUT_S", 2)
+    with pytest.raises(model_workers.ModelWorkersError, match="64 generation ranks .* found no room"):
+        ModelWorkers(WorkerLayout(tp=8, groups=8))

@@ -1,10 +1,11 @@
-"""Generation on Ray workers: data-parallel groups over the prompts, each group one model split
-over `tp` ranks (serve/tensor_parallel.py), every rank reading only its shards of the model.
+"""A model on Ray workers for generation and scoring (rejection sampling, evaluation): data-parallel
+groups sharing the work, each group one model split over `tp` ranks (serve/tensor_parallel.py),
+every rank reading only its shards of the model.
 
-The driver holds prompts and texts, never a model. Group g takes a contiguous share of the
-requests and request i keeps seed `params.seed + i` whichever group runs it, so the texts do not
-depend on the layout. Within a group every rank runs the same serving engine on the same
-requests; the group's first rank returns the texts.
+The driver holds prompts, texts and figures, never a model. Group g takes a contiguous share of
+the items; generation request i keeps seed `params.seed + i` whichever group runs it, so nothing
+depends on the layout. Within a group every rank runs the same code on the same items (the
+serving engine for generation); the group's first rank returns the results.
 """
 import socket
 from collections.abc import Sequence
@@ -14,22 +15,24 @@ import torch
 
 from llamaops.platform.model.checkpoint import model_in_part
 from llamaops.platform.model.precision import cpu_compute_dtype, flush_denormals
+from llamaops.platform.serve.head import OutputHead
 from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.serve.tensor_parallel import TensorParallelGroup, load_tensor_parallel
 from llamaops.platform.tokenizer import load_tokenizer
 
 from .generation import generate
+from .multiple_choice import ChoiceScore, score_continuations
 
 SCORE_ROWS = 16  # dialogs scored in one forward
 PLACEMENT_TIMEOUT_S = 300  # for the ranks' CPUs and GPUs, e.g. while an autoscaler adds nodes
 
 
-class GenerationError(RuntimeError):
+class ModelWorkersError(RuntimeError):
     """The generation workers cannot start."""
 
 
 @dataclass(frozen=True)
-class GenerationLayout:
+class WorkerLayout:
     tp: int = 1  # ranks holding one copy of the model
     groups: int = 1  # copies, each generating its share of the prompts
     use_gpu: bool = False
@@ -45,7 +48,7 @@ def shares(count: int, groups: int) -> list[range]:
     return [range(g * count // groups, (g + 1) * count // groups) for g in range(groups)]
 
 
-class GenerationRank:
+class ModelRank:
     """One Ray actor: a rank of a tensor-parallel group (run through `ray.remote`)."""
 
     def endpoint(self) -> tuple[str, int]:
@@ -55,7 +58,7 @@ class GenerationRank:
             probe.bind(("", 0))
             return ray.util.get_node_ip_address(), probe.getsockname()[1]
 
-    def join(self, rank: int, layout: GenerationLayout, address: str, port: int) -> None:
+    def join(self, rank: int, layout: WorkerLayout, address: str, port: int) -> None:
         import torch.distributed as dist
 
         torch.set_num_threads(layout.threads)
@@ -85,9 +88,7 @@ class GenerationRank:
     @torch.inference_mode()
     def scores(self, dialogs: Sequence[Sequence[int]], score_token: int) -> list[float]:
         """Each token dialog's `score_token` logit at its last position (the reward model's score)."""
-        from llamaops.platform.serve.head import OutputHead
-
-        head = self.head or OutputHead(self.model.output.weight, screen=False)
+        head = self._head()
         out = []
         for start in range(0, len(dialogs), SCORE_ROWS):
             rows = dialogs[start : start + SCORE_ROWS]
@@ -98,6 +99,23 @@ class GenerationRank:
             out += head.token_logits(hidden[ends.to(self.device)], score_token).tolist()
         return out
 
+    def window_nll_sums(self, indices: list[int], data_uri: str, seq_len: int, batch_size: int) -> list[float]:
+        """eval.perplexity.window_nll_sums of the validation windows `indices`."""
+        from llamaops.platform.store import fetched
+
+        from .perplexity import open_validation, window_nll_sums
+
+        with fetched(data_uri) as directory:
+            stream = open_validation(directory, seq_len)
+            return window_nll_sums(self.model, self._head(), stream, indices, seq_len, batch_size)
+
+    def choice_scores(self, items: list[tuple[list[int], list[list[int]]]]) -> list[list[ChoiceScore]]:
+        """eval.multiple_choice.score_continuations of each (context, continuations)."""
+        return [score_continuations(self.model, context, choices, self._head()) for context, choices in items]
+
+    def _head(self) -> OutputHead:
+        return self.head or OutputHead(self.model.output.weight, screen=False)
+
     def close(self) -> None:
         import torch.distributed as dist
 
@@ -105,10 +123,10 @@ class GenerationRank:
             dist.destroy_process_group()
 
 
-class GenerationWorkers:
+class ModelWorkers:
     """The workers of one layout, joined into one process group; a context manager."""
 
-    def __init__(self, layout: GenerationLayout) -> None:
+    def __init__(self, layout: WorkerLayout) -> None:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -123,18 +141,18 @@ class GenerationWorkers:
             ray.get(self.placement.ready(), timeout=PLACEMENT_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             ray.util.remove_placement_group(self.placement)
-            raise GenerationError(
+            raise ModelWorkersError(
                 f"{layout.world_size} generation ranks of {bundle} found no room in {PLACEMENT_TIMEOUT_S} s "
                 f"(the Ray cluster has {ray.cluster_resources()}); give the step more workers or lower its layout"
             ) from None
-        self.ranks = [ray.remote(GenerationRank).options(
+        self.ranks = [ray.remote(ModelRank).options(
             num_cpus=layout.threads, num_gpus=1 if layout.use_gpu else 0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=n),
         ).remote() for n in range(layout.world_size)]
         address, port = ray.get(self.ranks[0].endpoint.remote())
         ray.get([r.join.remote(n, layout, address, port) for n, r in enumerate(self.ranks)])
 
-    def __enter__(self) -> "GenerationWorkers":
+    def __enter__(self) -> "ModelWorkers":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,5 +198,11 @@ class GenerationWorkers:
         return ray.get([r.held_bytes.remote() for r in self.ranks])
 
     def scores(self, dialogs: Sequence[Sequence[int]], score_token: int) -> list[float]:
-        """Each token dialog's `score_token` logit at its last position, as `GenerationRank.scores`."""
+        """Each token dialog's `score_token` logit at its last position, as `ModelRank.scores`."""
         return self._each_group("scores", [list(d) for d in dialogs], score_token)
+
+    def window_nll_sums(self, indices: list[int], data_uri: str, seq_len: int, batch_size: int) -> list[float]:
+        return self._each_group("window_nll_sums", indices, data_uri, seq_len, batch_size)
+
+    def choice_scores(self, items: list[tuple[list[int], list[list[int]]]]) -> list[list[ChoiceScore]]:
+        return self._each_group("choice_scores", items)
