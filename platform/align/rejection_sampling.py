@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llamaops.platform.config import Preset
+from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.resources import CPU_RANK_THREADS
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import per_prompt
@@ -88,9 +89,9 @@ def rejection_sample(workers: ModelWorkers, policy_uri: str, reward_model_uri: s
     return RejectionSamplingResult(best_of(prompts, replies, rewards), len(prompts) * k, len(prompts) * k / seconds)
 
 
-def sampling_layout(preset: Preset) -> WorkerLayout:
-    """The SFT layout's ranks as generation groups of the preset's sampling TP."""
-    tp, world = preset.post_training.sampling_tp, preset.post_training.sft.layout.world_size
+def sampling_layout(preset: Preset, layout: ParallelLayout) -> WorkerLayout:
+    """A post-training stage's ranks (its `layout`) as generation groups of the preset's sampling TP."""
+    tp, world = preset.post_training.sampling_tp, layout.world_size
     return WorkerLayout(tp=tp, groups=world // tp, use_gpu=preset.resources.gpus_per_node > 0,
                             threads=CPU_RANK_THREADS)
 
@@ -108,7 +109,7 @@ def run_rejection_sampling(
     check_output_free(output_uri)
     train_dialogs, _ = split_conversations(load_conversations(sft_cfg.languages), sft_cfg.held_out_fraction, sft_cfg.seed)
     prompts = [c.messages[:-1] for c in seeded_order(train_dialogs, sft_cfg.seed)][: cfg.prompts]
-    layout = sampling_layout(preset)
+    layout = sampling_layout(preset, sft_cfg.layout)
     with ModelWorkers(layout) as workers:
         result = rejection_sample(workers, model_uri, reward_model_uri, preset.post_training.reward_model.score_token,
                                   load_tokenizer(), prompts, cfg, sft_cfg.seed)

@@ -10,16 +10,19 @@ import time
 from llamaops.platform.config import Preset
 from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
-from llamaops.platform.tokenizer import load_tokenizer
+from llamaops.platform.serve.sampling import SamplingParams
+from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
 
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
 from .fine_tuning import FineTuning, fine_tune
 from .safety_data import borderline_dialogs, refusal_dialogs
-from .training import check_output_free, load_input_model
+from .rejection_sampling import sampling_layout
+from .training import check_output_free
 
 
 REFUSALS, BORDERLINE_HELPFUL = "refusal", "borderline_helpful"  # the held-out sets
+RATE_BATCH = 8  # replies generated together
 
 
 def _objective(losses: dict[str, float]) -> dict[str, float]:
@@ -31,24 +34,25 @@ def _objective(losses: dict[str, float]) -> dict[str, float]:
     }
 
 
-def _rates_of(model_uri: str, tokenizer, cfg) -> dict[str, float]:
-    return _rates(load_input_model(model_uri), tokenizer, cfg) if cfg.rate_prompts else {}
-
-
-def _rates(model, tokenizer, cfg) -> dict[str, float]:
-    """Violation rate on held-out harmful prompts and false-refusal rate on held-out borderline ones,
-    from greedy replies judged by the refusal classifier (what the evaluation stage measures)."""
+def _rates_of(preset: Preset, model_uri: str, tokenizer) -> dict[str, float]:
+    """Violation rate on held-out harmful prompts and false-refusal rate on held-out borderline
+    ones, from the greedy replies of the model at `model_uri` (generated on Ray workers, on the
+    stage's ranks) judged by the refusal classifier: what the evaluation stage measures."""
+    cfg = preset.post_training.safety
     if cfg.rate_prompts == 0:
         return {}
     from llamaops.platform.data.safety_prompts import load_safety_prompts
-    from llamaops.platform.eval.generation import chat_replies
+    from llamaops.platform.eval.model_workers import ModelWorkers
     from llamaops.platform.eval.safety import safety_rates
 
     harmful = load_safety_prompts("harmful", "test")[: cfg.rate_prompts]
     borderline = load_safety_prompts("borderline", "test")[: cfg.rate_prompts]
-    model.eval()
-    rates = safety_rates(lambda prompts: chat_replies(model, tokenizer, prompts, cfg.rate_max_new_tokens, 8), harmful, borderline)
-    model.train()
+    greedy = SamplingParams(max_tokens=cfg.rate_max_new_tokens, temperature=0.0)
+    with ModelWorkers(sampling_layout(preset, preset.post_training.dpo.layout)) as workers:
+        workers.load(model_uri)
+        rates = safety_rates(lambda prompts: workers.generate(
+            [encode_dialog_for_generation([Message("user", p)], tokenizer) for p in prompts], greedy, RATE_BATCH),
+            harmful, borderline)
     return {"violation_rate": rates.violation_rate, "false_refusal_rate": rates.false_refusal_rate}
 
 
@@ -79,7 +83,7 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
     helpful_batches = batch_indices(len(train_helpful), cfg.batch_size - refusals_per_batch, cfg.steps, cfg.seed + 1)
     rows = [refusal_ids + [len(train_refusals) + i for i in helpful_ids]
             for refusal_ids, helpful_ids in zip(refusal_batches, helpful_batches)]
-    rates_before = _rates_of(model_uri, tokenizer, cfg)
+    rates_before = _rates_of(preset, model_uri, tokenizer)
     tuned = fine_tune(
         preset,
         FineTuning("safety", preset.post_training.dpo.layout, cfg.seq_len, cfg.lr, cfg.optimizer,
@@ -88,7 +92,7 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
         {REFUSALS: test_refusals, BORDERLINE_HELPFUL: test_helpful}, metrics,
     )
     before = _objective(tuned.held_out_before) | rates_before
-    after = _objective(tuned.held_out_after) | _rates_of(output_uri, tokenizer, cfg)
+    after = _objective(tuned.held_out_after) | _rates_of(preset, output_uri, tokenizer)
 
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}

@@ -52,10 +52,11 @@ class Preset(Config):
             if m.n_heads % tp or (m.n_kv_heads % tp and tp % m.n_kv_heads):
                 raise ValueError(f"{where} {tp} must divide n_heads {m.n_heads} and divide or be a "
                                  f"multiple of n_kv_heads {m.n_kv_heads}")
-        sft_world = self.post_training.sft.layout.world_size
-        if sft_world % self.post_training.sampling_tp:
-            raise ValueError(f"post_training.rejection_sampling.tp {self.post_training.sampling_tp} must divide the "
-                             f"SFT layout's {sft_world} ranks, which rejection sampling runs on")
+        for stage in ("sft", "dpo"):  # rejection sampling and safety's rates generate on their ranks
+            world = self.layouts()[stage].world_size
+            if world % self.post_training.sampling_tp:
+                raise ValueError(f"post_training.rejection_sampling.tp {self.post_training.sampling_tp} must divide "
+                                 f"the {stage} layout's {world} ranks, which generate with it")
         if self.long_context.seq_lens[-1] > m.max_seq_len:
             raise ValueError(
                 f"long_context.seq_lens ends at {self.long_context.seq_lens[-1]}, beyond model.max_seq_len {m.max_seq_len}"

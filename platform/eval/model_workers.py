@@ -142,15 +142,19 @@ class ModelWorkers:
         except ray.exceptions.GetTimeoutError:
             ray.util.remove_placement_group(self.placement)
             raise ModelWorkersError(
-                f"{layout.world_size} generation ranks of {bundle} found no room in {PLACEMENT_TIMEOUT_S} s "
+                f"{layout.world_size} model worker ranks of {bundle} found no room in {PLACEMENT_TIMEOUT_S} s "
                 f"(the Ray cluster has {ray.cluster_resources()}); give the step more workers or lower its layout"
             ) from None
         self.ranks = [ray.remote(ModelRank).options(
             num_cpus=layout.threads, num_gpus=1 if layout.use_gpu else 0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=n),
         ).remote() for n in range(layout.world_size)]
-        address, port = ray.get(self.ranks[0].endpoint.remote())
-        ray.get([r.join.remote(n, layout, address, port) for n, r in enumerate(self.ranks)])
+        try:
+            address, port = ray.get(self.ranks[0].endpoint.remote())
+            ray.get([r.join.remote(n, layout, address, port) for n, r in enumerate(self.ranks)])
+        except BaseException:
+            self._release()
+            raise
 
     def __enter__(self) -> "ModelWorkers":
         return self
@@ -161,9 +165,14 @@ class ModelWorkers:
         try:
             ray.get([r.close.remote() for r in self.ranks], timeout=60)
         finally:
-            for r in self.ranks:
-                ray.kill(r)
-            ray.util.remove_placement_group(self.placement)
+            self._release()
+
+    def _release(self) -> None:
+        import ray
+
+        for r in self.ranks:
+            ray.kill(r)
+        ray.util.remove_placement_group(self.placement)
 
     def load(self, model_uri: str) -> None:
         """Every rank reads its shards of the model at `model_uri` (a directory, file:// or s3://)."""

@@ -93,5 +93,5 @@ def test_a_layout_the_cluster_cannot_hold_fails_in_one_line(monkeypatch):
     from llamaops.platform.eval import model_workers
 
     monkeypatch.setattr(model_workers, "PLACEMENT_TIMEOUT_S", 2)
-    with pytest.raises(model_workers.ModelWorkersError, match="64 generation ranks .* found no room"):
+    with pytest.raises(model_workers.ModelWorkersError, match="64 model worker ranks .* found no room"):
         ModelWorkers(WorkerLayout(tp=8, groups=8))
