@@ -85,3 +85,12 @@ def perplexity_of(window_sums: list[float], seq_len: int) -> PerplexityResult:
     mean = sum(window_sums) / tokens
     perplexity = math.exp(mean) if mean < _MAX_EXP_ARG else math.inf
     return PerplexityResult(perplexity, mean, len(window_sums), tokens)
+
+
+def validation_perplexity(model: Transformer, stream: TokenStream, seq_len: int, max_windows: int,
+                          batch_size: int) -> PerplexityResult:
+    """What the eval stage's workers measure, in one process holding the whole model (checks and
+    benchmarks compare sharded figures with it)."""
+    indices = window_indices(stream.num_windows(seq_len), max_windows)
+    head = OutputHead(model.output.weight, screen=False)
+    return perplexity_of(window_nll_sums(model, head, stream, indices, seq_len, batch_size), seq_len)

@@ -4,7 +4,8 @@ A rank holds a contiguous share of the attention heads (wq, wk, wv by rows, wo b
 the feed-forward's hidden units (w1, w3 by rows, w2 by columns); the two row-parallel projections
 (wo, w2) end in an all-reduce, so every rank's residual stream is the whole model's. The output
 projection is split by vocabulary rows (ShardedOutputHead gathers the logits); the embedding and
-the norms are replicated (at 405B the embedding is 2.1 GB in bf16 of a 101 GB share at TP 8).
+the norms are replicated (at 405B the embedding is 4.2 GB in bf16 of a 55 GB share at TP 16).
+With more ranks than key/value heads, each rank keeps the one head its queries read.
 
 Each rank reads only its boxes of each tensor out of the model directory (model/checkpoint.py
 weight_slices), never the whole model. Plain tensors, no DTensor: a decode step runs a few

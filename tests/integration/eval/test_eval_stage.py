@@ -3,7 +3,6 @@ each hold a share of it, and match what one process holding the whole model meas
 import json
 
 import pytest
-import torch
 
 from llamaops.platform.config import load_preset
 from llamaops.platform.config.model import ModelConfig
@@ -11,10 +10,9 @@ from llamaops.platform.eval import evaluate
 from llamaops.platform.eval.evaluate import run_eval
 from llamaops.platform.eval.model_workers import WorkerLayout
 from llamaops.platform.eval.multiple_choice import multiple_choice_accuracy, prompt_and_choices, score_continuations
-from llamaops.platform.eval.perplexity import open_validation, perplexity_of, window_indices, window_nll_sums
+from llamaops.platform.eval.perplexity import open_validation, validation_perplexity
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import save_model
-from llamaops.platform.serve.head import OutputHead
 from llamaops.platform.store import is_complete, staged_output
 from llamaops.platform.tokenizer import load_tokenizer
 
@@ -68,10 +66,7 @@ def test_run_eval_writes_report_returns_metrics_and_judges_the_gate(random_shard
     # The workers' figures are the whole model's, measured here in one process.
     tokenizer, seq_len = load_tokenizer(), preset.pretrain.seq_len
     stream = open_validation(tmp_path / "shards-1600", seq_len)
-    head = OutputHead(model.output.weight, screen=False)
-    indices = window_indices(stream.num_windows(seq_len), 3)
-    with torch.no_grad():
-        ppl = perplexity_of(window_nll_sums(model, head, stream, indices, seq_len, 1), seq_len)
+    ppl = validation_perplexity(model, stream, seq_len, max_windows=3, batch_size=1)
     assert metrics["validation_perplexity"] == pytest.approx(ppl.perplexity, rel=1e-5)
     questions = evaluate._benchmark_questions(preset)
     choice = multiple_choice_accuracy(questions, [score_continuations(model, *prompt_and_choices(q, tokenizer))

@@ -6,15 +6,7 @@ import torch
 
 from llamaops.platform.data.shards import write_split
 from llamaops.platform.eval.errors import EvalInputError
-from llamaops.platform.eval.perplexity import open_validation, perplexity_of, window_indices, window_nll_sums
-from llamaops.platform.serve.head import OutputHead
-
-
-def validation_perplexity(model, stream, seq_len, max_windows, batch_size):
-    """What the eval stage's workers compute, in this process."""
-    indices = window_indices(stream.num_windows(seq_len), max_windows)
-    head = OutputHead(model.output.weight, screen=False)
-    return perplexity_of(window_nll_sums(model, head, stream, indices, seq_len, batch_size), seq_len)
+from llamaops.platform.eval.perplexity import open_validation, validation_perplexity, window_indices
 
 
 def _validation_shards(directory, documents):
