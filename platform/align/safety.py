@@ -10,8 +10,7 @@ import time
 from llamaops.platform.config import Preset
 from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
-from llamaops.platform.serve.sampling import SamplingParams
-from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
+from llamaops.platform.tokenizer import load_tokenizer
 
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
@@ -42,17 +41,16 @@ def _rates_of(preset: Preset, model_uri: str, tokenizer) -> dict[str, float]:
     if cfg.rate_prompts == 0:
         return {}
     from llamaops.platform.data.safety_prompts import load_safety_prompts
+    from llamaops.platform.eval.generation import chat_prompts, greedy
     from llamaops.platform.eval.model_workers import ModelWorkers
     from llamaops.platform.eval.safety import safety_rates
 
     harmful = load_safety_prompts("harmful", "test")[: cfg.rate_prompts]
     borderline = load_safety_prompts("borderline", "test")[: cfg.rate_prompts]
-    greedy = SamplingParams(max_tokens=cfg.rate_max_new_tokens, temperature=0.0)
     with ModelWorkers(sampling_layout(preset, preset.post_training.dpo.layout)) as workers:
         workers.load(model_uri)
         rates = safety_rates(lambda prompts: workers.generate(
-            [encode_dialog_for_generation([Message("user", p)], tokenizer) for p in prompts], greedy, RATE_BATCH),
-            harmful, borderline)
+            chat_prompts(tokenizer, prompts), greedy(cfg.rate_max_new_tokens), RATE_BATCH), harmful, borderline)
     return {"violation_rate": rates.violation_rate, "false_refusal_rate": rates.false_refusal_rate}
 
 

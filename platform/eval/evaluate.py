@@ -10,14 +10,14 @@ from typing import Any, TypeVar
 from llamaops.platform.config import Preset
 from llamaops.platform.data.packages import MissingPackageDataError
 from llamaops.platform.model.checkpoint import model_in_part, read_model_config
-from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output
-from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer
+from llamaops.platform.tokenizer import load_tokenizer
 from llamaops.platform.train.ray_runner import LOCAL_RAY_CPUS
 
 from .errors import EvalInputError
 from .gate import gate_report, judge
+from .generation import chat_prompts, greedy
 from .mmlu import Question, load_mmlu_dev
 from .model_workers import ModelWorkers, WorkerLayout
 from .multiple_choice import multiple_choice_accuracy, prompt_and_choices, select_questions
@@ -113,8 +113,7 @@ def run_eval(
             timed("load", lambda: workers.load(model_uri))
 
             def respond(prompts: list[str]) -> list[str]:
-                encoded = [encode_dialog_for_generation([Message("user", text)], tokenizer) for text in prompts]
-                return workers.generate(encoded, SamplingParams(max_tokens=cfg.max_new_tokens, temperature=0.0),
+                return workers.generate(chat_prompts(tokenizer, prompts), greedy(cfg.max_new_tokens),
                                         cfg.generation_batch_size)
 
             ppl = timed("perplexity", lambda: perplexity_of(

@@ -46,8 +46,16 @@ def chat_replies(
     model: Transformer, tokenizer: Tokenizer, user_prompts: Sequence[str], max_new_tokens: int, batch_size: int
 ) -> list[str]:
     """The assistant's greedy reply to each single-turn user prompt (Llama 3.1 dialog format)."""
-    prompts = [encode_dialog_for_generation([Message("user", text)], tokenizer) for text in user_prompts]
-    return generate(model, tokenizer, prompts, SamplingParams(max_tokens=max_new_tokens, temperature=0.0), batch_size)
+    return generate(model, tokenizer, chat_prompts(tokenizer, user_prompts), greedy(max_new_tokens), batch_size)
+
+
+def chat_prompts(tokenizer: Tokenizer, user_prompts: Sequence[str]) -> list[list[int]]:
+    """Each single-turn user prompt as the tokens a reply is generated after."""
+    return [encode_dialog_for_generation([Message("user", text)], tokenizer) for text in user_prompts]
+
+
+def greedy(max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
 
 
 def sample_each(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from llamaops.platform.model.checkpoint import model_in_part
+from llamaops.platform.model.checkpoint import model_in_part, read_model_config
 from llamaops.platform.model.precision import cpu_compute_dtype, flush_denormals
 from llamaops.platform.serve.head import OutputHead
 from llamaops.platform.serve.sampling import SamplingParams
@@ -175,9 +175,13 @@ class ModelWorkers:
         ray.util.remove_placement_group(self.placement)
 
     def load(self, model_uri: str) -> None:
-        """Every rank reads its shards of the model at `model_uri` (a directory, file:// or s3://)."""
+        """Every rank reads its shards of the model at `model_uri` (a directory, file:// or s3://),
+        once the model's config is read here: a missing or damaged artifact is one line, not a
+        worker's traceback."""
         import ray
 
+        with model_in_part(model_uri) as (directory, _):
+            read_model_config(directory)
         ray.get([r.load.remote(model_uri) for r in self.ranks])
 
     def _each_group(self, method: str, items: Sequence, *args) -> list:

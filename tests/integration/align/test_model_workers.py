@@ -95,3 +95,11 @@ def test_a_layout_the_cluster_cannot_hold_fails_in_one_line(monkeypatch):
     monkeypatch.setattr(model_workers, "PLACEMENT_TIMEOUT_S", 2)
     with pytest.raises(model_workers.ModelWorkersError, match="64 model worker ranks .* found no room"):
         ModelWorkers(WorkerLayout(tp=8, groups=8))
+
+
+def test_a_missing_model_is_one_line_from_the_driver(tmp_path):
+    from llamaops.platform.store import ArtifactError
+
+    with ModelWorkers(WorkerLayout()) as workers:
+        with pytest.raises(ArtifactError, match="does not exist"):
+            workers.load((tmp_path / "never-published").as_uri())
