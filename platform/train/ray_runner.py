@@ -5,6 +5,7 @@ it joins the one it is given. CPU presets use gloo, GPU presets NCCL with one GP
 """
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,12 @@ from .loop import TrainingJob, train_worker
 LOCAL_RAY_TEMP_DIR = "/tmp/ray-llo"
 LOCAL_RAY_CPUS = 2
 KUBERAY_CLUSTER_ENV = "RAY_CLUSTER_NAME"
+# Ray swaps 127.0.0.1 for the machine's outward address; another loopback address keeps an
+# embedded Ray's traffic on the loopback interface (Linux routes all of 127/8 there).
+LOCAL_RAY_NODE_IP = "127.0.0.2" if sys.platform == "linux" else None
+# Ray Train's controller polls its workers every 2 s by default, which a local run pays as idle
+# seconds at every stage's start and end; a few local workers are cheap to poll often.
+LOCAL_HEALTH_CHECK_INTERVAL_S = "0.2"
 
 
 class TrainingRunError(RuntimeError):
@@ -50,6 +57,7 @@ def _start_local_ray(workers: int) -> str:
     context = ray.init(
         num_cpus=max(LOCAL_RAY_CPUS, workers),
         include_dashboard=False,
+        _node_ip_address=LOCAL_RAY_NODE_IP,
         _temp_dir=LOCAL_RAY_TEMP_DIR,
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -91,6 +99,8 @@ def run_on_ray(job: TrainingJob, workers: int, use_gpu: bool, name: str) -> None
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(workers)
+    if not os.environ.get(KUBERAY_CLUSTER_ENV):
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_HEALTH_CHECK_INTERVAL_S)
     trainer = TorchTrainer(
         _worker_entry,
         train_loop_config={"job": job, "use_gpu": use_gpu},

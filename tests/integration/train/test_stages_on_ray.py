@@ -1,4 +1,6 @@
 """The three training stages on two Ray Train workers (FSDP2 over gloo), on a micro model and random shards."""
+import ipaddress
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,3 +127,16 @@ def test_pretrain_on_two_pipeline_ranks_trains_as_two_data_parallel_ranks(local_
     a, b = load_model(tmp_path / "dp"), load_model(tmp_path / "pp")
     for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(wa, wb, atol=1e-5), name
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="other loopback addresses than 127.0.0.1 exist on Linux only")
+def test_the_embedded_ray_and_its_workers_stay_on_the_loopback_interface(local_ray):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def worker_address() -> str:
+        return ray.util.get_node_ip_address()
+
+    gcs_host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    assert ipaddress.ip_address(gcs_host).is_loopback
+    assert ipaddress.ip_address(ray.get(worker_address.remote())).is_loopback
