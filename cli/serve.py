@@ -29,6 +29,7 @@ def serve(
     kv_blocks: Annotated[int | None, typer.Option(help="Paged KV pool size in blocks (default: as many tokens as the dense cache).", min=1)] = None,
     dtype: Annotated[str, typer.Option(help="Weights dtype: auto (as stored), float32 or bfloat16.")] = "auto",
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
+    tensor_parallel: Annotated[int, typer.Option(help="Ranks the model is split over, one process each (GPUs 0..N-1 with --device cuda).", min=1)] = 1,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ references.")] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API."""
@@ -51,8 +52,22 @@ def serve(
                               max_prefills=max_prefills, max_seq_len=max_seq_len, kv_block_size=kv_block_size,
                               kv_blocks=kv_blocks, api_key=key)
     torch.set_grad_enabled(False)
-    run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name,
-                                        device=device), settings, host, port)
+    if tensor_parallel == 1:
+        run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name,
+                                            device=device), settings, host, port)
+        return
+    from llamaops.platform.serve.loading import served_name
+    from llamaops.platform.serve.ranks import ServingRanks, rank_spec
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"'{device}' with --tensor-parallel: use cpu, or cuda for GPUs 0..N-1",
+                                 param_hint="--device")
+    spec = rank_spec(model, tensor_parallel, device, dtypes[dtype], settings.engine_options(), tracking_uri)
+    ranks = ServingRanks(spec, name or served_name(model))
+    try:
+        run_server(ranks.load, settings, host, port)
+    finally:
+        ranks.close()
 
 
 def _api_key(api_key_file: Path | None) -> str | None:

@@ -168,12 +168,19 @@ class Engine:
             if len(self.waiting) >= self.max_queue:
                 self.metrics.rejected += 1
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting; retry later")
-            request._text = IncrementalText(self.tokenizer, request.params.stop)
-            request._generator = make_generator(request.params.seed)
-            self.waiting.append(request)
+            self._prepare(request)
+            self._enqueue(request)
             self.metrics.requests += 1
             self._lock.notify()
         return request
+
+    def _prepare(self, request: Request) -> None:
+        request._text = IncrementalText(self.tokenizer, request.params.stop)
+        request._generator = make_generator(request.params.seed)
+
+    def _enqueue(self, request: Request) -> None:
+        """(Under the lock) a submitted request joins the queue."""
+        self.waiting.append(request)
 
     def cancel(self, request: Request) -> None:
         request.cancelled = True
@@ -392,4 +399,4 @@ class Engine:
         try:
             request.on_output(output)
         except Exception:  # a vanished client must not take the engine down
-            request.cancelled = True
+            self.cancel(request)

@@ -2,6 +2,7 @@
 Hugging Face-layout directory."""
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,8 @@ from llamaops.platform.model.hf import load_model_or_hf
 from llamaops.platform.model.precision import cpu_compute_dtype, no_bf16_note
 from llamaops.platform.tracking.model_reference import ModelReferenceError, model_directory, model_source
 
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("llamaops.serve")
 
@@ -24,6 +27,7 @@ class LoadedModel:
     model: Transformer
     name: str  # what clients pass as "model"
     source: str  # where the weights came from
+    engine: "Engine | None" = None  # built with the model (a tensor-parallel rank's); else the server builds one
 
 
 def served_name(reference: str) -> str:

@@ -47,6 +47,12 @@ class ServerSettings:
     api_key: str | None = None  # never logged
     max_body_bytes: int = 16 * 2**20  # a 128K-token prompt at PROMPT_CHARS_PER_TOKEN, in UTF-8, fits
 
+    def engine_options(self) -> dict:
+        """The engine's keyword arguments (every rank of a tensor-parallel server gets the same)."""
+        return {"max_batch": self.max_batch, "max_queue": self.max_queue, "prefill_chunk": self.prefill_chunk,
+                "max_prefills": self.max_prefills, "max_seq_len": self.max_seq_len,
+                "kv_block_size": self.kv_block_size, "kv_blocks": self.kv_blocks}
+
 
 # Prompt characters allowed per token of context, checked before tokenizing: a longer prompt cannot
 # fit (Llama 3 tokens average ~4 characters of text) and would only tie up a tokenizer thread.
@@ -73,10 +79,7 @@ def create_app(
         try:
             loaded = load()
             tokenizer = load_tokenizer()
-            engine = Engine(loaded.model, tokenizer, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                            prefill_chunk=settings.prefill_chunk, max_prefills=settings.max_prefills,
-                            max_seq_len=settings.max_seq_len, kv_block_size=settings.kv_block_size,
-                            kv_blocks=settings.kv_blocks)
+            engine = loaded.engine or Engine(loaded.model, tokenizer, **settings.engine_options())
             engine.start()
             state.tokenizer, state.model_name, state.engine = tokenizer, loaded.name, engine
             log.info("serving %s from %s", loaded.name, loaded.source)

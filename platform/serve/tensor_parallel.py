@@ -23,6 +23,7 @@ from torch import nn
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model.checkpoint import weight_slices
+from llamaops.platform.model.precision import cpu_compute_dtype
 from llamaops.platform.model.transformer import Transformer
 
 from .head import OutputHead
@@ -115,17 +116,24 @@ class ShardedOutputHead(OutputHead):
         return self.tp.all_reduce(values)
 
 
-def load_tensor_parallel(directory: Path, tp: TensorParallelGroup, device: torch.device, dtype: torch.dtype,
+def served_dtype(stored: torch.dtype, device: torch.device) -> torch.dtype:
+    """Weights as stored, except bf16 on a CPU that cannot compute in it."""
+    return cpu_compute_dtype(stored) if device.type == "cpu" else stored
+
+
+def load_tensor_parallel(directory: Path, tp: TensorParallelGroup, device: torch.device, dtype: torch.dtype | None,
                          fill: Callable[[str, int, int], None] | None = None) -> tuple[Transformer, ShardedOutputHead]:
     """This rank's share of the native model directory's model, and its output head. `fill`
-    (model_in_part) fetches the blocks of a remote model that the rank reads."""
+    (model_in_part) fetches the blocks of a remote model that the rank reads. dtype None: as
+    stored (fp32 on a CPU without bf16)."""
     with weight_slices(directory, fill) as (cfg, slices):
         check_splits(cfg, tp.size)
         with torch.device("meta"):
             model = Transformer(cfg)
         for name, param in list(model.named_parameters()):
             box = shard_box(name, param.shape, tp.rank, tp.size, cfg)
-            local = slices[name][box].to(device=device, dtype=dtype)
+            local = slices[name][box]
+            local = local.to(device=device, dtype=dtype or served_dtype(local.dtype, device))
             module_name, attribute = name.rsplit(".", 1)
             module = model.get_submodule(module_name)
             if module_name.endswith(COLUMN_SPLIT):

@@ -2,9 +2,10 @@
 models:/NAME/VERSION (a registry version), a registered NAME (its latest version), an s3:// or
 file:// artifact, or a local model directory (native or Hugging Face)."""
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from llamaops.platform.model.checkpoint import model_in_part
 from llamaops.platform.store import ArtifactError, fetched
 
 from .connection import TrackingError, resolve_tracking_uri, sqlite_path
@@ -62,7 +63,27 @@ def model_directory(reference: str, tracking_uri: str | None = None) -> Iterator
                 raise ModelReferenceError(reference, str(error)) from None
             yield directory
         return
+    yield _local_directory(reference, source)
+
+
+@contextlib.contextmanager
+def model_in_parts(source: str) -> Iterator[tuple[Path, Callable[[str, int, int], None] | None]]:
+    """`model_directory` for a reader of parts of the weights (a tensor-parallel rank), given the
+    resolved `source`: an s3:// artifact's weights are fetched block by block as they are read
+    (checkpoint.model_in_part), never whole."""
+    if source.startswith(("s3://", "file://")):
+        with contextlib.ExitStack() as stack:
+            try:
+                opened = stack.enter_context(model_in_part(source))
+            except ArtifactError as error:
+                raise ModelReferenceError(source, str(error)) from None
+            yield opened
+        return
+    yield _local_directory(source, source), None
+
+
+def _local_directory(reference: str, source: str) -> Path:
     directory = Path(source)
     if not directory.is_dir():
         raise ModelReferenceError(reference, f"does not exist; pass {MODEL_REFERENCE_HELP}")
-    yield directory
+    return directory

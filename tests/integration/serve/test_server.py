@@ -1,8 +1,5 @@
 """`llamaops serve` as a real process on a free 127.0.0.1 port, driven by the official openai client."""
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,66 +9,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
-from llamaops.platform.config.model import ModelConfig
-from llamaops.platform.model import Transformer
-from llamaops.platform.model.checkpoint import save_model
+
+from .servers import API_KEY, save_tiny_model, free_port, post, start_server
 
 openai = pytest.importorskip("openai", reason="the openai client is in the test extra: scripts/install.sh --test")
-
-API_KEY = "test-key-not-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir: Path, tmp: Path, *extra: str, key: str | None = API_KEY):
-    port = free_port()
-    env = dict(os.environ, LLAMAOPS_API_KEY=key or "")
-    log = open(tmp / f"server-{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llamaops.cli.main", "serve", str(model_dir), "--port", str(port), "--name", "tiny", *extra],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc, base
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError((tmp / f"server-{port}.log").read_text())
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready in 60 s")
-
-
-def post(base: str, path: str, body: bytes | dict, key: str | None = API_KEY) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(base + path, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256)
-    model = Transformer(cfg)
-    model.init_weights(seed=0)
-    return save_model(model, tmp_path_factory.mktemp("model") / "tiny")
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
