@@ -6,7 +6,7 @@ import typer
 
 from llamaops import __version__
 
-from . import cluster, data, gc, model, pipeline, presets, serve, tokenizer, train
+from . import cluster, data, deploy, gc, model, pipeline, presets, serve, tokenizer, train
 from . import eval as eval_commands
 from .errors import UserErrorGroup
 
@@ -24,6 +24,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(data.app, name="data")
 app.add_typer(eval_commands.app, name="eval")
 app.command("serve")(serve.serve)
+app.add_typer(deploy.app, name="deploy")
 app.add_typer(cluster.app, name="cluster")
 app.command("gc")(gc.gc)
 

@@ -7,7 +7,7 @@ import os
 from llamaops.platform.config.cluster import MLFLOW_CREDENTIAL_ENV
 from llamaops.platform.config.images import llamaops_image, vllm_image
 from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
-from llamaops.platform.deploy.serving import READY_PATH
+from llamaops.platform.deploy.serving import HF_DIR, HF_ROOT, READY_PATH, export_command
 
 from .pools import NodePool
 from .serving_argv import PORT, server_argv
@@ -32,9 +32,12 @@ def selector(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "llama-server"}
 
 
-def _meta(name: str, namespace: str, uid: str) -> dict:
-    return {"name": name, "namespace": namespace, "labels": labels(name),
-            "ownerReferences": [owner_reference(name, uid)]}
+def _meta(name: str, namespace: str, uid: str | None) -> dict:
+    """uid None: objects rendered for review or GitOps, owned by no LlamaDeployment."""
+    meta = {"name": name, "namespace": namespace, "labels": labels(name)}
+    if uid is not None:
+        meta["ownerReferences"] = [owner_reference(name, uid)]
+    return meta
 
 
 PASSED_ON_ENV = ("LLAMAOPS_S3_ENDPOINT", "MLFLOW_TRACKING_URI")
@@ -59,10 +62,11 @@ def _secret_env(name: str, secret: str, key: str) -> dict:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _env(spec: DeploymentSpec) -> list[dict]:
+def _env(spec: DeploymentSpec, serving: bool = True) -> list[dict]:
+    """serving False: the model export's environment (the model's storage, no API key)."""
     # A writable HOME and model cache on the /tmp emptyDir: the root filesystem is read-only.
     env = [{"name": "HOME", "value": "/tmp"}, {"name": "LLAMAOPS_HOME", "value": "/tmp/llamaops"}]
-    if spec.apiKeySecret:
+    if spec.apiKeySecret and serving:
         # Each engine reads its key from its own variable (vLLM's api_server: VLLM_API_KEY).
         env.append(_secret_env(API_KEY_ENV[spec.engine], spec.apiKeySecret, "api-key"))
     # The platform's object store and model registry (the chart sets both on the operator).
@@ -88,7 +92,7 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
     return {
         "name": "server",
         "image": image_for(spec.engine),
-        "command": server_argv(spec),
+        "command": server_argv(spec, pool),
         # SSA on <1.21 needs protocol explicitly (it is a list-map key there).
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": _env(spec),
@@ -98,14 +102,48 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
         "readinessProbe": ready,
         "livenessProbe": {**alive, "failureThreshold": 6},
         "securityContext": container_security(read_only_root=spec.engine == "llamaops"),
-        "volumeMounts": [tmp_mount()],
+        "volumeMounts": [tmp_mount(), *([SHM_MOUNT] if _shares_memory(spec) else []),
+                         *([{**HF_MOUNT, "readOnly": True}] if spec.engine == "vllm" else [])],
     }
 
 
-def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: NodePool) -> dict:
+# vLLM reads Hugging Face directories only: an init container of the llamaops image resolves the
+# model (models:/, s3://, file://) and writes its export to a volume the server then reads.
+HF_VOLUME = {"name": "hf-model", "emptyDir": {}}
+HF_MOUNT = {"name": "hf-model", "mountPath": HF_ROOT}
+
+
+def _export_container(spec: DeploymentSpec) -> dict:
+    return {
+        "name": "export-hf",
+        "image": llamaops_image(),
+        "command": export_command(spec.model, HF_DIR),
+        "env": _env(spec, serving=False),
+        "resources": {"requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+                      "limits": {"cpu": spec.resources.cpu, "memory": spec.resources.memory}},
+        "securityContext": container_security(read_only_root=True),
+        "volumeMounts": [tmp_mount(), HF_MOUNT],
+    }
+
+
+# Ranks on one node talk through /dev/shm (NCCL's intra-node transport, vLLM's worker queue); a
+# container's own /dev/shm is 64 MiB. Memory-backed: it counts against the container's memory.
+SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+
+
+def _shares_memory(spec: DeploymentSpec) -> bool:
+    return spec.tensorParallelSize > 1 or spec.engine == "vllm"
+
+
+def deployment(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, pool: NodePool) -> dict:
     pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
                 "tolerations": list(pool.tolerations), "securityContext": pod_security(),
-                "automountServiceAccountToken": False, "volumes": [tmp_volume()]}
+                "automountServiceAccountToken": False,
+                "volumes": [tmp_volume(), *([SHM_VOLUME] if _shares_memory(spec) else []),
+                            *([HF_VOLUME] if spec.engine == "vllm" else [])]}
+    if spec.engine == "vllm":
+        pod_spec["initContainers"] = [_export_container(spec)]
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
         "spec": {
@@ -119,7 +157,7 @@ def deployment(name: str, namespace: str, uid: str, spec: DeploymentSpec, pool: 
     return body
 
 
-def service(name: str, namespace: str, uid: str) -> dict:
+def service(name: str, namespace: str, uid: str | None) -> dict:
     return {
         "apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, uid),
         "spec": {"selector": selector(name),
@@ -135,7 +173,7 @@ def hpa_api_version(served: set[str]) -> str:
     raise ValueError("the API server serves neither autoscaling/v2 nor autoscaling/v2beta2")
 
 
-def hpa(name: str, namespace: str, uid: str, spec: DeploymentSpec, api_version: str) -> dict | None:
+def hpa(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, api_version: str) -> dict | None:
     if spec.autoscaling is None:
         return None
     a = spec.autoscaling
@@ -148,3 +186,11 @@ def hpa(name: str, namespace: str, uid: str, spec: DeploymentSpec, api_version: 
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.targetCPUUtilization}}}],
         },
     }
+
+
+def owned_objects(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, pool: NodePool,
+                  hpa_version: str) -> list[dict]:
+    """Everything a LlamaDeployment owns: its Deployment first, then its Service and (autoscaled) HPA."""
+    objects = [deployment(name, namespace, uid, spec, pool), service(name, namespace, uid)]
+    autoscaler = hpa(name, namespace, uid, spec, hpa_version)
+    return objects + ([autoscaler] if autoscaler else [])

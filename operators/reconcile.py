@@ -92,18 +92,14 @@ def sync(api: client.ApiClient, name: str, namespace: str, uid: str, generation:
         # Existing children stay as they are: a bad edit must not take a serving model down.
         return {"observedGeneration": generation, "conditions": merge_conditions(old, degraded_conditions(reason, message))}
     dyn = DynamicClient(api)
-    applied = _apply(dyn, manifests.deployment(name, namespace, uid, spec, pool))
-    _apply(dyn, manifests.service(name, namespace, uid))
     hpa_version = manifests.hpa_api_version(_served_versions(dyn))
-    hpa = manifests.hpa(name, namespace, uid, spec, hpa_version)
-    if hpa is None:
+    applied, *_ = [_apply(dyn, body) for body in manifests.owned_objects(name, namespace, uid, spec, pool, hpa_version)]
+    if spec.autoscaling is None:
         _delete_hpa(dyn, hpa_version, name, namespace)
-    else:
-        _apply(dyn, hpa)
     desired = spec.autoscaling.minReplicas if spec.autoscaling else spec.replicas
     ready = (applied.get("status") or {}).get("readyReplicas") or 0
     problem = None if ready >= desired else pod_problem(_serving_pods(api, name, namespace))
     conditions = rollout_conditions(applied.get("status"), desired, problem,
                                     (applied.get("metadata") or {}).get("generation"))
     return {"observedGeneration": generation, "conditions": merge_conditions(old, conditions),
-            "deployment": name, "service": name, "hpa": hpa_version if hpa else None}
+            "deployment": name, "service": name, "hpa": hpa_version if spec.autoscaling else None}

@@ -246,7 +246,7 @@ def llama_70b() -> Preset:
         pretrain_layout=_bf16(tp=8, pp=4, dp=64, pp_microbatches=32),
         long_context_layout=_bf16(tp=8, cp=16, pp=4, dp=4, pp_microbatches=32),
         post_training_layout=_bf16(tp=8, dp=16, accumulation_steps=32),
-        # bf16 weights are 141 GB: 4 x 80 GB with room for the KV cache. Tensor parallelism is vLLM's.
+        # bf16 weights are 141 GB: 4 x 80 GB with room for the KV cache.
         deploy=DeployConfig(enabled=True, engine="vllm", tensor_parallel=4),
     )
 

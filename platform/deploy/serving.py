@@ -7,6 +7,8 @@ SERVING_PORT = 8000
 Engine = Literal["llamaops", "vllm"]
 # The path that answers 200 only once weights are loaded: llamaops' /ready, vLLM's /health.
 READY_PATH: dict[str, str] = {"llamaops": "/ready", "vllm": "/health"}
+HF_ROOT = "/models"  # the serving pod's volume for vLLM's Hugging Face export
+HF_DIR = f"{HF_ROOT}/hf"
 
 
 def registry_uri(model_name: str, version: str | int) -> str:
@@ -23,15 +25,15 @@ def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "1
 
 def container_command(
     engine: Engine, model: str, served_name: str, *, port: int = SERVING_PORT, tensor_parallel: int = 1,
-    hf_dir: str = "/models/hf",
+    gpus: bool = False, hf_dir: str = HF_DIR,
 ) -> list[str]:
     """The serving container's argv. `model` is what `llamaops serve` accepts (models:/NAME@ALIAS,
-    s3://, file://). vLLM reads the Hugging Face export of the same weights at `hf_dir`, which
-    `export_command` writes first (an init container)."""
+    s3://, file://); `gpus`: the pod holds `tensor_parallel` GPUs (else it runs on its CPUs). vLLM
+    reads the Hugging Face export of the same weights at `hf_dir`, which `export_command` writes
+    first (an init container)."""
     if engine == "llamaops":
-        if tensor_parallel != 1:
-            raise ValueError("the llamaops engine serves on one device; use engine vllm for tensor parallelism")
-        return ["llamaops", "serve", model, "--host", "0.0.0.0", "--port", str(port), "--name", served_name]
+        return ["llamaops", "serve", model, "--host", "0.0.0.0", "--port", str(port), "--name", served_name,
+                "--device", "cuda" if gpus else "cpu", "--tensor-parallel", str(tensor_parallel)]
     if engine == "vllm":
         return [
             "python", "-m", "vllm.entrypoints.openai.api_server", "--model", hf_dir, "--served-model-name", served_name,
@@ -40,7 +42,7 @@ def container_command(
     raise ValueError(f"unknown engine '{engine}'; use llamaops or vllm")
 
 
-def export_command(model: str, hf_dir: str = "/models/hf") -> list[str]:
+def export_command(model: str, hf_dir: str = HF_DIR) -> list[str]:
     """Writes the Hugging Face export (weights, config, tokenizer, chat template) vLLM serves;
-    `model` is a checkpoint directory mounted in the pod (export-hf reads local directories)."""
+    `model` is any model reference export-hf takes (models:/, s3://, file://, a directory)."""
     return ["llamaops", "model", "export-hf", model, hf_dir, "--overwrite"]

@@ -5,7 +5,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from llamaops.platform.model.checkpoint import model_in_part
 from llamaops.platform.store import ArtifactError, fetched
 
 from .connection import TrackingError, resolve_tracking_uri, sqlite_path
@@ -71,6 +70,8 @@ def model_in_parts(source: str) -> Iterator[tuple[Path, Callable[[str, int, int]
     """`model_directory` for a reader of parts of the weights (a tensor-parallel rank), given the
     resolved `source`: an s3:// artifact's weights are fetched block by block as they are read
     (checkpoint.model_in_part), never whole."""
+    from llamaops.platform.model.checkpoint import model_in_part  # torch: not for the CLI's fast commands
+
     if source.startswith(("s3://", "file://")):
         with contextlib.ExitStack() as stack:
             try:

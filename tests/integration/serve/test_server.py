@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
-from .servers import API_KEY, save_tiny_model, free_port, post, start_server
+from .servers import API_KEY, free_port, post, save_tiny_model, start_server
 
 openai = pytest.importorskip("openai", reason="the openai client is in the test extra: scripts/install.sh --test")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-
 from .servers import API_KEY, save_tiny_model, start_server
 
 openai = pytest.importorskip("openai", reason="the openai client is in the test extra: scripts/install.sh --test")

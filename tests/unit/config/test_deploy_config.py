@@ -19,6 +19,7 @@ def test_presets_deploy_settings():
 
 def test_deploy_overrides_go_through_the_override_machinery():
     assert load_preset("8b", None, ["deploy.enabled=false"]).deploy.enabled is False
+    assert load_preset("8b", None, ["deploy.tensor_parallel=2"]).deploy.tensor_parallel == 2  # either engine splits
     changed = load_preset("70b", None, ["deploy.node_pool=a100", "deploy.replicas=3", "deploy.served_model_name=m"]).deploy
     assert (changed.node_pool, changed.replicas, changed.served_model_name) == ("a100", 3, "m")
 
@@ -28,11 +29,10 @@ def test_deploy_overrides_go_through_the_override_machinery():
     ("deploy.replicas=0", "deploy.replicas"),
     ("deploy.engine=tgi", "deploy.engine"),
     ("deploy.served_model_name=a b", "deploy.served_model_name"),
-    ("deploy.tensor_parallel=2", "needs engine vllm"),  # 8b's engine is llamaops: one device
     ("deploy.tensor_parallel=3", "must divide n_heads"),
     ("deploy.nope=1", "unknown config field 'deploy.nope'"),
 ])
 def test_bad_deploy_settings_are_one_config_error_line(override, words):
     with pytest.raises(ConfigError) as error:
-        load_preset("8b", None, [override, "deploy.engine=vllm"] if "divide" in words else [override])
+        load_preset("8b", None, [override])
     assert words in str(error.value) and "\n" not in str(error.value)

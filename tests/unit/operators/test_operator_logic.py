@@ -30,6 +30,11 @@ def test_deployment_targets_the_pool_with_tp_gpus_and_an_owner():
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert c["command"][:3] == ["llamaops", "serve", "s3://models/llama-8b"]
+    # The llamaops engine runs on the pod's GPUs, split over all of them, talking through /dev/shm.
+    assert c["command"][c["command"].index("--device") + 1] == "cuda"
+    assert c["command"][c["command"].index("--tensor-parallel") + 1] == "4"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
     assert d["metadata"]["ownerReferences"][0] == manifests.owner_reference("m", "uid-1")
     assert d["spec"]["replicas"] == 1
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -37,7 +42,7 @@ def test_deployment_targets_the_pool_with_tp_gpus_and_an_owner():
 
 def test_vllm_argv_carries_tp_and_served_name():
     spec = DeploymentSpec.model_validate({**SPEC, "engine": "vllm", "servedModelName": "llama-8b"})
-    argv = server_argv(spec)
+    argv = server_argv(spec, POOLS["h100"])
     assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--tensor-parallel-size") + 1] == "4"
     assert argv[argv.index("--served-model-name") + 1] == "llama-8b"

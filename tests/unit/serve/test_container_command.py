@@ -17,8 +17,13 @@ def test_vllm_engine_serves_the_hf_export_under_the_same_name():
     assert export_command("/models/ckpt")[-2] == "/models/hf"
 
 
-def test_tensor_parallel_needs_vllm_and_unknown_engines_are_refused():
-    with pytest.raises(ValueError, match="use engine vllm"):
-        container_command("llamaops", "m", "m", tensor_parallel=2)
+@pytest.mark.parametrize(("gpus", "device"), [(True, "cuda"), (False, "cpu")])
+def test_the_llamaops_engine_splits_over_the_pods_devices(gpus, device):
+    argv = container_command("llamaops", "m", "m", tensor_parallel=8, gpus=gpus)
+    assert argv[argv.index("--tensor-parallel") + 1] == "8"
+    assert argv[argv.index("--device") + 1] == device
+
+
+def test_unknown_engines_are_refused():
     with pytest.raises(ValueError, match="unknown engine"):
         container_command("tgi", "m", "m")
