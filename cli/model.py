@@ -51,6 +51,43 @@ def info(
     typer.echo(json.dumps(report, indent=2) if as_json else _format_report(report))
 
 
+@app.command("serve-plan")
+def serve_plan(
+    name: PresetName,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    tensor_parallel: Annotated[int | None, typer.Option(min=1, help="GPUs the model is split over (default: the preset's deploy.tensor_parallel).", show_default=False)] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 8,
+    context: Annotated[int, typer.Option(min=1, help="Tokens of each request, prompt and reply (at most the model's context).")] = 8192,
+    gpu_gib: Annotated[float, typer.Option(min=1, help="Memory of one GPU, GiB.")] = 80.0,
+    as_json: AsJson = False,
+) -> None:
+    """Per-GPU memory to serve a preset's model: weights, KV cache and logits, in bf16 and with FP8
+    feed-forward weights (`serve --quantization fp8`), and the KV cache tokens left free."""
+    from llamaops.platform.config import load_preset
+
+    preset = load_preset(name, config, overrides or [])
+    from llamaops.platform.serve.plan import GIB, RUNTIME_RESERVE_BYTES, serving_fits
+    from llamaops.platform.serve.tensor_parallel import check_splits
+
+    cfg = preset.model
+    tp = tensor_parallel or preset.deploy.tensor_parallel
+    check_splits(cfg, tp)
+    fits = serving_fits(cfg, tp, batch, min(context, cfg.max_seq_len), round(gpu_gib * GIB))
+    if as_json:
+        typer.echo(json.dumps([{"weights": f.weights, **f.memory.to_dict(), "fits": f.fits,
+                                "kv_tokens_free": f.kv_tokens_free} for f in fits], indent=2))
+        return
+    m = fits[0].memory
+    typer.echo(f"{preset.name}: TP {tp}, {m.rows} requests x {m.context:,} tokens, {gpu_gib:g} GiB GPUs "
+               f"({RUNTIME_RESERVE_BYTES / GIB:g} GiB of each held back for CUDA, NCCL and activations)")
+    for f in fits:
+        m = f.memory
+        typer.echo(f"  {f.weights:<5} weights {m.weights_bytes / GIB:6.1f} GiB + KV {m.kv_cache_bytes / GIB:6.1f} GiB "
+                   f"+ logits {m.logits_bytes / GIB:4.2f} GiB = {m.total_bytes / GIB:6.1f} GiB per GPU: "
+                   f"{'fits' if f.fits else 'DOES NOT FIT'}; room for {f.kv_tokens_free:,} tokens of KV cache")
+
+
 @app.command("import-hf")
 def import_hf(
     src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json + safetensors).")],

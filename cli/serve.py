@@ -30,6 +30,7 @@ def serve(
     dtype: Annotated[str, typer.Option(help="Weights dtype: auto (as stored), float32 or bfloat16.")] = "auto",
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
     tensor_parallel: Annotated[int, typer.Option(help="Ranks the model is split over, one process each (GPUs 0..N-1 with --device cuda).", min=1)] = 1,
+    quantization: Annotated[str | None, typer.Option(help="fp8: feed-forward weights in FP8 with row-wise scales, as Llama 3 served 405B (`llamaops model serve-plan` sizes it).", show_default=False)] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ references.")] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API."""
@@ -51,8 +52,10 @@ def serve(
     settings = ServerSettings(max_batch=max_batch, max_queue=max_queue, prefill_chunk=prefill_chunk,
                               max_prefills=max_prefills, max_seq_len=max_seq_len, kv_block_size=kv_block_size,
                               kv_blocks=kv_blocks, api_key=key)
+    if quantization not in (None, "fp8"):
+        raise typer.BadParameter(f"'{quantization}' is not a quantization llamaops serves: use fp8", param_hint="--quantization")
     torch.set_grad_enabled(False)
-    if tensor_parallel == 1:
+    if tensor_parallel == 1 and quantization is None:
         run_server(lambda: load_for_serving(model, tracking_uri=tracking_uri, dtype=dtypes[dtype], name=name,
                                             device=device), settings, host, port)
         return
@@ -60,9 +63,10 @@ def serve(
     from llamaops.platform.serve.ranks import ServingRanks, rank_spec
 
     if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"'{device}' with --tensor-parallel: use cpu, or cuda for GPUs 0..N-1",
+        raise typer.BadParameter(f"'{device}' with --tensor-parallel or --quantization: use cpu, or cuda for GPUs 0..N-1",
                                  param_hint="--device")
-    spec = rank_spec(model, tensor_parallel, device, dtypes[dtype], settings.engine_options(), tracking_uri)
+    spec = rank_spec(model, tensor_parallel, device, dtypes[dtype], settings.engine_options(), tracking_uri,
+                     fp8=quantization == "fp8")
     ranks = ServingRanks(spec, name or served_name(model))
     try:
         run_server(ranks.load, settings, host, port)

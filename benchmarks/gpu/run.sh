@@ -5,6 +5,8 @@
 # Checks, in order (each prints its own figures; a failing one does not stop the others):
 #   1. the training engine on CUDA (NCCL, one rank): tiny pretraining, then DPO from its model
 #   2. an 8B-shaped bf16 train step, llamaops against transformers: tokens/s ratio and MFU
+#   3. decode tokens/s of the serving engine in bf16 and FP8 against transformers' static-cache
+#      generate, at batch 1 and 32
 set -u
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -20,4 +22,5 @@ run() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 run "$PYTHON" benchmarks/gpu_stages.py --device cuda
 run "$PYTHON" benchmarks/gpu_train_step.py --layers 8 --steps 10
+run "$PYTHON" benchmarks/gpu_decode.py --layers 4 --batches 1,32
 exit $status

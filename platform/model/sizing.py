@@ -328,15 +328,20 @@ class GenerationMemory:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
-def generation_memory(cfg: ModelConfig, tp: int, rows: int, context: int, compute_bytes: int = 2) -> GenerationMemory:
+def generation_memory(cfg: ModelConfig, tp: int, rows: int, context: int, compute_bytes: int = 2,
+                      fp8_layers: int = 0) -> GenerationMemory:
     """A tensor-parallel rank holds the embedding and norms whole, 1/tp of the projections and the
-    output, and its share of the key/value heads (one, replicated, when tp exceeds them)."""
+    output, and its share of the key/value heads (one, replicated, when tp exceeds them).
+    fp8_layers: blocks whose feed-forward weights are one byte each, plus an fp32 scale per row
+    of the rank's shards (serve/fp8.py)."""
     p = parameter_breakdown(cfg)
     kv_heads = max(1, cfg.n_kv_heads // tp)
     attention = cfg.n_layers * (2 * cfg.dim * cfg.n_heads * cfg.head_dim // tp + 2 * cfg.dim * kv_heads * cfg.head_dim)
-    weights = p.embedding + p.norms + attention + (p.ffn + p.output) // tp
+    ffn_layer = _ffn_parameters(cfg) // tp
+    wide = p.embedding + p.norms + attention + (cfg.n_layers - fp8_layers) * ffn_layer + p.output // tp
+    fp8 = fp8_layers * (ffn_layer + 4 * (2 * cfg.ffn_hidden_dim // tp + cfg.dim))
     kv_cache = 2 * cfg.n_layers * kv_heads * cfg.head_dim * rows * context
-    return GenerationMemory(tp, rows, context, compute_bytes * weights, compute_bytes * kv_cache,
+    return GenerationMemory(tp, rows, context, compute_bytes * wide + fp8, compute_bytes * kv_cache,
                             4 * rows * cfg.vocab_size)
 
 

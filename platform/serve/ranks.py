@@ -1,5 +1,5 @@
-"""A tensor-parallel server's processes: the leader (this process: HTTP and rank 0) and one
-follower process per other rank, all on one machine (a pod's GPUs, or a CPU's cores).
+"""A tensor-parallel (or FP8) server's processes: the leader (this process: HTTP and rank 0) and
+one follower process per other rank, all on one machine (a pod's GPUs, or a CPU's cores).
 
 Each rank joins one process group on the loopback interface (NCCL on GPUs with a gloo group for
 the step intake, gloo on CPUs), reads only its share of the weights (tensor_parallel.py) and runs a
@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from llamaops.platform.model.checkpoint import ModelDirectoryError, read_model_c
 from llamaops.platform.tokenizer import load_tokenizer
 from llamaops.platform.tracking.model_reference import ModelReferenceError, model_in_parts, model_source
 
+from .engine import Engine
 from .loading import LoadedModel, ModelNotFound
 from .lockstep import IntakeChannel, LockstepEngine
 from .tensor_parallel import TensorParallelError, TensorParallelGroup, check_splits, load_tensor_parallel
@@ -44,13 +46,14 @@ class RankSpec:
     dtype: torch.dtype | None  # None: as stored
     port: int  # the group's rendezvous on RENDEZVOUS_HOST
     engine_options: dict = field(default_factory=dict)  # the same on every rank: the same schedule
+    fp8: bool = False  # FP8 feed-forward weights (fp8.py)
 
     def device_of(self, rank: int) -> torch.device:
         return torch.device("cuda", rank) if self.device == "cuda" else torch.device("cpu")
 
 
 def rank_spec(reference: str, tp: int, device: str, dtype: torch.dtype | None, engine_options: dict,
-              tracking_uri: str | None = None) -> RankSpec:
+              tracking_uri: str | None = None, fp8: bool = False) -> RankSpec:
     """Resolve the model once, here, and check it splits over `tp` ranks: a missing model or a
     bad TP is one line before any process starts. Reads only the model's config."""
     try:
@@ -66,15 +69,18 @@ def rank_spec(reference: str, tp: int, device: str, dtype: torch.dtype | None, e
     with socket.socket() as probe:
         probe.bind((RENDEZVOUS_HOST, 0))
         port = probe.getsockname()[1]
-    return RankSpec(source, tp, device, dtype, port, engine_options)
+    return RankSpec(source, tp, device, dtype, port, engine_options, fp8)
 
 
-def _join(spec: RankSpec, rank: int) -> tuple[TensorParallelGroup, IntakeChannel, torch.device]:
+def _join(spec: RankSpec, rank: int) -> tuple[TensorParallelGroup, IntakeChannel | None, torch.device]:
+    """This rank's group and intake channel (none for a single rank) on its device."""
     device = spec.device_of(rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:  # the ranks share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.tp))
+    if spec.tp == 1:
+        return TensorParallelGroup(0, 1, None), None, device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             init_method=f"tcp://{RENDEZVOUS_HOST}:{spec.port}", rank=rank, world_size=spec.tp,
                             timeout=GROUP_TIMEOUT)
@@ -82,15 +88,17 @@ def _join(spec: RankSpec, rank: int) -> tuple[TensorParallelGroup, IntakeChannel
     return TensorParallelGroup(rank, spec.tp, dist.group.WORLD), IntakeChannel(intake), device
 
 
-def _load(spec: RankSpec, rank: int, **engine_extra) -> LockstepEngine:
+def _load(spec: RankSpec, rank: int, on_failure: Callable[[str], None] = lambda reason: None) -> Engine:
     tp, channel, device = _join(spec, rank)
     with model_in_parts(spec.source) as (directory, fill):
-        model, head = load_tensor_parallel(directory, tp, device, spec.dtype, fill)
-    return LockstepEngine(model, load_tokenizer(), channel, head=head, **spec.engine_options, **engine_extra)
+        model, head = load_tensor_parallel(directory, tp, device, spec.dtype, fill, fp8=spec.fp8)
+    if channel is None:
+        return Engine(model, load_tokenizer(), head=head, **spec.engine_options)
+    return LockstepEngine(model, load_tokenizer(), channel, head=head, on_failure=on_failure, **spec.engine_options)
 
 
 def follower_main(spec: RankSpec, rank: int) -> None:
-    """A follower process: join, load its share, follow the leader's steps until it closes."""
+    """A follower process (rank >= 1): join, load its share, follow the leader's steps until it closes."""
     logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
     # Ctrl-C or a TERM to the process group is the leader's to handle: it drains, then tells the
     # followers to stop; a follower leaving first would break the steps still in flight.
@@ -98,6 +106,7 @@ def follower_main(spec: RankSpec, rank: int) -> None:
         signal.signal(stop_signal, signal.SIG_IGN)
     torch.set_grad_enabled(False)
     engine = _load(spec, rank)
+    assert isinstance(engine, LockstepEngine)
     engine.follow()
     dist.destroy_process_group()
 

@@ -26,6 +26,7 @@ from llamaops.platform.model.checkpoint import weight_slices
 from llamaops.platform.model.precision import cpu_compute_dtype
 from llamaops.platform.model.transformer import Transformer
 
+from .fp8 import Fp8Linear, is_fp8_module
 from .head import OutputHead
 
 ROW_SPLIT = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
@@ -122,10 +123,12 @@ def served_dtype(stored: torch.dtype, device: torch.device) -> torch.dtype:
 
 
 def load_tensor_parallel(directory: Path, tp: TensorParallelGroup, device: torch.device, dtype: torch.dtype | None,
-                         fill: Callable[[str, int, int], None] | None = None) -> tuple[Transformer, ShardedOutputHead]:
+                         fill: Callable[[str, int, int], None] | None = None,
+                         fp8: bool = False) -> tuple[Transformer, ShardedOutputHead]:
     """This rank's share of the native model directory's model, and its output head. `fill`
     (model_in_part) fetches the blocks of a remote model that the rank reads. dtype None: as
-    stored (fp32 on a CPU without bf16)."""
+    stored (fp32 on a CPU without bf16). fp8: the feed-forward weights fp8.py names are quantized
+    as each is read, so a rank never holds its whole share in the wider dtype."""
     with weight_slices(directory, fill) as (cfg, slices):
         check_splits(cfg, tp.size)
         with torch.device("meta"):
@@ -135,11 +138,17 @@ def load_tensor_parallel(directory: Path, tp: TensorParallelGroup, device: torch
             local = slices[name][box]
             local = local.to(device=device, dtype=dtype or served_dtype(local.dtype, device))
             module_name, attribute = name.rsplit(".", 1)
-            module = model.get_submodule(module_name)
-            if module_name.endswith(COLUMN_SPLIT):
-                parent, child = module_name.rsplit(".", 1)
-                setattr(model.get_submodule(parent), child, RowParallelLinear(local, tp))
+            if fp8 and is_fp8_module(module_name, cfg):
+                reduce = tp.all_reduce if module_name.endswith(COLUMN_SPLIT) else None
+                _replace(model, module_name, Fp8Linear(local, reduce))
+            elif module_name.endswith(COLUMN_SPLIT):
+                _replace(model, module_name, RowParallelLinear(local, tp))
             else:
-                setattr(module, attribute, nn.Parameter(local, requires_grad=False))
+                setattr(model.get_submodule(module_name), attribute, nn.Parameter(local, requires_grad=False))
     model.init_buffers(device)
     return model.eval(), ShardedOutputHead(model.output.weight, tp)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, child = name.rsplit(".", 1)
+    setattr(model.get_submodule(parent), child, module)

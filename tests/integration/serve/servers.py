@@ -60,9 +60,9 @@ def post(base: str, path: str, body: bytes | dict, key: str | None = API_KEY) ->
         return e.code, json.loads(e.read())
 
 
-def save_tiny_model(directory: Path, seed: int) -> Path:
+def save_tiny_model(directory: Path, seed: int, n_layers: int = 2) -> Path:
     """A randomly initialised model with two key/value heads (so TP 2 splits them), saved."""
-    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256)
+    cfg = ModelConfig(dim=64, n_layers=n_layers, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256)
     model = Transformer(cfg)
     model.init_weights(seed=seed)
     return save_model(model, directory)

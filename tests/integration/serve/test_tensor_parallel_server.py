@@ -127,3 +127,32 @@ def test_a_sigterm_stops_the_leader_and_its_followers(two_ranks):
     while [pid for pid in followers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in followers if _alive(pid)]
+
+
+def test_fp8_serving_runs_the_fp8_model_on_one_rank_and_on_two(tmp_path):
+    """`--quantization fp8` serves exactly the model fp8.py defines (one rank: the same greedy tokens as
+    the engine in this process over the same FP8 weights); two ranks serve it too (their w2 row
+    scales are per shard, so not bit-identical to one rank)."""
+    import torch
+
+    from llamaops.platform.serve.engine import Engine
+    from llamaops.platform.serve.sampling import SamplingParams
+    from llamaops.platform.serve.tensor_parallel import TensorParallelGroup, load_tensor_parallel
+    from llamaops.platform.tokenizer import load_tokenizer
+
+    model_dir = save_tiny_model(tmp_path / "four-blocks", seed=5, n_layers=4)  # blocks 1 and 2 go to FP8
+    prompt = load_tokenizer().encode("The capital of France is", bos=True)
+    model, head = load_tensor_parallel(model_dir, TensorParallelGroup(0, 1, None), torch.device("cpu"), None, fp8=True)
+    engine = Engine(model, load_tokenizer(), head=head)
+    expected = engine.generate([prompt], SamplingParams(max_tokens=12, temperature=0))[0].text
+    for extra in (("--quantization", "fp8"), ("--quantization", "fp8", "--tensor-parallel", "2")):
+        proc, client = _serving(model_dir, tmp_path, *extra)
+        try:
+            text = client.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0).choices[0].text
+            if "--tensor-parallel" not in extra:
+                assert text == expected
+            stream = client.chat.completions.create(model="tiny", messages=CHATS[0], max_tokens=8, stream=True)
+            assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
