@@ -7,13 +7,14 @@ import os
 from llamaops.platform.config.cluster import MLFLOW_CREDENTIAL_ENV
 from llamaops.platform.config.images import llamaops_image, vllm_image
 from llamaops.platform.config.pod_security import container_security, pod_security, tmp_mount, tmp_volume
-from llamaops.platform.deploy.serving import HF_DIR, HF_ROOT, READY_PATH, export_command
+from llamaops.platform.deploy.serving import GRACEFUL_DRAIN_S, HF_DIR, HF_ROOT, READY_PATH, export_command
 
 from .pools import NodePool
 from .serving_argv import PORT, server_argv
 from .spec import GROUP, KIND, VERSION, DeploymentSpec
 
 MANAGED_BY = "llamaops-operator"
+ENDPOINT_DELAY_SECONDS = 5
 
 
 def owner_reference(name: str, uid: str) -> dict:
@@ -102,6 +103,9 @@ def _container(spec: DeploymentSpec, pool: NodePool) -> dict:
         "readinessProbe": ready,
         "livenessProbe": {**alive, "failureThreshold": 6},
         "securityContext": container_security(read_only_root=spec.engine == "llamaops"),
+        # Endpoints drop a terminating pod a moment after SIGTERM: keep serving until they have, then
+        # the server refuses new requests and drains the ones in flight (up to GRACEFUL_DRAIN_S).
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(ENDPOINT_DELAY_SECONDS)]}}},
         "volumeMounts": [tmp_mount(), *([SHM_MOUNT] if _shares_memory(spec) else []),
                          *([{**HF_MOUNT, "readOnly": True}] if spec.engine == "vllm" else [])],
     }
@@ -138,6 +142,7 @@ def _shares_memory(spec: DeploymentSpec) -> bool:
 
 def deployment(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, pool: NodePool) -> dict:
     pod_spec = {"containers": [_container(spec, pool)], "nodeSelector": dict(pool.nodeSelector),
+                "terminationGracePeriodSeconds": GRACEFUL_DRAIN_S + ENDPOINT_DELAY_SECONDS + 30,
                 "tolerations": list(pool.tolerations), "securityContext": pod_security(),
                 "automountServiceAccountToken": False,
                 "volumes": [tmp_volume(), *([SHM_VOLUME] if _shares_memory(spec) else []),
@@ -148,6 +153,8 @@ def deployment(name: str, namespace: str, uid: str | None, spec: DeploymentSpec,
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, namespace, uid),
         "spec": {
             "selector": {"matchLabels": selector(name)},
+            # A new version's pod is Ready (weights loaded) before an old one goes: never zero ready.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
         },
     }
@@ -182,10 +189,24 @@ def hpa(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, api_ve
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": a.minReplicas, "maxReplicas": a.maxReplicas,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.targetCPUUtilization}}}],
+            "metrics": [_load_metric(a)],
+            # Up at once (a queue grows fast); down only after 5 calm minutes (a GPU pod loads for minutes).
+            "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
+                         "scaleDown": {"stabilizationWindowSeconds": 300,
+                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
         },
     }
+
+
+LOAD_METRIC = "llamaops_requests_in_flight"  # the chart's metrics-adapter rules serve it for both engines
+
+
+def _load_metric(a) -> dict:
+    if a.targetRequestsInFlight is None:
+        return {"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.targetCPUUtilization}}}
+    return {"type": "Pods", "pods": {"metric": {"name": LOAD_METRIC},
+                                     "target": {"type": "AverageValue", "averageValue": str(a.targetRequestsInFlight)}}}
 
 
 def owned_objects(name: str, namespace: str, uid: str | None, spec: DeploymentSpec, pool: NodePool,

@@ -15,6 +15,9 @@ class Autoscaling(BaseModel):
     minReplicas: int = Field(1, ge=1)
     maxReplicas: int = Field(1, ge=1, le=64)
     targetCPUUtilization: int = Field(70, ge=1, le=100)
+    # Load: the pods' average requests in flight (llamaops_requests_in_flight through a metrics
+    # adapter); set, it replaces CPU, which says little about a GPU server's load.
+    targetRequestsInFlight: int | None = Field(None, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Autoscaling":
@@ -87,6 +90,7 @@ def _schema() -> dict:
                     "minReplicas": {"type": "integer", "minimum": 1, "maximum": 64, "default": 1},
                     "maxReplicas": {"type": "integer", "minimum": 1, "maximum": 64},
                     "targetCPUUtilization": {"type": "integer", "minimum": 1, "maximum": 100, "default": 70},
+                    "targetRequestsInFlight": {"type": "integer", "minimum": 1, "maximum": 1024},
                 },
             },
         },

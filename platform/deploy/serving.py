@@ -4,6 +4,7 @@ from typing import Literal
 
 PRODUCTION_ALIAS = "production"
 SERVING_PORT = 8000
+GRACEFUL_DRAIN_S = 60  # on SIGTERM the server finishes the requests in flight for up to this long
 Engine = Literal["llamaops", "vllm"]
 # The path that answers 200 only once weights are loaded: llamaops' /ready, vLLM's /health.
 READY_PATH: dict[str, str] = {"llamaops": "/ready", "vllm": "/health"}

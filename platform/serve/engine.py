@@ -238,6 +238,7 @@ class Engine:
             self._decode()
         self.metrics.batch_size = len(self.decoding)
         self.metrics.queue_depth = len(self.waiting)
+        self.metrics.in_flight = len(self.waiting) + len(self.prefilling) + len(self.decoding)
 
     def _prefill(self, budget: int) -> None:
         """Spend up to `budget` prompt tokens on the prefilling requests, shared fairly, then move

@@ -19,6 +19,7 @@ class EngineMetrics:
     generated_tokens: int = 0
     batch_size: int = 0
     queue_depth: int = 0
+    in_flight: int = 0  # waiting + prefilling + decoding: what load-based autoscaling averages
     finish_reasons: Counter = field(default_factory=Counter)
     ttft_counts: list[int] = field(default_factory=lambda: [0] * len(TTFT_BUCKETS))
     ttft_sum: float = 0.0
@@ -66,6 +67,9 @@ class EngineMetrics:
             "# HELP llamaops_queue_depth Requests waiting for a batch slot.",
             "# TYPE llamaops_queue_depth gauge",
             f"llamaops_queue_depth{{{label}}} {self.queue_depth}",
+            "# HELP llamaops_requests_in_flight Requests admitted and not finished (waiting or running).",
+            "# TYPE llamaops_requests_in_flight gauge",
+            f"llamaops_requests_in_flight{{{label}}} {self.in_flight}",
             "# HELP llamaops_batch_size Requests decoding in the last step.",
             "# TYPE llamaops_batch_size gauge",
             f"llamaops_batch_size{{{label}}} {self.batch_size}",

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llamaops.platform.deploy.serving import GRACEFUL_DRAIN_S
 from llamaops.platform.tokenizer import Tokenizer, encode_dialog_for_generation, load_tokenizer
 
 from .engine import Engine, EngineClosed, Output, QueueFull, Request
@@ -394,7 +395,7 @@ def run_server(load: Callable[[], LoadedModel], settings: ServerSettings, host: 
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
     app = create_app(load, settings, on_load_failure=stop)
     # SIGTERM: stop accepting, let in-flight requests finish (up to 60 s), then stop the engine.
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=60)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=GRACEFUL_DRAIN_S)
     server = uvicorn.Server(config)
     server.run(sockets=[listener])
     error = app.state.serving.load_error

@@ -167,3 +167,27 @@ def test_a_changed_deployment_is_not_ready_until_its_controller_has_observed_the
     assert rolling["Ready"]["status"] == "False" and rolling["Progressing"]["status"] == "True"
     done = {c["type"]: c for c in rollout_conditions({**old_pods, "observedGeneration": 2}, 1, generation=2)}
     assert done["Ready"]["status"] == "True"
+
+
+@pytest.mark.parametrize("version", ["autoscaling/v2", "autoscaling/v2beta2"])
+def test_load_autoscaling_averages_the_requests_in_flight_per_pod(version):
+    import kubernetes_validate
+
+    spec, _ = _check({**SPEC, "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetRequestsInFlight": 24}})
+    h = manifests.hpa("m", "ns", "u", spec, version)
+    assert h["spec"]["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": "llamaops_requests_in_flight"},
+                                                              "target": {"type": "AverageValue", "averageValue": "24"}}}]
+    assert h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    kubernetes_validate.validate(h, "1.27.0" if version == "autoscaling/v2" else "1.25.0", strict=True)
+
+
+def test_a_new_version_rolls_out_without_ever_dropping_to_zero_ready_pods():
+    spec, pool = _check(SPEC)
+    d = manifests.deployment("m", "ns", "uid-1", spec, pool)
+    assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = d["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/ready"  # weights loaded
+    # SIGTERM waits for the endpoints to drop the pod, then the drain; the kubelet waits for both.
+    delay = int(server["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] > delay + 60
