@@ -17,7 +17,7 @@ from pathlib import Path
 # Every shared library of these Debian packages: wheels load libraries Python itself does not
 # link (torch needs libstdc++; cryptography's Rust module needs libpthread.so.0, and so on).
 RUNTIME_PACKAGES = ("libc6", "libgcc-s1", "libstdc++6", "zlib1g")
-COREUTILS = ("cat", "env", "ls", "mkdir", "mktemp", "rm")
+COREUTILS = ("cat", "env", "ls", "mkdir", "mktemp", "rm", "sleep")  # sleep: the servers' preStop
 
 
 def package_libs(package: str) -> set[Path]:

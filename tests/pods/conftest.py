@@ -116,8 +116,7 @@ def helm() -> str:
     return run("bash", CLUSTER_DIR / "get_helm.sh").stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(node_s3: S3Server) -> str:
+def _publish_tiny_model(node_s3: S3Server, uri: str, seed: int) -> str:
     """A tiny random Llama with the real tokenizer's vocabulary, published to the node's S3."""
     from llamaops.platform.config.model import ModelConfig
     from llamaops.platform.model import Transformer
@@ -125,14 +124,24 @@ def tiny_model(node_s3: S3Server) -> str:
     from llamaops.platform.store.uri import staged_output
 
     model = Transformer(ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=256))
-    model.init_weights(seed=0)
-    uri = "s3://llamaops/models/tiny"
+    model.init_weights(seed=seed)
     with pytest.MonkeyPatch.context() as env:
         for name, value in node_s3.env().items():
             env.setenv(name, value)
         with staged_output(uri) as directory:
             save_model(model, directory, overwrite=True)
     return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_model(node_s3: S3Server) -> str:
+    return _publish_tiny_model(node_s3, "s3://llamaops/models/tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_v2(node_s3: S3Server) -> str:
+    """The same shape with other weights: its answers tell which version served a request."""
+    return _publish_tiny_model(node_s3, "s3://llamaops/models/tiny-v2", seed=1)
 
 
 # The chart's read-only component (operator, helm test) gets a key that may only read.

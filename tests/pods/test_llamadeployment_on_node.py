@@ -1,5 +1,6 @@
 """A LlamaDeployment of a tiny model on a node that runs pods: it serves through its Service,
 scales, heals, reports why it cannot run, and leaves nothing behind when deleted."""
+import threading
 import time
 
 import pytest
@@ -90,6 +91,58 @@ def test_serves_through_its_service_scales_heals_and_is_cleaned_up(kube, node_cl
     # Delete: the garbage collector removes everything the LlamaDeployment owned.
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     wait_until("every owned object gone", lambda: (not any(_owned(kube, ns, name).values()), _owned(kube, ns, name)), 180)
+
+
+def test_a_new_version_rolls_out_while_a_client_loop_sees_no_failed_request(kube, release, local_pool, tiny_model,
+                                                                            tiny_model_v2, app_namespace):
+    custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
+    ns, name = app_namespace, "rollout"
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _llamadeployment(name, tiny_model, local_pool))
+    wait_until("LlamaDeployment Ready", lambda: _ready(kube, ns, name), timeout=300)
+    svc = core.read_namespaced_service(name, ns)
+    url = f"http://{svc.spec.cluster_ip}:80"
+    v1_answer = wait_until("v1 answering", lambda: attempt(lambda: _answer(url)), timeout=60)
+    old_pods = {p.metadata.name for p in _ready_pods(kube, ns, name)}
+
+    answers: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:  # one request at a time, on the loopback-reachable ClusterIP, bounded
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                answers.append(_answer(url))
+            except Exception as error:  # noqa: BLE001 - every failure counts
+                failures.append(f"{type(error).__name__}: {error}")
+            time.sleep(0.05)
+
+    loop = threading.Thread(target=client_loop)
+    loop.start()
+    try:
+        wait_until("a few answers from v1 under load", lambda: (len(answers) >= 5, len(answers)), 60)
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"model": tiny_model_v2}})
+
+        def rolled_out():
+            current = {p.metadata.name for p in _ready_pods(kube, ns, name)}
+            pods = _owned(kube, ns, name)["pods"]
+            return bool(current) and not current & old_pods and set(pods) == current, (current, pods)
+        wait_until("the old pod gone and a new one ready", rolled_out, timeout=420)
+        served = len(answers)
+        wait_until("answers from v2", lambda: (len(answers) >= served + 5, len(answers)), 60)
+    finally:
+        stop.set()
+        loop.join(60)
+    REPORT["rollout_requests"] = len(answers) + len(failures)
+    assert failures == [], failures[:5]
+    # v1 answered until v2 was ready (both may answer while the old pod drains); then only v2.
+    assert answers[0] == v1_answer and answers[-1] != v1_answer
+    assert set(answers[served:]) == {answers[-1]}
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def _answer(url: str) -> str:
+    return _chat(url)["choices"][0]["message"]["content"]
 
 
 def test_a_restarted_operator_resumes_without_duplicating_objects(kube, release, local_pool, tiny_model, app_namespace):
