@@ -11,4 +11,5 @@ def server_argv(spec: DeploymentSpec, pool: NodePool) -> list[str]:
     """Either engine splits the model over the pod's tensorParallelSize GPUs (or, on a CPU pool, the
     llamaops engine over as many processes)."""
     return container_command(spec.engine, spec.model, spec.servedModelName, port=PORT,
-                             tensor_parallel=spec.tensorParallelSize, gpus=bool(pool.gpusPerNode))
+                             tensor_parallel=spec.tensorParallelSize, gpus=bool(pool.gpusPerNode),
+                             quantization=spec.quantization)

@@ -49,6 +49,7 @@ class DeploymentSpec(BaseModel):
     replicas: int = Field(1, ge=0, le=64)
     tensorParallelSize: int = Field(1, ge=1, le=16)
     engine: Literal["llamaops", "vllm"] = "llamaops"
+    quantization: Literal["fp8"] | None = None  # either engine's --quantization
     servedModelName: str = Field("llama", pattern=r"^[A-Za-z0-9._-]{1,63}$")
     resources: Resources = Resources()
     autoscaling: Autoscaling | None = None
@@ -69,6 +70,7 @@ def _schema() -> dict:
             "replicas": {"type": "integer", "minimum": 0, "maximum": 64, "default": 1},
             "tensorParallelSize": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
             "engine": {"type": "string", "enum": ["llamaops", "vllm"], "default": "llamaops"},
+            "quantization": {"type": "string", "enum": ["fp8"]},
             "servedModelName": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,63}$", "default": "llama"},
             "resources": {
                 "type": "object",

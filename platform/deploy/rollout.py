@@ -90,6 +90,7 @@ def deployment_manifest(contract: ClusterContract, preset: Preset, model_name: s
         "nodePool": pool_name,
         "tensorParallelSize": deploy.tensor_parallel,
         "engine": deploy.engine,
+        **({"quantization": deploy.quantization} if deploy.quantization else {}),
         "replicas": deploy.replicas,
         "servedModelName": deploy.served_model_name,
         "storageSecret": contract.s3Secret.name,

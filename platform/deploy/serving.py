@@ -26,19 +26,20 @@ def serve_command(model_name: str, alias: str = PRODUCTION_ALIAS, host: str = "1
 
 def container_command(
     engine: Engine, model: str, served_name: str, *, port: int = SERVING_PORT, tensor_parallel: int = 1,
-    gpus: bool = False, hf_dir: str = HF_DIR,
+    gpus: bool = False, quantization: str | None = None, hf_dir: str = HF_DIR,
 ) -> list[str]:
     """The serving container's argv. `model` is what `llamaops serve` accepts (models:/NAME@ALIAS,
     s3://, file://); `gpus`: the pod holds `tensor_parallel` GPUs (else it runs on its CPUs). vLLM
     reads the Hugging Face export of the same weights at `hf_dir`, which `export_command` writes
-    first (an init container)."""
+    first (an init container). quantization: "fp8", which both engines take as `--quantization fp8`."""
+    quantize = ["--quantization", quantization] if quantization else []
     if engine == "llamaops":
         return ["llamaops", "serve", model, "--host", "0.0.0.0", "--port", str(port), "--name", served_name,
-                "--device", "cuda" if gpus else "cpu", "--tensor-parallel", str(tensor_parallel)]
+                "--device", "cuda" if gpus else "cpu", "--tensor-parallel", str(tensor_parallel), *quantize]
     if engine == "vllm":
         return [
             "python", "-m", "vllm.entrypoints.openai.api_server", "--model", hf_dir, "--served-model-name", served_name,
-            "--tensor-parallel-size", str(tensor_parallel), "--host", "0.0.0.0", "--port", str(port),
+            "--tensor-parallel-size", str(tensor_parallel), "--host", "0.0.0.0", "--port", str(port), *quantize,
         ]
     raise ValueError(f"unknown engine '{engine}'; use llamaops or vllm")
 

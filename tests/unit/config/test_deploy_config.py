@@ -6,10 +6,11 @@ from llamaops.platform.config import PRESETS, ConfigError, DeployConfig, load_pr
 def test_presets_deploy_settings():
     tiny = load_preset("tiny")
     assert not tiny.deploy.enabled and tiny.resources.gpus_per_node == 0
-    settings = {name: (p.deploy.enabled, p.deploy.engine, p.deploy.tensor_parallel)
+    settings = {name: (p.deploy.enabled, p.deploy.engine, p.deploy.tensor_parallel, p.deploy.quantization)
                 for name in PRESETS if (p := load_preset(name))}
-    assert settings == {"tiny": (False, "llamaops", 1), "8b": (True, "llamaops", 1), "70b": (True, "vllm", 4),
-                        "405b": (True, "vllm", 8), "full-405b": (True, "vllm", 8)}
+    assert settings == {"tiny": (False, "llamaops", 1, None), "8b": (True, "llamaops", 1, None),
+                        "70b": (True, "vllm", 4, None), "405b": (True, "vllm", 8, "fp8"),
+                        "full-405b": (True, "vllm", 8, "fp8")}
     for name in PRESETS:
         deploy = load_preset(name).deploy
         assert deploy.node_pool is None and deploy.replicas == 1 and deploy.served_model_name == "llama"

@@ -37,6 +37,7 @@ def test_manifest_validates_against_the_operators_spec_and_checks(preset):
     spec = operator_spec.DeploymentSpec.model_validate(m["spec"])
     checked, _ = check_spec(m["spec"], CONTRACT.nodePools, lambda uri: None)  # no Degraded reason
     assert checked == spec and spec.tensorParallelSize == load_preset(preset).deploy.tensor_parallel
+    assert spec.quantization == load_preset(preset).deploy.quantization  # 405B: fp8, to fit one node
 
 
 def test_the_presets_serving_pod_size_reaches_the_serving_pods():

@@ -35,12 +35,13 @@ def _option(argv: list[str], name: str) -> str:
 @pytest.mark.parametrize("kubernetes", ["1.27.0", "1.33.0"])
 def test_the_llamaops_engine_runs_on_the_pods_gpus_split_over_all_of_them(tmp_path, kubernetes):
     objects = _objects(_render(tmp_path, {"model": "models:/llama@production", "nodePool": "h100",
-                                          "tensorParallelSize": 8,
+                                          "tensorParallelSize": 8, "quantization": "fp8",
                                           "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}))
     assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
     server = _pod(objects)["containers"][0]
     assert server["command"][:3] == ["llamaops", "serve", "models:/llama@production"]
     assert (_option(server["command"], "--device"), _option(server["command"], "--tensor-parallel")) == ("cuda", "8")
+    assert _option(server["command"], "--quantization") == "fp8"
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
     assert "ownerReferences" not in objects["Deployment"]["metadata"]  # nothing to own them in GitOps
@@ -51,13 +52,14 @@ def test_the_llamaops_engine_runs_on_the_pods_gpus_split_over_all_of_them(tmp_pa
 @pytest.mark.parametrize("kubernetes", ["1.27.0", "1.33.0"])
 def test_vllm_serves_the_export_its_init_container_writes(tmp_path, kubernetes):
     objects = _objects(_render(tmp_path, {"model": "s3://models/llama-405b", "nodePool": "h100", "engine": "vllm",
-                                          "tensorParallelSize": 8, "apiKeySecret": "serving-key"}))
+                                          "tensorParallelSize": 8, "quantization": "fp8", "apiKeySecret": "serving-key"}))
     pod = _pod(objects)
     export, server = pod["initContainers"][0], pod["containers"][0]
     assert export["command"] == ["llamaops", "model", "export-hf", "s3://models/llama-405b", "/models/hf", "--overwrite"]
     assert _option(server["command"], "--model") == "/models/hf"
     assert _option(server["command"], "--tensor-parallel-size") == "8"
     assert _option(server["command"], "--served-model-name") == "llama"
+    assert _option(server["command"], "--quantization") == "fp8"  # 405B on one 8-GPU node, as the paper served it
     assert {"name": "hf-model", "mountPath": "/models"} in export["volumeMounts"]
     assert {"name": "hf-model", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
