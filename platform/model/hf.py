@@ -4,7 +4,9 @@ Besides the renaming, the q/k projections are permuted per head: llamaops rotate
 (2i, 2i+1), Hugging Face rotates half-split pairs (i, i + head_dim/2).
 """
 import json
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ from .checkpoint import (
     require_whole_model,
     save_model,
     shard_file,
+    weight_slices,
 )
 from .hf_config import hf_config_from_model_config, hf_generation_config, model_config_from_hf
 from .transformer import Transformer
@@ -114,10 +117,18 @@ def save_hf(
     """Write `model` as a complete Hugging Face Llama directory: config, generation config, sharded
     safetensors + index, and (unless tokenizer=False) the Llama 3.1 tokenizer files."""
     require_whole_model(model)
+    state = model.state_dict()
+    return _write_hf(model.cfg, {n: t.numel() for n, t in state.items()}, lambda n: state[n].detach(), dst,
+                     max_shard_bytes, dtype, overwrite, tokenizer)
+
+
+def _write_hf(cfg: ModelConfig, numels: dict[str, int], read: Callable[[str], torch.Tensor], dst: Path,
+              max_shard_bytes: int, dtype: torch.dtype, overwrite: bool, tokenizer: bool) -> Path:
+    """The Hugging Face directory of the tensors `numels` names, each `read` when its shard is
+    written: at most one shard of the model is in memory."""
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
-    cfg, state = model.cfg, model.state_dict()
-    shards = plan_shards({name: t.numel() * dtype.itemsize for name, t in state.items()}, max_shard_bytes)
+    shards = plan_shards({name: numel * dtype.itemsize for name, numel in numels.items()}, max_shard_bytes)
     dtype_name = str(dtype).removeprefix("torch.")
     with atomic_directory(dst, overwrite) as tmp:
         _write_json(tmp / "config.json", hf_config_from_model_config(cfg, dtype_name))
@@ -125,10 +136,11 @@ def save_hf(
         weight_map, total = {}, 0
         for i, names in enumerate(shards, start=1):
             file = shard_file(i, len(shards))
-            tensors = dict(to_hf_tensor(cfg, n, state[n].detach().to("cpu", dtype)) for n in names)
+            tensors = dict(to_hf_tensor(cfg, n, read(n).to("cpu", dtype)) for n in names)
             save_file({n: t.contiguous() for n, t in tensors.items()}, tmp / file, metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(tensors, file))
             total += sum(t.numel() * t.element_size() for t in tensors.values())
+            del tensors
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         _write_json(tmp / INDEX_FILE, index)
         if tokenizer:
@@ -146,10 +158,13 @@ def export_hf(
     overwrite: bool = False,
     tokenizer: bool = True,
 ) -> Path:
-    """Native model directory `src` -> Hugging Face model directory `dst`."""
+    """Native model directory `src` -> Hugging Face model directory `dst`, one output shard in
+    memory at a time (a serving pod's init container exports 405B within its memory limit)."""
     check_destination(dst, overwrite)
-    model = load_model(src, dtype=dtype)
-    return save_hf(model, dst, max_shard_bytes, dtype, overwrite, tokenizer)
+    with weight_slices(src) as (cfg, slices):
+        numels = {name: math.prod(tensor.get_shape()) for name, tensor in slices.items()}
+        return _write_hf(cfg, numels, lambda name: slices[name][...], dst, max_shard_bytes, dtype, overwrite,
+                         tokenizer)
 
 
 def _write_json(path: Path, data: dict) -> None:
