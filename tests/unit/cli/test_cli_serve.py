@@ -53,3 +53,9 @@ def test_binding_beyond_loopback_without_a_key_warns(tmp_path, started, host, wa
     assert result.exit_code == 0, result.output
     assert ("no API key" in result.output) == warned
     assert started[0][0].api_key is None
+
+
+def test_a_quantization_it_does_not_serve_is_refused(started):
+    result = runner.invoke(app, ["serve", "unused-model", "--quantization", "int4"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and not started
+    assert "'int4' is not a quantization llamaops serves: use fp8" in " ".join(result.output.split())
