@@ -1,6 +1,7 @@
 """`llamaops serve --tensor-parallel 2` on a CPU: two processes over gloo, one model split by heads,
 hidden units and vocabulary rows, driven by the official openai client against a one-process server
 on the same weights."""
+import os
 import signal
 import subprocess
 import sys
@@ -156,3 +157,19 @@ def test_fp8_serving_runs_the_fp8_model_on_one_rank_and_on_two(tmp_path):
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the follower process through /proc")
+def test_a_follower_that_dies_stops_the_server_with_its_reason(model_dir, tmp_path):
+    proc, _ = _serving(model_dir, tmp_path, "--tensor-parallel", "2")
+    try:
+        follower = next(pid for pid in _children(proc.pid)
+                        if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text() and "resource_tracker" not in
+                        Path(f"/proc/{pid}/cmdline").read_text())
+        os.kill(follower, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1  # the ranks cannot go on without it: the pod restarts whole
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "tensor-parallel rank 1 exited with code -9" in log
