@@ -4,6 +4,7 @@ file:// artifact, or a local model directory (native or Hugging Face)."""
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from llamaops.platform.store import ArtifactError, fetched
 
@@ -54,15 +55,8 @@ def model_source(reference: str, tracking_uri: str | None = None) -> str:
 def model_directory(reference: str, tracking_uri: str | None = None) -> Iterator[Path]:
     """A local directory holding the model `reference` names (an s3:// artifact is fetched)."""
     source = model_source(reference, tracking_uri)
-    if source.startswith(("s3://", "file://")):
-        with contextlib.ExitStack() as stack:
-            try:
-                directory = stack.enter_context(fetched(source))
-            except ArtifactError as error:
-                raise ModelReferenceError(reference, str(error)) from None
-            yield directory
-        return
-    yield _local_directory(reference, source)
+    with _opened_artifact(reference, source, fetched) as directory:
+        yield directory or _local_directory(reference, source)
 
 
 @contextlib.contextmanager
@@ -72,15 +66,23 @@ def model_in_parts(source: str) -> Iterator[tuple[Path, Callable[[str, int, int]
     (checkpoint.model_in_part), never whole."""
     from llamaops.platform.model.checkpoint import model_in_part  # torch: not for the CLI's fast commands
 
-    if source.startswith(("s3://", "file://")):
-        with contextlib.ExitStack() as stack:
-            try:
-                opened = stack.enter_context(model_in_part(source))
-            except ArtifactError as error:
-                raise ModelReferenceError(source, str(error)) from None
-            yield opened
+    with _opened_artifact(source, source, model_in_part) as opened:
+        yield opened or (_local_directory(source, source), None)
+
+
+@contextlib.contextmanager
+def _opened_artifact(reference: str, source: str, open_artifact: Callable) -> Iterator[Any]:
+    """`open_artifact(source)` for an s3:// or file:// artifact, its failure one line naming
+    `reference`; None for a local path."""
+    if not source.startswith(("s3://", "file://")):
+        yield None
         return
-    yield _local_directory(source, source), None
+    with contextlib.ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_artifact(source))
+        except ArtifactError as error:
+            raise ModelReferenceError(reference, str(error)) from None
+        yield opened
 
 
 def _local_directory(reference: str, source: str) -> Path:
