@@ -23,7 +23,10 @@ ENV USER=llamaops LOGNAME=llamaops
 COPY --from=deps /opt/llamaops /opt/llamaops
 # Data packages the steps read in place (platform/data/packages.py: <venv>/llamaops-data).
 COPY data/ /opt/llamaops/llamaops-data/
-# Only this layer changes from one commit to the next (the llamaops wheel and pip to install it).
+# Only these layers change from one commit to the next (the commit MLflow runs record as their
+# source, the llamaops wheel and pip to install it).
+ARG LLAMAOPS_GIT_COMMIT=""
+ENV LLAMAOPS_GIT_COMMIT=${LLAMAOPS_GIT_COMMIT}
 COPY llamaops/ /src/
 RUN /opt/llamaops/bin/python /src/pip.whl/pip install --no-index --no-deps --no-cache-dir -q \
       --disable-pip-version-check /src/llamaops-*.whl

@@ -3,7 +3,8 @@
 A stage is a plain function `run_<stage>(preset, inputs..., output_uri, metrics=...) -> StageResult`
 that works in-process. It reads artifacts by URI (`store.fetched`), writes its output only through
 `store.staged_output(output_uri)` (so an interrupted stage leaves nothing readable behind), and
-reports step metrics to a `MetricsSink`. The pipeline component, the CLI and the tests all call
+reports per-step metrics to a `MetricsSink` as it goes; its final metrics are in the result, which
+the caller logs once (`StageRun.log_result`). The pipeline component, the CLI and the tests all call
 the same function.
 """
 from dataclasses import dataclass, field

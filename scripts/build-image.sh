@@ -70,6 +70,9 @@ if [[ $host_base == 1 ]]; then
   fi
 fi
 log "building $tag FROM $base"
-# No network inside the build: everything it installs is in the context.
-$docker build -q --network=none --build-arg "BASE=$base" -t "$tag" -f Dockerfile "$ctx" >&2
+# No network inside the build: everything it installs is in the context. The commit is what
+# MLflow runs record as their source.
+commit="$(git rev-parse HEAD 2>/dev/null || true)"
+$docker build -q --network=none --build-arg "BASE=$base" --build-arg "LLAMAOPS_GIT_COMMIT=$commit" \
+  -t "$tag" -f Dockerfile "$ctx" >&2
 echo "$tag"

@@ -46,6 +46,5 @@ def average_models(model_uris: Sequence[str], output_uri: str, weights: Sequence
 def run_average(preset: Preset, *model_uris: str, output_uri: str, metrics: MetricsSink = NoMetrics()) -> StageResult:
     """The pipeline's averaging step: the equal-weight mean of `model_uris` (the last rounds' DPO models)."""
     average_models(model_uris, output_uri)
-    metrics.log_metrics({"averaged_models": float(len(model_uris))})
     return StageResult(outputs={"model": output_uri}, metrics={"averaged_models": float(len(model_uris))},
                        report={"averaged": list(model_uris)})

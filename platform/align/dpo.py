@@ -71,7 +71,6 @@ def run_dpo(preset: Preset, sft_model_uri: str, output_uri: str, metrics: Metric
     after = preference_metrics(*policy_after, *policy_before, *counts, cfg)
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
-    metrics.log_metrics(result_metrics)
     result_metrics |= {
         "train_pairs": float(len(train)),
         "held_out_pairs": float(len(held_out)),

@@ -112,7 +112,8 @@ def fine_tune(
     check_inputs(preset, job, output_uri, spec.stage)
     # Workers start even when the last checkpoint is there but its held-out losses are not (a run
     # stopped between the two): they restore it and measure.
-    resumed_from = run_job(preset, job, spec.stage, always=held_out_losses(job.checkpoint_root, len(plan)) is None)
+    measured = held_out_losses(job.checkpoint_root, len(plan)) is not None
+    resumed_from = run_job(preset, job, spec.stage, metrics, always=not measured)
     result = publish_trained(preset, job, output_uri, metrics, resumed_from)
     before, after = (held_out_losses(job.checkpoint_root, step) for step in (0, len(plan)))
     if before is None or after is None:

@@ -124,7 +124,6 @@ def run_rejection_sampling(
         "mean_best_reward": result.mean_best_reward,
         "mean_sample_reward": result.mean_sample_reward,
     }
-    metrics.log_metrics(result_metrics)
     return StageResult(outputs={"samples": output_uri}, metrics=result_metrics,
                        report={"samples_per_prompt": cfg.samples_per_prompt, "prompts": len(prompts),
                                "generation": {"tp": layout.tp, "groups": layout.groups}})

@@ -42,7 +42,6 @@ def run_reward_model(
                      for values in (tuned.example_values_before, tuned.example_values_after))
     result_metrics = {f"held_out_{name}_before": value for name, value in before.items()}
     result_metrics |= {f"held_out_{name}_after": value for name, value in after.items()}
-    metrics.log_metrics(result_metrics)
     result_metrics |= {"train_pairs": float(len(train)), "held_out_pairs": float(len(held_out)),
                        "seconds": time.perf_counter() - started, **tuned.result.metrics}
     report = {"loss": "Bradley-Terry, no margin", "pairs": "chosen = real answer; rejected = its words scrambled",

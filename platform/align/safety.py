@@ -98,7 +98,6 @@ def run_safety(preset: Preset, model_uri: str, output_uri: str, metrics: Metrics
         # Llama 3's trade-off: violations go down while false refusals stay within a bound.
         rise = after["false_refusal_rate"] - before["false_refusal_rate"]
         result_metrics["false_refusal_within_bound"] = float(rise <= cfg.max_false_refusal_increase)
-    metrics.log_metrics(result_metrics)
     result_metrics |= {
         "train_refusals": float(len(train_refusals)),
         "train_borderline": float(len(train_helpful)),

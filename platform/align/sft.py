@@ -49,7 +49,6 @@ def run_sft(
         "seconds": time.perf_counter() - started,
         **engine,
     }
-    metrics.log_metrics({k: result_metrics[k] for k in ("held_out_loss_before", "held_out_loss_after")})
     report = {"languages": list(cfg.languages), "loss": "assistant tokens only (incl. <|eot_id|>)",
               "layout": "in-process (LoRA)" if cfg.lora_rank else cfg.layout.describe()}
     return StageResult(outputs={"model": output_uri}, metrics=result_metrics, report=report)

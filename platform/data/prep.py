@@ -49,7 +49,6 @@ def _prepare_data(data: DataConfig, output_uri: str, metrics: MetricsSink, worke
         summary = _summary(report, documents, counts)
         (out / REPORT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     stage_metrics = _metrics(report, counts, summary)
-    metrics.log_metrics(stage_metrics)
     return StageResult(outputs={"shards": output_uri}, metrics=stage_metrics, report=summary)
 
 

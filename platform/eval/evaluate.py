@@ -151,5 +151,4 @@ def run_eval(
             "workers": {"tp": layout.tp, "groups": layout.groups, "gpus": layout.use_gpu},
         })
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    metrics.log_metrics(result_metrics)
     return StageResult(outputs={"report": output_uri}, metrics=result_metrics, report=report)

@@ -6,8 +6,11 @@ under the parent, so a re-run or resumed stage continues its run instead of addi
 """
 import json
 import logging
+import os
 import re
+import subprocess
 import time
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +29,9 @@ ROLE_TAG = "llamaops.role"
 PRESET_TAG = "llamaops.preset"
 STAGE_TAG = "llamaops.stage"
 RUN_TAG = "llamaops.run"  # the pipeline run id, so a retried first step finds its parent run
+INPUT_TAG = "llamaops.input."  # + the upstream step: the artifact a stage read (lineage)
+COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own key: its UI shows it as the run's source version
+COMMIT_ENV = "LLAMAOPS_GIT_COMMIT"  # set in the image at build time, where there is no checkout
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
@@ -51,9 +57,14 @@ def _json_text(report: Mapping[str, Any]) -> str:
 class _RunLogger:
     """What parent and child runs share: params, metrics and JSON reports on one run."""
 
-    def __init__(self, client: "MlflowClient", run_id: str) -> None:
+    def __init__(self, client: "MlflowClient", run_id: str, tracking_uri: str) -> None:
         self._client = client
         self.run_id = run_id
+        self.tracking_uri = tracking_uri
+
+    @property
+    def client(self) -> "MlflowClient":
+        return self._client
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -84,6 +95,10 @@ class _RunLogger:
     def log_text(self, file_name: str, text: str) -> None:
         """Store `text` as the artifact `file_name` of this run (e.g. a markdown report)."""
         self._client.log_text(self.run_id, text, file_name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self._client.set_tag(self.run_id, key, value)
 
 
 class StageRun(_RunLogger):
@@ -118,10 +133,11 @@ class PipelineTracker(_RunLogger):
             client.update_run(resume_run_id, status="RUNNING")
         else:
             experiment_id = _experiment_id(client, experiment, self.tracking_uri)
-            run = client.create_run(
-                experiment_id, run_name=run_name,
-                tags={ROLE_TAG: "pipeline", PRESET_TAG: preset_name, RUN_TAG: run_name},
-            )
+            tags = {ROLE_TAG: "pipeline", PRESET_TAG: preset_name, RUN_TAG: run_name}
+            commit = source_commit()
+            if commit:
+                tags[COMMIT_TAG] = commit
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
             client.log_param(run.info.run_id, "preset", preset_name)
         self._bind(client, run)
 
@@ -152,17 +168,21 @@ class PipelineTracker(_RunLogger):
         return cls(uri, experiment, run_name, preset_name), True
 
     def _bind(self, client: "MlflowClient", run: "Run") -> None:
-        super().__init__(client, run.info.run_id)
+        super().__init__(client, run.info.run_id, self.tracking_uri)
         self.experiment_id = run.info.experiment_id
 
     @contextmanager
-    def stage(self, name: str, params: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
-        """A child run named `name` under this pipeline run: FINISHED if the block succeeds, else FAILED."""
+    def stage(self, name: str, params: Mapping[str, Any] | None = None,
+              inputs: Mapping[str, str] | None = None) -> Iterator[StageRun]:
+        """A child run named `name` under this pipeline run, tagged with the artifacts it reads
+        (`inputs`: upstream step -> URI): FINISHED if the block succeeds, else FAILED."""
         if not _STAGE_NAME.match(name):
             raise TrackingError(f"stage name '{name}' must be letters, digits, '_', '.' or '-'")
-        child = StageRun(self._client, self._child_run_id(name))
+        child = StageRun(self._client, self._child_run_id(name), self.tracking_uri)
         if params:
             child.log_params(params)
+        if inputs:
+            child.set_tags({INPUT_TAG + step: uri for step, uri in inputs.items()})
         try:
             yield child
         except BaseException:
@@ -192,6 +212,19 @@ class PipelineTracker(_RunLogger):
 
     def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self.finish("FINISHED" if error_type is None else "FAILED")
+
+
+def source_commit() -> str | None:
+    """The llamaops commit running: the image's build-time value, else the checkout's HEAD."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
+    checkout = Path(__file__).resolve().parents[2]  # the repository root is the package
+    try:
+        found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                               timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 def _pipeline_run(client: "MlflowClient", run_id: str, tracking_uri: str) -> "Run":

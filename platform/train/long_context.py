@@ -76,7 +76,8 @@ def run_long_context(
             stage = long_context_stages(preset.long_context, _extra_steps(preset, record))[index]
             check = record.check_at(stage.end) if record is not None else None
             if check is None:
-                record, check = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index)
+                record, check = _train_and_check(preset, data_uri, init_model_uri, output_uri, record, index,
+                                                     metrics)
             if passes(check, record.baseline_loss, preset):
                 break
             if record.extra_steps[index] >= gate.max_extra_steps_per_stage:
@@ -120,7 +121,8 @@ def _resumed_record(preset: Preset, root: str) -> GateRecord | None:
 
 
 def _train_and_check(
-    preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord | None, index: int
+    preset: Preset, data_uri: str, init_model_uri: str, output_uri: str, record: GateRecord | None, index: int,
+    metrics: MetricsSink,
 ) -> tuple[GateRecord, dict]:
     """Train from the latest checkpoint through stage `index` and on through the later stages while
     they pass, the workers measuring the gate at each stage end (and, without a record yet, on the
@@ -139,7 +141,7 @@ def _train_and_check(
                 f"long_context: the checkpoints at {root} reach step {latest}, past stage"
                 f" {index + 1}'s end {ends[0]} without its gate check; use a new output URI"
             )
-        run_job(preset, job, STAGE, always=True)  # to the plan's end unless a stage fails its gate
+        run_job(preset, job, STAGE, metrics, always=True)  # to the plan's end unless a stage fails its gate
         record = _recorded(preset, root, record, stages, index)
     check = record.check_at(ends[0]) if record is not None else None
     if check is None:
@@ -191,7 +193,6 @@ def _with_gate(result: StageResult, record: GateRecord, preset: Preset, metrics:
     """The gate's figures in the report and the metrics."""
     gate = preset.long_context.gate
     figures, summary = _gate_figures(record, preset)
-    metrics.log_metrics(figures, step=result.report["steps"])
     result.metrics.update(figures)
     result.report["gate"] = {
         "short_context_seq_len": record.seq_len,

@@ -2,10 +2,10 @@
 FSDP2, TP, pipeline stages), AdamW, clipping, distributed checkpoints (train/checkpointer.py).
 
 Runs the same in a Ray Train worker (world > 1, process group already up) and in-process
-(world 1, for tests). Workers cannot reach the driver's metrics sink, so the loss history travels
-in the checkpoints and the driver reports it from the last one; likewise the long-context gate's
-figures, which the workers measure at the job's gate steps (gate_checks.py) and publish next to
-the checkpoints.
+(world 1, for tests). Rank 0 sends each step's figures to the stage's MLflow run as it trains
+(tracking/live_metrics.py); the history also travels in the checkpoints, from which the driver
+logs whatever did not arrive. The long-context gate's figures are measured by the workers at the
+job's gate steps (gate_checks.py) and published next to the checkpoints.
 """
 import os
 import time
@@ -21,6 +21,7 @@ from llamaops.platform.model.precision import flush_denormals
 from llamaops.platform.model.sizing import flops_per_token
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.store import fetched
+from llamaops.platform.tracking.live_metrics import LiveMetrics, MetricStream
 from llamaops.platform.tracking.step_events import ProgressChannel, ProgressReporter
 
 from .batch_sources import BatchKind, open_batches
@@ -29,7 +30,7 @@ from .checkpointer import Checkpointer
 from .checkpointing import Progress
 from .gate_checks import GateChecks, check_at_step, stage_failed, verdict_baseline
 from .held_out import HeldOutChecks, check_held_out
-from .metrics import measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
+from .metrics import STEP_FIGURES, measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
 from .preference_step import (DPOObjective, PairwiseObjective, RewardObjective, pairwise_forward_backward,
@@ -67,6 +68,7 @@ class TrainingJob:
     held_out: HeldOutChecks | None = None  # fine-tuning's held-out losses, measured at its steps
     objective: PairwiseObjective | None = None  # None: the mean next-token loss; else DPO's or Bradley-Terry's (examples in pairs)
     progress: ProgressChannel | None = None  # a local run's step: rank 0 reports its progress there
+    metrics: MetricStream | None = None  # the stage's MLflow run: rank 0 sends each step's figures there
 
 
 def initial_rank_model(job: TrainingJob, layout: ParallelLayout, device: torch.device) -> RankModel:
@@ -119,6 +121,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         baseline = verdict_baseline(job.gate, job.checkpoint_root, figures)
         stopped = stage_failed(job.gate, figures, baseline)  # restored at a failing stage's end
         reporter = ProgressReporter(job.progress if rank == 0 else None, len(job.plan), first=progress.step)
+        live = LiveMetrics(job.metrics) if rank == 0 and job.metrics is not None else None
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
             batch = batches.batch(progress.step, progress.cursor, spec, placed.dp_rank, placed.layout)
@@ -128,6 +131,8 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
             progress.cursor = batches.next_cursor(progress.cursor, spec)
             progress.history.append({"step": progress.step, **record})
             reporter.step(progress.step, {"loss": record["loss"], "tokens_per_second": record["tokens_per_second"]})
+            if live is not None:
+                live.step(progress.step, {key: record[key] for key in STEP_FIGURES if key in record})
             checkpointer.poll()
             if progress.step in job.checkpoint_steps:
                 checkpointer.save(placed.parts, optimizers, progress)
@@ -139,6 +144,8 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                     checkpointer.wait()  # (collective) the restart resumes from this checkpoint
                     if rank == 1:
                         os._exit(1)  # as a killed worker would: no cleanup, no Python exception
+        if live is not None:
+            live.close()
     checkpointer.close()
     return progress
 

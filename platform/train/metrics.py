@@ -10,6 +10,10 @@ import time
 
 import torch
 
+# What each training step logs to MLflow (the record of a step holds more: tokens, seconds).
+STEP_FIGURES = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes", "memory_bytes_max",
+                "reward_margin")
+
 
 @functools.cache
 def measured_matmul_peak(dtype: torch.dtype = torch.float32, threads: int = 1, n: int = 512, seconds: float = 0.3) -> float:

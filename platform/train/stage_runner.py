@@ -14,6 +14,7 @@ from llamaops.platform.model.sizing import flops_per_token, training_days
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.stage import MetricsSink, StageResult
 from llamaops.platform.store import ArtifactError, check_access, fetched, is_complete, staged_output
+from llamaops.platform.tracking.live_metrics import logged_through, metric_stream
 from llamaops.platform.tracking.step_events import ProgressChannel
 
 from .batch_sources import open_batches
@@ -22,6 +23,7 @@ from .checkpointing import (checkpoints_uri, latest_checkpoint, load_progress, p
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob
+from .metrics import STEP_FIGURES
 from .parallelize import UnsupportedLayout, check_layout
 from .rank_model import check_microbatches, worker_layout
 from .ray_runner import run_on_ray
@@ -119,11 +121,13 @@ def check_inputs(preset: Preset, job: TrainingJob, output_uri: str, where: str) 
                 )
 
 
-def run_job(preset: Preset, job: TrainingJob, stage: str, always: bool = False) -> int | None:
+def run_job(preset: Preset, job: TrainingJob, stage: str, metrics: MetricsSink, always: bool = False) -> int | None:
     """Train `job` on Ray from its latest checkpoint to the end of its plan (or its stop step),
     unless it is there already (`always`: start the workers anyway, e.g. for the gate figures they
-    measure at a restored step); returns the checkpoint step it started from (None: the start)."""
+    measure at a restored step); returns the checkpoint step it started from (None: the start).
+    Rank 0 sends each step's figures to `metrics` when it is the stage's MLflow run."""
     resumed_from = latest_checkpoint(job.checkpoint_root, job.checkpoint_steps)
+    job = replace(job, metrics=metric_stream(metrics))
     if preset.resources.gpus_per_node > 0:  # else each CPU worker measures its own matmul peak
         job = replace(job, peak_flops=preset.resources.peak_bf16_tflops * 1e12)
     if always or resumed_from != (job.stop_after_step or len(job.plan)):
@@ -140,7 +144,7 @@ def train_and_publish(
     average_last: int = 1,
 ) -> StageResult:
     check_inputs(preset, job, output_uri, stage)
-    return publish_trained(preset, job, output_uri, metrics, run_job(preset, job, stage), average_last)
+    return publish_trained(preset, job, output_uri, metrics, run_job(preset, job, stage, metrics), average_last)
 
 
 def publish_trained(
@@ -163,13 +167,12 @@ def publish_trained(
     with staged_output(output_uri) as out:
         publish_checkpoint_model(job.checkpoint_root, averaged, out)
     kept = prune_published(job, preset.pretrain.keep_checkpoints_after_publish)
+    sent = logged_through(metrics)  # rank 0 sent these live
     for entry in history:
-        logged = ("loss", "lr", "grad_norm", "tokens_per_second", "mfu", "memory_bytes", "memory_bytes_max",
-                  "reward_margin")
-        metrics.log_metrics({key: entry[key] for key in logged if key in entry}, step=int(entry["step"]))
+        if entry["step"] > sent:
+            metrics.log_metrics({key: entry[key] for key in STEP_FIGURES if key in entry}, step=int(entry["step"]))
     final = _throughput(preset, history, job.layout.world_size)
     final["final_loss"] = history[-1]["loss"]
-    metrics.log_metrics(final, step=final_step)
     report: dict[str, Any] = {
         "loss_history": [entry["loss"] for entry in history],
         "history": history,

@@ -61,7 +61,7 @@ def test_run_eval_writes_report_returns_metrics_and_judges_the_gate(random_shard
     assert (report["safety"]["harmful_prompts"], report["safety"]["borderline_prompts"]) == (2, 2)
     verdicts = {v["metric"]: v["passed"] for v in report["gate"]["verdicts"]}
     assert verdicts["validation_perplexity"] is False and metrics["gate_passed"] == 0.0
-    assert sink.logged == [metrics]
+    assert sink.logged == []  # its final metrics are the caller's to log, once
 
     # The workers' figures are the whole model's, measured here in one process.
     tokenizer, seq_len = load_tokenizer(), preset.pretrain.seq_len

@@ -110,9 +110,9 @@ def test_a_healthy_run_recovers_at_every_stage_and_reports_the_figures(
     assert 0 < baseline < 6.0  # the pretrained model learnt the motifs (uniform: ln 512 = 6.2)
     for stage in gate["stages"]:
         assert stage["short_loss_before"] == baseline and stage["loss_increase"] <= 0.05
-        assert recorder.logged[f"long_context.gate.{stage['seq_len']}.short_loss"] == stage["short_loss"]
-        assert recorder.logged[f"long_context.gate.{stage['seq_len']}.recovered"] == 1.0
-    assert recorder.logged["long_context.gate.baseline_short_loss"] == baseline
+        assert result.metrics[f"long_context.gate.{stage['seq_len']}.short_loss"] == stage["short_loss"]
+        assert result.metrics[f"long_context.gate.{stage['seq_len']}.recovered"] == 1.0
+    assert result.metrics["long_context.gate.baseline_short_loss"] == baseline
     assert [entry["seq_len"] for entry in result.report["history"]] == [512, 1024]
     assert is_complete(result.outputs["model"])
     print(f"healthy: baseline {baseline:.4f}, after stages {[round(s['short_loss'], 4) for s in gate['stages']]}")

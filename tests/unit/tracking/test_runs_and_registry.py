@@ -1,5 +1,6 @@
 """Parent/child runs and the model registry on a real sqlite MLflow store (one DB per module)."""
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def _client(uri: str):
 
 def test_pipeline_with_stages_attach_and_resume(tracking_uri: str, tmp_path: Path) -> None:
     tracker = PipelineTracker(tracking_uri, "llamaops-unit", "run-a", "tiny")
-    with tracker.stage("pretrain", {"lr": 0.003, "schedule": {"warmup": 10}}) as sink:
+    with tracker.stage("pretrain", {"lr": 0.003, "schedule": {"warmup": 10}}, inputs={"data": "file:///d"}) as sink:
         sink.log_metrics({"loss": 4.0}, step=1)
         sink.log_metrics({"loss": 3.5}, step=2)
         sink.log_result(StageResult(outputs={"model": "file:///m"}, metrics={"final_loss": 3.5}, report={"n": 2}))
@@ -50,6 +51,7 @@ def test_pipeline_with_stages_attach_and_resume(tracking_uri: str, tmp_path: Pat
     assert [(m.step, m.value) for m in client.get_metric_history(pretrain.info.run_id, "loss")] == [(1, 4.0), (2, 3.5)]
     assert pretrain.data.metrics["final_loss"] == 3.5
     assert pretrain.data.tags["llamaops.output.model"] == "file:///m"
+    assert pretrain.data.tags["llamaops.input.data"] == "file:///d"  # lineage: what the stage read
     report = Path(client.download_artifacts(pretrain.info.run_id, "report.json", str(tmp_path)))
     assert json.loads(report.read_text()) == {"n": 2}
     assert (pretrain.info.status, sft.info.status) == ("FINISHED", "FINISHED")
@@ -92,3 +94,14 @@ def test_register_alias_and_resolve(tracking_uri: str, tmp_path: Path) -> None:
         set_alias("tiny-llama", 9, "production", tracking_uri)
     with pytest.raises(ArtifactError, match="does not exist or is unfinished"):
         register_model("tiny-llama", (tmp_path / "missing").as_uri(), tracking_uri=tracking_uri)
+
+
+def test_a_pipeline_run_records_the_commit_it_ran(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout = Path(__file__).resolve().parents[3]
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    monkeypatch.delenv("LLAMAOPS_GIT_COMMIT", raising=False)
+    from_checkout = PipelineTracker(tracking_uri, "llamaops-unit", "run-commit", "tiny")
+    monkeypatch.setenv("LLAMAOPS_GIT_COMMIT", "0123abc")  # an image's build-time value
+    from_image = PipelineTracker(tracking_uri, "llamaops-unit", "run-image", "tiny")
+    tags = [_client(tracking_uri).get_run(t.run_id).data.tags for t in (from_checkout, from_image)]
+    assert [t["mlflow.source.git.commit"] for t in tags] == [head.stdout.strip(), "0123abc"]
