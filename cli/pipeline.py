@@ -73,6 +73,8 @@ def submit(
         shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float)))
         typer.echo(f"eval: {shown}")
         typer.echo(f"eval report: {result.eval_summary['report_uri']}")
+    if result.report:
+        typer.echo(f"run report: {result.report}")
     registration = result.registration
     if registration:
         typer.echo(f"model {registration['model_name']} version {registration['version']} "

@@ -23,6 +23,7 @@ from llamaops.platform.config import Preset
 from llamaops.platform.deploy import load_eval_report, model_name_for
 from llamaops.platform.store import home, is_complete, run_uri
 from llamaops.platform.tracking import PipelineTracker, resolve_tracking_uri
+from llamaops.platform.tracking.run_report import report_location
 from llamaops.platform.train.ray_runner import shared_local_ray
 
 from .errors import PipelineError
@@ -41,6 +42,7 @@ class LocalRunResult:
     tracking_uri: str
     eval_summary: dict[str, Any]  # eval metrics and the gate verdict; empty if eval did not finish
     registration: dict[str, Any]  # the register step's result; empty if it did not run
+    report: str | None = None  # the run report's file (or artifact URI); None if register did not run
 
 
 def new_run_id(preset: Preset) -> str:
@@ -193,7 +195,8 @@ def submit_local(
         log = step_log_file(folder, failed[0].step) if failed else log_path(record.run_id)
         raise PipelineError(f"run {record.run_id} failed: {record.error}; its log: {log}; "
                             f"fix it and `--resume {record.run_id}`")
-    return LocalRunResult(record, tracking, _eval_summary(record), registration)
+    return LocalRunResult(record, tracking, _eval_summary(record), registration,
+                          report_location(tracking, record.mlflow_run_id))
 
 
 def _ray_workers(preset: Preset) -> int:

@@ -3,6 +3,7 @@
 Resolve the output URI from (artifact root, run id, step), skip if that artifact is already
 complete (a resumed run), otherwise run the stage inside its MLflow child run and report events.
 """
+import math
 import re
 import time
 from typing import NamedTuple
@@ -12,6 +13,7 @@ from llamaops.platform.deploy import load_eval_report, run_register
 from llamaops.platform.deploy.serving import PRODUCTION_ALIAS
 from llamaops.platform.store import is_complete, run_uri
 from llamaops.platform.tracking import PipelineTracker
+from llamaops.platform.tracking.run_report import log_run_report
 
 from .calls import call_stage
 from .errors import PipelineError
@@ -82,8 +84,7 @@ def _run_step(
         return output_uri
     tracker = PipelineTracker.attach(tracking_uri or None, parent_run_id)
     try:
-        params = {"output_uri": output_uri, **{f"input.{name}": uri for name, uri in zip(spec.inputs, inputs)}}
-        with tracker.stage(step, params) as child:
+        with tracker.stage(step, {"output_uri": output_uri}, inputs=dict(zip(spec.inputs, inputs))) as child:
             result = call_stage(spec, preset, inputs, output_uri, child)
             child.log_result(result)
             if result.outputs.get(spec.output) != output_uri:
@@ -120,12 +121,18 @@ def _register_step(
     tracker = PipelineTracker.attach(tracking_uri or None, parent_run_id)
     try:
         with tracker.stage(REGISTER_STEP, {"model_uri": model_uri, "report_uri": report_uri}) as child:
+            evaluated = load_eval_report(report_uri)
             registration = run_register(
-                preset, model_uri, load_eval_report(report_uri), model_name,
-                run_id=parent_run_id, tracking_uri=tracking_uri or None,
+                preset, model_uri, evaluated, model_name, run_id=parent_run_id, tracking_uri=tracking_uri or None,
             )
             child.log_report("registration", registration.as_dict())
             child.log_metrics({"model_version": float(registration.version)})
+        # The run's headline figures on the parent run, where a list of runs shows them.
+        tracker.log_metrics({**{name: float(value) for name, value in evaluated.get("metrics", {}).items()
+                                if isinstance(value, (int, float)) and math.isfinite(value)},
+                             "model_version": float(registration.version),
+                             "promoted": float(PRODUCTION_ALIAS in registration.aliases)})
+        log_run_report(tracking_uri or None, parent_run_id, registration.as_dict())
     except BaseException as error:
         emit(StepEvent(REGISTER_STEP, "failed", time.monotonic() - started, {"error": one_line_error(error)}))
         raise

@@ -114,7 +114,7 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
     # Each training stage's checkpoints go once its model is published: nothing to resume from.
     assert report["checkpoints_kept"] == [] and not list((home / "artifacts").glob("*/*-checkpoints/step_*"))
     losses = [m.value for m in sorted(client.get_metric_history(pretrain, "loss"), key=lambda m: m.step)]
-    assert len(losses) == 16
+    assert len(losses) == 16  # sent live by rank 0 in both attempts, and by the publish: each step once
     assert losses[0] > math.log(128_256) - 1.0  # starts near uniform over the 128K vocabulary
     assert losses[-1] < losses[0] - 3.0  # here: 12.2 -> 8.7 in 16 steps
     throughput = children["pretrain"].data.metrics
@@ -133,6 +133,17 @@ def test_killed_submit_resumes_to_a_registered_model(tmp_path, smallest_tiny):
 
     assert load_model(home / "artifacts" / run_id / "anneal").cfg == load_preset("tiny").model
     assert "report.json" in [f.path for f in client.list_artifacts(children["eval"].info.run_id)]
+    assert children["pretrain"].data.tags["llamaops.input.data"] == (home / "artifacts" / run_id / "data").as_uri()
+    # The parent run: the commit it ran, the run's headline figures and its report, printed at the end.
+    parent = client.get_run(record["mlflow_run_id"])
+    assert parent.data.tags["mlflow.source.git.commit"]
+    assert parent.data.metrics["promoted"] == 1.0 and parent.data.metrics["model_version"] == 1.0
+    assert parent.data.metrics["validation_perplexity"] == children["eval"].data.metrics["validation_perplexity"]
+    figures = {Path(f.path).name for f in client.list_artifacts(record["mlflow_run_id"], "report")}
+    assert {"run_report.html", "loss_lr.png", "data_funnel.png", "scorecard.png"} <= figures
+    (printed,) = [line for line in result.stdout.splitlines() if line.startswith("run report: ")]
+    page = Path(printed.removeprefix("run report: ")).read_text()
+    assert "Promoted to production" in page and "long_context" in page
     version = client.get_model_version_by_alias("llamaops-tiny", "candidate")
     assert version.source == (home / "artifacts" / run_id / "safety").as_uri()
     assert version.run_id == record["mlflow_run_id"]
