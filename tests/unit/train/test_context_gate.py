@@ -9,13 +9,14 @@ from llamaops.platform.config import ConfigError, load_preset
 from llamaops.platform.config.presets import PRESETS
 from llamaops.platform.model.checkpoint import save_model
 from llamaops.platform.model.transformer import Transformer
+from llamaops.platform.stage import NoMetrics
 from llamaops.platform.store import fetched, staged_output
 from llamaops.platform.train.context_gate import (
     check_gate_inputs,
     failure_line,
-    passes,
     load_record,
     new_record,
+    passes,
     save_record,
     short_context_len,
     stage_summary,
@@ -200,7 +201,8 @@ def test_figures_the_workers_published_are_read_not_measured_again(tmp_path: Pat
     for step, loss, needles in ((0, 4.0, None), (2, 4.2, 0.5)):  # the input model's, stage 1's end
         with staged_output(figures_uri(root, step)) as out:
             (out / FIGURES_FILE).write_text(f'{{"step": {step}, "short_loss": {loss}, "needle_accuracy": {json.dumps(needles)}}}')
-    record, check = long_context._train_and_check(micro_preset(), "file:///d", "file:///m", output, None, 0)
+    record, check = long_context._train_and_check(micro_preset(), "file:///d", "file:///m", output, None, 0,
+                                                  NoMetrics())
     assert record.baseline_loss == 4.0 and check == {"stage": 0, "seq_len": 512, "step": 2, "short_loss": 4.2,
                                                      "needle_accuracy": 0.5}
     assert load_record(root) == record
