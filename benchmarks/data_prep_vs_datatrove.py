@@ -58,7 +58,7 @@ def write_corpus(path: Path, documents: int, seed: int = 0) -> int:
     weights = 1.0 / np.arange(1, len(vocabulary) + 1)
     weights /= weights.sum()
     texts: list[str] = []
-    for i in range(documents):
+    for _ in range(documents):
         if texts and rng.random() < 0.15:
             words = texts[int(rng.integers(len(texts)))].split(" ")
             for j in rng.choice(len(words), 3, replace=False):
@@ -86,7 +86,6 @@ def run_llamaops(corpus: Path, out: Path, settings: list[str], workers: int) -> 
 
 
 def run_datatrove(corpus: Path, work: Path) -> tuple[float, dict]:
-    from datatrove.data import Document as DtDocument
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.base import PipelineStep
     from datatrove.pipeline.dedup.minhash import (
@@ -99,7 +98,6 @@ def run_datatrove(corpus: Path, work: Path) -> tuple[float, dict]:
     from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
-
     from datatrove.utils.word_tokenizers import WordTokenizer
 
     from llamaops.platform.tokenizer import load_tokenizer

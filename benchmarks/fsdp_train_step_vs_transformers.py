@@ -29,7 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_step_vs_transformers import CONFIGS, build_models, flops_per_token, matmul_peak, shifted_targets  # noqa: E402
+from train_step_vs_transformers import (  # noqa: E402
+    CONFIGS,
+    build_models,
+    flops_per_token,
+    matmul_peak,
+    shifted_targets,
+)
 
 
 def rank_main(args) -> None:

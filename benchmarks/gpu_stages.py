@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from memory_rehearsal import example_set, token_shards  # noqa: I001 (a benchmark beside this one)
 
 from llamaops.platform.config import load_preset
 from llamaops.platform.config.parallel import ParallelLayout
@@ -26,8 +27,6 @@ from llamaops.platform.train.checkpointing import publish_checkpoint_model
 from llamaops.platform.train.loop import TrainingJob, train_worker
 from llamaops.platform.train.preference_step import DPOObjective
 from llamaops.platform.train.schedule import StepPlan
-
-from memory_rehearsal import example_set, token_shards  # noqa: I001 (a benchmark beside this one)
 
 
 def _run(job: TrainingJob, device: torch.device) -> dict:

@@ -16,7 +16,6 @@ from llamaops.platform.train.checkpointing import load_checkpoint_model
 from llamaops.platform.train.context_gate import short_context_len
 from llamaops.platform.train.gate_checks import load_figures
 
-
 torch.set_num_threads(2)
 root = Path(sys.argv[1])
 preset = load_preset("tiny")

@@ -22,7 +22,11 @@ BACKENDS = ("sdpa", "flex", "flex_flash", "varlen")
 def model_config(backend: str):
     from torchtitan.models.common import ComplexRoPE, Embedding, Linear, RMSNorm
     from torchtitan.models.llama3 import (
-        _EMBEDDING_INIT, _NORM_INIT, Llama3Model, _build_llama3_layers, _output_linear_init,
+        _EMBEDDING_INIT,
+        _NORM_INIT,
+        Llama3Model,
+        _build_llama3_layers,
+        _output_linear_init,
     )
 
     cfg, _, _ = CONFIGS["tiny"]

@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 try:
     import llamaops  # noqa: F401
 except ImportError:  # pragma: no cover
-    raise SystemExit("llamaops is not importable: install the checkout (pip install -e .) into this venv")
+    raise SystemExit("llamaops is not importable: install the checkout (pip install -e .) into this venv") from None
 
 from llamaops.platform.config.model import ModelConfig, RopeScaling  # noqa: E402
 from llamaops.platform.model import Transformer  # noqa: E402

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .presets import AsJson, ConfigFile, Overrides
+from .presets import AsJson, ConfigFile
 
 app = typer.Typer(help="Prepare pretraining data: clean, de-duplicate, filter, tokenize, pack.", no_args_is_help=True)
 

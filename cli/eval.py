@@ -99,10 +99,10 @@ def code(
     """HumanEval pass@k; every program runs in namespaces (own root, PID, network), or with --sandbox pod in a
     code-sandbox pod (no token, no network), with CPU, memory, process and time limits; exits 3 without a result
     where they cannot be run confined."""
-    from llamaops.platform.serve.sampling import SamplingParams
     from llamaops.platform.eval.probes import run_code_eval
     from llamaops.platform.eval.sandbox import SandboxLimits, SandboxUnavailableError
     from llamaops.platform.eval.sandbox_pod import PodSandbox, SandboxPodError
+    from llamaops.platform.serve.sampling import SamplingParams
 
     if sandbox is not Sandbox.pod and (namespace or image):
         raise typer.BadParameter("--namespace and --image choose the code-sandbox pod: give --sandbox pod too",

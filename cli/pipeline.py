@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .presets import ConfigFile, Overrides, PresetName
 from .eval import GATE_FAILED
+from .presets import ConfigFile, Overrides, PresetName
 from .run_display import number, run_view
 
 app = typer.Typer(help="The lifecycle pipeline (Kubeflow Pipelines v2).", no_args_is_help=True)

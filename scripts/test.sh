@@ -33,6 +33,19 @@ if ! bash scripts/install.sh --test; then
   exit 1
 fi
 echo "test.sh: install took $((SECONDS - start)) s"
+if [ $# = 0 ] && ! .venv/bin/ruff check --quiet .; then
+  echo "test.sh: ruff found the problems above; fix them (many: .venv/bin/ruff check --fix)" >&2
+  for job in "${background[@]}"; do kill "${job#*:}" 2>/dev/null; done
+  exit 1
+fi
+# Types of the core packages (~1 min cold, seconds when cached).
+if [ $# = 0 ]; then
+  if ! bash scripts/typecheck.sh; then
+    echo "test.sh: mypy found the type errors above; fix them (annotations or narrowing, not blanket ignores)" >&2
+    for job in "${background[@]}"; do kill "${job#*:}" 2>/dev/null; done
+    exit 1
+  fi
+fi
 if [ "$prepare_here" = 1 ] && [ "$(id -u)" = 0 ]; then
   in_background image env -C tests/cluster PYTHONPATH="$PWD/tests/cluster" python3 -m localup with-docker \
     env DOCKER=/usr/bin/docker PYTHON="$PWD/.venv/bin/python" \

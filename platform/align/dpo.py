@@ -24,7 +24,16 @@ from .examples import batch_indices
 from .fine_tuning import HELD_OUT, FineTuning, fine_tune, in_pairs, pair_steps, pair_values
 from .losses import response_logprobs
 from .preferences import EncodedPair, preference_split
-from .training import EVAL_BATCH, adapt, check_output_free, load_input_model, make_optimizer, optimizer_step, publish_model
+from .training import (
+    EVAL_BATCH,
+    adapt,
+    check_output_free,
+    load_input_model,
+    make_optimizer,
+    optimizer_step,
+    publish_model,
+)
+
 
 def preference_metrics(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
                        reference_rejected: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor,

@@ -23,8 +23,7 @@ from llamaops.platform.train.example_set import TRAIN, write_example_set, write_
 from llamaops.platform.train.held_out import HeldOutChecks, held_out_example_values, held_out_losses
 from llamaops.platform.train.preference_step import PairwiseObjective
 from llamaops.platform.train.schedule import StepPlan
-from llamaops.platform.train.stage_runner import (check_inputs, check_job_layout, publish_trained, run_job,
-                                                  stage_job)
+from llamaops.platform.train.stage_runner import check_inputs, check_job_layout, publish_trained, run_job, stage_job
 
 from .errors import AlignmentError
 from .examples import Example

@@ -15,7 +15,7 @@ from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.config.resources import CPU_RANK_THREADS
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import per_prompt
-from llamaops.platform.eval.model_workers import WorkerLayout, ModelWorkers
+from llamaops.platform.eval.model_workers import ModelWorkers, WorkerLayout
 from llamaops.platform.serve.sampling import SamplingParams
 from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
 from llamaops.platform.store import fetched, staged_output

@@ -15,6 +15,7 @@ from .preferences import EncodedPair, preference_split
 from .reward import pairwise_metrics
 from .training import check_output_free
 
+
 def reward_pairs(preset: Preset) -> tuple[list[EncodedPair], list[EncodedPair]]:
     """(train, held-out) pairs of whole dialogs (no formatting tokens masked)."""
     cfg = preset.post_training.reward_model

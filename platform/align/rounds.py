@@ -39,7 +39,7 @@ def run_rounds(preset: Preset, init_model_uri: str, output_uri: str, metrics: Me
     for number in range(1, preset.post_training.rounds + 1):
         where = f"{root}/round-{number}"
 
-        def sink(stage: str) -> _Prefixed:
+        def sink(stage: str, number: int = number) -> _Prefixed:
             return _Prefixed(metrics, f"round{number}.{stage}.")
 
         reward = run_reward_model(preset, model_uri, f"{where}/reward_model", sink("reward_model"))

@@ -15,10 +15,9 @@ from llamaops.platform.tokenizer import load_tokenizer
 from .errors import AlignmentError
 from .examples import Example, batch_indices, encode_dialog, fitting
 from .fine_tuning import FineTuning, fine_tune
-from .safety_data import borderline_dialogs, refusal_dialogs
 from .rejection_sampling import sampling_layout
+from .safety_data import borderline_dialogs, refusal_dialogs
 from .training import check_output_free
-
 
 REFUSALS, BORDERLINE_HELPFUL = "refusal", "borderline_helpful"  # the held-out sets
 RATE_BATCH = 8  # replies generated together

@@ -14,7 +14,16 @@ from .examples import Example, batch_indices, encode_dialog, fitting
 from .fine_tuning import HELD_OUT, FineTuning, fine_tune
 from .losses import masked_loss_sum
 from .rejection_sampling import load_samples
-from .training import adapt, check_output_free, load_input_model, make_optimizer, mean_loss, optimizer_step, publish_model
+from .training import (
+    adapt,
+    check_output_free,
+    load_input_model,
+    make_optimizer,
+    mean_loss,
+    optimizer_step,
+    publish_model,
+)
+
 
 def run_sft(
     preset: Preset,

@@ -77,17 +77,18 @@ def _set(values: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
         where = ".".join(parts[: depth + 1])
+        key: str | int = part
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"'{where}' needs a list index from 0 to {len(node) - 1}")
-            part = int(part)
+            key = int(part)
         elif not isinstance(node, dict) or part not in node:
             allowed = ", ".join(node) if isinstance(node, dict) else "nothing (it is a single value)"
             raise ConfigError(f"unknown config field '{where}'; allowed here: {allowed}")
         if depth == len(parts) - 1:
-            node[part] = value
+            node[key] = value
         else:
-            node = node[part]
+            node = node[key]
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -6,7 +6,6 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from .base import Config
 from .parallel import ParallelLayout
 
-
 AdamBeta = Annotated[float, Field(ge=0, lt=1)]  # what torch's AdamW accepts, checked before any worker starts
 
 

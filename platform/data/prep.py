@@ -2,9 +2,10 @@
 import json
 from typing import Any
 
+from llamaops.platform.stage import MetricsSink, NoMetrics, StageResult
+
 from ..config import Preset
 from ..config.stages import DataConfig
-from ..stage import MetricsSink, NoMetrics, StageResult
 from ..store import ArtifactError, check_output, staged_output
 from ..tokenizer import load_tokenizer
 from .documents import DataError, Document
@@ -62,7 +63,6 @@ def _check_not_empty(tokenized: int, train: list[Document], validation: list[Doc
 
 
 def _summary(report: PrepReport, after: list[Document], counts: dict) -> dict[str, Any]:
-    tokenize = next(step for step in report.steps if step["step"] == "tokenize")
     return {
         "tokenizer": TOKENIZER_NAME,
         "documents_in": report.steps[0]["in"]["documents"],

@@ -5,7 +5,6 @@ from urllib.parse import unquote, urlparse
 
 from .. import store
 from .documents import DataError, Document
-from .report import Removed
 from .readers import (
     chatterbot_data_dir,
     fortunes_dir,
@@ -15,6 +14,7 @@ from .readers import (
     read_fortunes,
     stdlib_dir,
 )
+from .report import Removed
 
 # name -> (reader, a check that raises DataError when the corpus is not on this machine)
 CORPORA: dict[str, tuple[Callable[[str], list[Document]], Callable[[], Path]]] = {

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamaops.platform.config import ConfigError, Preset
 from llamaops.platform.config.cluster import ClusterContract, NodePool
@@ -23,6 +23,9 @@ from llamaops.platform.config.pod_size import cpu_quantity, memory_quantity
 
 from .registration import DeployError
 from .serving import registry_uri
+
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL, KIND = "llamaops.io", "v1alpha1", "llamadeployments", "LlamaDeployment"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -111,8 +114,8 @@ def deployment_manifest(contract: ClusterContract, preset: Preset, model_name: s
     }
 
 
-def _api_error(error: Exception, doing: str) -> DeployError:
-    status, reason = getattr(error, "status", None), getattr(error, "reason", "")
+def _api_error(error: "ApiException", doing: str) -> DeployError:
+    status, reason = error.status, error.reason
     hint = {403: "; the step's service account needs create/get/patch on llamadeployments.llamaops.io",
             404: "; is the LlamaDeployment CRD installed (the llamaops chart with operator.enabled)?",
             422: ""}.get(status, "")
@@ -146,7 +149,7 @@ def apply_deployment(api, manifest: dict[str, Any]) -> dict[str, Any]:
         raise _api_error(error, f"update LlamaDeployment {namespace}/{name}") from None
 
 
-def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _conditions(status: dict[str, Any]) -> dict[str | None, dict[str, Any]]:  # None: a condition without a type
     return {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, dict)}
 
 

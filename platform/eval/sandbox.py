@@ -36,6 +36,9 @@ class SandboxLimits(Config):
     open_files: PositiveInt = 64
 
 
+DEFAULT_LIMITS = SandboxLimits()
+
+
 Status = Literal["passed", "failed", "timeout", "killed"]
 
 
@@ -51,7 +54,7 @@ class SandboxOutcome:
         return self.status == "passed"
 
 
-def run_sandboxed(source: str, limits: SandboxLimits = SandboxLimits()) -> SandboxOutcome:
+def run_sandboxed(source: str, limits: SandboxLimits = DEFAULT_LIMITS) -> SandboxOutcome:
     """Execute `source` as a Python program under `limits`; never raises for anything the program
     does, and raises SandboxUnavailableError, running nothing, where it cannot be confined."""
     require_sandbox()
@@ -66,7 +69,7 @@ def run_sandboxed(source: str, limits: SandboxLimits = SandboxLimits()) -> Sandb
 BatchRunner = Callable[[list[str], "SandboxLimits"], list[SandboxOutcome]]
 
 
-def run_batch(sources: list[str], limits: SandboxLimits = SandboxLimits(), workers: int = 2) -> list[SandboxOutcome]:
+def run_batch(sources: list[str], limits: SandboxLimits = DEFAULT_LIMITS, workers: int = 2) -> list[SandboxOutcome]:
     """run_sandboxed on each program, `workers` at a time; the outcomes in order."""
     require_sandbox()
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each job waits on its own subprocess

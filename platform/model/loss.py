@@ -18,6 +18,8 @@ dtype once, after scaling. The weight's gradient is summed over the chunks in th
 (addmm with beta=1), so in bf16 it is rounded once per chunk instead of once; `chunk_size` bounds
 how many chunks there are.
 """
+from typing import cast
+
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
@@ -140,7 +142,8 @@ def token_logits(hidden: torch.Tensor, weight: torch.Tensor, token: int,
     seq = hidden.shape[1]
     shard = seq // mesh.size()
     start = mesh.get_local_rank() * shard
-    local_weight = weight.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
+    # With DTensor hidden states the weight is one too (vocab-split on the same mesh, as above).
+    local_weight = cast(DTensor, weight).redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
     local_weights = None if token_weights is None else token_weights[:, start : start + shard]
     local = token_logits(hidden.to_local(), local_weight, token, local_weights)
     return DTensor.from_local(local, mesh, [Shard(1)] if token_weights is None else [Partial()]).full_tensor()
@@ -225,7 +228,7 @@ def _chunked(
             stop = min(row + block, end)
             n = stop - row
             z = logits[row - start : stop - start]
-            if upcast:
+            if logits32_buf is not None:  # upcast
                 z32 = logits32_buf[:n]
                 z32.copy_(z)
             else:

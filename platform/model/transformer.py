@@ -6,7 +6,7 @@ the embedding, final norm and output may be None on stages that do not own them.
 """
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,7 @@ class Attention(nn.Module):
         k = apply_rotary(self.wk(x).view(batch, seq, -1, self.head_dim), rotary)
         v = self.wv(x).view(batch, seq, -1, self.head_dim)
         if cache is not None:
+            assert positions is not None and mask is not None  # Transformer.forward builds both for a cache
             k, v = cache.update(layer, positions, k, v, length=mask.shape[-1])
             k, v = k.type_as(q), v.type_as(q)
         else:
@@ -156,7 +157,7 @@ class Transformer(nn.Module):
         if self.tok_embeddings is not None:
             inits["tok_embeddings.weight"] = Init("normal")
         for index, block in self.layers.items():
-            inits |= prefixed(f"layers.{index}", block.weight_inits())
+            inits |= prefixed(f"layers.{index}", cast(TransformerBlock, block).weight_inits())
         if self.norm is not None:
             inits["norm.weight"] = ONES
         if self.output is not None:
@@ -218,7 +219,8 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         batch, seq = tokens.shape[:2]  # not h's: under sequence parallelism h holds a shard of seq
         if attention_mask is None:
-            if positions is None and any(b.attention.attention_kernel is not None for b in self.layers.values()):
+            if positions is None and any(cast(TransformerBlock, b).attention.attention_kernel is not None
+                                         for b in self.layers.values()):
                 # the kernel brings keys from elsewhere: positions 0..T-1 of the local tokens would be wrong
                 raise ValueError("attention with an attention_kernel needs forward's explicit positions")
             positions, mask = self._positions_and_mask(batch, seq, h.device, positions, document_ids, cache)

@@ -19,20 +19,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model import Transformer
+from llamaops.platform.model.transformer import TransformerBlock
 from llamaops.platform.tokenizer import Tokenizer
 
 from .head import OutputHead
 from .kv_store import DenseRows, PagedRows
 from .metrics import EngineMetrics
 from .sampling import SamplingParams, make_generator, sample
+from .text import IncrementalText
 
 log = logging.getLogger("llamaops.serve")
-from .text import IncrementalText
 
 
 def fair_shares(needs: Sequence[int], budget: int) -> list[int]:
@@ -96,7 +98,8 @@ class Request:
 def _cache_config(model: Transformer) -> ModelConfig:
     """The model's config with the key/value heads this process holds (a tensor-parallel rank
     holds its share of them)."""
-    keys = next(iter(model.layers.values())).attention.wk.weight
+    block = cast(TransformerBlock, next(iter(model.layers.values())))  # a ModuleDict yields nn.Module
+    keys = block.attention.wk.weight
     return model.cfg.model_copy(update={"n_kv_heads": keys.shape[0] // model.cfg.head_dim})
 
 
@@ -135,7 +138,10 @@ class Engine:
             blocks = kv_blocks or max_batch * -(-self.max_seq_len // kv_block_size)
             self.kv = PagedRows(cache_cfg, blocks, kv_block_size, dtype, device)
         self.device = device
-        self.head = head or OutputHead(model.output.weight, screen=screen_greedy)
+        if head is None:
+            assert model.output is not None  # without a head of its own, the model is whole (output included)
+            head = OutputHead(model.output.weight, screen=screen_greedy)
+        self.head = head
         self.decoding: list[Request] = []  # slot i holds decoding[i]
         self.prefilling: list[Request] = []  # slot len(decoding) + i holds prefilling[i]
         self.waiting: deque[Request] = deque()
@@ -325,8 +331,10 @@ class Engine:
         if sampled:
             # Sampling draws with a CPU generator: the logits come to it (a no-op on a CPU).
             for i, logits in zip(sampled, self.head.logits(hidden[sampled]).cpu()):
+                generator = requests[i]._generator
+                assert generator is not None  # _prepare gave every submitted request one
                 try:
-                    tokens[i] = sample(logits, requests[i].params, requests[i]._generator)
+                    tokens[i] = sample(logits, requests[i].params, generator)
                 except Exception as exc:  # one request's parameters must not fail the batch
                     tokens[i] = exc
         return tokens
@@ -337,15 +345,17 @@ class Engine:
             request.first_token_at = time.perf_counter()
             self.metrics.observe_ttft(request.first_token_at - request.arrived)
         self.metrics.generated_tokens += 1
+        incremental = request._text
+        assert incremental is not None  # _prepare gave every submitted request one
         if token in request.params.stop_ids:
-            self._finish(request, "stop", text=request._text.finish())
+            self._finish(request, "stop", text=incremental.finish())
             return
         request.generated.append(token)
-        text = request._text.add(token)
-        if request._text.stopped:
+        text = incremental.add(token)
+        if incremental.stopped:
             self._finish(request, "stop", text=text, token=token)
         elif len(request.generated) >= request.params.max_tokens or request.length >= self.max_seq_len:
-            self._finish(request, "length", text=text + request._text.finish(), token=token)
+            self._finish(request, "length", text=text + incremental.finish(), token=token)
         else:
             self._emit(request, Output(text, token))
 

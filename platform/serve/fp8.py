@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from llamaops.platform.config.model import ModelConfig
+from llamaops.platform.model import Transformer
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448
@@ -68,7 +69,7 @@ class Fp8Linear(nn.Module):
         return self.reduce(y) if self.reduce is not None else y
 
 
-def to_fp8(model: nn.Module) -> nn.Module:
+def to_fp8(model: Transformer) -> Transformer:
     """Swap a whole model's FP8 projections (plain linear layers) for Fp8Linear, in place."""
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and is_fp8_module(name, model.cfg):

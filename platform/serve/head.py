@@ -37,20 +37,21 @@ class OutputHead:
 
     def argmax(self, hidden: torch.Tensor) -> list[int]:
         """The model's greedy token for each row of hidden [N, dim]."""
-        if self.screen is None or len(hidden) > SCREEN_MAX_ROWS:
+        screen = self.screen
+        if screen is None or len(hidden) > SCREEN_MAX_ROWS:
             return self.logits(hidden).argmax(-1).tolist()
-        survivors = self.screen.candidates(hidden)
+        survivors = screen.candidates(hidden)
         ids = survivors.nonzero()[:, 1]
         tokens = []
         for row, candidates in enumerate(ids.split(survivors.sum(-1).tolist())):
-            tokens.append(self._exact_among(hidden[row : row + 1], candidates))
+            tokens.append(self._exact_among(screen, hidden[row : row + 1], candidates))
         return tokens
 
-    def _exact_among(self, hidden: torch.Tensor, candidates: torch.Tensor) -> int:
+    def _exact_among(self, screen: "Int8Screen", hidden: torch.Tensor, candidates: torch.Tensor) -> int:
         if 1 < candidates.numel() <= MAX_CANDIDATES:
             logits = F.linear(hidden, self.weight[candidates])[0]
             best, second = logits.topk(2).values.tolist()
-            if best - second > self.screen.tie_tolerance(hidden, best):
+            if best - second > screen.tie_tolerance(hidden, best):
                 return int(candidates[logits.argmax()])
         elif candidates.numel() == 1:
             return int(candidates[0])

@@ -51,7 +51,9 @@ class IntakeChannel:
     def receive(self) -> Intake:
         box: list[Intake | None] = [None]
         dist.broadcast_object_list(box, src=self.leader, group=self.group)
-        return box[0]
+        intake = box[0]
+        assert intake is not None  # the broadcast filled the box with the leader's intake
+        return intake
 
 
 class LockstepEngine(Engine):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llamaops.platform.tokenizer import Message, Tokenizer, ToolCall, ToolDefinition, parse_assistant_message
+from llamaops.platform.tokenizer.chat_format import Role
 
 
 class APIError(Exception):
@@ -132,6 +133,11 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+# OpenAI's message roles as Llama 3.1's: a developer message is a system prompt, a tool result ipython.
+_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+                           "tool": "ipython"}
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -146,7 +152,7 @@ class ChatCompletionRequest(_Request):
     def dialog(self) -> list[Message]:
         dialog = []
         for message in self.messages:
-            role = {"developer": "system", "tool": "ipython"}.get(message.role, message.role)
+            role = _ROLES[message.role]
             calls = [
                 ToolCall(call.function.name, _arguments(call.function.arguments), call_id=call.id)
                 for call in message.tool_calls or []

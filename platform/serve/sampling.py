@@ -3,7 +3,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-
 # Below this temperature the distribution is a point mass on the argmax for any logits a model
 # makes; dividing by it would only overflow the scores to inf and the softmax to NaN.
 MIN_TEMPERATURE = 1e-5

@@ -13,9 +13,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from fastapi import FastAPI, Request as HTTPRequest
+from fastapi import FastAPI
+from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,8 +27,17 @@ from llamaops.platform.tokenizer import Tokenizer, encode_dialog_for_generation,
 from .engine import Engine, EngineClosed, Output, QueueFull, Request
 from .loading import LoadedModel
 from .openai_api import (
-    APIError, ChatCompletionRequest, CompletionRequest, _Request, assistant_reply, chat_body, chat_chunk,
-    completion_body, completion_chunk, encode_prompt, new_id,
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    _Request,
+    assistant_reply,
+    chat_body,
+    chat_chunk,
+    completion_body,
+    completion_chunk,
+    encode_prompt,
+    new_id,
 )
 from .sampling import SamplingParams
 
@@ -66,7 +76,7 @@ class ServerState:
         self.model_name = ""
         self.tokenizer: Tokenizer | None = None
         self.load_error: str | None = None
-        self.http = Counter()
+        self.http: Counter[tuple[str, int]] = Counter()  # (route label, status) -> requests
 
 
 def create_app(
@@ -134,26 +144,27 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
-        engine = _engine(state, check_ready=False)
+        engine = state.engine
         body = engine.metrics.render(state.model_name, state.http) if engine else ""
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models() -> dict:
-        engine = _engine(state)
+        engine, _ = _ready(state)
         return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0,
                                             "owned_by": "llamaops", "max_model_len": engine.max_seq_len}]}
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest):
         body = await _parse(http, CompletionRequest, settings.max_body_bytes)
-        engine = _engine(state)
+        engine, tokenizer = _ready(state)
         _check_model(body, state)
         if isinstance(body.prompt, str):
             _check_prompt_chars(len(body.prompt), engine)
         # Tokenizing a long prompt takes a while: off the event loop, so /health and streams go on.
-        prompt = await asyncio.to_thread(encode_prompt, body.prompt, state.tokenizer)
-        params = _params(body, body.max_tokens, len(prompt), engine, stop_ids=frozenset({state.tokenizer.eos_id}))
+        # CompletionRequest._one_prompt has replaced a one-string list by its string.
+        prompt = await asyncio.to_thread(encode_prompt, cast("str | list[int]", body.prompt), tokenizer)
+        params = _params(body, body.max_tokens, len(prompt), engine, stop_ids=frozenset({tokenizer.eos_id}))
         rid = new_id("cmpl")
         queue, request = _submit(engine, prompt, params)
         if body.stream:
@@ -171,17 +182,17 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(http: HTTPRequest):
         body = await _parse(http, ChatCompletionRequest, settings.max_body_bytes)
-        engine = _engine(state)
+        engine, tokenizer = _ready(state)
         _check_model(body, state)
         tools = body.tool_definitions()
         dialog = body.dialog()
         _check_prompt_chars(sum(len(message.content) for message in dialog), engine)
         try:
-            prompt = await asyncio.to_thread(encode_dialog_for_generation, dialog, state.tokenizer, tools or None)
+            prompt = await asyncio.to_thread(encode_dialog_for_generation, dialog, tokenizer, tools or None)
         except ValueError as exc:
             raise APIError(400, str(exc), param="messages") from None
         params = _params(body, body.max_completion_tokens or body.max_tokens, len(prompt), engine,
-                         stop_ids=state.tokenizer.stop_ids)
+                         stop_ids=tokenizer.stop_ids)
         rid = new_id("chatcmpl")
         queue, request = _submit(engine, prompt, params)
         if body.stream:
@@ -276,10 +287,14 @@ def _error(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def _engine(state: ServerState, check_ready: bool = True) -> Engine | None:
-    if state.engine is None and check_ready:
+def _ready(state: ServerState) -> tuple[Engine, Tokenizer]:
+    """The running engine and its tokenizer; 503 while the model loads or after it failed to."""
+    engine = state.engine
+    if engine is None:
         raise APIError(503, f"not ready: {state.load_error or 'the model is loading'}", "service_unavailable")
-    return state.engine
+    tokenizer = state.tokenizer
+    assert tokenizer is not None  # start_engine sets it before the engine
+    return engine, tokenizer
 
 
 def _check_model(body: _Request, state: ServerState) -> None:
@@ -306,7 +321,11 @@ def _params(body: _Request, max_tokens: int | None, prompt_tokens: int, engine: 
 def _submit(engine: Engine, prompt: list[int], params: SamplingParams) -> tuple[asyncio.Queue, Request]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Output] = asyncio.Queue()
-    request = Request(prompt, params, on_output=lambda out: loop.call_soon_threadsafe(queue.put_nowait, out))
+
+    def on_output(out: Output) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, out)
+
+    request = Request(prompt, params, on_output=on_output)
     try:
         engine.submit(request)
     except QueueFull as exc:
@@ -382,6 +401,7 @@ def run_server(load: Callable[[], LoadedModel], settings: ServerSettings, host: 
     server: uvicorn.Server | None = None
 
     def stop() -> None:
+        assert server is not None  # the model loads (and fails) only once the server runs
         server.should_exit = True
 
     # The socket first: a busy port is one line before any model loads (uvicorn would exit with the

@@ -146,6 +146,7 @@ def load_tensor_parallel(directory: Path, tp: TensorParallelGroup, device: torch
             else:
                 setattr(model.get_submodule(module_name), attribute, nn.Parameter(local, requires_grad=False))
     model.init_buffers(device)
+    assert model.output is not None  # built whole above
     return model.eval(), ShardedOutputHead(model.output.weight, tp)
 
 

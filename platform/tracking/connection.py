@@ -29,7 +29,9 @@ def redacted(uri: str) -> str:
     parsed = urlparse(uri)
     if parsed.password is None and parsed.username is None:
         return uri
-    return parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
+    # Only the user:password@ that starts the netloc goes: host and port stay as written, and a URI
+    # without a host (postgresql://user:pw@/db?host=/socket) has none to keep.
+    return uri.replace(parsed.netloc, parsed.netloc.rpartition("@")[2], 1)
 
 
 def sqlite_path(uri: str) -> Path:

@@ -82,10 +82,12 @@ class LiveMetrics:
     def flush(self) -> None:
         self.last_sent = self.clock()
         pending, self.pending = self.pending, []
-        for start in range(0, len(pending), _METRICS_PER_BATCH):
-            batch = pending[start:start + _METRICS_PER_BATCH]
-            if self._guarded(lambda: self.client.log_batch(self.stream.run_id, metrics=batch)) is None:
-                return
+
+        def send() -> None:
+            for start in range(0, len(pending), _METRICS_PER_BATCH):
+                self.client.log_batch(self.stream.run_id, metrics=pending[start:start + _METRICS_PER_BATCH])
+
+        self._guarded(send)
 
     def close(self) -> None:
         self.flush()

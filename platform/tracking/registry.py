@@ -75,8 +75,8 @@ def model_uri_for(name_or_models_uri: str, tracking_uri: str | None = None) -> s
     if match:
         name = match["name"]
         if match["alias"]:
-            return _by_alias(client, name, match["alias"]).source
-        return _version(client, name, match["version"]).source
+            return _source(_by_alias(client, name, match["alias"]))
+        return _source(_version(client, name, match["version"]))
     if name_or_models_uri.startswith("models:"):
         raise TrackingError(
             f"model URI '{name_or_models_uri}' must look like models:/NAME@ALIAS or models:/NAME/VERSION"
@@ -85,7 +85,7 @@ def model_uri_for(name_or_models_uri: str, tracking_uri: str | None = None) -> s
     versions = client.search_model_versions(f"name = '{name_or_models_uri}'")
     if not versions:
         raise TrackingError(f"registered model '{name_or_models_uri}' has no versions; register one first")
-    return max(versions, key=lambda v: int(v.version)).source
+    return _source(max(versions, key=lambda v: int(v.version)))
 
 
 def _registered_model(client: "MlflowClient", name: str):
@@ -115,6 +115,14 @@ def _by_alias(client: "MlflowClient", name: str, alias: str) -> "ModelVersion":
         raise TrackingError(f"registered model '{name}' has no alias '{alias}'") from None
 
 
+def _source(version: "ModelVersion") -> str:
+    """The artifact URI a version points at (MLflow allows a version without one)."""
+    if version.source is None:
+        raise TrackingError(f"registered model '{version.name}' version {version.version} has no source URI; "
+                            "register its model artifact again")
+    return version.source
+
+
 def version_metrics(version: "ModelVersion") -> dict[str, float]:
     """The gated metrics a version was registered with (its METRIC_TAG tags), by name."""
     return {k.removeprefix(METRIC_TAG): float(v) for k, v in sorted(version.tags.items()) if k.startswith(METRIC_TAG)}
@@ -125,7 +133,7 @@ class RegisteredVersion:
     name: str
     version: str
     aliases: list[str]
-    source: str  # the model artifact's URI
+    source: str | None  # the model artifact's URI (None for a version registered without one)
     created_ms: int
     metrics: dict[str, float] = field(default_factory=dict)  # the gated metrics it was registered with
 

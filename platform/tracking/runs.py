@@ -10,9 +10,9 @@ import os
 import re
 import subprocess
 import time
-from pathlib import Path
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..stage import StageResult

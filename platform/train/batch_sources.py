@@ -8,9 +8,9 @@
 Either way a rank's batch is a function of (step, data position, layout) alone.
 """
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
-from typing import Literal, Protocol
 
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.data.shards import TokenStream

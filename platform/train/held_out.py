@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .example_values import sharded_example_values
 from .example_set import ExampleSet, example_batch
+from .example_values import sharded_example_values
 from .rank_eval import COUNTED, LOSS, local_sums, summed_over_ranks
 from .rank_model import RankModel
 from .step_figures import load_step_arrays, load_step_figures, publish_step_figures

@@ -33,8 +33,14 @@ from .held_out import HeldOutChecks, check_held_out
 from .metrics import STEP_FIGURES, measured_matmul_peak, model_flops_utilisation, peak_memory_bytes
 from .optimizer import adamw
 from .parallelize import PARAM_DTYPES
-from .preference_step import (DPOObjective, PairwiseObjective, RewardObjective, pairwise_forward_backward,
-                              reference_losses, start_reward_head)
+from .preference_step import (
+    DPOObjective,
+    PairwiseObjective,
+    RewardObjective,
+    pairwise_forward_backward,
+    reference_losses,
+    start_reward_head,
+)
 from .rank_init import initialised_rank_model, loaded_rank_model
 from .rank_model import RankModel, check_microbatches, worker_layout
 from .resume import resume_checkpoint

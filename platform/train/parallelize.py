@@ -14,7 +14,6 @@ on the sequence shards. The output projection's weight is split by vocabulary; t
 loss (model/loss.py) gathers it and each TP rank computes the loss of its own sequence shard.
 """
 import torch
-from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard

@@ -31,10 +31,10 @@ from llamaops.platform.config.resources import PLANNING_MFU
 from llamaops.platform.model.sizing import (
     DTYPE_BYTES,
     GenerationMemory,
-    generation_memory,
     PlannedStage,
-    microbatch_sequences,
     cp_attention_bias_bytes,
+    generation_memory,
+    microbatch_sequences,
     stage_activation_bytes,
     stage_budget,
     stage_layer_counts,

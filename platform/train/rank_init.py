@@ -22,7 +22,6 @@ from llamaops.platform.model.weight_init import fill_
 
 from .rank_model import RankModel, build_rank_model
 
-
 # Fills `local`, the box of the named parameter of whole shape `shape` that starts at `offset`.
 Filler = Callable[[str, torch.Tensor, torch.Size, tuple[int, ...]], None]
 

@@ -186,7 +186,7 @@ def _row_chunks(count: int, inputs: torch.Tensor, targets: torch.Tensor, model_i
         return
     tensors = {name: value for name, value in model_inputs.items() if isinstance(value, torch.Tensor)}
     for index in range(count):
-        def part(t: torch.Tensor) -> torch.Tensor:
+        def part(t: torch.Tensor, index: int = index) -> torch.Tensor:
             return torch.tensor_split(t, count)[index]
 
         yield part(inputs), part(targets), model_inputs | {name: part(t) for name, t in tensors.items()}

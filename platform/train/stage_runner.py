@@ -18,8 +18,14 @@ from llamaops.platform.tracking.live_metrics import logged_through, metric_strea
 from llamaops.platform.tracking.step_events import ProgressChannel
 
 from .batch_sources import open_batches
-from .checkpointing import (checkpoints_uri, latest_checkpoint, load_progress, publish_checkpoint_model,
-                            remove_checkpoint, step_uri)
+from .checkpointing import (
+    checkpoints_uri,
+    latest_checkpoint,
+    load_progress,
+    publish_checkpoint_model,
+    remove_checkpoint,
+    step_uri,
+)
 from .context_parallel import ContextParallelError, check_seq_len
 from .errors import TrainingConfigError
 from .loop import TrainingJob

@@ -5,7 +5,6 @@
 on free 127.0.0.1 ports; `k8s_namespace` gives each test a fresh namespace; `kube` is a
 kubernetes ApiClient bound to the cluster. There is no kubelet or scheduler: pods stay Pending.
 """
-import os
 import subprocess
 import sys
 import time

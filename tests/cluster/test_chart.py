@@ -13,8 +13,14 @@ from chart_render import Render, fail_line, render
 from kubernetes import client
 
 from llamaops.operators.spec import crd
-from llamaops.platform.config.cluster import (CLUSTER_CONFIGMAP, CLUSTER_KEY, PLATFORM_ENV_KEYS, ClusterContract,
-                                              NodePool, parse_contract)
+from llamaops.platform.config.cluster import (
+    CLUSTER_CONFIGMAP,
+    CLUSTER_KEY,
+    PLATFORM_ENV_KEYS,
+    ClusterContract,
+    NodePool,
+    parse_contract,
+)
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parents[1] / "charts" / "llamaops"

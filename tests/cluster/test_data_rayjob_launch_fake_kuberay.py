@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from llamaops.pipelines.data_rayjob import run_data_on_rayjob
-from llamaops.platform.config.cluster import ClusterContract
 from llamaops.pipelines.rayjob_launch import RayJobFailed
 from llamaops.platform.config import load_preset
+from llamaops.platform.config.cluster import ClusterContract
 from llamaops.platform.store import is_complete, run_uri, staged_output
 
 pytestmark = pytest.mark.cluster

@@ -21,9 +21,9 @@ _TESTS = Path(__file__).resolve().parents[1]
 for d in (_TESTS, _TESTS / "cluster", Path(__file__).resolve().parent):
     sys.path.insert(0, str(d))
 from local_services import S3Server, start_seaweedfs, stop  # noqa: E402
-from pod_helpers import CLUSTER_DIR, REPORT, ROOT, cluster_rss_mib, run, wait_until  # noqa: E402
 from localup import host as localup_host  # noqa: E402
 from localup.settings import CACHE, Settings  # noqa: E402
+from pod_helpers import CLUSTER_DIR, REPORT, ROOT, cluster_rss_mib, run, wait_until  # noqa: E402
 
 from llamaops.cluster.kind import KUBERAY_CHART_VERSION  # noqa: E402
 
@@ -243,10 +243,9 @@ def kuberay_stand_in(node_cluster: NodeCluster, kube):
     (cluster/kind.py), watching the namespace `rayjobs`, which it creates, and the release's (its
     pipelines' RayJobs)."""
     import yaml
+    from kuberay_stand_in import KubeRayStandIn
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
-
-    from kuberay_stand_in import KubeRayStandIn
 
     crds = client.ApiextensionsV1Api(kube)
     try:

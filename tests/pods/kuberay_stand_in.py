@@ -43,11 +43,18 @@ import urllib.request
 from collections import defaultdict
 from datetime import datetime, timezone
 
+from kuberay_objects import (
+    DASHBOARD_PORT,
+    GROUP,
+    PLURAL,
+    VERSION,
+    head_service,
+    owner_references,
+    ray_pod,
+    submitter_job,
+)
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-from kuberay_objects import (DASHBOARD_PORT, GROUP, PLURAL, VERSION, head_service, owner_references, ray_pod,
-                             submitter_job)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 log = logging.getLogger(__name__)

@@ -5,11 +5,10 @@ import shlex
 from importlib.metadata import version
 
 import pytest
+from kuberay_objects import GROUP, PLURAL, VERSION
 from kubernetes import client
 from pod_helpers import REPORT, wait_until
 from pod_policies import restricted_violations
-
-from kuberay_objects import GROUP, PLURAL, VERSION
 
 pytestmark = [pytest.mark.pods, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from llamaops.platform.align.reward import RewardModel
 from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.config.stages import RejectionSamplingConfig
 from llamaops.platform.eval.generation import generate
-from llamaops.platform.eval.model_workers import WorkerLayout, ModelWorkers
+from llamaops.platform.eval.model_workers import ModelWorkers, WorkerLayout
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import save_model
 from llamaops.platform.model.sizing import generation_memory

@@ -19,7 +19,7 @@ pytest.importorskip("accelerate", reason="lm-eval's HF backend needs accelerate:
 
 from llamaops.platform.config.model import ModelConfig  # noqa: E402
 from llamaops.platform.eval.harness import evaluate_task, load_eval_model  # noqa: E402
-from llamaops.platform.eval.tasks import task_records, load_task  # noqa: E402
+from llamaops.platform.eval.tasks import load_task, task_records  # noqa: E402
 from llamaops.platform.model import Transformer  # noqa: E402
 from llamaops.platform.model.checkpoint import save_model  # noqa: E402
 from llamaops.platform.model.hf import export_hf  # noqa: E402

@@ -1,7 +1,6 @@
 """`llamaops pipeline submit --host / status / logs` through the real kfp.Client against a FAKE
 Kubeflow Pipelines HTTP API on 127.0.0.1 (conftest's `fake_kfp`: the KFP backend cannot run here)."""
 import pytest
-import yaml
 from fake_kfp_api import TOKEN
 from typer.testing import CliRunner
 

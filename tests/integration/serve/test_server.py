@@ -51,8 +51,10 @@ def test_chat_non_streaming_and_streaming_agree_under_greedy(client):
 
 
 def test_same_seed_gives_the_same_sample(client):
-    ask = lambda seed: client.completions.create(model="tiny", prompt="Once", max_tokens=8, temperature=1.0,
-                                                  top_p=0.9, seed=seed).choices[0].text
+    def ask(seed: int) -> str:
+        return client.completions.create(model="tiny", prompt="Once", max_tokens=8, temperature=1.0,
+                                         top_p=0.9, seed=seed).choices[0].text
+
     assert ask(7) == ask(7)
 
 
@@ -116,7 +118,8 @@ def test_a_burst_beyond_the_queue_is_shed_with_429_and_the_server_stays_up(serve
     with urllib.request.urlopen(f"{server}/metrics") as r:
         metrics = r.read().decode()
     assert 'llamaops_requests_rejected_total{model="tiny"}' in metrics
-    rejected = next(l for l in metrics.splitlines() if l.startswith("llamaops_requests_rejected_total"))
+    rejected = next(line for line in metrics.splitlines()
+                    if line.startswith("llamaops_requests_rejected_total"))
     assert float(rejected.split()[-1]) >= 1
 
 

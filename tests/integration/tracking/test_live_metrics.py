@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
-
 from llamaops.platform.tracking import PipelineTracker, tracking_client
 from llamaops.platform.tracking.live_metrics import LiveMetrics, MetricStream
 from llamaops.platform.train import loop
 from llamaops.platform.train.pretrain import pretrain_job
 from llamaops.platform.train.stage_runner import publish_trained
+
+from ...unit.train.micro import micro_preset, micro_pretraining, write_shards
 
 STEPS = 12
 HELD_AT = 5  # the step the test holds training before, to look at the run mid-way

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from llamaops.platform.config.parallel import ParallelLayout
-
 from llamaops.platform.store import is_complete
 from llamaops.platform.train.checkpointing import step_uri
 from llamaops.platform.train.loop import train_worker
 from llamaops.platform.train.pretrain import pretrain_job
 
-from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
+from ...unit.train.micro import micro_preset, micro_pretraining, write_shards
 from .loop_runs import assert_same_training, loop_job, run_loop
 
 

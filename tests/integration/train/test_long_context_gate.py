@@ -16,7 +16,7 @@ from llamaops.platform.train.gate_checks import figures_uri, load_figures
 from llamaops.platform.train.long_context import run_long_context
 from llamaops.platform.train.pretrain import run_pretrain
 
-from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
+from ...unit.train.micro import micro_preset, micro_pretraining, write_shards
 
 
 class Recorder:

@@ -6,7 +6,6 @@ block. Layout names: tests/unit/train/init_worker.layout_named."""
 from pathlib import Path
 
 import pytest
-import torch
 
 from llamaops.platform.model.checkpoint import write_model_shards
 from llamaops.platform.model.transformer import Transformer

@@ -19,7 +19,7 @@ from llamaops.platform.train.pretrain import pretrain_job, run_pretrain
 from llamaops.platform.train.ray_runner import TrainingRunError
 from llamaops.platform.train.stage_runner import train_and_publish
 
-from ...unit.train.micro import micro_pretraining, micro_preset, write_shards
+from ...unit.train.micro import micro_preset, micro_pretraining, write_shards
 
 
 class Recorder:

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from llamaops.platform.config import PRESETS, ConfigError, load_preset
 
@@ -76,7 +77,7 @@ def test_bad_yaml_files(tmp_path):
 
 def test_presets_are_immutable():
     preset = load_preset("tiny")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         preset.model.dim = 4
 
 

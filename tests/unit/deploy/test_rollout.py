@@ -10,8 +10,14 @@ from llamaops.operators import spec as operator_spec
 from llamaops.operators.status import check_spec, degraded_conditions, rollout_conditions
 from llamaops.platform.config import load_preset
 from llamaops.platform.config.cluster import ClusterContract, NodePool, SecretRef
-from llamaops.platform.deploy import DeployError, apply_deployment, deployment_manifest, deployment_name, wait_until_ready
-from llamaops.platform.deploy import rollout
+from llamaops.platform.deploy import (
+    DeployError,
+    apply_deployment,
+    deployment_manifest,
+    deployment_name,
+    rollout,
+    wait_until_ready,
+)
 
 CONTRACT = ClusterContract()  # the chart's defaults: pool h100 with 8 GPUs per node, Secret llamaops-s3
 

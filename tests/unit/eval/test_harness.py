@@ -2,17 +2,15 @@ import json
 import math
 
 import pytest
+import torch
 
 from llamaops.platform.eval.gate import GateSpecError, judge_thresholds, parse_threshold
 from llamaops.platform.eval.harness import evaluate_task, markdown_report, mean_and_stderr, results_report
 from llamaops.platform.eval.multiple_choice import encode_choices, score_continuations
 from llamaops.platform.eval.tasks import load_task
+from llamaops.platform.model import Transformer
 
 from .conftest import vocab_model as tiny_vocab_model
-
-import torch
-
-from llamaops.platform.model import Transformer
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,13 @@ from llamaops.platform.eval import sandbox
 from llamaops.platform.eval.humaneval import evaluate_humaneval, load_humaneval
 from llamaops.platform.eval.sandbox import SandboxLimits
 from llamaops.platform.eval.sandbox_pod import PodSandbox, SandboxPodError
-from llamaops.platform.eval.sandbox_pod_manifests import CONFIG_MAP_BYTES, config_maps, deadline_seconds, pod, program_key
+from llamaops.platform.eval.sandbox_pod_manifests import (
+    CONFIG_MAP_BYTES,
+    config_maps,
+    deadline_seconds,
+    pod,
+    program_key,
+)
 
 from .simulated_core_api import UNSCHEDULABLE, SimulatedAuthorizationV1Api, SimulatedCoreV1Api, status
 

@@ -5,8 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llamaops.platform.config import ModelConfig, RopeScaling
-from llamaops.platform.model import Transformer
-from llamaops.platform.model import checkpoint
+from llamaops.platform.model import Transformer, checkpoint
 from llamaops.platform.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, ModelDirectoryError, load_model, save_model
 from llamaops.platform.store.manifest import MANIFEST_FILE, read_manifest, seal
 
@@ -182,7 +181,8 @@ def test_fewer_groups_than_announced_leave_no_model_directory(model, tmp_path):
 @pytest.mark.parametrize("named", ["../outside.safetensors", "/etc/passwd", "sub/dir.safetensors", ".."])
 def test_a_weights_index_naming_a_path_outside_the_directory_is_refused(tmp_path, named):
     from llamaops.platform.model.checkpoint import INDEX_FILE, weight_files
-    from llamaops.platform.model.hf import INDEX_FILE as HF_INDEX_FILE, _weight_files as hf_weight_files
+    from llamaops.platform.model.hf import INDEX_FILE as HF_INDEX_FILE
+    from llamaops.platform.model.hf import _weight_files as hf_weight_files
 
     (tmp_path / "outside.safetensors").write_bytes(b"")
     model_dir = tmp_path / "model"

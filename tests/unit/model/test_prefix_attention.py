@@ -59,7 +59,7 @@ def test_prefix_attention_is_sdpa_under_the_lower_right_causal_mask(dtype, keys)
         want = _run(_dense(mask), tensors, grad)
         for name, got, expected in zip(("out", "dq", "dk", "dv"), _run(attention, tensors, grad), want):
             if dtype == torch.float32:
-                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{attention} {name}: {m}")
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m, where=f"{attention} {name}": f"{where}: {m}")
             else:  # bf16 rounds the merged output before backward: compare as cp_worker does
                 error = float((got.float() - expected.float()).norm() / expected.float().norm())
                 assert error < 1e-2, f"{attention} {name}: relative error {error:.3g} in bf16"

@@ -1,6 +1,6 @@
-from llamaops.platform.deploy.serving import container_command, export_command
-
 import pytest
+
+from llamaops.platform.deploy.serving import container_command, export_command
 
 
 def test_llamaops_engine_runs_llamaops_serve_on_all_interfaces():

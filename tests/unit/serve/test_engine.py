@@ -1,7 +1,6 @@
 """The continuous-batching engine: exact greedy decoding, join/leave at token boundaries, chunked
 prefill, bounded queue, seeded sampling."""
 import pytest
-import torch
 
 from llamaops.platform.serve import Engine, QueueFull, Request, SamplingParams
 

@@ -11,8 +11,16 @@ from llamaops.platform.config.model import ModelConfig
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.checkpoint import save_model
 from llamaops.platform.model.sizing import generation_memory
-from llamaops.platform.serve.fp8 import (ACTIVATION_AMAX_BOUND, FP8, FP8_MAX, Fp8Linear, fp8_layers, quantize_rows,
-                                         scaled_matmul, to_fp8)
+from llamaops.platform.serve.fp8 import (
+    ACTIVATION_AMAX_BOUND,
+    FP8,
+    FP8_MAX,
+    Fp8Linear,
+    fp8_layers,
+    quantize_rows,
+    scaled_matmul,
+    to_fp8,
+)
 from llamaops.platform.serve.fp8_accuracy import greedy_agreement, layer_errors
 from llamaops.platform.serve.tensor_parallel import TensorParallelGroup, load_tensor_parallel
 

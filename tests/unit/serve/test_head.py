@@ -47,7 +47,7 @@ def test_logits_closer_than_the_int8_error_are_decided_exactly(near_rows):
     base = weight[0].clone()
     weight[1000 : 1000 + near_rows] = base + 1e-4 * torch.randn(near_rows, DIM, generator=g)
     head = OutputHead(weight)
-    for trial in range(20):
+    for _ in range(20):
         hidden = (base * 10 + 0.01 * torch.randn(DIM, generator=g)).unsqueeze(0)
         assert head.argmax(hidden) == F.linear(hidden, weight).argmax(-1).tolist()
 

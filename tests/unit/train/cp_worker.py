@@ -13,6 +13,7 @@ import copy
 from unittest import mock
 
 import torch
+from parallel_worker import MICRO, full, parse, run_scenarios  # noqa: E402  (run as a script next to it)
 
 from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
@@ -20,8 +21,6 @@ from llamaops.platform.train import context_parallel
 from llamaops.platform.train.context_parallel import cp_forward_loss
 from llamaops.platform.train.mesh import build_mesh
 from llamaops.platform.train.parallelize import parallelize
-
-from parallel_worker import MICRO, full, parse, run_scenarios  # noqa: E402  (run as a script next to it)
 
 BATCH, SEQ = 4, 32
 
@@ -109,7 +108,7 @@ def check_optimizer_steps(name, sharded, reference, batch, mine, mesh, steps: in
     # the update by a share of lr: compare the weights to 1% of one step (lr 1e-2).
     weights = {n: full(p.detach()) for n, p in sharded.named_parameters()}
     for n, p in reference.named_parameters():
-        torch.testing.assert_close(weights[n], p.detach(), rtol=1e-4, atol=1e-4, msg=lambda m: f"{name} {n}: {m}")
+        torch.testing.assert_close(weights[n], p.detach(), rtol=1e-4, atol=1e-4, msg=lambda m, where=f"{name} {n}": f"{where}: {m}")
 
 
 def check_broken_variants_differ(name, model, tokens, targets, document_ids, mesh, reference) -> None:

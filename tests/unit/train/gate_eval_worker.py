@@ -24,7 +24,12 @@ from llamaops.platform.eval.perplexity import open_validation, validation_perple
 from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.batches import Batch
-from llamaops.platform.train.gate_checks import GateChecks, needle_found_sums, sharded_short_context_loss, teacher_forced_row
+from llamaops.platform.train.gate_checks import (
+    GateChecks,
+    needle_found_sums,
+    sharded_short_context_loss,
+    teacher_forced_row,
+)
 from llamaops.platform.train.rank_model import build_rank_model
 
 MODEL = ModelConfig(dim=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden_dim=64, vocab_size=512, max_seq_len=64)

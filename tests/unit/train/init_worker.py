@@ -12,7 +12,6 @@ cut through blocks, and checks:
           model), and no operation while placing and initialising made a tensor larger than the
           largest of them or one init block: no whole parameter, let alone the whole model.
 """
-import math
 import os
 import re
 import sys

@@ -12,6 +12,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 from torch.distributed.fsdp import MixedPrecisionPolicy
 from torch.distributed.tensor import DTensor
 
@@ -20,8 +21,6 @@ from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.mesh import build_mesh
 from llamaops.platform.train.parallelize import apply_fsdp
 from llamaops.platform.train.pipeline import build_stages, pipeline_schedule, rank_stage_ids
-
-from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 
 BATCH, SEQ, MICROBATCHES = 8, 16, 4
 
@@ -75,7 +74,7 @@ def main() -> None:
         for module in modules:
             for name, p in module.named_parameters():
                 grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
-                torch.testing.assert_close(grad, reference[name].grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+                torch.testing.assert_close(grad, reference[name].grad, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     finally:
         dist.destroy_process_group()
 

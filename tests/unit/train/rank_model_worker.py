@@ -12,6 +12,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 from torch.distributed.tensor import DTensor
 
 from llamaops.platform.config.parallel import ParallelLayout
@@ -19,8 +20,6 @@ from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.batches import Batch
 from llamaops.platform.train.rank_model import build_rank_model
-
-from parallel_worker import MICRO  # noqa: E402  (run as a script next to it)
 
 ROWS, SEQ = 8, 32
 

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from llamaops.platform.model.transformer import Transformer
+from llamaops.platform.store.uri import local_path
 from llamaops.platform.train.checkpointing import (
     STATE_DIR,
     Progress,
@@ -14,10 +16,9 @@ from llamaops.platform.train.checkpointing import (
     save_checkpoint,
     step_uri,
 )
-from llamaops.platform.store.uri import local_path
-from llamaops.platform.model.transformer import Transformer
 
 from .parallel_worker import MICRO
+
 
 def _saved(root: str, steps: list[int]) -> Transformer:
     model = Transformer(MICRO)

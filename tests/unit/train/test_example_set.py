@@ -4,7 +4,6 @@ SFT loss of the same examples."""
 from pathlib import Path
 
 import pytest
-import torch
 
 from llamaops.platform.align.examples import Example
 from llamaops.platform.align.losses import masked_loss_sum
@@ -12,8 +11,14 @@ from llamaops.platform.model import Transformer
 from llamaops.platform.model.loss import IGNORE_INDEX
 from llamaops.platform.train.batch_sources import ExampleSteps
 from llamaops.platform.train.errors import TrainingConfigError
-from llamaops.platform.train.example_set import (TRAIN, ExampleSet, example_batch, padded_length,
-                                                 write_example_set, write_step_rows)
+from llamaops.platform.train.example_set import (
+    TRAIN,
+    ExampleSet,
+    example_batch,
+    padded_length,
+    write_example_set,
+    write_step_rows,
+)
 from llamaops.platform.train.schedule import StepPlan
 
 from .micro import micro_preset

@@ -5,8 +5,8 @@ import torch
 
 from llamaops.platform.config import load_preset
 from llamaops.platform.config.parallel import ParallelLayout
-from llamaops.platform.eval.needle import NeedleCase, needle_accuracy
 from llamaops.platform.eval.generation import chat_replies
+from llamaops.platform.eval.needle import NeedleCase, needle_accuracy
 from llamaops.platform.model.loss import linear_cross_entropy
 from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.tokenizer import Message, encode_dialog_for_generation, load_tokenizer

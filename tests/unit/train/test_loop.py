@@ -6,8 +6,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from .micro import micro_preset
-
 from llamaops.platform.config import Preset
 from llamaops.platform.config.stages import BatchRampStep, Optimizer
 from llamaops.platform.model.checkpoint import load_model
@@ -22,6 +20,8 @@ from llamaops.platform.train.loop import train_worker
 from llamaops.platform.train.pretrain import pretrain_job
 from llamaops.platform.train.schedule import StepPlan
 from llamaops.platform.train.stage_runner import prune_published
+
+from .micro import micro_preset
 
 
 def short_pretrain(steps: int = 12) -> Preset:

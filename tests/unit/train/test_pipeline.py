@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.config.parallel import ParallelLayout
+from llamaops.platform.model.transformer import Transformer
 from llamaops.platform.train.pipeline import check_step_microbatches, split_stage, stage_layer_ids, step_microbatches
 
 from .parallel_worker import MICRO

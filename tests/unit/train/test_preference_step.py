@@ -8,14 +8,19 @@ import torch
 
 from llamaops.platform.align.examples import Example
 from llamaops.platform.align.losses import response_logprobs
+from llamaops.platform.align.reward import RewardModel
 from llamaops.platform.config.parallel import ParallelLayout
 from llamaops.platform.model import Transformer
 from llamaops.platform.model.loss import linear_cross_entropy
-from llamaops.platform.align.reward import RewardModel
-from llamaops.platform.train.example_values import step_example_values
 from llamaops.platform.train.example_set import example_batch
-from llamaops.platform.train.preference_step import (DPOObjective, RewardObjective, bradley_terry_loss, dpo_terms,
-                                                     pairwise_forward_backward)
+from llamaops.platform.train.example_values import step_example_values
+from llamaops.platform.train.preference_step import (
+    DPOObjective,
+    RewardObjective,
+    bradley_terry_loss,
+    dpo_terms,
+    pairwise_forward_backward,
+)
 from llamaops.platform.train.rank_model import RankModel
 
 from .micro import MICRO_VOCAB, micro_preset
