@@ -214,13 +214,18 @@ class PipelineTracker(_RunLogger):
         self.finish("FINISHED" if error_type is None else "FAILED")
 
 
-def source_commit() -> str | None:
-    """The llamaops commit running: the image's build-time value, else the checkout's HEAD."""
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # in a checkout, the repository root
+
+
+def source_commit(package_root: Path = _PACKAGE_ROOT) -> str | None:
+    """The llamaops commit running: the image's build-time value, else the HEAD of the checkout
+    the package is (None for an installed wheel, even inside some other repository)."""
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV]
-    checkout = Path(__file__).resolve().parents[2]  # the repository root is the package
+    if not (package_root / ".git").exists():
+        return None
     try:
-        found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+        found = subprocess.run(["git", "-C", str(package_root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -9,6 +9,7 @@ import pytest
 from llamaops.platform.stage import StageResult
 from llamaops.platform.store import ArtifactError, staged_output
 from llamaops.platform.tracking import PipelineTracker, TrackingError, model_uri_for, register_model, set_alias
+from llamaops.platform.tracking.runs import source_commit
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,13 @@ def test_a_pipeline_run_records_the_commit_it_ran(tracking_uri: str, monkeypatch
     from_image = PipelineTracker(tracking_uri, "llamaops-unit", "run-image", "tiny")
     tags = [_client(tracking_uri).get_run(t.run_id).data.tags for t in (from_checkout, from_image)]
     assert [t["mlflow.source.git.commit"] for t in tags] == [head.stdout.strip(), "0123abc"]
+
+
+def test_an_installed_package_inside_another_repository_records_no_commit(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LLAMAOPS_GIT_COMMIT", raising=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=u", "-c", "user.email=u@example.com",
+                    "commit", "-q", "--allow-empty", "-m", "someone else's"], check=True)
+    installed = tmp_path / ".venv" / "lib" / "site-packages" / "llamaops"
+    installed.mkdir(parents=True)
+    assert source_commit(installed) is None  # not the enclosing repository's HEAD
