@@ -58,59 +58,70 @@ def last_step(client: Any, run_id: str) -> int:
 
 class LiveMetrics:
     """Rank 0's sender: buffers each step's figures and sends them every `every_s` seconds, at the
-    first step and on close; skips steps the run already holds (a resumed stage)."""
+    first step and on close; skips steps the run already holds (a resumed stage). Without a stream
+    (other ranks, runs without tracking) it does nothing."""
 
-    def __init__(self, stream: MetricStream, clock: Callable[[], float] = time.monotonic) -> None:
-        self.stream, self.clock = stream, clock
+    def __init__(self, stream: MetricStream | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.every_s = stream.every_s if stream is not None else 0.0
+        self.run_id = stream.run_id if stream is not None else ""
         self.pending: list[Metric] = []
         self.last_sent = float("-inf")
-        self.failed = False
+        self.client: Any = None  # None: nothing to send to (no stream, or tracking failed)
+        self.system: Any = None
+        self.skip_through = 0
+        if stream is not None:
+            self._try(lambda: self._open(stream))
+
+    def _open(self, stream: MetricStream) -> None:
+        from mlflow.entities import Metric
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.metric = Metric
         self.client = tracking_client(stream.tracking_uri)
-        self.skip_through = self._guarded(lambda: last_step(self.client, stream.run_id)) or 0
-        self.system = self._guarded(self._start_system_metrics)
+        self.skip_through = last_step(self.client, stream.run_id)
+        self.system = SystemMetricsMonitor(stream.run_id, sampling_interval=stream.system_every_s,
+                                           resume_logging=True, tracking_uri=stream.tracking_uri)
+        self.system.start()
 
     def step(self, step: int, figures: Mapping[str, float]) -> None:
-        if step <= self.skip_through or self.failed:
+        if self.client is None or step <= self.skip_through:
             return
-        from mlflow.entities import Metric
-
         at = int(time.time() * 1000)
-        self.pending += [Metric(key, float(value), at, step) for key, value in figures.items()]
-        if self.clock() - self.last_sent >= self.stream.every_s:
+        self.pending += [self.metric(key, float(value), at, step) for key, value in figures.items()]
+        if self.clock() - self.last_sent >= self.every_s:
             self.flush()
 
     def flush(self) -> None:
         self.last_sent = self.clock()
         pending, self.pending = self.pending, []
+        if self.client is None or not pending:
+            return
+        client = self.client
 
         def send() -> None:
             for start in range(0, len(pending), _METRICS_PER_BATCH):
-                self.client.log_batch(self.stream.run_id, metrics=pending[start:start + _METRICS_PER_BATCH])
+                client.log_batch(self.run_id, metrics=pending[start:start + _METRICS_PER_BATCH])
 
-        self._guarded(send)
+        self._try(send)
 
     def close(self) -> None:
         self.flush()
         if self.system is not None:
             self.system.finish()
 
-    def _start_system_metrics(self) -> Any:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    def __enter__(self) -> "LiveMetrics":
+        return self
 
-        monitor = SystemMetricsMonitor(self.stream.run_id, sampling_interval=self.stream.system_every_s,
-                                       resume_logging=True, tracking_uri=self.stream.tracking_uri)
-        monitor.start()
-        return monitor
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
-    def _guarded(self, call: Callable[[], Any]) -> Any:
-        """`call()`, or None once tracking failed (warned about once)."""
-        if self.failed:
-            return None
+    def _try(self, call: Callable[[], None]) -> None:
+        """`call()`; on any tracking failure, warn once and send nothing more."""
         try:
-            result = call()
+            call()
         except Exception as error:  # noqa: BLE001 - any tracking failure: train on without it
-            self.failed = True
-            log.warning("live metrics to MLflow run %s stopped (%s: %s); the stage logs them when it publishes",
-                        self.stream.run_id, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
-            return None
-        return True if result is None else result
+            self.client = None
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            log.warning("live metrics to MLflow stopped (%s: %s); the stage logs them when it publishes",
+                        type(error).__name__, first_line)

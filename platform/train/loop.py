@@ -110,7 +110,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
     checkpointer = Checkpointer(
         job.checkpoint_root, job.checkpoint_steps, job.keep_checkpoints, job.async_checkpoints, rank, world
     )
-    with fetched(job.data_uri) as data_dir:
+    with fetched(job.data_uri) as data_dir, LiveMetrics(job.metrics if rank == 0 else None) as live:
         batches = open_batches(job.batches, data_dir, job.seed)
         batches.check(job.plan)
         reference = None  # measured on the input model, before a restore replaces it
@@ -127,7 +127,6 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
         baseline = verdict_baseline(job.gate, job.checkpoint_root, figures)
         stopped = stage_failed(job.gate, figures, baseline)  # restored at a failing stage's end
         reporter = ProgressReporter(job.progress if rank == 0 else None, len(job.plan), first=progress.step)
-        live = LiveMetrics(job.metrics) if rank == 0 and job.metrics is not None else None
         while not stopped and progress.step < len(job.plan) and progress.step != job.stop_after_step:
             spec = job.plan[progress.step]
             batch = batches.batch(progress.step, progress.cursor, spec, placed.dp_rank, placed.layout)
@@ -137,8 +136,7 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
             progress.cursor = batches.next_cursor(progress.cursor, spec)
             progress.history.append({"step": progress.step, **record})
             reporter.step(progress.step, {"loss": record["loss"], "tokens_per_second": record["tokens_per_second"]})
-            if live is not None:
-                live.step(progress.step, {key: record[key] for key in STEP_FIGURES if key in record})
+            live.step(progress.step, {key: record[key] for key in STEP_FIGURES if key in record})
             checkpointer.poll()
             if progress.step in job.checkpoint_steps:
                 checkpointer.save(placed.parts, optimizers, progress)
@@ -150,8 +148,6 @@ def train_worker(job: TrainingJob, rank: int, world: int, device: torch.device =
                     checkpointer.wait()  # (collective) the restart resumes from this checkpoint
                     if rank == 1:
                         os._exit(1)  # as a killed worker would: no cleanup, no Python exception
-        if live is not None:
-            live.close()
     checkpointer.close()
     return progress
 
