@@ -30,10 +30,10 @@ LOSS_LR, DATA_FUNNEL, NEEDLES, SCORECARD = "loss_lr.png", "data_funnel.png", "ne
 STAGE_REPORT, REGISTRATION_REPORT = "report.json", "registration.json"
 DATA_STAGE, LONG_CONTEXT_STAGE, EVAL_STAGE, REGISTER_STAGE = "data", "long_context", "eval", "register"
 
-# The metric a step's row shows; any other (training) step shows its final loss.
-_HEADLINE = {"data": "tokens_out", "rejection_sampling": "mean_best_reward", "average": "averaged_models",
-             "eval": "multiple_choice_accuracy", "register": "model_version"}
-_ROUND_PREFIX = "round"
+# The metric a step's row shows: the first of these it logged (each belongs to one kind of step:
+# data prep, rejection sampling, averaging, eval, register, and any training stage).
+_HEADLINES = ("tokens_out", "mean_best_reward", "averaged_models", "multiple_choice_accuracy", "model_version",
+              "final_loss")
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 Figures = Mapping[str, bytes | str]  # file name -> PNG bytes, or the one line saying why it is absent
@@ -288,14 +288,9 @@ def _summary_html(data: RunData) -> str:
     return "<h2>Run</h2>\n" + _table(None, [[_cell(_text(key)), _cell(_text(value))] for key, value in rows])
 
 
-def _stage_kind(step: str) -> str:
-    """`round2-sft` -> `sft`."""
-    return step.split("-", 1)[1] if step.startswith(_ROUND_PREFIX) and "-" in step else step
-
-
 def _headline(stage: StageRecord) -> str:
-    name = _HEADLINE.get(_stage_kind(stage.name), "final_loss")
-    return f"{_text(name)} = {_number(stage.metrics[name])}" if name in stage.metrics else "&mdash;"
+    name = next((name for name in _HEADLINES if name in stage.metrics), None)
+    return f"{_text(name)} = {_number(stage.metrics[name])}" if name else "&mdash;"
 
 
 def _steps_html(data: RunData) -> str:
