@@ -4,7 +4,7 @@
 # the checkout (a link inside it would make the tree contain itself for anything that walks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="${XDG_CACHE_HOME:-$HOME/.cache}/llamaops/typecheck/$(printf %s "$PWD" | sha256sum | cut -c1-12)"
+root="${XDG_CACHE_HOME:-$HOME/.cache}/llamaops/typecheck/$(printf %s "$PWD" | cksum | cut -d" " -f1)"
 mkdir -p "$root" && ln -sfn "$PWD" "$root/llamaops"
 MYPYPATH="$root" exec .venv/bin/python -m mypy --config-file pyproject.toml --cache-dir "$root/cache" \
   -p llamaops.platform.config -p llamaops.platform.store -p llamaops.platform.model -p llamaops.platform.serve
